@@ -1,0 +1,176 @@
+//! The commands: each loads what it needs, calls the library, prints through a view and
+//! returns an [`Outcome`].
+
+use anyhow::Context as _;
+
+use super::Outcome;
+use super::args::{Cli, Command, Format, PlanArgs, SchemaArgs, ShowArgs, Source};
+use crate::diagnostic;
+use crate::load::{LoadError, LoadedFleet, load};
+use crate::observe::observe_all;
+use crate::plan::{self, HostInput, PlanInput};
+use crate::repo::FleetRepo;
+use crate::target::Selector;
+
+pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        Command::Validate(src) => validate(src, color),
+        Command::Plan(args) => plan_cmd(cli, args, color).await,
+        Command::Show(args) => show(args, color),
+        Command::Schema(args) => schema(args),
+    }
+}
+
+/// Loads the fleet, printing every problem on failure.
+fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
+    let repo = FleetRepo::open(&src.fleet_dir, src.rev.as_deref())?;
+    if src.rev.is_none() && repo.head().is_none() && repo.repo_dir().is_none() {
+        eprintln!("note: {} is not inside a Git repository; plans of it have no revision", src.fleet_dir.display());
+    } else if src.rev.is_none() && repo.is_dirty() {
+        eprintln!(
+            "note: reading the working tree, which has uncommitted changes{}",
+            repo.head().map(|h| format!(" (on top of {})", &h[..h.len().min(12)])).unwrap_or_default()
+        );
+    }
+    match load(&repo) {
+        Ok(loaded) => Ok(Ok((repo, loaded))),
+        Err(LoadError::Repo(e)) => Err(e.into()),
+        Err(LoadError::Invalid { diagnostics, sources }) => {
+            eprint!("{}", diagnostic::render(&diagnostics, &sources, color && std::io::IsTerminal::is_terminal(&std::io::stderr())));
+            Ok(Err(Outcome::Failure))
+        }
+    }
+}
+
+fn validate(src: &Source, color: bool) -> anyhow::Result<Outcome> {
+    let (repo, loaded) = match open(src, color)? {
+        Ok(x) => x,
+        Err(o) => return Ok(o),
+    };
+    let f = &loaded.fleet;
+    println!(
+        "The manifests are valid: fleet {}, {} environment{}, {} host{}, {} runtime{}{}.",
+        f.name,
+        f.environments.len(),
+        plural(f.environments.len()),
+        f.hosts.len(),
+        plural(f.hosts.len()),
+        f.runtimes.len(),
+        plural(f.runtimes.len()),
+        repo.revision().map(|r| format!(" at {}", &r[..12.min(r.len())])).unwrap_or_default()
+    );
+    Ok(Outcome::Success)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Outcome> {
+    let at = match &args.at {
+        Some(s) => Some(parse_at(s)?),
+        None => None,
+    };
+    let (repo, loaded) = match open(&args.source, color)? {
+        Ok(x) => x,
+        Err(o) => return Ok(o),
+    };
+    let t = &args.targeting;
+    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
+    let targets: Vec<_> = loaded.desired.iter().filter(|h| selector.matches(h)).collect();
+    if targets.is_empty() && !selector.is_empty() {
+        anyhow::bail!(crate::target::TargetError::NothingMatches);
+    }
+    let observed_at = jiff::Timestamp::now();
+    let observations = observe_all(&targets, repo.fleet_dir(), cli.global.parallel as usize).await;
+    let errors: Vec<String> = observations.iter().map(|o| o.as_ref().err().map(ToString::to_string).unwrap_or_default()).collect();
+    let hosts = targets
+        .iter()
+        .zip(&observations)
+        .zip(&errors)
+        .map(|((d, o), e)| HostInput { desired: d, observed: o.as_ref().map_err(|_| e.clone()) })
+        .collect();
+    let plan = plan::build(&PlanInput {
+        fleet: &loaded.fleet,
+        revision: repo.revision().map(str::to_owned),
+        hosts,
+        at: at.unwrap_or(observed_at),
+        observed_at,
+    });
+    if let Some(out) = &args.out {
+        std::fs::write(out, plan.to_json() + "\n").with_context(|| format!("writing the plan to {}", out.display()))?;
+    }
+    match args.format {
+        Format::Text => print!("{}", plan::text::render(&plan, plan::text::TextOptions { color, detail: args.detail })),
+        Format::Json => println!("{}", plan.to_json()),
+        Format::Markdown => {
+            let rev = plan.revision.as_deref().map_or("the working tree".to_owned(), |r| format!("`{}`", &r[..12.min(r.len())]));
+            let header = plan::markdown::MarkdownHeader { title: format!("Flotilla plan for `{}` at {rev}", plan.fleet), notices: Vec::new() };
+            print!("{}", plan::markdown::render(&plan, &header));
+        }
+    }
+    if plan.summary.hosts_unreachable > 0 && !args.skip_unreachable {
+        return Ok(Outcome::Failure);
+    }
+    if args.detailed_exitcode && plan.has_changes() {
+        return Ok(Outcome::Changes);
+    }
+    Ok(Outcome::Success)
+}
+
+/// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.
+fn parse_at(s: &str) -> anyhow::Result<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(z) = s.parse::<jiff::Zoned>() {
+        return Ok(z.timestamp());
+    }
+    anyhow::bail!("--at {s}: not a time; write RFC 3339 such as 2026-11-28T02:30:00+01:00")
+}
+
+fn show(args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
+    let (_repo, loaded) = match open(&args.source, color)? {
+        Ok(x) => x,
+        Err(o) => return Ok(o),
+    };
+    let Some(desired) = loaded.desired.iter().find(|h| h.name.as_str() == args.host) else {
+        let names = loaded.desired.iter().map(|h| h.name.as_str());
+        let hint = diagnostic::closest(&args.host, names).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+        anyhow::bail!("unknown host `{}`{hint}", args.host);
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(desired)?),
+        _ => {
+            let origin = loaded.fleet.host(&args.host).map(|h| {
+                let (l, c) = loaded.sources.line_col(&h.origin.file, h.origin.span.start).unwrap_or((0, 0));
+                format!("{}:{l}:{c}", h.origin.file)
+            });
+            print!("{}", crate::show::render(desired, origin.as_deref().unwrap_or("?")));
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
+    let mut stale = Vec::new();
+    if !args.check {
+        std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    }
+    for (name, text) in crate::schema::all() {
+        let path = args.out_dir.join(name);
+        if args.check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        } else {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !stale.is_empty() {
+        eprintln!("error: out of date: {} (run `flotilla schema`)", stale.join(", "));
+        return Ok(Outcome::Failure);
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,174 @@
+//! Located problems in manifests and their rustc-style rendering: one message, the file, line
+//! and column, the source line with a caret, and a hint on how to fix it. Every check in
+//! `manifest` reports through this type so all problems can be shown at once.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+
+/// A file of the fleet and a byte range in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Path relative to the fleet root, with `/` separators.
+    pub file: String,
+    pub span: Range<usize>,
+}
+
+/// One problem found while loading or validating manifests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub message: String,
+    pub location: Option<Location>,
+    /// Printed under the caret, e.g. "did you mean `waves`?".
+    pub label: Option<String>,
+    /// Printed after the snippet as `= help: …`.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>) -> Self {
+        Diagnostic { message: message.into(), location: None, label: None, help: None }
+    }
+
+    pub fn at(mut self, file: impl Into<String>, span: Range<usize>) -> Self {
+        self.location = Some(Location { file: file.into(), span });
+        self
+    }
+
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The text of every manifest file that was read, so diagnostics can quote their lines.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    files: BTreeMap<String, String>,
+}
+
+impl Sources {
+    pub fn insert(&mut self, path: impl Into<String>, text: impl Into<String>) {
+        self.files.insert(path.into(), text.into());
+    }
+
+    pub fn get(&self, path: &str) -> Option<&str> {
+        self.files.get(path).map(String::as_str)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset, for plain one-line reports.
+    pub fn line_col(&self, path: &str, offset: usize) -> Option<(usize, usize)> {
+        let text = self.get(path)?;
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Some((line, col))
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Renders diagnostics in file order, followed by a count line, the way rustc does.
+pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> String {
+    let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+    let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
+    sorted.sort_by(|a, b| {
+        let key = |d: &Diagnostic| d.location.as_ref().map(|l| (l.file.clone(), l.span.start));
+        key(a).cmp(&key(b))
+    });
+    let mut out = String::new();
+    for d in sorted {
+        let title = Level::ERROR.primary_title(d.message.as_str());
+        let mut group = Group::with_title(title);
+        match d.location.as_ref().and_then(|l| Some((l, sources.get(&l.file)?))) {
+            Some((loc, text)) => {
+                let start = floor_char_boundary(text, loc.span.start.min(text.len()));
+                let end = floor_char_boundary(text, loc.span.end.clamp(start, text.len()));
+                let mut annotation = AnnotationKind::Primary.span(start..end);
+                if let Some(label) = &d.label {
+                    annotation = annotation.label(label.as_str());
+                }
+                group = group.element(
+                    Snippet::source(text).path(loc.file.as_str()).annotation(annotation),
+                );
+            }
+            None => {
+                if let Some(loc) = &d.location {
+                    group = group.element(Level::NOTE.message(format!("in {}", loc.file)));
+                }
+                if let Some(label) = &d.label {
+                    group = group.element(Level::NOTE.message(label.as_str()));
+                }
+            }
+        }
+        if let Some(help) = &d.help {
+            group = group.element(Level::HELP.message(help.as_str()));
+        }
+        let _ = writeln!(out, "{}\n", renderer.render(&[group]));
+    }
+    let n = diagnostics.len();
+    let _ = writeln!(
+        out,
+        "error: the manifests have {n} problem{}; nothing was changed",
+        if n == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// Edit distance, for "did you mean" hints on unknown keys and names.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_misses_only() {
+        let keys = ["waves", "max_parallel", "max_failures", "bake"];
+        assert_eq!(closest("wavez", keys), Some("waves"));
+        assert_eq!(closest("max_paralel", keys), Some("max_parallel"));
+        assert_eq!(closest("timezone", keys), None);
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        let mut s = Sources::default();
+        s.insert("a.toml", "x = 1\nné = 2\n");
+        assert_eq!(s.line_col("a.toml", 0), Some((1, 1)));
+        assert_eq!(s.line_col("a.toml", 10), Some((2, 4)));
+    }
+}

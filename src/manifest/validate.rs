@@ -1,0 +1,812 @@
+//! Raw manifests to a validated [`Fleet`]: parses every file, runs every check of DESIGN §3
+//! that does not depend on a particular host, and collects all problems instead of stopping at
+//! the first. Checks that need a host's layered settings live in `resolve`. Repository access
+//! goes through [`RepoFiles`], so this module itself does no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::model::*;
+use super::raw::{self, Sp, Str};
+use super::template::{Template, TemplateError, VARIABLES};
+use crate::diagnostic::{Diagnostic, Location, Sources, closest};
+use crate::duration::parse_duration;
+use crate::names::{EnvName, FleetName, HostName, RuntimeName, Version};
+use crate::schedule::waves::WaveTarget;
+use crate::schedule::window::{Freeze, Window, WindowLength, window_length_ok};
+
+/// A manifest file's path (relative to the fleet root, `/`-separated) and text.
+#[derive(Debug, Clone)]
+pub struct ManifestFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// What the repository holds at a path, as far as validation needs to know.
+#[derive(Debug, Clone)]
+pub enum RepoEntry {
+    Missing,
+    Symlink,
+    Directory,
+    /// A regular file; its bytes when they were asked for.
+    File(Option<Arc<[u8]>>),
+    Unreadable(String),
+}
+
+/// Read access to the fleet's files at the revision being loaded.
+pub trait RepoFiles {
+    /// `read`: return the content (for `source` files); otherwise only whether it is there.
+    fn entry(&self, path: &str, read: bool) -> RepoEntry;
+}
+
+/// Facts about where the fleet lives that some checks need.
+#[derive(Debug, Clone, Default)]
+pub struct LoadContext<'a> {
+    /// The repository's working directory, so `identity_file` inside it can be refused.
+    pub repo_dir: Option<&'a Path>,
+}
+
+pub struct Loaded {
+    pub fleet: Fleet,
+    pub sources: Sources,
+}
+
+pub struct Failed {
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: Sources,
+}
+
+/// Parses and checks every manifest file. All problems are reported together.
+pub fn load(files: &[ManifestFile], repo: &dyn RepoFiles, ctx: &LoadContext<'_>) -> Result<Loaded, Failed> {
+    let stems = |dir: &str| files.iter().filter_map(|f| file_stem(&f.path, dir)).map(str::to_owned).collect();
+    let mut v = Validator {
+        diags: Vec::new(),
+        env_files: stems("environments/"),
+        runtime_files: stems("runtimes/"),
+        repo, ctx, sources: Sources::default() };
+    for f in files {
+        v.sources.insert(f.path.clone(), f.text.clone());
+    }
+    let fleet = v.load(files);
+    match fleet {
+        Some(fleet) if v.diags.is_empty() => Ok(Loaded { fleet, sources: v.sources }),
+        _ => Err(Failed { diagnostics: v.diags, sources: v.sources }),
+    }
+}
+
+struct Validator<'a> {
+    diags: Vec<Diagnostic>,
+    /// Environments and runtimes that have a file, parsed or not: a reference to one whose
+    /// file has errors is not reported again.
+    env_files: BTreeSet<String>,
+    runtime_files: BTreeSet<String>,
+    repo: &'a dyn RepoFiles,
+    ctx: &'a LoadContext<'a>,
+    sources: Sources,
+}
+
+fn parse_toml<T: DeserializeOwned>(file: &ManifestFile) -> Result<T, Diagnostic> {
+    toml::from_str::<T>(&file.text).map_err(|e| {
+        let message = e.message().trim().to_owned();
+        let mut d = Diagnostic::new(message.lines().next().unwrap_or("invalid TOML").to_owned());
+        if let Some(span) = e.span() {
+            d = d.at(&file.path, span.clone());
+            if let Some(unknown) = unknown_field_hint(&message, &file.text[span.clone()]) {
+                d = d.label(unknown);
+            }
+        }
+        let rest: Vec<&str> = message.lines().skip(1).collect();
+        if !rest.is_empty() {
+            d = d.help(rest.join(" "));
+        }
+        d
+    })
+}
+
+/// serde says "unknown field `x`, expected one of `a`, `b`"; turn that into "did you mean".
+fn unknown_field_hint(message: &str, _source: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    match closest(field, candidates.iter().copied()) {
+        Some(c) => Some(format!("did you mean `{c}`?")),
+        None => Some("unknown key".to_owned()),
+    }
+}
+
+fn file_stem<'p>(path: &'p str, dir: &str) -> Option<&'p str> {
+    path.strip_prefix(dir)?.strip_suffix(".toml")
+}
+
+impl Validator<'_> {
+    fn err(&mut self, file: &str, span: std::ops::Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::new(message).at(file, span));
+        let last = self.diags.len() - 1;
+        &mut self.diags[last]
+    }
+
+    fn name<T: FromStr<Err = crate::names::NameError>>(&mut self, file: &str, s: &Str, what: &str) -> Option<T> {
+        match s.get().parse() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err(file, s.span(), format!("invalid {what} `{}`", s.get())).label = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, file: &str, s: &Option<Str>) -> Option<std::time::Duration> {
+        let s = s.as_ref()?;
+        match parse_duration(s.get()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(file, s.span(), format!("invalid duration `{}`", s.get())).label = Some(e.why.to_owned());
+                self.diags.last_mut().map(|d| d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into()));
+                None
+            }
+        }
+    }
+
+    fn load(&mut self, files: &[ManifestFile]) -> Option<Fleet> {
+        let mut fleet_file = None;
+        let mut envs = Vec::new();
+        let mut host_files = Vec::new();
+        let mut runtimes = Vec::new();
+        for f in files {
+            let p = f.path.as_str();
+            if p == "flotilla.toml" {
+                match parse_toml::<raw::RawFleetFile>(f) {
+                    Ok(r) => fleet_file = Some((f, r)),
+                    Err(d) => self.diags.push(d),
+                }
+            } else if let Some(stem) = file_stem(p, "environments/") {
+                match parse_toml::<raw::RawEnvironment>(f) {
+                    Ok(r) => envs.push((f, stem, r)),
+                    Err(d) => self.diags.push(d),
+                }
+            } else if p.starts_with("hosts/") {
+                match parse_toml::<raw::RawHostFile>(f) {
+                    Ok(r) => host_files.push((f, r)),
+                    Err(d) => self.diags.push(d),
+                }
+            } else if let Some(stem) = file_stem(p, "runtimes/") {
+                match parse_toml::<raw::RawRuntime>(f) {
+                    Ok(r) => runtimes.push((f, stem, r)),
+                    Err(d) => self.diags.push(d),
+                }
+            }
+        }
+        let Some((ff, raw_fleet)) = fleet_file else {
+            if !files.iter().any(|f| f.path == "flotilla.toml") {
+                self.diags.push(
+                    Diagnostic::new("no flotilla.toml in the fleet directory")
+                        .help("point Flotilla at the directory that holds flotilla.toml (the fleet root)"),
+                );
+            }
+            return None;
+        };
+
+        // Runtimes first: environments and hosts refer to them.
+        let mut runtime_map = BTreeMap::new();
+        for (f, stem, r) in &runtimes {
+            let name: Option<RuntimeName> = match stem.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.diags.push(Diagnostic::new(format!("invalid runtime name `{stem}` (from the file name)")).at(&f.path, 0..0).label(e.to_string()));
+                    None
+                }
+            };
+            if let Some(rt) = name.and_then(|name| self.runtime(f, name, r)) {
+                runtime_map.insert(rt.name.clone(), rt);
+            }
+        }
+
+        let fleet_name = self.name::<FleetName>(&ff.path, &raw_fleet.fleet.name, "fleet name");
+        let defaults = self.settings(&ff.path, &raw_fleet.defaults);
+        let trust = self.trust(&ff.path, &raw_fleet.trust);
+
+        let mut environments = BTreeMap::new();
+        for (f, stem, r) in &envs {
+            match stem.parse::<EnvName>() {
+                Ok(name) => {
+                    let env = self.environment(f, name, r, &runtime_map);
+                    environments.insert(env.name.clone(), env);
+                }
+                Err(e) => self.diags.push(
+                    Diagnostic::new(format!("invalid environment name `{stem}` (from the file name)"))
+                        .at(&f.path, 0..0)
+                        .label(e.to_string()),
+                ),
+            }
+        }
+
+        let mut promotion = Vec::new();
+        let mut seen = BTreeSet::new();
+        for p in &raw_fleet.fleet.promotion {
+            if !seen.insert(p.get().clone()) {
+                self.err(&ff.path, p.span(), format!("`{}` appears twice in `promotion`", p.get())).label =
+                    Some("each environment may appear once".into());
+                continue;
+            }
+            match environments.keys().find(|e: &&EnvName| e.as_str() == p.get()) {
+                Some(e) => promotion.push(e.clone()),
+                None if self.env_files.contains(p.get()) => {}
+                None => {
+                    let hint = closest(p.get(), environments.keys().map(EnvName::as_str))
+                        .map_or("no such environment".to_owned(), |c| format!("did you mean `{c}`?"));
+                    self.err(&ff.path, p.span(), format!("`promotion` names unknown environment `{}`", p.get())).label = Some(hint);
+                    self.diags.last_mut().map(|d| d.help = Some("environments are the files under environments/".into()));
+                }
+            }
+        }
+
+        let mut hosts: BTreeMap<HostName, Host> = BTreeMap::new();
+        let mut host_origin: BTreeMap<String, Location> = BTreeMap::new();
+        for (f, hf) in &host_files {
+            for h in &hf.host {
+                let Some(host) = self.host(f, h, &environments, &runtime_map) else { continue };
+                if let Some(first) = host_origin.get(host.name.as_str()) {
+                    let first = self.sources.line_col(&first.file, first.span.start).map_or(first.file.clone(), |(l, c)| format!("{}:{l}:{c}", first.file));
+                    self.err(&f.path, h.name.span(), format!("duplicate host `{}`", host.name)).label =
+                        Some(format!("first defined at {first}"));
+                    continue;
+                }
+                host_origin.insert(host.name.as_str().to_owned(), Location { file: f.path.clone(), span: h.name.span() });
+                hosts.insert(host.name.clone(), host);
+            }
+        }
+
+        Some(Fleet {
+            name: fleet_name?,
+            promotion,
+            defaults,
+            trust,
+            environments,
+            hosts: hosts.into_values().collect(),
+            runtimes: runtime_map,
+        })
+    }
+
+    fn trust(&mut self, file: &str, t: &raw::RawTrust) -> Trust {
+        let mut keys = Vec::new();
+        for k in &t.keys {
+            match minisign_verify::PublicKey::from_base64(k.get().trim()) {
+                Ok(_) => keys.push(k.get().trim().to_owned()),
+                Err(e) => {
+                    self.err(file, k.span(), "trust key does not parse as a minisign public key").label = Some(e.to_string());
+                    self.diags.last_mut().map(|d| {
+                        d.help = Some("use the base64 line of a minisign .pub file (it starts with RW)".into())
+                    });
+                }
+            }
+        }
+        Trust { keys, require_signatures: t.require_signatures.unwrap_or(true) }
+    }
+
+    fn settings(&mut self, file: &str, s: &raw::RawSettings) -> Settings {
+        let host_path = |v: &mut Self, p: &Option<Str>, key: &str| -> Option<HostPath> {
+            let p = p.as_ref()?;
+            match HostPath::new(p.get()) {
+                Ok(hp) => Some(hp),
+                Err(why) => {
+                    v.err(file, p.span(), format!("`{key}` is not a normalised absolute path")).label = Some(why.into());
+                    None
+                }
+            }
+        };
+        let runtimes_dir = host_path(self, &s.runtimes_dir, "runtimes_dir");
+        let state_dir = host_path(self, &s.state_dir, "state_dir");
+        let identity_file = self.local_path(file, &s.identity_file, "identity_file");
+        let known_hosts = self.local_path(file, &s.known_hosts, "known_hosts");
+        if let Some(root) = &s.root {
+            if root.get().is_empty() || root.get().chars().any(char::is_control) {
+                self.err(file, root.span(), "`root` must be a non-empty path without control characters");
+            }
+        }
+        if let Some(k) = &s.keep_versions {
+            if *k.get() == 0 {
+                self.err(file, k.span(), "`keep_versions` must be at least 1").label = Some("the active version is always kept".into());
+            }
+        }
+        if let Some(u) = &s.user {
+            if let Err(e) = crate::names::check_name(u.get()) {
+                self.err(file, u.span(), format!("invalid user `{}`", u.get())).label = Some(e.to_string());
+            }
+        }
+        Settings {
+            transport: s.transport.as_ref().map(|t| *t.get()),
+            user: s.user.as_ref().map(|u| u.get().clone()),
+            port: s.port.as_ref().map(|p| *p.get()),
+            become_: s.become_.as_ref().map(|b| *b.get()),
+            root: s.root.as_ref().map(|r| r.get().clone()),
+            runtimes_dir,
+            state_dir,
+            identity_file,
+            known_hosts,
+            connect_timeout: self.duration(file, &s.connect_timeout),
+            command_timeout: self.duration(file, &s.command_timeout),
+            keep_versions: s.keep_versions.as_ref().map(|k| *k.get()),
+        }
+    }
+
+    /// `identity_file` and `known_hosts`: absolute or `~/`, never inside the repository (a
+    /// commit must not be able to choose the credentials or host keys it is checked with).
+    fn local_path(&mut self, file: &str, p: &Option<Str>, key: &str) -> Option<String> {
+        let p = p.as_ref()?;
+        let s = p.get();
+        if !(s.starts_with('/') || s.starts_with("~/")) {
+            self.err(file, p.span(), format!("`{key}` must be an absolute path or start with `~/`")).label =
+                Some("relative paths would point into the repository".into());
+            return None;
+        }
+        if let Some(repo) = self.ctx.repo_dir {
+            if s.starts_with('/') && Path::new(s).starts_with(repo) {
+                self.err(file, p.span(), format!("`{key}` may not point inside the repository")).label =
+                    Some(format!("{} is inside {}", s, repo.display()));
+                self.diags.last_mut().map(|d| d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into()));
+                return None;
+            }
+        }
+        Some(s.clone())
+    }
+
+    fn runtime_pins(
+        &mut self,
+        file: &str,
+        pins: &BTreeMap<Str, Sp<raw::RuntimePin>>,
+        runtimes: &BTreeMap<RuntimeName, Runtime>,
+    ) -> BTreeMap<RuntimeName, Pin> {
+        let mut out = BTreeMap::new();
+        for (name, pin) in pins {
+            let Some(rt) = runtimes.iter().find(|(n, _)| n.as_str() == name.get()).map(|(_, r)| r) else {
+                if self.runtime_files.contains(name.get()) {
+                    continue;
+                }
+                let hint = closest(name.get(), runtimes.keys().map(RuntimeName::as_str))
+                    .map_or("no runtimes/<name>.toml defines it".to_owned(), |c| format!("did you mean `{c}`?"));
+                self.err(file, name.span(), format!("unknown runtime `{}`", name.get())).label = Some(hint);
+                continue;
+            };
+            match pin.get() {
+                raw::RuntimePin::Remove => {
+                    out.insert(rt.name.clone(), Pin::Remove);
+                }
+                raw::RuntimePin::Version(v) => match rt.versions.keys().find(|k| k.as_str() == v) {
+                    Some(ver) => {
+                        out.insert(rt.name.clone(), Pin::Version(ver.clone()));
+                    }
+                    None => {
+                        let known: Vec<&str> = rt.versions.keys().map(Version::as_str).collect();
+                        self.err(file, pin.span(), format!("runtime `{}` has no version `{v}`", rt.name)).label =
+                            Some(format!("known versions: {}", known.join(", ")));
+                        self.diags.last_mut().map(|d| {
+                            d.help = Some(format!("add a [[version]] to runtimes/{}.toml or pick a known one", rt.name))
+                        });
+                    }
+                },
+            }
+        }
+        out
+    }
+
+    fn files(&mut self, file: &str, raw_files: &[raw::RawFile]) -> Vec<FileSpec> {
+        let mut out: Vec<FileSpec> = Vec::new();
+        for f in raw_files {
+            let path = match HostPath::new(f.path.get()) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    self.err(file, f.path.span(), format!("file path `{}` is not a normalised absolute path", f.path.get().escape_debug())).label = Some(why.into());
+                    None
+                }
+            };
+            if let Some(p) = &path {
+                if out.iter().any(|o| &o.path == p) {
+                    self.err(file, f.path.span(), format!("file `{p}` is listed twice in this table")).label = Some("files are keyed by path".into());
+                }
+            }
+            let bytes: Option<Arc<[u8]>> = match (&f.content, &f.source) {
+                (Some(c), None) => Some(Arc::from(c.get().as_bytes())),
+                (None, Some(s)) => self.repo_file(file, s, "source", true).flatten(),
+                (Some(c), Some(_)) => {
+                    self.err(file, c.span(), "a file takes exactly one of `content` and `source`, not both");
+                    None
+                }
+                (None, None) => {
+                    self.err(file, f.path.span(), format!("file `{}` has neither `content` nor `source`", f.path.get())).help =
+                        Some("add content = \"...\" or source = \"files/...\"".into());
+                    None
+                }
+            };
+            let body = bytes.and_then(|b| {
+                if !f.template {
+                    return Some(FileBody::Literal(b));
+                }
+                let span = f.content.as_ref().or(f.source.as_ref()).map_or(f.path.span(), Sp::span);
+                let Ok(text) = std::str::from_utf8(&b) else {
+                    self.err(file, span, "a template must be UTF-8 text");
+                    return None;
+                };
+                match Template::parse(text) {
+                    Ok(t) => Some(FileBody::Template(Arc::new(t))),
+                    Err(e) => {
+                        let d = self.err(file, span, e.to_string());
+                        if let TemplateError::UnknownVariable(_) = e {
+                            d.help = Some(format!("templates may use {VARIABLES}"));
+                        }
+                        None
+                    }
+                }
+            });
+            let mode = match &f.mode {
+                None => Some(0o644),
+                Some(m) => match u32::from_str_radix(m.get(), 8) {
+                    Ok(n) if n <= 0o7777 && (3..=4).contains(&m.get().len()) => Some(n),
+                    _ => {
+                        self.err(file, m.span(), format!("invalid mode `{}`", m.get())).label = Some("write an octal mode such as \"0644\"".into());
+                        None
+                    }
+                },
+            };
+            for (who, v) in [("owner", &f.owner), ("group", &f.group)] {
+                if let Some(v) = v {
+                    if crate::names::check_name(v.get()).is_err() {
+                        self.err(file, v.span(), format!("invalid {who} `{}`", v.get())).label = Some("use a user or group name".into());
+                    }
+                }
+            }
+            if let (Some(path), Some(body), Some(mode)) = (path, body, mode) {
+                out.push(FileSpec {
+                    path,
+                    body,
+                    mode,
+                    owner: f.owner.as_ref().map(|o| o.get().clone()),
+                    group: f.group.as_ref().map(|o| o.get().clone()),
+                    sensitive: f.sensitive,
+                    on_change: f.on_change.as_ref().map(|c| c.get().clone()).filter(|c| !c.trim().is_empty()),
+                    origin: Location { file: file.to_owned(), span: f.path.span() },
+                });
+            }
+        }
+        out
+    }
+
+    /// A path inside the repository (`source`, `artifact`): relative, normalised, present, and
+    /// not a symlink. Returns the content when `read`.
+    fn repo_file(&mut self, file: &str, p: &Str, key: &str, read: bool) -> Option<Option<Arc<[u8]>>> {
+        let s = p.get();
+        let bad = s.is_empty()
+            || s.starts_with('/')
+            || s.chars().any(char::is_control)
+            || s.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        if bad {
+            self.err(file, p.span(), format!("`{key}` must be a normalised path relative to the fleet root")).label =
+                Some("no leading `/`, no `.` or `..`, no `//`".into());
+            return None;
+        }
+        let missing = |v: &mut Self, what: String| {
+            v.err(file, p.span(), what).label = Some(format!("`{key}` must name a file in the repository"));
+        };
+        match self.repo.entry(s, read) {
+            RepoEntry::File(bytes) => Some(bytes),
+            RepoEntry::Missing => {
+                missing(self, format!("`{s}` does not exist"));
+                None
+            }
+            RepoEntry::Directory => {
+                missing(self, format!("`{s}` is a directory"));
+                None
+            }
+            RepoEntry::Symlink => {
+                self.err(file, p.span(), format!("`{s}` is a symlink")).label =
+                    Some("symlinks are refused: they could point outside the repository".into());
+                None
+            }
+            RepoEntry::Unreadable(why) => {
+                self.err(file, p.span(), format!("`{s}` cannot be read: {why}"));
+                None
+            }
+        }
+    }
+
+    fn artifact_ref(&mut self, file: &str, p: &Str, key: &str) -> Option<ArtifactRef> {
+        let s = p.get();
+        if s.starts_with("https://") || s.starts_with("file://") {
+            if s.chars().any(|c| c.is_control() || c == ' ') {
+                self.err(file, p.span(), format!("`{key}` URL contains spaces or control characters"));
+                return None;
+            }
+            return Some(ArtifactRef::Url(s.clone()));
+        }
+        if s.contains("://") {
+            self.err(file, p.span(), format!("unsupported URL scheme in `{key}`")).label = Some("use https://, file:// or a repository path".into());
+            return None;
+        }
+        self.repo_file(file, p, key, false).map(|_| ArtifactRef::Repo(s.clone()))
+    }
+
+    fn runtime(&mut self, f: &ManifestFile, name: RuntimeName, r: &raw::RawRuntime) -> Option<Runtime> {
+        let file = f.path.as_str();
+        let mut versions = BTreeMap::new();
+        if r.versions.is_empty() {
+            self.diags.push(Diagnostic::new(format!("runtime `{name}` has no [[version]]")).at(file, 0..0).help("add a [[version]] table with version, artifact and sha256"));
+        }
+        for v in &r.versions {
+            let version = self.name::<Version>(file, &v.version, "version");
+            let sha_ok = v.sha256.get().len() == 64 && v.sha256.get().bytes().all(|b| b.is_ascii_hexdigit());
+            if !sha_ok {
+                self.err(file, v.sha256.span(), "`sha256` must be 64 hexadecimal digits").label =
+                    Some(format!("{} characters given", v.sha256.get().chars().count()));
+            }
+            let artifact = self.artifact_ref(file, &v.artifact, "artifact");
+            let signature = match &v.signature {
+                Some(s) => self.artifact_ref(file, s, "signature"),
+                None => match &artifact {
+                    Some(ArtifactRef::Url(u)) => Some(ArtifactRef::Url(format!("{u}.minisig"))),
+                    Some(ArtifactRef::Repo(p)) => {
+                        // The default signature sits beside the artifact; it must exist when
+                        // signatures are required, which the apply step checks against trust.
+                        Some(ArtifactRef::Repo(format!("{p}.minisig")))
+                    }
+                    None => None,
+                },
+            };
+            if let (Some(version), Some(artifact), Some(signature), true) = (version, artifact, signature, sha_ok) {
+                if versions.contains_key(&version) {
+                    self.err(file, v.version.span(), format!("version `{version}` is defined twice"));
+                    continue;
+                }
+                versions.insert(
+                    version.clone(),
+                    RuntimeVersion { version, artifact, sha256: v.sha256.get().to_ascii_lowercase(), signature },
+                );
+            }
+        }
+        let health = r.health.as_ref().map(|h| Health {
+            command: h.command.get().clone(),
+            timeout: self.duration(file, &h.timeout).unwrap_or(std::time::Duration::from_secs(30)),
+            retries: h.retries.unwrap_or(0),
+            interval: self.duration(file, &h.interval).unwrap_or(std::time::Duration::from_secs(1)),
+        });
+        let hooks = Hooks {
+            activate: r.hooks.activate.as_ref().map(|s| s.get().clone()),
+            remove: r.hooks.remove.as_ref().map(|s| s.get().clone()),
+        };
+        Some(Runtime { name, description: r.description.clone(), versions, health, hooks })
+    }
+
+    fn environment(
+        &mut self,
+        f: &ManifestFile,
+        name: EnvName,
+        r: &raw::RawEnvironment,
+        runtimes: &BTreeMap<RuntimeName, Runtime>,
+    ) -> Environment {
+        let file = f.path.as_str();
+        let defaults = self.settings(file, &r.defaults);
+        let env_runtimes = self.runtime_pins(file, &r.runtimes, runtimes);
+        let files = self.files(file, &r.files);
+        let mut groups = Vec::new();
+        for (index, g) in r.groups.iter().enumerate() {
+            for k in g.match_.get().keys() {
+                if crate::names::check_name(k).is_err() {
+                    self.err(file, g.match_.span(), format!("invalid label key `{k}` in `match`"));
+                }
+            }
+            groups.push(Group {
+                index,
+                matches: g.match_.get().clone(),
+                defaults: self.settings(file, &g.settings()),
+                runtimes: self.runtime_pins(file, &g.runtimes, runtimes),
+                files: self.files(file, &g.files),
+            });
+        }
+        let rollout = self.rollout(file, &r.rollout);
+        let windows = r.windows.iter().filter_map(|w| self.window(file, w)).collect();
+        let freezes = r.freezes.iter().filter_map(|fr| self.freeze(file, fr)).collect();
+        Environment {
+            name,
+            description: r.description.clone(),
+            auto_apply: r.auto_apply,
+            defaults,
+            runtimes: env_runtimes,
+            files,
+            groups,
+            rollout,
+            windows,
+            freezes,
+        }
+    }
+
+    fn rollout(&mut self, file: &str, r: &raw::RawRollout) -> Rollout {
+        let mut out = Rollout::default();
+        if let Some(waves) = &r.waves {
+            let mut targets = Vec::new();
+            let mut last: Option<(raw::CountOrPercent, std::ops::Range<usize>)> = None;
+            for w in waves.get() {
+                let target = match *w.get() {
+                    raw::CountOrPercent::Count(0) | raw::CountOrPercent::Percent(0) => {
+                        self.err(file, w.span(), "a wave must contain at least one host").label = Some("use 1 or more, or 1% to 100%".into());
+                        continue;
+                    }
+                    raw::CountOrPercent::Count(n) => WaveTarget::Count(n),
+                    raw::CountOrPercent::Percent(p) => WaveTarget::Percent(p),
+                };
+                if let Some((prev, _)) = &last {
+                    let decreases = match (prev, w.get()) {
+                        (raw::CountOrPercent::Count(a), raw::CountOrPercent::Count(b)) => b < a,
+                        (raw::CountOrPercent::Percent(a), raw::CountOrPercent::Percent(b)) => b < a,
+                        _ => false,
+                    };
+                    if decreases {
+                        self.err(file, w.span(), format!("waves must not decrease: {} comes after {prev}", w.get())).help =
+                            Some("each wave is a cumulative target: [1, \"25%\", \"100%\"]".into());
+                    }
+                }
+                last = Some((*w.get(), w.span()));
+                targets.push(target);
+            }
+            if !targets.is_empty() {
+                out.waves = targets;
+            }
+        }
+        if let Some(m) = &r.max_parallel {
+            if *m.get() == 0 {
+                self.err(file, m.span(), "`max_parallel` must be at least 1");
+            } else {
+                out.max_parallel = *m.get();
+            }
+        }
+        if let Some(m) = &r.max_failures {
+            out.max_failures = *m.get();
+        }
+        if let Some(b) = self.duration(file, &r.bake) {
+            out.bake = b;
+        }
+        if let Some(o) = &r.on_failure {
+            out.on_failure = *o.get();
+        }
+        out.health_command = r.health_command.as_ref().map(|c| c.get().clone()).filter(|c| !c.trim().is_empty());
+        if let Some(s) = self.duration(file, &r.promotion_soak) {
+            out.promotion_soak = s;
+        }
+        out
+    }
+
+    fn clock_time(&mut self, file: &str, s: &Str, key: &str) -> Option<jiff::civil::Time> {
+        let ok = s.get().len() == 5 && s.get().as_bytes()[2] == b':';
+        match jiff::civil::Time::strptime("%H:%M", s.get()) {
+            Ok(t) if ok => Some(t),
+            _ => {
+                self.err(file, s.span(), format!("invalid `{key}` time `{}`", s.get())).label = Some("write a 24-hour time such as \"02:00\"".into());
+                None
+            }
+        }
+    }
+
+    fn window(&mut self, file: &str, w: &raw::RawWindow) -> Option<Window> {
+        let mut ok = true;
+        let days = w.days.as_ref().map(|days| {
+            let mut out = Vec::new();
+            for d in days {
+                use jiff::civil::Weekday::*;
+                let day = match d.get().to_ascii_lowercase().as_str() {
+                    "mon" => Monday,
+                    "tue" => Tuesday,
+                    "wed" => Wednesday,
+                    "thu" => Thursday,
+                    "fri" => Friday,
+                    "sat" => Saturday,
+                    "sun" => Sunday,
+                    _ => {
+                        self.err(file, d.span(), format!("invalid day `{}`", d.get())).label = Some("use mon, tue, wed, thu, fri, sat or sun".into());
+                        ok = false;
+                        continue;
+                    }
+                };
+                out.push(day);
+            }
+            out
+        });
+        let start = self.clock_time(file, &w.start, "start");
+        let length = match (&w.duration, &w.end) {
+            (Some(_), Some(e)) => {
+                self.err(file, e.span(), "a window takes `duration` or `end`, not both");
+                None
+            }
+            (None, None) => {
+                self.err(file, w.start.span(), "a window needs `duration` or `end`").help = Some("add duration = \"3h\" or end = \"05:00\"".into());
+                None
+            }
+            (Some(_), None) => self.duration(file, &w.duration).map(|d| WindowLength::Duration(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))),
+            (None, Some(e)) => self.clock_time(file, e, "end").map(WindowLength::End),
+        };
+        let tz_name = w.timezone.as_ref().map_or("UTC", |t| t.get().as_str());
+        let timezone = match jiff::tz::TimeZone::get(tz_name) {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                let span = w.timezone.as_ref().map_or(w.start.span(), Sp::span);
+                self.err(file, span, format!("unknown time zone `{tz_name}`")).label = Some("use an IANA name such as \"Europe/Berlin\"".into());
+                None
+            }
+        };
+        let window = Window { days, start: start?, length: length?, timezone: timezone? };
+        if let Err(e) = window_length_ok(&window) {
+            let span = w.duration.as_ref().or(w.end.as_ref()).map_or(w.start.span(), Sp::span);
+            self.err(file, span, format!("invalid window: {e}"));
+            return None;
+        }
+        ok.then_some(window)
+    }
+
+    fn freeze(&mut self, file: &str, fr: &raw::RawFreeze) -> Option<Freeze> {
+        let mut ts = |s: &Str, key: &str| match s.get().parse::<jiff::Timestamp>() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.err(file, s.span(), format!("invalid `{key}` date `{}`", s.get())).label =
+                    Some("write an RFC 3339 date such as \"2026-12-20T00:00:00Z\"".into());
+                None
+            }
+        };
+        let from = ts(&fr.from, "from");
+        let until = ts(&fr.until, "until");
+        let (from, until) = (from?, until?);
+        if until <= from {
+            self.err(file, fr.until.span(), "a freeze's `until` must be after its `from`");
+            return None;
+        }
+        Some(Freeze { from, until, reason: fr.reason.clone().unwrap_or_default() })
+    }
+
+    fn host(
+        &mut self,
+        f: &ManifestFile,
+        h: &raw::RawHost,
+        environments: &BTreeMap<EnvName, Environment>,
+        runtimes: &BTreeMap<RuntimeName, Runtime>,
+    ) -> Option<Host> {
+        let file = f.path.as_str();
+        let name = self.name::<HostName>(file, &h.name, "host name");
+        let environment = match environments.keys().find(|e| e.as_str() == h.environment.get()) {
+            Some(e) => Some(e.clone()),
+            None if self.env_files.contains(h.environment.get()) => None,
+            None => {
+                let hint = closest(h.environment.get(), environments.keys().map(EnvName::as_str))
+                    .map_or("no environments/<name>.toml defines it".to_owned(), |c| format!("did you mean `{c}`?"));
+                self.err(file, h.environment.span(), format!("unknown environment `{}`", h.environment.get())).label = Some(hint);
+                None
+            }
+        };
+        let mut labels = BTreeMap::new();
+        for (k, v) in &h.labels {
+            if let Err(e) = crate::names::check_name(k.get()) {
+                self.err(file, k.span(), format!("invalid label key `{}`", k.get())).label = Some(e.to_string());
+            }
+            labels.insert(k.get().clone(), v.clone());
+        }
+        if let Some(a) = &h.address {
+            let s = a.get();
+            if s.is_empty() || s.starts_with('-') || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == '/') {
+                self.err(file, a.span(), format!("invalid address `{}`", s.escape_debug())).label = Some("use a host name or an IP address".into());
+            }
+        }
+        let settings = self.settings(file, &h.settings());
+        let host_runtimes = self.runtime_pins(file, &h.runtimes, runtimes);
+        let files = self.files(file, &h.files);
+        Some(Host {
+            name: name?,
+            environment: environment?,
+            address: h.address.as_ref().map(|a| a.get().clone()),
+            labels,
+            canary: h.canary,
+            decommission: h.decommission,
+            settings,
+            runtimes: host_runtimes,
+            files,
+            origin: Location { file: file.to_owned(), span: h.name.span() },
+        })
+    }
+}

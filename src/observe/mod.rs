@@ -1,0 +1,315 @@
+//! Observation: one probe per host (the same `sh` script for every transport) reporting
+//! runtimes, `current` links, managed files, `state.json`, the host's clock and missing tools.
+//! Everything that comes back is untrusted: the parser bounds sizes, never trusts a length it
+//! cannot check, and drops names that are not valid. File content is asked for only for files
+//! Flotilla already manages, that differ from desired and are not sensitive, so a manifest can
+//! never make a plan print a file such as /etc/shadow.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::hoststate::HostState;
+use crate::manifest::model::HostPath;
+use crate::resolve::DesiredHost;
+use crate::transport::{Script, Session, TransportError};
+
+const PROBE: &str = include_str!("probe.sh");
+
+/// What one host has now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    /// The host's clock (Unix seconds) when probed.
+    #[serde(skip)]
+    pub clock: Option<i64>,
+    pub missing_tools: Vec<String>,
+    pub state: Option<HostState>,
+    /// Why `state.json` could not be read, when it exists but is unusable.
+    pub state_error: Option<String>,
+    pub runtimes: BTreeMap<String, ObservedRuntime>,
+    pub files: BTreeMap<HostPath, ObservedFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ObservedRuntime {
+    pub versions: BTreeSet<String>,
+    /// Where `current` points, when it is a link.
+    pub current: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ObservedFile {
+    Missing,
+    Regular {
+        sha256: String,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+        size: u64,
+        /// Present only for managed, non-sensitive files that differ from desired.
+        #[serde(skip)]
+        content: Option<Vec<u8>>,
+    },
+    /// A directory, symlink or device where a file should be.
+    Other { what: String },
+}
+
+impl Observation {
+    /// A host that has been written by Flotilla and not finished: a transaction was cut off.
+    pub fn interrupted(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.pending.is_some())
+    }
+
+    /// Digest of everything observed that a plan depends on, so a saved plan can tell that a
+    /// host changed since it was planned.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        crate::resolve::sha256_hex(&json)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("host {host}: the probe failed (exit {status}): {stderr}")]
+    ProbeFailed { host: String, status: i32, stderr: String },
+    #[error("host {host}: the probe's output is malformed: {why}")]
+    Malformed { host: String, why: String },
+}
+
+/// Probes one host over an open session: one script, plus a second only when file contents
+/// are needed for diffs.
+pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Observation, ObserveError> {
+    let s = &host.settings;
+    let env = vec![
+        ("FLOTILLA_RUNTIMES_DIR".to_owned(), s.runtimes_dir.value.to_string()),
+        ("FLOTILLA_STATE_DIR".to_owned(), s.state_dir.value.to_string()),
+        ("FLOTILLA_PROBE_FULL".to_owned(), "1".to_owned()),
+    ];
+    let desired_paths: Vec<&HostPath> = if host.decommission { Vec::new() } else { host.files.keys().collect() };
+    let mut stdin = Vec::new();
+    for p in &desired_paths {
+        stdin.extend_from_slice(format!("S {p}\n").as_bytes());
+    }
+    let out = run_probe(session, host, env.clone(), stdin).await?;
+    let mut obs = parse(&out, &desired_paths).map_err(|why| ObserveError::Malformed { host: host.name.to_string(), why })?;
+
+    // Second round: managed files that left the manifests (to plan their removal) and the
+    // content of managed, non-sensitive files that differ (to show a diff).
+    let managed: Vec<HostPath> = obs
+        .state
+        .as_ref()
+        .map(|st| st.files.keys().filter_map(|p| HostPath::new(p).ok()).collect())
+        .unwrap_or_default();
+    let mut second: Vec<(HostPath, bool)> = Vec::new();
+    for p in &managed {
+        let desired = if host.decommission { None } else { host.files.get(p) };
+        match desired {
+            None if !obs.files.contains_key(p) => second.push((p.clone(), false)),
+            Some(d) if !d.value.sensitive => {
+                if let Some(ObservedFile::Regular { sha256, .. }) = obs.files.get(p) {
+                    if *sha256 != d.value.sha256 {
+                        second.push((p.clone(), true));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !second.is_empty() {
+        let mut stdin = Vec::new();
+        for (p, content) in &second {
+            stdin.extend_from_slice(format!("{} {p}\n", if *content { 'C' } else { 'S' }).as_bytes());
+        }
+        let mut env = env;
+        env.retain(|(k, _)| k != "FLOTILLA_PROBE_FULL");
+        let out = run_probe(session, host, env, stdin).await?;
+        let paths: Vec<&HostPath> = second.iter().map(|(p, _)| p).collect();
+        let extra = parse(&out, &paths).map_err(|why| ObserveError::Malformed { host: host.name.to_string(), why })?;
+        obs.files.extend(extra.files);
+    }
+    Ok(obs)
+}
+
+async fn run_probe(
+    session: &mut dyn Session,
+    host: &DesiredHost,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+) -> Result<Vec<u8>, ObserveError> {
+    let out = session.run(&Script { text: PROBE, env, stdin, timeout: None }).await?;
+    if out.status != 0 {
+        let stderr = crate::plan::sanitize(&String::from_utf8_lossy(&out.stderr));
+        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ");
+        return Err(ObserveError::ProbeFailed { host: host.name.to_string(), status: out.status, stderr: tail });
+    }
+    Ok(out.stdout)
+}
+
+/// Reads the probe's records. `paths` are the file requests, in the order they were sent.
+pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
+    let mut r = Reader { buf: out, pos: 0 };
+    if r.line()? != b"flotilla-probe 1" {
+        return Err("it does not start with the probe header (is `sh` a POSIX shell?)".into());
+    }
+    let mut obs = Observation::default();
+    let mut current_runtime: Option<String> = None;
+    let mut file_index = 0usize;
+    let mut last_file: Option<HostPath> = None;
+    loop {
+        let line = r.line()?;
+        if line == b"flotilla-probe end" {
+            break;
+        }
+        let line = std::str::from_utf8(line).map_err(|_| "a record header is not text")?;
+        let (tag, len) = line.rsplit_once(' ').ok_or_else(|| format!("unexpected line {line:?}"))?;
+        let len: usize = len.parse().map_err(|_| format!("bad length in {line:?}"))?;
+        let payload = r.payload(len)?;
+        let text = || String::from_utf8_lossy(payload).into_owned();
+        match tag {
+            "clock" => obs.clock = text().trim().parse().ok(),
+            "missing" => obs.missing_tools.push(text()),
+            "state" => match HostState::parse(payload) {
+                Ok(s) => obs.state = Some(s),
+                Err(e) => obs.state_error = Some(e),
+            },
+            "state-too-large" => {
+                obs.state_error = Some(format!("state.json is {} bytes, too large to read", text()));
+            }
+            "runtime" => {
+                let name = text();
+                current_runtime = crate::names::check_name(&name).is_ok().then(|| name.clone());
+                if let Some(n) = &current_runtime {
+                    obs.runtimes.entry(n.clone()).or_default();
+                }
+            }
+            "current" | "version" => {
+                let value = text();
+                if let Some(rt) = current_runtime.as_ref().and_then(|n| obs.runtimes.get_mut(n)) {
+                    if crate::names::check_name(&value).is_ok() {
+                        if tag == "current" {
+                            rt.current = Some(value);
+                        } else {
+                            rt.versions.insert(value);
+                        }
+                    } else if tag == "current" {
+                        rt.current = Some(String::from("(invalid link)"));
+                    }
+                }
+            }
+            "file" | "file-missing" | "file-other" => {
+                let path = *paths.get(file_index).ok_or("more file records than requests")?;
+                file_index += 1;
+                let observed = match tag {
+                    "file-missing" => ObservedFile::Missing,
+                    "file-other" => ObservedFile::Other { what: crate::plan::sanitize(&text()) },
+                    _ => parse_file(&text())?,
+                };
+                obs.files.insert(path.clone(), observed);
+                last_file = Some(path.clone());
+            }
+            "content" => {
+                let path = last_file.as_ref().ok_or("content without a file record")?;
+                if let Some(ObservedFile::Regular { content, .. }) = obs.files.get_mut(path) {
+                    *content = Some(payload.to_vec());
+                }
+            }
+            _ => return Err(format!("unknown record `{tag}`")),
+        }
+    }
+    if file_index != paths.len() {
+        return Err(format!("{} file requests but {file_index} answers", paths.len()));
+    }
+    Ok(obs)
+}
+
+fn parse_file(fields: &str) -> Result<ObservedFile, String> {
+    let f: Vec<&str> = fields.split(' ').collect();
+    let [sha, mode, owner, group, size] = f[..] else {
+        return Err(format!("bad file record {fields:?}"));
+    };
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a file's sha256 could not be read".into());
+    }
+    let name = |s: &str| crate::names::check_name(s).is_ok().then(|| s.to_owned());
+    Ok(ObservedFile::Regular {
+        sha256: sha.to_owned(),
+        mode: u32::from_str_radix(mode, 8).ok(),
+        owner: name(owner),
+        group: name(group),
+        size: size.parse().unwrap_or(0),
+        content: None,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn line(&mut self) -> Result<&'a [u8], String> {
+        let rest = &self.buf[self.pos..];
+        let end = rest.iter().position(|&b| b == b'\n').ok_or("the output ended early")?;
+        if end > 4096 {
+            return Err("a record header is too long".into());
+        }
+        self.pos += end + 1;
+        Ok(&rest[..end])
+    }
+
+    fn payload(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let rest = &self.buf[self.pos..];
+        if rest.len() < len + 1 || rest[len] != b'\n' {
+            return Err("a record is shorter than its length".into());
+        }
+        self.pos += len + 1;
+        Ok(&rest[..len])
+    }
+}
+
+/// Observes every host concurrently, at most `parallel` at once; one host's failure is its
+/// own result and never stops the others. Results are in the order of `hosts`.
+pub async fn observe_all(
+    hosts: &[&DesiredHost],
+    fleet_dir: &std::path::Path,
+    parallel: usize,
+) -> Vec<Result<Observation, ObserveError>> {
+    use std::sync::Arc;
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let host: DesiredHost = (*host).clone();
+        let target = crate::transport::Target::for_host(&host, fleet_dir);
+        let permits = permits.clone();
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = async {
+                let mut session = crate::transport::connect(&target).await?;
+                let obs = observe(session.as_mut(), &host).await;
+                let closed = session.close().await;
+                let obs = obs?;
+                closed?;
+                Ok(obs)
+            }
+            .await;
+            (i, result)
+        });
+    }
+    let mut out: Vec<Option<Result<Observation, ObserveError>>> = (0..hosts.len()).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| {
+                Err(ObserveError::Malformed { host: hosts[i].name.to_string(), why: "the observation task failed".into() })
+            })
+        })
+        .collect()
+}

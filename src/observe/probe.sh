@@ -1,0 +1,50 @@
+# Flotilla's probe: reports what a host has, for any transport. Constant text: every input
+# comes from the environment (FLOTILLA_ROOT, FLOTILLA_RUNTIMES_DIR, FLOTILLA_STATE_DIR,
+# FLOTILLA_PROBE_FULL) or stdin (one request per line: "S <path>" to stat a file, "C <path>"
+# to stat it and send its content). Every record is "<tag> <fields> <length>\n<payload>\n" so
+# that nothing a host returns can be mistaken for structure.
+export LC_ALL=C
+set -u
+R=${FLOTILLA_ROOT%/}
+rec() { printf '%s %s\n' "$1" "${#2}"; printf '%s\n' "$2"; }
+echo "flotilla-probe 1"
+if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
+  rec clock "$(date +%s)"
+  for t in tar sha256sum flock mv stat; do
+    command -v "$t" >/dev/null 2>&1 || rec missing "$t"
+  done
+  mv --help 2>/dev/null | grep -q -- '--no-target-directory' || rec missing "mv -T"
+  st="$R$FLOTILLA_STATE_DIR/state.json"
+  if [ -f "$st" ]; then
+    sz=$(wc -c < "$st")
+    if [ "$sz" -gt 16777216 ]; then rec state-too-large "$sz"
+    else printf 'state %s\n' "$sz"; cat "$st"; printf '\n'; fi
+  fi
+  rt="$R$FLOTILLA_RUNTIMES_DIR"
+  if [ -d "$rt" ]; then
+    for rd in "$rt"/*; do
+      [ -d "$rd" ] || continue
+      rec runtime "${rd##*/}"
+      if [ -L "$rd/current" ]; then rec current "$(readlink "$rd/current")"; fi
+      for vd in "$rd"/*; do
+        [ -d "$vd" ] && [ ! -L "$vd" ] && rec version "${vd##*/}"
+      done
+    done
+  fi
+fi
+while IFS= read -r line; do
+  op=${line%% *}; p=$R${line#* }
+  if [ -L "$p" ]; then rec file-other "symlink"
+  elif [ -f "$p" ]; then
+    meta=$(stat -c '%a %U %G %s' "$p" 2>/dev/null) || meta="? ? ? ?"
+    sum=$(sha256sum < "$p" 2>/dev/null) || sum="unreadable"
+    rec file "${sum%% *} $meta"
+    if [ "$op" = C ]; then
+      sz=$(wc -c < "$p")
+      if [ "$sz" -le 262144 ]; then printf 'content %s\n' "$sz"; cat "$p"; printf '\n'; fi
+    fi
+  elif [ -e "$p" ]; then rec file-other "not a regular file"
+  else rec file-missing ""
+  fi
+done
+echo "flotilla-probe end"

@@ -1,0 +1,349 @@
+//! Computing a plan: desired × observed → changes per host, waves per environment, window
+//! state at a given instant. Pure: the observations and the time are inputs.
+
+use std::collections::BTreeMap;
+
+use similar::TextDiff;
+
+use super::*;
+use crate::manifest::model::{Environment, Fleet, Pin};
+use crate::observe::{ObservedFile, Observation};
+use crate::resolve::DesiredHost;
+use crate::schedule::waves::{WaveHost, WaveTarget, layout};
+use crate::schedule::window::{availability, describe};
+
+/// A host's clock may be this far off the controller's before the plan warns.
+const MAX_SKEW_SECS: i64 = 120;
+
+/// One host to plan: its desired state and what observing it gave.
+pub struct HostInput<'a> {
+    pub desired: &'a DesiredHost,
+    pub observed: Result<&'a Observation, String>,
+}
+
+pub struct EnvironmentInput<'a> {
+    pub environment: &'a Environment,
+}
+
+pub struct PlanInput<'a> {
+    pub fleet: &'a Fleet,
+    pub revision: Option<String>,
+    pub hosts: Vec<HostInput<'a>>,
+    /// When windows and freezes are evaluated (`--at`, or now).
+    pub at: jiff::Timestamp,
+    /// When the hosts were observed, for clock-skew warnings.
+    pub observed_at: jiff::Timestamp,
+}
+
+pub fn build(input: &PlanInput<'_>) -> Plan {
+    let mut hosts: Vec<HostPlan> = input
+        .hosts
+        .iter()
+        .map(|h| match &h.observed {
+            Ok(o) => {
+                let mut warnings = Vec::new();
+                if o.interrupted() {
+                    warnings.push("a transaction was interrupted here: its pending state is restored first".to_owned());
+                }
+                if let Some(e) = &o.state_error {
+                    warnings.push(sanitize(e));
+                }
+                if let Some(clock) = o.clock {
+                    let skew = clock - input.observed_at.as_second();
+                    if skew.abs() > MAX_SKEW_SECS {
+                        let d = crate::schedule::window::format_countdown(jiff::SignedDuration::from_secs(skew.abs()));
+                        let dir = if skew > 0 { "ahead of" } else { "behind" };
+                        warnings.push(format!("clock is {} {dir} the controller's", d.trim_start_matches("in ")));
+                    }
+                }
+                if !o.missing_tools.is_empty() {
+                    let tools: Vec<String> = o.missing_tools.iter().map(|t| sanitize(t)).collect();
+                    warnings.push(format!("missing tools Flotilla needs: {}", tools.join(", ")));
+                }
+                HostPlan {
+                    name: h.desired.name.to_string(),
+                    environment: h.desired.environment.to_string(),
+                    wave: None,
+                    fingerprint: Some(o.fingerprint()),
+                    error: None,
+                    changes: host_changes(h.desired, o),
+                    warnings,
+                }
+            }
+            Err(e) => HostPlan {
+                name: h.desired.name.to_string(),
+                environment: h.desired.environment.to_string(),
+                wave: None,
+                fingerprint: None,
+                error: Some(sanitize(e)),
+                changes: Vec::new(),
+                warnings: Vec::new(),
+            },
+        })
+        .collect();
+
+    let mut by_env: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, h) in hosts.iter().enumerate() {
+        by_env.entry(input.hosts[i].desired.environment.as_str()).or_default().push(i);
+        let _ = h;
+    }
+
+    let mut environments = Vec::new();
+    for (env_name, idxs) in &by_env {
+        let Some(env) = input.fleet.environments.get(*env_name) else { continue };
+        let changing: Vec<WaveHost<'_>> = idxs
+            .iter()
+            .filter(|&&i| !hosts[i].changes.is_empty())
+            .map(|&i| WaveHost { name: input.hosts[i].desired.name.as_str(), canary: input.hosts[i].desired.canary })
+            .collect();
+        let waves: Vec<Vec<String>> = layout(&changing, &env.rollout.waves)
+            .into_iter()
+            .map(|w| w.into_iter().map(str::to_owned).collect())
+            .collect();
+        let wave_of: BTreeMap<&str, usize> = waves
+            .iter()
+            .enumerate()
+            .flat_map(|(n, w)| w.iter().map(move |h| (h.as_str(), n + 1)))
+            .collect();
+        for &i in idxs {
+            hosts[i].wave = wave_of.get(hosts[i].name.as_str()).copied();
+        }
+        let a = availability(&env.windows, &env.freezes, input.at);
+        let has_changes = !waves.is_empty();
+        let window_text = describe(&env.windows, &env.freezes, &a, input.at);
+        let mut targets: Vec<String> = env.rollout.waves.iter().map(|w| match w {
+            WaveTarget::Count(n) => n.to_string(),
+            WaveTarget::Percent(p) => format!("{p}%"),
+        }).collect();
+        if targets.last().map(String::as_str) != Some("100%") {
+            targets.push("100%".into());
+        }
+        let promotion = input
+            .fleet
+            .promotion
+            .iter()
+            .position(|e| e.as_str() == *env_name)
+            .filter(|&p| p > 0)
+            .map(|p| format!("promotes after {}", input.fleet.promotion[p - 1]));
+        environments.push(EnvironmentPlan {
+            name: (*env_name).to_owned(),
+            window: WindowState {
+                open: a.window_open,
+                closes_at: a.closes_at,
+                next_open: if a.open { None } else { a.next_open },
+            },
+            frozen: a.freeze.is_some(),
+            waiting: (has_changes && !a.open).then(|| window_text.clone()),
+            waves,
+            view: EnvironmentView { window: window_text, wave_targets: targets.join(" → "), promotion },
+        });
+    }
+    environments.sort_by_key(|e| env_order(input.fleet, &e.name));
+
+    let mut summary = Summary { hosts_total: hosts.len(), ..Summary::default() };
+    for h in &hosts {
+        if h.error.is_some() {
+            summary.hosts_unreachable += 1;
+            continue;
+        }
+        if !h.changes.is_empty() {
+            summary.hosts_changed += 1;
+        }
+        for c in &h.changes {
+            match c.action {
+                Action::Create => summary.add += 1,
+                Action::Update => summary.change += 1,
+                Action::Delete => summary.destroy += 1,
+            }
+        }
+    }
+    hosts.sort_by(|a, b| (env_order(input.fleet, &a.environment), a.wave.is_none(), a.wave, &a.name).cmp(&(env_order(input.fleet, &b.environment), b.wave.is_none(), b.wave, &b.name)));
+    Plan {
+        format_version: FORMAT_VERSION.to_owned(),
+        fleet: input.fleet.name.to_string(),
+        revision: input.revision.clone(),
+        created_at: input.observed_at,
+        summary,
+        environments,
+        hosts,
+    }
+}
+
+/// Environments in promotion order, the others after them by name (DESIGN §6.4).
+fn env_order(fleet: &Fleet, env: &str) -> (usize, String) {
+    let pos = fleet.promotion.iter().position(|e| e.as_str() == env).unwrap_or(usize::MAX);
+    (pos, env.to_owned())
+}
+
+fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
+    let mut out = Vec::new();
+    let state = o.state.as_ref();
+    let managed_rt = |name: &str| state.and_then(|s| s.runtimes.get(name));
+
+    // Runtimes.
+    let mut seen = std::collections::BTreeSet::new();
+    if !d.decommission {
+        for (name, pin) in &d.runtimes {
+            seen.insert(name.as_str());
+            let obs = o.runtimes.get(name.as_str());
+            let current = obs.and_then(|r| r.current.clone());
+            let recorded = managed_rt(name.as_str()).map(|r| r.active.clone());
+            match &pin.value {
+                Pin::Version(v) => {
+                    let installed = obs.is_some_and(|r| r.versions.contains(v.as_str()));
+                    if current.as_deref() == Some(v.as_str()) && installed {
+                        continue;
+                    }
+                    let drift = recorded.is_some() && recorded != current;
+                    let action = if current.is_none() { Action::Create } else { Action::Update };
+                    out.push(Change {
+                        action,
+                        kind: Kind::Runtime,
+                        name: name.to_string(),
+                        before: current.map(|c| sanitize(&c)),
+                        after: Some(v.to_string()),
+                        diff: None,
+                        drift,
+                        notes: Vec::new(),
+                    });
+                }
+                Pin::Remove => {
+                    if let (Some(rec), Some(obs)) = (managed_rt(name.as_str()), obs) {
+                        out.push(delete_runtime(name.as_str(), obs.current.clone(), Some(&rec.active)));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(st) = state {
+        for (name, rec) in &st.runtimes {
+            if seen.contains(name.as_str()) {
+                continue;
+            }
+            if let Some(obs) = o.runtimes.get(name) {
+                out.push(delete_runtime(name, obs.current.clone(), Some(&rec.active)));
+            }
+        }
+    }
+
+    // Files.
+    let mut seen_files = std::collections::BTreeSet::new();
+    if !d.decommission {
+        for (path, f) in &d.files {
+            seen_files.insert(path.as_str());
+            let f = &f.value;
+            let recorded = state.and_then(|s| s.files.get(path.as_str()));
+            let observed = o.files.get(path).unwrap_or(&ObservedFile::Missing);
+            let change = |action, before: Option<String>, drift, notes, diff| Change {
+                action,
+                kind: Kind::File,
+                name: path.to_string(),
+                before,
+                after: Some(f.sha256.clone()),
+                diff,
+                drift,
+                notes,
+            };
+            let new_text = (!f.sensitive).then(|| String::from_utf8_lossy(&f.content).into_owned());
+            match observed {
+                ObservedFile::Missing => {
+                    let diff = new_text.as_deref().map(|n| unified("", n));
+                    let mut notes = Vec::new();
+                    if recorded.is_some() {
+                        notes.push("deleted outside Flotilla".to_owned());
+                    }
+                    out.push(change(Action::Create, None, recorded.is_some(), notes, diff));
+                }
+                ObservedFile::Other { what } => {
+                    out.push(change(Action::Update, None, recorded.is_some(), vec![format!("replaces a {what}")], None));
+                }
+                ObservedFile::Regular { sha256, mode, owner, group, size, content } => {
+                    let mut notes = Vec::new();
+                    let content_differs = *sha256 != f.sha256;
+                    if *mode != Some(f.mode) {
+                        notes.push(format!("mode {} -> {:04o}", mode.map_or("?".into(), |m| format!("{m:04o}")), f.mode));
+                    }
+                    if let Some(want) = &f.owner {
+                        if owner.as_ref() != Some(want) {
+                            notes.push(format!("owner {} -> {want}", owner.as_deref().unwrap_or("?")));
+                        }
+                    }
+                    if let Some(want) = &f.group {
+                        if group.as_ref() != Some(want) {
+                            notes.push(format!("group {} -> {want}", group.as_deref().unwrap_or("?")));
+                        }
+                    }
+                    match recorded {
+                        None => {
+                            notes.insert(0, "take over existing file".to_owned());
+                            if content_differs {
+                                notes.push(format!("content differs ({size} bytes now)"));
+                            }
+                            out.push(change(Action::Update, Some(sha256.clone()), false, notes, None));
+                        }
+                        Some(rec) => {
+                            if !content_differs && notes.is_empty() {
+                                continue;
+                            }
+                            let drift = rec.sha256 != *sha256 || Some(rec.mode) != *mode;
+                            let diff = match (content_differs, &new_text, content) {
+                                (true, Some(new), Some(old)) => Some(unified(&sanitize(&String::from_utf8_lossy(old)), new)),
+                                _ => None,
+                            };
+                            out.push(change(Action::Update, Some(sha256.clone()), drift, notes, diff));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(st) = state {
+        for (path, rec) in &st.files {
+            if seen_files.contains(path.as_str()) {
+                continue;
+            }
+            let Ok(hp) = crate::manifest::model::HostPath::new(path) else { continue };
+            if let Some(ObservedFile::Regular { sha256, .. }) = o.files.get(&hp) {
+                let notes = if rec.took_over { vec!["restores the original".to_owned()] } else { Vec::new() };
+                out.push(Change {
+                    action: Action::Delete,
+                    kind: Kind::File,
+                    name: path.clone(),
+                    before: Some(sha256.clone()),
+                    after: None,
+                    diff: None,
+                    drift: rec.sha256 != *sha256,
+                    notes,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    out
+}
+
+fn delete_runtime(name: &str, current: Option<String>, recorded: Option<&String>) -> Change {
+    Change {
+        action: Action::Delete,
+        kind: Kind::Runtime,
+        name: name.to_owned(),
+        drift: recorded.is_some() && recorded != current.as_ref(),
+        before: current.map(|c| sanitize(&c)),
+        after: None,
+        diff: None,
+        notes: Vec::new(),
+    }
+}
+
+/// Hunks only (no file headers), as the plan shows them under the file's line.
+fn unified(old: &str, new: &str) -> String {
+    let diff = TextDiff::from_lines(old, new);
+    let mut out = String::new();
+    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+        out.push_str(&hunk.to_string());
+    }
+    if !out.ends_with('\n') && !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,104 @@
+//! The markdown plan: a pull-request comment (DESIGN §8). Summary and notices always fit;
+//! per-host detail is cut, with a note, to stay under the comment size limit.
+
+use std::fmt::Write as _;
+
+use super::text::{change_line, diff_lines, fold_hosts, group_header};
+use super::{HostPlan, Plan};
+
+/// A pull-request comment's limit is 65,536 characters; stay clearly below it.
+pub const MAX_COMMENT: usize = 65_000;
+
+/// What goes above the per-environment detail (previews add base/head and notices).
+#[derive(Debug, Clone, Default)]
+pub struct MarkdownHeader {
+    pub title: String,
+    pub notices: Vec<String>,
+}
+
+pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
+    let mut head = String::new();
+    let _ = writeln!(head, "### {}\n", header.title);
+    let _ = writeln!(head, "**{}**\n", plan.summary_line());
+    for n in &header.notices {
+        let _ = writeln!(head, "> [!WARNING]\n> {}\n", n.replace('\n', " "));
+    }
+    if plan.summary.hosts_unreachable > 0 {
+        let _ = writeln!(head, "> [!CAUTION]\n> {} host(s) could not be observed.\n", plan.summary.hosts_unreachable);
+    }
+    let _ = writeln!(head, "| Environment | Hosts changed | Waves | Window |\n|---|---|---|---|");
+    for env in &plan.environments {
+        let changed = plan.hosts.iter().filter(|h| h.environment == env.name && !h.changes.is_empty()).count();
+        let _ = writeln!(head, "| {} | {changed} | {} | {} |", cell(&env.name), env.waves.len(), cell(&env.view.window));
+    }
+    head.push('\n');
+
+    let mut sections = Vec::new();
+    for env in &plan.environments {
+        let hosts: Vec<&HostPlan> = plan.hosts.iter().filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some())).collect();
+        if hosts.is_empty() {
+            continue;
+        }
+        let mut body = String::new();
+        for group in fold_hosts(hosts.iter().copied(), false) {
+            let h = group[0];
+            if let Some(e) = &h.error {
+                let _ = writeln!(body, "# host {}: could not be observed: {e}", h.name);
+                continue;
+            }
+            let _ = writeln!(body, "{}", group_header(&group));
+            for c in &h.changes {
+                let _ = writeln!(body, "{}", change_line(c));
+                if let Some(d) = &c.diff {
+                    for l in diff_lines(d) {
+                        let _ = writeln!(body, "    {l}");
+                    }
+                }
+            }
+            body.push('\n');
+        }
+        let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
+        sections.push(format!(
+            "<details><summary>{} · {} host(s) changing</summary>\n\n{fence}diff\n{}{fence}\n\n</details>\n\n",
+            cell(&env.name),
+            hosts.len(),
+            body
+        ));
+    }
+
+    let mut out = head;
+    let mut left_out = 0;
+    for (i, s) in sections.iter().enumerate() {
+        // Reserve room for the note about what was cut.
+        if out.len() + s.len() + 200 > MAX_COMMENT {
+            left_out = sections.len() - i;
+            break;
+        }
+        out.push_str(s);
+    }
+    if left_out > 0 {
+        let _ = writeln!(
+            out,
+            "_{left_out} environment section(s) left out to stay under the comment size limit; run `flotilla plan` for the full detail._"
+        );
+    }
+    out
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn longest_backtick_run(s: &str) -> usize {
+    let mut best = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        if c == '`' {
+            run += 1;
+            best = best.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    best
+}

@@ -1,0 +1,183 @@
+//! The text plan for terminals and logs (DESIGN §5): grouped by environment, hosts with
+//! identical changes folded into one entry, the exact `Plan:` line last.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+
+use super::fold::{fold_names, join_limited};
+use super::{Action, Change, HostPlan, Kind, Plan};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    pub color: bool,
+    /// Every host on its own instead of folded.
+    pub detail: bool,
+}
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn paint(&self, style: Style, s: &str) -> String {
+        if self.on { format!("{style}{s}{style:#}") } else { s.to_owned() }
+    }
+    fn action(&self, a: Action, s: &str) -> String {
+        let color = match a {
+            Action::Create => AnsiColor::Green,
+            Action::Update => AnsiColor::Yellow,
+            Action::Delete => AnsiColor::Red,
+        };
+        self.paint(Style::new().fg_color(Some(color.into())), s)
+    }
+    fn bold(&self, s: &str) -> String {
+        self.paint(Style::new().bold(), s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.paint(Style::new().dimmed(), s)
+    }
+}
+
+/// One line for a change, as in `~ runtime "x": "1.0" -> "2.0"`.
+pub fn change_line(c: &Change) -> String {
+    let mut line = match (c.kind, c.action) {
+        (Kind::Runtime, Action::Create) => format!("+ runtime {:?}: {:?}", c.name, c.after.as_deref().unwrap_or("")),
+        (Kind::Runtime, Action::Update) => format!(
+            "~ runtime {:?}: {:?} -> {:?}",
+            c.name,
+            c.before.as_deref().unwrap_or(""),
+            c.after.as_deref().unwrap_or("")
+        ),
+        (Kind::Runtime, Action::Delete) => format!("- runtime {:?}: {:?}", c.name, c.before.as_deref().unwrap_or("")),
+        (Kind::File, a) => format!("{} file {:?}", a.symbol(), c.name),
+    };
+    let mut notes: Vec<&str> = Vec::new();
+    if c.drift {
+        notes.push("changed outside Flotilla");
+    }
+    notes.extend(c.notes.iter().map(String::as_str));
+    if !notes.is_empty() {
+        let _ = write!(line, " ({})", notes.join("; "));
+    }
+    line
+}
+
+/// The diff lines under a file change, as `- old` / `+ new`, indented.
+pub fn diff_lines(diff: &str) -> impl Iterator<Item = String> + '_ {
+    diff.lines().map(|l| {
+        if l.starts_with("@@") {
+            l.to_owned()
+        } else {
+            let (sign, rest) = l.split_at(l.chars().next().map_or(0, char::len_utf8));
+            if rest.is_empty() { sign.to_owned() } else { format!("{sign} {rest}") }
+        }
+    })
+}
+
+/// Groups of hosts with identical changes, in plan order, for folding.
+pub fn fold_hosts<'a>(hosts: impl Iterator<Item = &'a HostPlan>, detail: bool) -> Vec<Vec<&'a HostPlan>> {
+    let mut groups: Vec<Vec<&HostPlan>> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for h in hosts {
+        if detail || h.error.is_some() {
+            groups.push(vec![h]);
+            continue;
+        }
+        let key = serde_json::to_string(&(&h.changes, &h.warnings, h.changes.iter().map(|c| &c.notes).collect::<Vec<_>>()))
+            .unwrap_or_default();
+        match index.get(&key) {
+            Some(&i) => groups[i].push(h),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![h]);
+            }
+        }
+    }
+    groups
+}
+
+/// "(wave 1)", "(39 hosts, waves 2-3)".
+pub fn group_header(group: &[&HostPlan]) -> String {
+    let names: Vec<&str> = group.iter().map(|h| h.name.as_str()).collect();
+    let waves: Vec<usize> = group.iter().filter_map(|h| h.wave).collect();
+    let wave = match (waves.iter().min(), waves.iter().max()) {
+        (Some(a), Some(b)) if a == b => format!("wave {a}"),
+        (Some(a), Some(b)) => format!("waves {a}-{b}"),
+        _ => String::new(),
+    };
+    if group.len() == 1 {
+        let suffix = if wave.is_empty() { String::new() } else { format!(" ({wave})") };
+        format!("# host {}{suffix}", names[0])
+    } else {
+        let folded = join_limited(&fold_names(&names), 10);
+        let wave = if wave.is_empty() { String::new() } else { format!(", {wave}") };
+        format!("# hosts {folded} ({} hosts{wave})", group.len())
+    }
+}
+
+pub fn render(plan: &Plan, opts: TextOptions) -> String {
+    let p = Paint { on: opts.color };
+    let mut out = String::new();
+    for env in &plan.environments {
+        let _ = writeln!(
+            out,
+            "{} {} · {} · waves {}",
+            p.bold("Environment"),
+            p.bold(&env.name),
+            env.view.window,
+            env.view.wave_targets
+        );
+        if let Some(promo) = &env.view.promotion {
+            let _ = writeln!(out, "  {}", p.dim(promo));
+        }
+        let hosts: Vec<&HostPlan> = plan
+            .hosts
+            .iter()
+            .filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some() || !h.warnings.is_empty()))
+            .collect();
+        if hosts.is_empty() {
+            let _ = writeln!(out, "\n  {}", p.dim("no changes"));
+        }
+        for group in fold_hosts(hosts.into_iter(), opts.detail) {
+            let _ = writeln!(out);
+            let head = &group[0];
+            if let Some(err) = &head.error {
+                let _ = writeln!(out, "  {} {}", p.bold(&format!("# host {}", head.name)), p.action(Action::Delete, "could not be observed"));
+                let _ = writeln!(out, "      {err}");
+                continue;
+            }
+            let _ = writeln!(out, "  {}", p.bold(&group_header(&group)));
+            for w in &head.warnings {
+                let _ = writeln!(out, "  {} {w}", p.action(Action::Update, "warning:"));
+            }
+            for c in &head.changes {
+                let _ = writeln!(out, "  {}", p.action(c.action, &change_line(c)));
+                if let Some(diff) = &c.diff {
+                    for l in diff_lines(diff) {
+                        let styled = match l.chars().next() {
+                            Some('+') => p.action(Action::Create, &l),
+                            Some('-') => p.action(Action::Delete, &l),
+                            _ => p.dim(&l),
+                        };
+                        let _ = writeln!(out, "      {styled}");
+                    }
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if plan.summary.hosts_unreachable > 0 {
+        let n = plan.summary.hosts_unreachable;
+        let _ = writeln!(
+            out,
+            "{} {n} host{} could not be observed; {} not counted below.",
+            p.action(Action::Delete, "error:"),
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "its changes are" } else { "their changes are" }
+        );
+    }
+    let _ = writeln!(out, "{}", p.bold(&plan.summary_line()));
+    out
+}

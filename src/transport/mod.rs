@@ -1,0 +1,99 @@
+//! How Flotilla reaches a host. A transport has two basic operations — run a POSIX `sh`
+//! script with stdin and environment, and stream a file to a host path — and everything else
+//! (the probe, transactions) is built on them, so local and SSH hosts behave the same.
+//! Manifest values reach scripts only through the environment or stdin, never as script text.
+
+pub mod local;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+use crate::manifest::raw::TransportKind;
+use crate::resolve::DesiredHost;
+
+/// A script and its inputs. The script is Flotilla's own constant text; `env` and `stdin`
+/// carry everything that came from manifests.
+#[derive(Debug, Clone, Default)]
+pub struct Script<'a> {
+    pub text: &'a str,
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("host {host}: {what}: {source}")]
+    Io { host: String, what: String, source: std::io::Error },
+    #[error("host {host}: {what} did not finish within {timeout:?}")]
+    Timeout { host: String, what: String, timeout: Duration },
+    #[error("host {host}: root directory {root} does not exist (create it, or fix `root`)")]
+    NoRoot { host: String, root: PathBuf },
+    #[error("host {host}: {reason}")]
+    Unsupported { host: String, reason: UnsupportedTransport },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the ssh transport is not available in this build yet; use transport = \"local\"")]
+pub struct UnsupportedTransport;
+
+/// An open connection to one host; one per host, reused for every step.
+#[async_trait]
+pub trait Session: Send {
+    /// Runs `sh -c script` on the host (through `sudo -n` when the host says so).
+    async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError>;
+    /// Streams `data` into `path` on the host (a path already prefixed with the host's root).
+    async fn upload(&mut self, data: &mut (dyn AsyncRead + Unpin + Send), path: &str) -> Result<u64, TransportError>;
+    /// Closes the connection explicitly (SSH masters must not be orphaned).
+    async fn close(self: Box<Self>) -> Result<(), TransportError>;
+}
+
+/// What a transport needs to reach a host, independent of the manifests' types.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub kind: TransportKind,
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    /// Absolute, for both transports (a local relative root is anchored at the fleet root).
+    pub root: PathBuf,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl Target {
+    /// `fleet_dir` anchors relative roots of local hosts.
+    pub fn for_host(host: &DesiredHost, fleet_dir: &std::path::Path) -> Target {
+        let s = &host.settings;
+        let root = PathBuf::from(&s.root.value);
+        Target {
+            host: host.name.to_string(),
+            kind: s.transport.value,
+            address: host.address.clone(),
+            user: s.user.value.clone(),
+            port: s.port.value,
+            root: if root.is_absolute() { root } else { fleet_dir.join(root) },
+            connect_timeout: s.connect_timeout.value,
+            command_timeout: s.command_timeout.value,
+        }
+    }
+}
+
+/// Opens a session to the host with the transport it asks for.
+pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError> {
+    match target.kind {
+        TransportKind::Local => Ok(Box::new(local::LocalSession::open(target)?)),
+        TransportKind::Ssh => Err(TransportError::Unsupported { host: target.host.clone(), reason: UnsupportedTransport }),
+    }
+}
