@@ -29,11 +29,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), location: None, label: None, help: None }
+        Diagnostic {
+            message: message.into(),
+            location: None,
+            label: None,
+            help: None,
+        }
     }
 
     pub fn at(mut self, file: impl Into<String>, span: Range<usize>) -> Self {
-        self.location = Some(Location { file: file.into(), span });
+        self.location = Some(Location {
+            file: file.into(),
+            span,
+        });
         self
     }
 
@@ -83,7 +91,11 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 /// Renders diagnostics in file order, followed by a count line, the way rustc does.
 pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> String {
-    let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+    let renderer = if color {
+        Renderer::styled()
+    } else {
+        Renderer::plain()
+    };
     let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
     sorted.sort_by(|a, b| {
         let key = |d: &Diagnostic| d.location.as_ref().map(|l| (l.file.clone(), l.span.start));
@@ -102,7 +114,9 @@ pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> Str
                     annotation = annotation.label(label.as_str());
                 }
                 group = group.element(
-                    Snippet::source(text).path(loc.file.as_str()).annotation(annotation),
+                    Snippet::source(text)
+                        .path(loc.file.as_str())
+                        .annotation(annotation),
                 );
             }
             None => {

@@ -12,7 +12,10 @@ pub struct DurationError {
 
 /// Parses a sequence of `<number><unit>` with units `d`, `h`, `m`, `s` and `ms`, largest first.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = |why| DurationError { input: input.to_owned(), why };
+    let err = |why| DurationError {
+        input: input.to_owned(),
+        why,
+    };
     if input.is_empty() {
         return Err(err("it is empty"));
     }
@@ -24,7 +27,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         if digits == 0 {
             return Err(err("expected a number"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| err("the number is too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("the number is too large"))?;
         rest = &rest[digits..];
         let (unit, rank, len) = if rest.starts_with("ms") {
             (Duration::from_millis(1), 0, 2)
@@ -88,7 +93,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_durations() {
-        for bad in ["", "5", "m", "5x", "1m1h", "1h1h", "-5s", "1.5h", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "1m1h",
+            "1h1h",
+            "-5s",
+            "1.5h",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -52,7 +52,10 @@ pub struct FileState {
 impl HostState {
     pub fn parse(bytes: &[u8]) -> Result<HostState, String> {
         if bytes.len() > MAX_STATE_BYTES {
-            return Err(format!("state.json is {} bytes, more than the {MAX_STATE_BYTES} Flotilla reads", bytes.len()));
+            return Err(format!(
+                "state.json is {} bytes, more than the {MAX_STATE_BYTES} Flotilla reads",
+                bytes.len()
+            ));
         }
         serde_json::from_slice(bytes).map_err(|e| format!("state.json is not valid: {e}"))
     }

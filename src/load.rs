@@ -18,16 +18,30 @@ pub enum LoadError {
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error("the manifests have {} problem(s)", diagnostics.len())]
-    Invalid { diagnostics: Vec<Diagnostic>, sources: Sources },
+    Invalid {
+        diagnostics: Vec<Diagnostic>,
+        sources: Sources,
+    },
 }
 
 pub fn load(repo: &FleetRepo) -> Result<LoadedFleet, LoadError> {
     let files = repo.manifest_files()?;
-    let ctx = LoadContext { repo_dir: repo.repo_dir() };
-    let loaded = manifest::load(&files, repo, &ctx)
-        .map_err(|f| LoadError::Invalid { diagnostics: f.diagnostics, sources: f.sources })?;
+    let ctx = LoadContext {
+        repo_dir: repo.repo_dir(),
+    };
+    let loaded = manifest::load(&files, repo, &ctx).map_err(|f| LoadError::Invalid {
+        diagnostics: f.diagnostics,
+        sources: f.sources,
+    })?;
     match resolve_all(&loaded.fleet) {
-        Ok(desired) => Ok(LoadedFleet { fleet: loaded.fleet, desired, sources: loaded.sources }),
-        Err(diagnostics) => Err(LoadError::Invalid { diagnostics, sources: loaded.sources }),
+        Ok(desired) => Ok(LoadedFleet {
+            fleet: loaded.fleet,
+            desired,
+            sources: loaded.sources,
+        }),
+        Err(diagnostics) => Err(LoadError::Invalid {
+            diagnostics,
+            sources: loaded.sources,
+        }),
     }
 }

@@ -12,7 +12,9 @@ use crate::manifest::{ManifestFile, RepoEntry, RepoFiles};
 pub enum RepoError {
     #[error("{path}: cannot read the fleet directory: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: no flotilla.toml here; point Flotilla at the fleet root (the directory holding flotilla.toml)")]
+    #[error(
+        "{path}: no flotilla.toml here; point Flotilla at the fleet root (the directory holding flotilla.toml)"
+    )]
     NotAFleet { path: PathBuf },
     #[error("{path}: --rev needs a Git repository, but this directory is not inside one")]
     NoRepository { path: PathBuf },
@@ -23,15 +25,25 @@ pub enum RepoError {
     #[error("revision {rev} has no directory `{dir}` (the fleet root); it may have been added later")]
     NoFleetAtRevision { rev: String, dir: String },
     #[error("reading {what} at {rev}: {source}")]
-    Git { what: String, rev: String, source: git2::Error },
+    Git {
+        what: String,
+        rev: String,
+        source: git2::Error,
+    },
     #[error("{path} is not UTF-8 text")]
     NotUtf8 { path: String },
 }
 
 /// What is being read: the files on disk, or a commit.
 enum Source {
-    WorkTree { fleet_dir: PathBuf },
-    Commit { repo: git2::Repository, commit: git2::Oid, prefix: String },
+    WorkTree {
+        fleet_dir: PathBuf,
+    },
+    Commit {
+        repo: git2::Repository,
+        commit: git2::Oid,
+        prefix: String,
+    },
 }
 
 /// A fleet at one revision.
@@ -47,9 +59,15 @@ pub struct FleetRepo {
 impl FleetRepo {
     /// Opens the fleet at `dir`, at `rev` when given, else the working tree.
     pub fn open(dir: &Path, rev: Option<&str>) -> Result<FleetRepo, RepoError> {
-        let fleet_dir = dir.canonicalize().map_err(|source| RepoError::Io { path: dir.to_owned(), source })?;
+        let fleet_dir = dir.canonicalize().map_err(|source| RepoError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let repo = git2::Repository::discover(&fleet_dir).ok();
-        let repo_dir = repo.as_ref().and_then(|r| r.workdir()).and_then(|w| w.canonicalize().ok());
+        let repo_dir = repo
+            .as_ref()
+            .and_then(|r| r.workdir())
+            .and_then(|w| w.canonicalize().ok());
         let prefix = repo_dir
             .as_ref()
             .and_then(|w| fleet_dir.strip_prefix(w).ok())
@@ -62,13 +80,19 @@ impl FleetRepo {
                 }
                 let (revision, dirty) = match &repo {
                     Some(r) => {
-                        let head = r.head().ok().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id().to_string());
+                        let head = r
+                            .head()
+                            .ok()
+                            .and_then(|h| h.peel_to_commit().ok())
+                            .map(|c| c.id().to_string());
                         (head, is_dirty(r, &prefix))
                     }
                     None => (None, true),
                 };
                 Ok(FleetRepo {
-                    source: Source::WorkTree { fleet_dir: fleet_dir.clone() },
+                    source: Source::WorkTree {
+                        fleet_dir: fleet_dir.clone(),
+                    },
                     revision,
                     dirty,
                     repo_dir,
@@ -81,7 +105,9 @@ impl FleetRepo {
                     Some(r) => r,
                     None => {
                         return Err(match git2::Repository::discover(&fleet_dir) {
-                            Err(e) if e.code() != git2::ErrorCode::NotFound => RepoError::Open { path, source: e },
+                            Err(e) if e.code() != git2::ErrorCode::NotFound => {
+                                RepoError::Open { path, source: e }
+                            }
                             _ => RepoError::NoRepository { path },
                         });
                     }
@@ -89,17 +115,31 @@ impl FleetRepo {
                 let commit = repo
                     .revparse_single(rev)
                     .and_then(|o| o.peel_to_commit())
-                    .map_err(|source| RepoError::UnknownRevision { rev: rev.to_owned(), source })?;
+                    .map_err(|source| RepoError::UnknownRevision {
+                        rev: rev.to_owned(),
+                        source,
+                    })?;
                 let id = commit.id();
-                let tree = commit.tree().map_err(|source| RepoError::Git { what: "the tree".into(), rev: id.to_string(), source })?;
+                let tree = commit.tree().map_err(|source| RepoError::Git {
+                    what: "the tree".into(),
+                    rev: id.to_string(),
+                    source,
+                })?;
                 let has_fleet = tree.get_path(&Path::new(&prefix).join("flotilla.toml")).is_ok();
                 if !has_fleet {
-                    return Err(RepoError::NoFleetAtRevision { rev: id.to_string(), dir: if prefix.is_empty() { ".".into() } else { prefix } });
+                    return Err(RepoError::NoFleetAtRevision {
+                        rev: id.to_string(),
+                        dir: if prefix.is_empty() { ".".into() } else { prefix },
+                    });
                 }
                 drop(tree);
                 drop(commit);
                 Ok(FleetRepo {
-                    source: Source::Commit { repo, commit: id, prefix },
+                    source: Source::Commit {
+                        repo,
+                        commit: id,
+                        prefix,
+                    },
                     revision: Some(id.to_string()),
                     dirty: false,
                     repo_dir,
@@ -111,7 +151,11 @@ impl FleetRepo {
 
     /// The commit id the manifests are read at; `None` for a tree with uncommitted changes.
     pub fn revision(&self) -> Option<&str> {
-        if self.dirty { None } else { self.revision.as_deref() }
+        if self.dirty {
+            None
+        } else {
+            self.revision.as_deref()
+        }
     }
 
     /// HEAD's commit id even when the tree is dirty, for messages.
@@ -149,7 +193,10 @@ impl FleetRepo {
                     let rev = rev.clone();
                     move |source| RepoError::Git { what, rev, source }
                 };
-                let tree = repo.find_commit(*commit).and_then(|c| c.tree()).map_err(git("the tree"))?;
+                let tree = repo
+                    .find_commit(*commit)
+                    .and_then(|c| c.tree())
+                    .map_err(git("the tree"))?;
                 let root = if prefix.is_empty() {
                     tree
                 } else {
@@ -157,12 +204,18 @@ impl FleetRepo {
                     repo.find_tree(entry.id()).map_err(git(prefix))?
                 };
                 root.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-                    let Ok(name) = entry.name() else { return git2::TreeWalkResult::Ok };
+                    let Ok(name) = entry.name() else {
+                        return git2::TreeWalkResult::Ok;
+                    };
                     let path = format!("{dir}{name}");
                     if entry.kind() == Some(git2::ObjectType::Tree) {
                         let wanted = dir.is_empty() && matches!(name, "environments" | "hosts" | "runtimes")
                             || dir.starts_with("hosts/");
-                        return if wanted { git2::TreeWalkResult::Ok } else { git2::TreeWalkResult::Skip };
+                        return if wanted {
+                            git2::TreeWalkResult::Ok
+                        } else {
+                            git2::TreeWalkResult::Skip
+                        };
                     }
                     if is_manifest_path(&path) {
                         if let Ok(blob) = repo.find_blob(entry.id()) {
@@ -197,9 +250,17 @@ fn is_manifest_path(p: &str) -> bool {
     }
 }
 
-fn read_disk(base: &Path, rel: &str, recurse: bool, out: &mut BTreeMap<String, Vec<u8>>) -> Result<(), RepoError> {
+fn read_disk(
+    base: &Path,
+    rel: &str,
+    recurse: bool,
+    out: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), RepoError> {
     let path = base.join(rel);
-    let io = |source| RepoError::Io { path: path.clone(), source };
+    let io = |source| RepoError::Io {
+        path: path.clone(),
+        source,
+    };
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -214,7 +275,10 @@ fn read_disk(base: &Path, rel: &str, recurse: bool, out: &mut BTreeMap<String, V
     if !meta.is_dir() {
         return Ok(());
     }
-    let mut entries: Vec<_> = std::fs::read_dir(&path).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    let mut entries: Vec<_> = std::fs::read_dir(&path)
+        .map_err(io)?
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
@@ -231,7 +295,9 @@ fn read_disk(base: &Path, rel: &str, recurse: bool, out: &mut BTreeMap<String, V
 
 fn is_dirty(repo: &git2::Repository, prefix: &str) -> bool {
     let mut opts = git2::StatusOptions::new();
-    opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
     if !prefix.is_empty() {
         opts.pathspec(prefix);
     }
@@ -260,7 +326,10 @@ impl RepoFiles for FleetRepo {
             }
             Source::Commit { repo, commit, prefix } => {
                 let full = Path::new(prefix).join(path);
-                let entry = repo.find_commit(*commit).and_then(|c| c.tree()).and_then(|t| t.get_path(&full));
+                let entry = repo
+                    .find_commit(*commit)
+                    .and_then(|c| c.tree())
+                    .and_then(|t| t.get_path(&full));
                 match entry {
                     Err(e) if e.code() == git2::ErrorCode::NotFound => RepoEntry::Missing,
                     Err(e) => RepoEntry::Unreadable(e.message().to_owned()),

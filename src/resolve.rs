@@ -70,7 +70,11 @@ pub struct ResolvedSettings {
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Sourced<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    Sourced { value: crate::duration::format_duration(d.value), from: d.from.clone() }.serialize(s)
+    Sourced {
+        value: crate::duration::format_duration(d.value),
+        from: d.from.clone(),
+    }
+    .serialize(s)
 }
 
 /// A managed file as it should be on one host, template rendered.
@@ -112,7 +116,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn layer_settings<'a>(fleet: &'a Fleet, env: &'a Environment, host: &'a Host) -> Vec<(&'a Settings, Layer)> {
-    let mut layers = vec![(&fleet.defaults, Layer::Fleet), (&env.defaults, Layer::Environment(env.name.clone()))];
+    let mut layers = vec![
+        (&fleet.defaults, Layer::Fleet),
+        (&env.defaults, Layer::Environment(env.name.clone())),
+    ];
     for g in matching_groups(env, host) {
         layers.push((&g.defaults, Layer::Group(env.name.clone(), g.index + 1)));
     }
@@ -120,7 +127,10 @@ fn layer_settings<'a>(fleet: &'a Fleet, env: &'a Environment, host: &'a Host) ->
     layers
 }
 
-fn matching_groups<'a>(env: &'a Environment, host: &'a Host) -> impl Iterator<Item = &'a crate::manifest::model::Group> {
+fn matching_groups<'a>(
+    env: &'a Environment,
+    host: &'a Host,
+) -> impl Iterator<Item = &'a crate::manifest::model::Group> {
     env.groups
         .iter()
         .filter(|g| g.matches.iter().all(|(k, v)| host.labels.get(k) == Some(v)))
@@ -130,15 +140,24 @@ fn matching_groups<'a>(env: &'a Environment, host: &'a Host) -> impl Iterator<It
 pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let Some(env) = fleet.environments.get(&host.environment) else {
-        return Err(vec![Diagnostic::new(format!("host `{}` names unknown environment `{}`", host.name, host.environment))]);
+        return Err(vec![Diagnostic::new(format!(
+            "host `{}` names unknown environment `{}`",
+            host.name, host.environment
+        ))]);
     };
     let layers = layer_settings(fleet, env, host);
     macro_rules! pick {
         ($field:ident, $default:expr) => {{
-            let mut v = Sourced { value: $default, from: Layer::Default };
+            let mut v = Sourced {
+                value: $default,
+                from: Layer::Default,
+            };
             for (s, layer) in &layers {
                 if let Some(x) = &s.$field {
-                    v = Sourced { value: x.clone(), from: layer.clone() };
+                    v = Sourced {
+                        value: x.clone(),
+                        from: layer.clone(),
+                    };
                 }
             }
             v
@@ -155,11 +174,17 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
         state_dir: pick!(state_dir, fixed("/var/lib/flotilla")),
         identity_file: {
             let s = pick!(identity_file, String::new());
-            Sourced { value: Some(s.value).filter(|v| !v.is_empty()), from: s.from }
+            Sourced {
+                value: Some(s.value).filter(|v| !v.is_empty()),
+                from: s.from,
+            }
         },
         known_hosts: {
             let s = pick!(known_hosts, String::new());
-            Sourced { value: Some(s.value).filter(|v| !v.is_empty()), from: s.from }
+            Sourced {
+                value: Some(s.value).filter(|v| !v.is_empty()),
+                from: s.from,
+            }
         },
         connect_timeout: pick!(connect_timeout, Duration::from_secs(10)),
         command_timeout: pick!(command_timeout, Duration::from_secs(300)),
@@ -168,16 +193,28 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
     let here = |msg: String| Diagnostic::new(msg).at(&host.origin.file, host.origin.span.clone());
     if settings.transport.value == TransportKind::Ssh && !settings.root.value.starts_with('/') {
         diags.push(
-            here(format!("host `{}`: `root` must be absolute for the ssh transport", host.name))
-                .label(format!("root = {:?} comes from {}", settings.root.value, settings.root.from))
-                .help("only the local transport reads a relative root (relative to the fleet root)"),
+            here(format!(
+                "host `{}`: `root` must be absolute for the ssh transport",
+                host.name
+            ))
+            .label(format!(
+                "root = {:?} comes from {}",
+                settings.root.value, settings.root.from
+            ))
+            .help("only the local transport reads a relative root (relative to the fleet root)"),
         );
     }
 
     let mut runtimes: BTreeMap<RuntimeName, Sourced<Pin>> = BTreeMap::new();
     let mut pin_layer = |pins: &BTreeMap<RuntimeName, Pin>, layer: Layer| {
         for (name, pin) in pins {
-            runtimes.insert(name.clone(), Sourced { value: pin.clone(), from: layer.clone() });
+            runtimes.insert(
+                name.clone(),
+                Sourced {
+                    value: pin.clone(),
+                    from: layer.clone(),
+                },
+            );
         }
     };
     pin_layer(&env.runtimes, Layer::Environment(env.name.clone()));
@@ -203,22 +240,34 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
                     Ok(s) => Arc::from(s.into_bytes()),
                     Err(label) => {
                         diags.push(
-                            Diagnostic::new(format!("host `{}` has no label `{label}`, which this template uses", host.name))
-                                .at(&spec.origin.file, spec.origin.span.clone())
-                                .label(format!("uses {{{{ host.labels.{label} }}}}"))
-                                .help(format!("add `{label}` to the labels of host `{}`, or stop using it here", host.name)),
+                            Diagnostic::new(format!(
+                                "host `{}` has no label `{label}`, which this template uses",
+                                host.name
+                            ))
+                            .at(&spec.origin.file, spec.origin.span.clone())
+                            .label(format!("uses {{{{ host.labels.{label} }}}}"))
+                            .help(format!(
+                                "add `{label}` to the labels of host `{}`, or stop using it here",
+                                host.name
+                            )),
                         );
                         continue;
                     }
                 },
             };
-            for (dir, key) in [(&settings.runtimes_dir.value, "runtimes_dir"), (&settings.state_dir.value, "state_dir")] {
+            for (dir, key) in [
+                (&settings.runtimes_dir.value, "runtimes_dir"),
+                (&settings.state_dir.value, "state_dir"),
+            ] {
                 if spec.path.is_within(dir) {
                     diags.push(
-                        Diagnostic::new(format!("file `{}` lies under `{key}` ({dir}) on host `{}`", spec.path, host.name))
-                            .at(&spec.origin.file, spec.origin.span.clone())
-                            .label(format!("Flotilla owns everything under {key}"))
-                            .help("manage files outside Flotilla's own directories"),
+                        Diagnostic::new(format!(
+                            "file `{}` lies under `{key}` ({dir}) on host `{}`",
+                            spec.path, host.name
+                        ))
+                        .at(&spec.origin.file, spec.origin.span.clone())
+                        .label(format!("Flotilla owns everything under {key}"))
+                        .help("manage files outside Flotilla's own directories"),
                     );
                 }
             }
@@ -232,7 +281,13 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
                 sensitive: spec.sensitive,
                 on_change: spec.on_change.clone(),
             };
-            files.insert(spec.path.clone(), Sourced { value: file, from: layer.clone() });
+            files.insert(
+                spec.path.clone(),
+                Sourced {
+                    value: file,
+                    from: layer.clone(),
+                },
+            );
         }
     };
     file_layer(&env.files, Layer::Environment(env.name.clone()), &mut diags);
@@ -265,7 +320,11 @@ pub fn resolve_all(fleet: &Fleet) -> Result<Vec<DesiredHost>, Vec<Diagnostic>> {
     for host in &fleet.hosts {
         match resolve_host(fleet, host) {
             Ok(d) => {
-                let key = (d.address.clone(), d.settings.port.value, d.settings.root.value.clone());
+                let key = (
+                    d.address.clone(),
+                    d.settings.port.value,
+                    d.settings.root.value.clone(),
+                );
                 if let Some(first) = endpoints.get(&key) {
                     diags.push(
                         Diagnostic::new(format!(

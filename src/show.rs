@@ -24,7 +24,12 @@ pub fn render(h: &DesiredHost, origin: &str) -> String {
         row(&mut out, "canary", "true", &Layer::Host);
     }
     if h.decommission {
-        row(&mut out, "decommission", "true (everything Flotilla manages is removed)", &Layer::Host);
+        row(
+            &mut out,
+            "decommission",
+            "true (everything Flotilla manages is removed)",
+            &Layer::Host,
+        );
     }
     let s = &h.settings;
     let _ = writeln!(out, "\nsettings:");
@@ -42,13 +47,43 @@ pub fn render(h: &DesiredHost, origin: &str) -> String {
     row(&mut out, "port", &s.port.value.to_string(), &s.port.from);
     row(&mut out, "become", become_, &s.become_.from);
     row(&mut out, "root", &s.root.value, &s.root.from);
-    row(&mut out, "runtimes_dir", s.runtimes_dir.value.as_str(), &s.runtimes_dir.from);
-    row(&mut out, "state_dir", s.state_dir.value.as_str(), &s.state_dir.from);
-    row(&mut out, "identity_file", &opt(&s.identity_file), &s.identity_file.from);
+    row(
+        &mut out,
+        "runtimes_dir",
+        s.runtimes_dir.value.as_str(),
+        &s.runtimes_dir.from,
+    );
+    row(
+        &mut out,
+        "state_dir",
+        s.state_dir.value.as_str(),
+        &s.state_dir.from,
+    );
+    row(
+        &mut out,
+        "identity_file",
+        &opt(&s.identity_file),
+        &s.identity_file.from,
+    );
     row(&mut out, "known_hosts", &opt(&s.known_hosts), &s.known_hosts.from);
-    row(&mut out, "connect_timeout", &format_duration(s.connect_timeout.value), &s.connect_timeout.from);
-    row(&mut out, "command_timeout", &format_duration(s.command_timeout.value), &s.command_timeout.from);
-    row(&mut out, "keep_versions", &s.keep_versions.value.to_string(), &s.keep_versions.from);
+    row(
+        &mut out,
+        "connect_timeout",
+        &format_duration(s.connect_timeout.value),
+        &s.connect_timeout.from,
+    );
+    row(
+        &mut out,
+        "command_timeout",
+        &format_duration(s.command_timeout.value),
+        &s.command_timeout.from,
+    );
+    row(
+        &mut out,
+        "keep_versions",
+        &s.keep_versions.value.to_string(),
+        &s.keep_versions.from,
+    );
 
     let _ = writeln!(out, "\nruntimes:");
     if h.runtimes.is_empty() {
@@ -85,7 +120,10 @@ pub fn render(h: &DesiredHost, origin: &str) -> String {
         }
     }
     if h.decommission {
-        let _ = writeln!(out, "\n(decommissioned: the runtimes and files above are not applied)");
+        let _ = writeln!(
+            out,
+            "\n(decommissioned: the runtimes and files above are not applied)"
+        );
     }
     out
 }

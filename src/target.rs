@@ -11,7 +11,11 @@ pub enum TargetError {
     #[error("--env {0}: no such environment (known: {1})")]
     UnknownEnv(String, String),
     #[error("--{flag} {pattern}: not a valid glob: {source}")]
-    BadGlob { flag: &'static str, pattern: String, source: globset::Error },
+    BadGlob {
+        flag: &'static str,
+        pattern: String,
+        source: globset::Error,
+    },
     #[error("--label {0}: write it as KEY=VALUE")]
     BadLabel(String),
     #[error("no host matches the targeting flags")]
@@ -32,7 +36,11 @@ fn globs(flag: &'static str, patterns: &[String]) -> Result<Vec<GlobMatcher>, Ta
         .map(|p| {
             Glob::new(p)
                 .map(|g| g.compile_matcher())
-                .map_err(|source| TargetError::BadGlob { flag, pattern: p.clone(), source })
+                .map_err(|source| TargetError::BadGlob {
+                    flag,
+                    pattern: p.clone(),
+                    source,
+                })
         })
         .collect()
 }
@@ -59,7 +67,12 @@ impl Selector {
                     .ok_or_else(|| TargetError::BadLabel(l.clone()))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Selector { envs: envs.to_vec(), hosts: globs("host", hosts)?, labels, exclude: globs("exclude", exclude)? })
+        Ok(Selector {
+            envs: envs.to_vec(),
+            hosts: globs("host", hosts)?,
+            labels,
+            exclude: globs("exclude", exclude)?,
+        })
     }
 
     pub fn is_empty(&self) -> bool {

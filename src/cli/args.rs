@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about = "GitOps for fleets of Linux hosts: exact plans, safe rollouts.")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "GitOps for fleets of Linux hosts: exact plans, safe rollouts."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

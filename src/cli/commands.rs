@@ -25,18 +25,30 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
 fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
     let repo = FleetRepo::open(&src.fleet_dir, src.rev.as_deref())?;
     if src.rev.is_none() && repo.head().is_none() && repo.repo_dir().is_none() {
-        eprintln!("note: {} is not inside a Git repository; plans of it have no revision", src.fleet_dir.display());
+        eprintln!(
+            "note: {} is not inside a Git repository; plans of it have no revision",
+            src.fleet_dir.display()
+        );
     } else if src.rev.is_none() && repo.is_dirty() {
         eprintln!(
             "note: reading the working tree, which has uncommitted changes{}",
-            repo.head().map(|h| format!(" (on top of {})", &h[..h.len().min(12)])).unwrap_or_default()
+            repo.head()
+                .map(|h| format!(" (on top of {})", &h[..h.len().min(12)]))
+                .unwrap_or_default()
         );
     }
     match load(&repo) {
         Ok(loaded) => Ok(Ok((repo, loaded))),
         Err(LoadError::Repo(e)) => Err(e.into()),
         Err(LoadError::Invalid { diagnostics, sources }) => {
-            eprint!("{}", diagnostic::render(&diagnostics, &sources, color && std::io::IsTerminal::is_terminal(&std::io::stderr())));
+            eprint!(
+                "{}",
+                diagnostic::render(
+                    &diagnostics,
+                    &sources,
+                    color && std::io::IsTerminal::is_terminal(&std::io::stderr())
+                )
+            );
             Ok(Err(Outcome::Failure))
         }
     }
@@ -57,7 +69,9 @@ fn validate(src: &Source, color: bool) -> anyhow::Result<Outcome> {
         plural(f.hosts.len()),
         f.runtimes.len(),
         plural(f.runtimes.len()),
-        repo.revision().map(|r| format!(" at {}", &r[..12.min(r.len())])).unwrap_or_default()
+        repo.revision()
+            .map(|r| format!(" at {}", &r[..12.min(r.len())]))
+            .unwrap_or_default()
     );
     Ok(Outcome::Success)
 }
@@ -83,12 +97,18 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     }
     let observed_at = jiff::Timestamp::now();
     let observations = observe_all(&targets, repo.fleet_dir(), cli.global.parallel as usize).await;
-    let errors: Vec<String> = observations.iter().map(|o| o.as_ref().err().map(ToString::to_string).unwrap_or_default()).collect();
+    let errors: Vec<String> = observations
+        .iter()
+        .map(|o| o.as_ref().err().map(ToString::to_string).unwrap_or_default())
+        .collect();
     let hosts = targets
         .iter()
         .zip(&observations)
         .zip(&errors)
-        .map(|((d, o), e)| HostInput { desired: d, observed: o.as_ref().map_err(|_| e.clone()) })
+        .map(|((d, o), e)| HostInput {
+            desired: d,
+            observed: o.as_ref().map_err(|_| e.clone()),
+        })
         .collect();
     let plan = plan::build(&PlanInput {
         fleet: &loaded.fleet,
@@ -98,14 +118,32 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         observed_at,
     });
     if let Some(out) = &args.out {
-        std::fs::write(out, plan.to_json() + "\n").with_context(|| format!("writing the plan to {}", out.display()))?;
+        std::fs::write(out, plan.to_json() + "\n")
+            .with_context(|| format!("writing the plan to {}", out.display()))?;
     }
     match args.format {
-        Format::Text => print!("{}", plan::text::render(&plan, plan::text::TextOptions { color, detail: args.detail })),
+        Format::Text => print!(
+            "{}",
+            plan::text::render(
+                &plan,
+                plan::text::TextOptions {
+                    color,
+                    detail: args.detail
+                }
+            )
+        ),
         Format::Json => println!("{}", plan.to_json()),
         Format::Markdown => {
-            let rev = plan.revision.as_deref().map_or("the working tree".to_owned(), |r| format!("`{}`", &r[..12.min(r.len())]));
-            let header = plan::markdown::MarkdownHeader { title: format!("Flotilla plan for `{}` at {rev}", plan.fleet), notices: Vec::new() };
+            let rev = plan
+                .revision
+                .as_deref()
+                .map_or("the working tree".to_owned(), |r| {
+                    format!("`{}`", &r[..12.min(r.len())])
+                });
+            let header = plan::markdown::MarkdownHeader {
+                title: format!("Flotilla plan for `{}` at {rev}", plan.fleet),
+                notices: Vec::new(),
+            };
             print!("{}", plan::markdown::render(&plan, &header));
         }
     }
@@ -136,17 +174,25 @@ fn show(args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
     };
     let Some(desired) = loaded.desired.iter().find(|h| h.name.as_str() == args.host) else {
         let names = loaded.desired.iter().map(|h| h.name.as_str());
-        let hint = diagnostic::closest(&args.host, names).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+        let hint = diagnostic::closest(&args.host, names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
         anyhow::bail!("unknown host `{}`{hint}", args.host);
     };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(desired)?),
         _ => {
             let origin = loaded.fleet.host(&args.host).map(|h| {
-                let (l, c) = loaded.sources.line_col(&h.origin.file, h.origin.span.start).unwrap_or((0, 0));
+                let (l, c) = loaded
+                    .sources
+                    .line_col(&h.origin.file, h.origin.span.start)
+                    .unwrap_or((0, 0));
                 format!("{}:{l}:{c}", h.origin.file)
             });
-            print!("{}", crate::show::render(desired, origin.as_deref().unwrap_or("?")));
+            print!(
+                "{}",
+                crate::show::render(desired, origin.as_deref().unwrap_or("?"))
+            );
         }
     }
     Ok(Outcome::Success)
@@ -155,7 +201,8 @@ fn show(args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
 fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
     let mut stale = Vec::new();
     if !args.check {
-        std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+        std::fs::create_dir_all(&args.out_dir)
+            .with_context(|| format!("creating {}", args.out_dir.display()))?;
     }
     for (name, text) in crate::schema::all() {
         let path = args.out_dir.join(name);

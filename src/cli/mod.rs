@@ -39,7 +39,11 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // --help and --version are successes; bad usage is exit 1 like every other error.
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_logging(&cli);
@@ -61,7 +65,9 @@ pub fn main() -> ExitCode {
 }
 
 fn use_color(cli: &Cli) -> bool {
-    !cli.global.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    !cli.global.no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
 }
 
 fn init_logging(cli: &Cli) {
@@ -73,10 +79,16 @@ fn init_logging(cli: &Cli) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| EnvFilter::new(format!("flotilla={level}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("flotilla={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cli.global.log_format {
         args::LogFormat::Json => builder.json().try_init(),
-        args::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).without_time().try_init(),
+        args::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .without_time()
+            .try_init(),
     };
 }

@@ -388,7 +388,9 @@ impl<'de> Deserialize<'de> for RuntimePin {
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<RuntimePin, E> {
                 if v {
-                    Err(E::custom("`true` is not a version: give a version string, or false to remove the runtime"))
+                    Err(E::custom(
+                        "`true` is not a version: give a version string, or false to remove the runtime",
+                    ))
                 } else {
                     Ok(RuntimePin::Remove)
                 }
@@ -424,15 +426,21 @@ impl<'de> Deserialize<'de> for CountOrPercent {
                 f.write_str("a host count such as 1, or a percentage such as \"25%\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<CountOrPercent, E> {
-                u32::try_from(v)
-                    .map(CountOrPercent::Count)
-                    .map_err(|_| E::custom(format!("{v} is not a host count: use a number from 0 up, or \"N%\"")))
+                u32::try_from(v).map(CountOrPercent::Count).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is not a host count: use a number from 0 up, or \"N%\""
+                    ))
+                })
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<CountOrPercent, E> {
                 self.visit_i64(i64::try_from(v).unwrap_or(-1))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<CountOrPercent, E> {
-                let bad = || E::custom(format!("`{v}` is not a percentage: write \"N%\" with N from 0 to 100"));
+                let bad = || {
+                    E::custom(format!(
+                        "`{v}` is not a percentage: write \"N%\" with N from 0 to 100"
+                    ))
+                };
                 let n = v.strip_suffix('%').ok_or_else(bad)?;
                 let n: u8 = n.trim().parse().map_err(|_| bad())?;
                 if n > 100 {

@@ -25,8 +25,7 @@ pub enum Var {
     FleetName,
 }
 
-pub const VARIABLES: &str =
-    "host.name, host.address, host.environment, host.labels.KEY and fleet.name";
+pub const VARIABLES: &str = "host.name, host.address, host.environment, host.labels.KEY and fleet.name";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -62,9 +61,7 @@ impl Template {
                 "host.environment" => Var::HostEnvironment,
                 "fleet.name" => Var::FleetName,
                 _ => match name.strip_prefix("host.labels.") {
-                    Some(key) if crate::names::check_name(key).is_ok() => {
-                        Var::HostLabel(key.to_owned())
-                    }
+                    Some(key) if crate::names::check_name(key).is_ok() => Var::HostLabel(key.to_owned()),
                     _ => return Err(TemplateError::UnknownVariable(name.to_owned())),
                 },
             };
@@ -125,7 +122,10 @@ mod tests {
             "{{host.name}} {{ host.address }} {{ host.environment }} {{ host.labels.role }} {{ fleet.name }}\n",
         )
         .unwrap();
-        assert_eq!(t.render(&vars(&labels)).unwrap(), "web-01 10.0.0.1 prod web acme\n");
+        assert_eq!(
+            t.render(&vars(&labels)).unwrap(),
+            "web-01 10.0.0.1 prod web acme\n"
+        );
     }
 
     #[test]
@@ -134,7 +134,10 @@ mod tests {
             Template::parse("{{ host.secret }}"),
             Err(TemplateError::UnknownVariable("host.secret".into()))
         );
-        assert_eq!(Template::parse("{{ env.HOME }}"), Err(TemplateError::UnknownVariable("env.HOME".into())));
+        assert_eq!(
+            Template::parse("{{ env.HOME }}"),
+            Err(TemplateError::UnknownVariable("env.HOME".into()))
+        );
         assert_eq!(Template::parse("x {{ host.name"), Err(TemplateError::Unclosed));
     }
 

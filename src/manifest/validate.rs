@@ -62,19 +62,34 @@ pub struct Failed {
 
 /// Parses and checks every manifest file. All problems are reported together.
 pub fn load(files: &[ManifestFile], repo: &dyn RepoFiles, ctx: &LoadContext<'_>) -> Result<Loaded, Failed> {
-    let stems = |dir: &str| files.iter().filter_map(|f| file_stem(&f.path, dir)).map(str::to_owned).collect();
+    let stems = |dir: &str| {
+        files
+            .iter()
+            .filter_map(|f| file_stem(&f.path, dir))
+            .map(str::to_owned)
+            .collect()
+    };
     let mut v = Validator {
         diags: Vec::new(),
         env_files: stems("environments/"),
         runtime_files: stems("runtimes/"),
-        repo, ctx, sources: Sources::default() };
+        repo,
+        ctx,
+        sources: Sources::default(),
+    };
     for f in files {
         v.sources.insert(f.path.clone(), f.text.clone());
     }
     let fleet = v.load(files);
     match fleet {
-        Some(fleet) if v.diags.is_empty() => Ok(Loaded { fleet, sources: v.sources }),
-        _ => Err(Failed { diagnostics: v.diags, sources: v.sources }),
+        Some(fleet) if v.diags.is_empty() => Ok(Loaded {
+            fleet,
+            sources: v.sources,
+        }),
+        _ => Err(Failed {
+            diagnostics: v.diags,
+            sources: v.sources,
+        }),
     }
 }
 
@@ -123,17 +138,28 @@ fn file_stem<'p>(path: &'p str, dir: &str) -> Option<&'p str> {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, file: &str, span: std::ops::Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+    fn err(
+        &mut self,
+        file: &str,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.diags.push(Diagnostic::new(message).at(file, span));
         let last = self.diags.len() - 1;
         &mut self.diags[last]
     }
 
-    fn name<T: FromStr<Err = crate::names::NameError>>(&mut self, file: &str, s: &Str, what: &str) -> Option<T> {
+    fn name<T: FromStr<Err = crate::names::NameError>>(
+        &mut self,
+        file: &str,
+        s: &Str,
+        what: &str,
+    ) -> Option<T> {
         match s.get().parse() {
             Ok(n) => Some(n),
             Err(e) => {
-                self.err(file, s.span(), format!("invalid {what} `{}`", s.get())).label = Some(e.to_string());
+                self.err(file, s.span(), format!("invalid {what} `{}`", s.get()))
+                    .label = Some(e.to_string());
                 None
             }
         }
@@ -144,8 +170,11 @@ impl Validator<'_> {
         match parse_duration(s.get()) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.err(file, s.span(), format!("invalid duration `{}`", s.get())).label = Some(e.why.to_owned());
-                self.diags.last_mut().map(|d| d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into()));
+                self.err(file, s.span(), format!("invalid duration `{}`", s.get()))
+                    .label = Some(e.why.to_owned());
+                self.diags.last_mut().map(|d| {
+                    d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into())
+                });
                 None
             }
         }
@@ -196,7 +225,11 @@ impl Validator<'_> {
             let name: Option<RuntimeName> = match stem.parse() {
                 Ok(n) => Some(n),
                 Err(e) => {
-                    self.diags.push(Diagnostic::new(format!("invalid runtime name `{stem}` (from the file name)")).at(&f.path, 0..0).label(e.to_string()));
+                    self.diags.push(
+                        Diagnostic::new(format!("invalid runtime name `{stem}` (from the file name)"))
+                            .at(&f.path, 0..0)
+                            .label(e.to_string()),
+                    );
                     None
                 }
             };
@@ -228,8 +261,12 @@ impl Validator<'_> {
         let mut seen = BTreeSet::new();
         for p in &raw_fleet.fleet.promotion {
             if !seen.insert(p.get().clone()) {
-                self.err(&ff.path, p.span(), format!("`{}` appears twice in `promotion`", p.get())).label =
-                    Some("each environment may appear once".into());
+                self.err(
+                    &ff.path,
+                    p.span(),
+                    format!("`{}` appears twice in `promotion`", p.get()),
+                )
+                .label = Some("each environment may appear once".into());
                 continue;
             }
             match environments.keys().find(|e: &&EnvName| e.as_str() == p.get()) {
@@ -237,9 +274,18 @@ impl Validator<'_> {
                 None if self.env_files.contains(p.get()) => {}
                 None => {
                     let hint = closest(p.get(), environments.keys().map(EnvName::as_str))
-                        .map_or("no such environment".to_owned(), |c| format!("did you mean `{c}`?"));
-                    self.err(&ff.path, p.span(), format!("`promotion` names unknown environment `{}`", p.get())).label = Some(hint);
-                    self.diags.last_mut().map(|d| d.help = Some("environments are the files under environments/".into()));
+                        .map_or("no such environment".to_owned(), |c| {
+                            format!("did you mean `{c}`?")
+                        });
+                    self.err(
+                        &ff.path,
+                        p.span(),
+                        format!("`promotion` names unknown environment `{}`", p.get()),
+                    )
+                    .label = Some(hint);
+                    self.diags
+                        .last_mut()
+                        .map(|d| d.help = Some("environments are the files under environments/".into()));
                 }
             }
         }
@@ -248,14 +294,25 @@ impl Validator<'_> {
         let mut host_origin: BTreeMap<String, Location> = BTreeMap::new();
         for (f, hf) in &host_files {
             for h in &hf.host {
-                let Some(host) = self.host(f, h, &environments, &runtime_map) else { continue };
+                let Some(host) = self.host(f, h, &environments, &runtime_map) else {
+                    continue;
+                };
                 if let Some(first) = host_origin.get(host.name.as_str()) {
-                    let first = self.sources.line_col(&first.file, first.span.start).map_or(first.file.clone(), |(l, c)| format!("{}:{l}:{c}", first.file));
-                    self.err(&f.path, h.name.span(), format!("duplicate host `{}`", host.name)).label =
-                        Some(format!("first defined at {first}"));
+                    let first = self
+                        .sources
+                        .line_col(&first.file, first.span.start)
+                        .map_or(first.file.clone(), |(l, c)| format!("{}:{l}:{c}", first.file));
+                    self.err(&f.path, h.name.span(), format!("duplicate host `{}`", host.name))
+                        .label = Some(format!("first defined at {first}"));
                     continue;
                 }
-                host_origin.insert(host.name.as_str().to_owned(), Location { file: f.path.clone(), span: h.name.span() });
+                host_origin.insert(
+                    host.name.as_str().to_owned(),
+                    Location {
+                        file: f.path.clone(),
+                        span: h.name.span(),
+                    },
+                );
                 hosts.insert(host.name.clone(), host);
             }
         }
@@ -277,14 +334,23 @@ impl Validator<'_> {
             match minisign_verify::PublicKey::from_base64(k.get().trim()) {
                 Ok(_) => keys.push(k.get().trim().to_owned()),
                 Err(e) => {
-                    self.err(file, k.span(), "trust key does not parse as a minisign public key").label = Some(e.to_string());
+                    self.err(
+                        file,
+                        k.span(),
+                        "trust key does not parse as a minisign public key",
+                    )
+                    .label = Some(e.to_string());
                     self.diags.last_mut().map(|d| {
-                        d.help = Some("use the base64 line of a minisign .pub file (it starts with RW)".into())
+                        d.help =
+                            Some("use the base64 line of a minisign .pub file (it starts with RW)".into())
                     });
                 }
             }
         }
-        Trust { keys, require_signatures: t.require_signatures.unwrap_or(true) }
+        Trust {
+            keys,
+            require_signatures: t.require_signatures.unwrap_or(true),
+        }
     }
 
     fn settings(&mut self, file: &str, s: &raw::RawSettings) -> Settings {
@@ -293,7 +359,12 @@ impl Validator<'_> {
             match HostPath::new(p.get()) {
                 Ok(hp) => Some(hp),
                 Err(why) => {
-                    v.err(file, p.span(), format!("`{key}` is not a normalised absolute path")).label = Some(why.into());
+                    v.err(
+                        file,
+                        p.span(),
+                        format!("`{key}` is not a normalised absolute path"),
+                    )
+                    .label = Some(why.into());
                     None
                 }
             }
@@ -304,17 +375,23 @@ impl Validator<'_> {
         let known_hosts = self.local_path(file, &s.known_hosts, "known_hosts");
         if let Some(root) = &s.root {
             if root.get().is_empty() || root.get().chars().any(char::is_control) {
-                self.err(file, root.span(), "`root` must be a non-empty path without control characters");
+                self.err(
+                    file,
+                    root.span(),
+                    "`root` must be a non-empty path without control characters",
+                );
             }
         }
         if let Some(k) = &s.keep_versions {
             if *k.get() == 0 {
-                self.err(file, k.span(), "`keep_versions` must be at least 1").label = Some("the active version is always kept".into());
+                self.err(file, k.span(), "`keep_versions` must be at least 1")
+                    .label = Some("the active version is always kept".into());
             }
         }
         if let Some(u) = &s.user {
             if let Err(e) = crate::names::check_name(u.get()) {
-                self.err(file, u.span(), format!("invalid user `{}`", u.get())).label = Some(e.to_string());
+                self.err(file, u.span(), format!("invalid user `{}`", u.get()))
+                    .label = Some(e.to_string());
             }
         }
         Settings {
@@ -339,15 +416,25 @@ impl Validator<'_> {
         let p = p.as_ref()?;
         let s = p.get();
         if !(s.starts_with('/') || s.starts_with("~/")) {
-            self.err(file, p.span(), format!("`{key}` must be an absolute path or start with `~/`")).label =
-                Some("relative paths would point into the repository".into());
+            self.err(
+                file,
+                p.span(),
+                format!("`{key}` must be an absolute path or start with `~/`"),
+            )
+            .label = Some("relative paths would point into the repository".into());
             return None;
         }
         if let Some(repo) = self.ctx.repo_dir {
             if s.starts_with('/') && Path::new(s).starts_with(repo) {
-                self.err(file, p.span(), format!("`{key}` may not point inside the repository")).label =
-                    Some(format!("{} is inside {}", s, repo.display()));
-                self.diags.last_mut().map(|d| d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into()));
+                self.err(
+                    file,
+                    p.span(),
+                    format!("`{key}` may not point inside the repository"),
+                )
+                .label = Some(format!("{} is inside {}", s, repo.display()));
+                self.diags.last_mut().map(|d| {
+                    d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into())
+                });
                 return None;
             }
         }
@@ -362,13 +449,20 @@ impl Validator<'_> {
     ) -> BTreeMap<RuntimeName, Pin> {
         let mut out = BTreeMap::new();
         for (name, pin) in pins {
-            let Some(rt) = runtimes.iter().find(|(n, _)| n.as_str() == name.get()).map(|(_, r)| r) else {
+            let Some(rt) = runtimes
+                .iter()
+                .find(|(n, _)| n.as_str() == name.get())
+                .map(|(_, r)| r)
+            else {
                 if self.runtime_files.contains(name.get()) {
                     continue;
                 }
                 let hint = closest(name.get(), runtimes.keys().map(RuntimeName::as_str))
-                    .map_or("no runtimes/<name>.toml defines it".to_owned(), |c| format!("did you mean `{c}`?"));
-                self.err(file, name.span(), format!("unknown runtime `{}`", name.get())).label = Some(hint);
+                    .map_or("no runtimes/<name>.toml defines it".to_owned(), |c| {
+                        format!("did you mean `{c}`?")
+                    });
+                self.err(file, name.span(), format!("unknown runtime `{}`", name.get()))
+                    .label = Some(hint);
                 continue;
             };
             match pin.get() {
@@ -381,10 +475,17 @@ impl Validator<'_> {
                     }
                     None => {
                         let known: Vec<&str> = rt.versions.keys().map(Version::as_str).collect();
-                        self.err(file, pin.span(), format!("runtime `{}` has no version `{v}`", rt.name)).label =
-                            Some(format!("known versions: {}", known.join(", ")));
+                        self.err(
+                            file,
+                            pin.span(),
+                            format!("runtime `{}` has no version `{v}`", rt.name),
+                        )
+                        .label = Some(format!("known versions: {}", known.join(", ")));
                         self.diags.last_mut().map(|d| {
-                            d.help = Some(format!("add a [[version]] to runtimes/{}.toml or pick a known one", rt.name))
+                            d.help = Some(format!(
+                                "add a [[version]] to runtimes/{}.toml or pick a known one",
+                                rt.name
+                            ))
                         });
                     }
                 },
@@ -399,25 +500,46 @@ impl Validator<'_> {
             let path = match HostPath::new(f.path.get()) {
                 Ok(p) => Some(p),
                 Err(why) => {
-                    self.err(file, f.path.span(), format!("file path `{}` is not a normalised absolute path", f.path.get().escape_debug())).label = Some(why.into());
+                    self.err(
+                        file,
+                        f.path.span(),
+                        format!(
+                            "file path `{}` is not a normalised absolute path",
+                            f.path.get().escape_debug()
+                        ),
+                    )
+                    .label = Some(why.into());
                     None
                 }
             };
             if let Some(p) = &path {
                 if out.iter().any(|o| &o.path == p) {
-                    self.err(file, f.path.span(), format!("file `{p}` is listed twice in this table")).label = Some("files are keyed by path".into());
+                    self.err(
+                        file,
+                        f.path.span(),
+                        format!("file `{p}` is listed twice in this table"),
+                    )
+                    .label = Some("files are keyed by path".into());
                 }
             }
             let bytes: Option<Arc<[u8]>> = match (&f.content, &f.source) {
                 (Some(c), None) => Some(Arc::from(c.get().as_bytes())),
                 (None, Some(s)) => self.repo_file(file, s, "source", true).flatten(),
                 (Some(c), Some(_)) => {
-                    self.err(file, c.span(), "a file takes exactly one of `content` and `source`, not both");
+                    self.err(
+                        file,
+                        c.span(),
+                        "a file takes exactly one of `content` and `source`, not both",
+                    );
                     None
                 }
                 (None, None) => {
-                    self.err(file, f.path.span(), format!("file `{}` has neither `content` nor `source`", f.path.get())).help =
-                        Some("add content = \"...\" or source = \"files/...\"".into());
+                    self.err(
+                        file,
+                        f.path.span(),
+                        format!("file `{}` has neither `content` nor `source`", f.path.get()),
+                    )
+                    .help = Some("add content = \"...\" or source = \"files/...\"".into());
                     None
                 }
             };
@@ -425,7 +547,11 @@ impl Validator<'_> {
                 if !f.template {
                     return Some(FileBody::Literal(b));
                 }
-                let span = f.content.as_ref().or(f.source.as_ref()).map_or(f.path.span(), Sp::span);
+                let span = f
+                    .content
+                    .as_ref()
+                    .or(f.source.as_ref())
+                    .map_or(f.path.span(), Sp::span);
                 let Ok(text) = std::str::from_utf8(&b) else {
                     self.err(file, span, "a template must be UTF-8 text");
                     return None;
@@ -446,7 +572,8 @@ impl Validator<'_> {
                 Some(m) => match u32::from_str_radix(m.get(), 8) {
                     Ok(n) if n <= 0o7777 && (3..=4).contains(&m.get().len()) => Some(n),
                     _ => {
-                        self.err(file, m.span(), format!("invalid mode `{}`", m.get())).label = Some("write an octal mode such as \"0644\"".into());
+                        self.err(file, m.span(), format!("invalid mode `{}`", m.get()))
+                            .label = Some("write an octal mode such as \"0644\"".into());
                         None
                     }
                 },
@@ -454,7 +581,8 @@ impl Validator<'_> {
             for (who, v) in [("owner", &f.owner), ("group", &f.group)] {
                 if let Some(v) = v {
                     if crate::names::check_name(v.get()).is_err() {
-                        self.err(file, v.span(), format!("invalid {who} `{}`", v.get())).label = Some("use a user or group name".into());
+                        self.err(file, v.span(), format!("invalid {who} `{}`", v.get()))
+                            .label = Some("use a user or group name".into());
                     }
                 }
             }
@@ -466,8 +594,15 @@ impl Validator<'_> {
                     owner: f.owner.as_ref().map(|o| o.get().clone()),
                     group: f.group.as_ref().map(|o| o.get().clone()),
                     sensitive: f.sensitive,
-                    on_change: f.on_change.as_ref().map(|c| c.get().clone()).filter(|c| !c.trim().is_empty()),
-                    origin: Location { file: file.to_owned(), span: f.path.span() },
+                    on_change: f
+                        .on_change
+                        .as_ref()
+                        .map(|c| c.get().clone())
+                        .filter(|c| !c.trim().is_empty()),
+                    origin: Location {
+                        file: file.to_owned(),
+                        span: f.path.span(),
+                    },
                 });
             }
         }
@@ -483,8 +618,12 @@ impl Validator<'_> {
             || s.chars().any(char::is_control)
             || s.split('/').any(|c| c.is_empty() || c == "." || c == "..");
         if bad {
-            self.err(file, p.span(), format!("`{key}` must be a normalised path relative to the fleet root")).label =
-                Some("no leading `/`, no `.` or `..`, no `//`".into());
+            self.err(
+                file,
+                p.span(),
+                format!("`{key}` must be a normalised path relative to the fleet root"),
+            )
+            .label = Some("no leading `/`, no `.` or `..`, no `//`".into());
             return None;
         }
         let missing = |v: &mut Self, what: String| {
@@ -516,30 +655,40 @@ impl Validator<'_> {
         let s = p.get();
         if s.starts_with("https://") || s.starts_with("file://") {
             if s.chars().any(|c| c.is_control() || c == ' ') {
-                self.err(file, p.span(), format!("`{key}` URL contains spaces or control characters"));
+                self.err(
+                    file,
+                    p.span(),
+                    format!("`{key}` URL contains spaces or control characters"),
+                );
                 return None;
             }
             return Some(ArtifactRef::Url(s.clone()));
         }
         if s.contains("://") {
-            self.err(file, p.span(), format!("unsupported URL scheme in `{key}`")).label = Some("use https://, file:// or a repository path".into());
+            self.err(file, p.span(), format!("unsupported URL scheme in `{key}`"))
+                .label = Some("use https://, file:// or a repository path".into());
             return None;
         }
-        self.repo_file(file, p, key, false).map(|_| ArtifactRef::Repo(s.clone()))
+        self.repo_file(file, p, key, false)
+            .map(|_| ArtifactRef::Repo(s.clone()))
     }
 
     fn runtime(&mut self, f: &ManifestFile, name: RuntimeName, r: &raw::RawRuntime) -> Option<Runtime> {
         let file = f.path.as_str();
         let mut versions = BTreeMap::new();
         if r.versions.is_empty() {
-            self.diags.push(Diagnostic::new(format!("runtime `{name}` has no [[version]]")).at(file, 0..0).help("add a [[version]] table with version, artifact and sha256"));
+            self.diags.push(
+                Diagnostic::new(format!("runtime `{name}` has no [[version]]"))
+                    .at(file, 0..0)
+                    .help("add a [[version]] table with version, artifact and sha256"),
+            );
         }
         for v in &r.versions {
             let version = self.name::<Version>(file, &v.version, "version");
             let sha_ok = v.sha256.get().len() == 64 && v.sha256.get().bytes().all(|b| b.is_ascii_hexdigit());
             if !sha_ok {
-                self.err(file, v.sha256.span(), "`sha256` must be 64 hexadecimal digits").label =
-                    Some(format!("{} characters given", v.sha256.get().chars().count()));
+                self.err(file, v.sha256.span(), "`sha256` must be 64 hexadecimal digits")
+                    .label = Some(format!("{} characters given", v.sha256.get().chars().count()));
             }
             let artifact = self.artifact_ref(file, &v.artifact, "artifact");
             let signature = match &v.signature {
@@ -554,28 +703,49 @@ impl Validator<'_> {
                     None => None,
                 },
             };
-            if let (Some(version), Some(artifact), Some(signature), true) = (version, artifact, signature, sha_ok) {
+            if let (Some(version), Some(artifact), Some(signature), true) =
+                (version, artifact, signature, sha_ok)
+            {
                 if versions.contains_key(&version) {
-                    self.err(file, v.version.span(), format!("version `{version}` is defined twice"));
+                    self.err(
+                        file,
+                        v.version.span(),
+                        format!("version `{version}` is defined twice"),
+                    );
                     continue;
                 }
                 versions.insert(
                     version.clone(),
-                    RuntimeVersion { version, artifact, sha256: v.sha256.get().to_ascii_lowercase(), signature },
+                    RuntimeVersion {
+                        version,
+                        artifact,
+                        sha256: v.sha256.get().to_ascii_lowercase(),
+                        signature,
+                    },
                 );
             }
         }
         let health = r.health.as_ref().map(|h| Health {
             command: h.command.get().clone(),
-            timeout: self.duration(file, &h.timeout).unwrap_or(std::time::Duration::from_secs(30)),
+            timeout: self
+                .duration(file, &h.timeout)
+                .unwrap_or(std::time::Duration::from_secs(30)),
             retries: h.retries.unwrap_or(0),
-            interval: self.duration(file, &h.interval).unwrap_or(std::time::Duration::from_secs(1)),
+            interval: self
+                .duration(file, &h.interval)
+                .unwrap_or(std::time::Duration::from_secs(1)),
         });
         let hooks = Hooks {
             activate: r.hooks.activate.as_ref().map(|s| s.get().clone()),
             remove: r.hooks.remove.as_ref().map(|s| s.get().clone()),
         };
-        Some(Runtime { name, description: r.description.clone(), versions, health, hooks })
+        Some(Runtime {
+            name,
+            description: r.description.clone(),
+            versions,
+            health,
+            hooks,
+        })
     }
 
     fn environment(
@@ -593,7 +763,11 @@ impl Validator<'_> {
         for (index, g) in r.groups.iter().enumerate() {
             for k in g.match_.get().keys() {
                 if crate::names::check_name(k).is_err() {
-                    self.err(file, g.match_.span(), format!("invalid label key `{k}` in `match`"));
+                    self.err(
+                        file,
+                        g.match_.span(),
+                        format!("invalid label key `{k}` in `match`"),
+                    );
                 }
             }
             groups.push(Group {
@@ -629,7 +803,8 @@ impl Validator<'_> {
             for w in waves.get() {
                 let target = match *w.get() {
                     raw::CountOrPercent::Count(0) | raw::CountOrPercent::Percent(0) => {
-                        self.err(file, w.span(), "a wave must contain at least one host").label = Some("use 1 or more, or 1% to 100%".into());
+                        self.err(file, w.span(), "a wave must contain at least one host")
+                            .label = Some("use 1 or more, or 1% to 100%".into());
                         continue;
                     }
                     raw::CountOrPercent::Count(n) => WaveTarget::Count(n),
@@ -642,8 +817,12 @@ impl Validator<'_> {
                         _ => false,
                     };
                     if decreases {
-                        self.err(file, w.span(), format!("waves must not decrease: {} comes after {prev}", w.get())).help =
-                            Some("each wave is a cumulative target: [1, \"25%\", \"100%\"]".into());
+                        self.err(
+                            file,
+                            w.span(),
+                            format!("waves must not decrease: {} comes after {prev}", w.get()),
+                        )
+                        .help = Some("each wave is a cumulative target: [1, \"25%\", \"100%\"]".into());
                     }
                 }
                 last = Some((*w.get(), w.span()));
@@ -669,7 +848,11 @@ impl Validator<'_> {
         if let Some(o) = &r.on_failure {
             out.on_failure = *o.get();
         }
-        out.health_command = r.health_command.as_ref().map(|c| c.get().clone()).filter(|c| !c.trim().is_empty());
+        out.health_command = r
+            .health_command
+            .as_ref()
+            .map(|c| c.get().clone())
+            .filter(|c| !c.trim().is_empty());
         if let Some(s) = self.duration(file, &r.promotion_soak) {
             out.promotion_soak = s;
         }
@@ -681,7 +864,8 @@ impl Validator<'_> {
         match jiff::civil::Time::strptime("%H:%M", s.get()) {
             Ok(t) if ok => Some(t),
             _ => {
-                self.err(file, s.span(), format!("invalid `{key}` time `{}`", s.get())).label = Some("write a 24-hour time such as \"02:00\"".into());
+                self.err(file, s.span(), format!("invalid `{key}` time `{}`", s.get()))
+                    .label = Some("write a 24-hour time such as \"02:00\"".into());
                 None
             }
         }
@@ -702,7 +886,8 @@ impl Validator<'_> {
                     "sat" => Saturday,
                     "sun" => Sunday,
                     _ => {
-                        self.err(file, d.span(), format!("invalid day `{}`", d.get())).label = Some("use mon, tue, wed, thu, fri, sat or sun".into());
+                        self.err(file, d.span(), format!("invalid day `{}`", d.get()))
+                            .label = Some("use mon, tue, wed, thu, fri, sat or sun".into());
                         ok = false;
                         continue;
                     }
@@ -718,10 +903,13 @@ impl Validator<'_> {
                 None
             }
             (None, None) => {
-                self.err(file, w.start.span(), "a window needs `duration` or `end`").help = Some("add duration = \"3h\" or end = \"05:00\"".into());
+                self.err(file, w.start.span(), "a window needs `duration` or `end`")
+                    .help = Some("add duration = \"3h\" or end = \"05:00\"".into());
                 None
             }
-            (Some(_), None) => self.duration(file, &w.duration).map(|d| WindowLength::Duration(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))),
+            (Some(_), None) => self.duration(file, &w.duration).map(|d| {
+                WindowLength::Duration(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+            }),
             (None, Some(e)) => self.clock_time(file, e, "end").map(WindowLength::End),
         };
         let tz_name = w.timezone.as_ref().map_or("UTC", |t| t.get().as_str());
@@ -729,13 +917,23 @@ impl Validator<'_> {
             Ok(tz) => Some(tz),
             Err(_) => {
                 let span = w.timezone.as_ref().map_or(w.start.span(), Sp::span);
-                self.err(file, span, format!("unknown time zone `{tz_name}`")).label = Some("use an IANA name such as \"Europe/Berlin\"".into());
+                self.err(file, span, format!("unknown time zone `{tz_name}`"))
+                    .label = Some("use an IANA name such as \"Europe/Berlin\"".into());
                 None
             }
         };
-        let window = Window { days, start: start?, length: length?, timezone: timezone? };
+        let window = Window {
+            days,
+            start: start?,
+            length: length?,
+            timezone: timezone?,
+        };
         if let Err(e) = window_length_ok(&window) {
-            let span = w.duration.as_ref().or(w.end.as_ref()).map_or(w.start.span(), Sp::span);
+            let span = w
+                .duration
+                .as_ref()
+                .or(w.end.as_ref())
+                .map_or(w.start.span(), Sp::span);
             self.err(file, span, format!("invalid window: {e}"));
             return None;
         }
@@ -746,8 +944,8 @@ impl Validator<'_> {
         let mut ts = |s: &Str, key: &str| match s.get().parse::<jiff::Timestamp>() {
             Ok(t) => Some(t),
             Err(_) => {
-                self.err(file, s.span(), format!("invalid `{key}` date `{}`", s.get())).label =
-                    Some("write an RFC 3339 date such as \"2026-12-20T00:00:00Z\"".into());
+                self.err(file, s.span(), format!("invalid `{key}` date `{}`", s.get()))
+                    .label = Some("write an RFC 3339 date such as \"2026-12-20T00:00:00Z\"".into());
                 None
             }
         };
@@ -755,10 +953,18 @@ impl Validator<'_> {
         let until = ts(&fr.until, "until");
         let (from, until) = (from?, until?);
         if until <= from {
-            self.err(file, fr.until.span(), "a freeze's `until` must be after its `from`");
+            self.err(
+                file,
+                fr.until.span(),
+                "a freeze's `until` must be after its `from`",
+            );
             return None;
         }
-        Some(Freeze { from, until, reason: fr.reason.clone().unwrap_or_default() })
+        Some(Freeze {
+            from,
+            until,
+            reason: fr.reason.clone().unwrap_or_default(),
+        })
     }
 
     fn host(
@@ -775,22 +981,35 @@ impl Validator<'_> {
             None if self.env_files.contains(h.environment.get()) => None,
             None => {
                 let hint = closest(h.environment.get(), environments.keys().map(EnvName::as_str))
-                    .map_or("no environments/<name>.toml defines it".to_owned(), |c| format!("did you mean `{c}`?"));
-                self.err(file, h.environment.span(), format!("unknown environment `{}`", h.environment.get())).label = Some(hint);
+                    .map_or("no environments/<name>.toml defines it".to_owned(), |c| {
+                        format!("did you mean `{c}`?")
+                    });
+                self.err(
+                    file,
+                    h.environment.span(),
+                    format!("unknown environment `{}`", h.environment.get()),
+                )
+                .label = Some(hint);
                 None
             }
         };
         let mut labels = BTreeMap::new();
         for (k, v) in &h.labels {
             if let Err(e) = crate::names::check_name(k.get()) {
-                self.err(file, k.span(), format!("invalid label key `{}`", k.get())).label = Some(e.to_string());
+                self.err(file, k.span(), format!("invalid label key `{}`", k.get()))
+                    .label = Some(e.to_string());
             }
             labels.insert(k.get().clone(), v.clone());
         }
         if let Some(a) = &h.address {
             let s = a.get();
-            if s.is_empty() || s.starts_with('-') || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == '/') {
-                self.err(file, a.span(), format!("invalid address `{}`", s.escape_debug())).label = Some("use a host name or an IP address".into());
+            if s.is_empty()
+                || s.starts_with('-')
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == '/')
+            {
+                self.err(file, a.span(), format!("invalid address `{}`", s.escape_debug()))
+                    .label = Some("use a host name or an IP address".into());
             }
         }
         let settings = self.settings(file, &h.settings());
@@ -806,7 +1025,10 @@ impl Validator<'_> {
             settings,
             runtimes: host_runtimes,
             files,
-            origin: Location { file: file.to_owned(), span: h.name.span() },
+            origin: Location {
+                file: file.to_owned(),
+                span: h.name.span(),
+            },
         })
     }
 }

@@ -52,7 +52,9 @@ pub enum ObservedFile {
         content: Option<Vec<u8>>,
     },
     /// A directory, symlink or device where a file should be.
-    Other { what: String },
+    Other {
+        what: String,
+    },
 }
 
 impl Observation {
@@ -74,7 +76,11 @@ pub enum ObserveError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("host {host}: the probe failed (exit {status}): {stderr}")]
-    ProbeFailed { host: String, status: i32, stderr: String },
+    ProbeFailed {
+        host: String,
+        status: i32,
+        stderr: String,
+    },
     #[error("host {host}: the probe's output is malformed: {why}")]
     Malformed { host: String, why: String },
 }
@@ -84,17 +90,27 @@ pub enum ObserveError {
 pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Observation, ObserveError> {
     let s = &host.settings;
     let env = vec![
-        ("FLOTILLA_RUNTIMES_DIR".to_owned(), s.runtimes_dir.value.to_string()),
+        (
+            "FLOTILLA_RUNTIMES_DIR".to_owned(),
+            s.runtimes_dir.value.to_string(),
+        ),
         ("FLOTILLA_STATE_DIR".to_owned(), s.state_dir.value.to_string()),
         ("FLOTILLA_PROBE_FULL".to_owned(), "1".to_owned()),
     ];
-    let desired_paths: Vec<&HostPath> = if host.decommission { Vec::new() } else { host.files.keys().collect() };
+    let desired_paths: Vec<&HostPath> = if host.decommission {
+        Vec::new()
+    } else {
+        host.files.keys().collect()
+    };
     let mut stdin = Vec::new();
     for p in &desired_paths {
         stdin.extend_from_slice(format!("S {p}\n").as_bytes());
     }
     let out = run_probe(session, host, env.clone(), stdin).await?;
-    let mut obs = parse(&out, &desired_paths).map_err(|why| ObserveError::Malformed { host: host.name.to_string(), why })?;
+    let mut obs = parse(&out, &desired_paths).map_err(|why| ObserveError::Malformed {
+        host: host.name.to_string(),
+        why,
+    })?;
 
     // Second round: managed files that left the manifests (to plan their removal) and the
     // content of managed, non-sensitive files that differ (to show a diff).
@@ -105,7 +121,11 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
         .unwrap_or_default();
     let mut second: Vec<(HostPath, bool)> = Vec::new();
     for p in &managed {
-        let desired = if host.decommission { None } else { host.files.get(p) };
+        let desired = if host.decommission {
+            None
+        } else {
+            host.files.get(p)
+        };
         match desired {
             None if !obs.files.contains_key(p) => second.push((p.clone(), false)),
             Some(d) if !d.value.sensitive => {
@@ -127,7 +147,10 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
         env.retain(|(k, _)| k != "FLOTILLA_PROBE_FULL");
         let out = run_probe(session, host, env, stdin).await?;
         let paths: Vec<&HostPath> = second.iter().map(|(p, _)| p).collect();
-        let extra = parse(&out, &paths).map_err(|why| ObserveError::Malformed { host: host.name.to_string(), why })?;
+        let extra = parse(&out, &paths).map_err(|why| ObserveError::Malformed {
+            host: host.name.to_string(),
+            why,
+        })?;
         obs.files.extend(extra.files);
     }
     Ok(obs)
@@ -139,11 +162,30 @@ async fn run_probe(
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
 ) -> Result<Vec<u8>, ObserveError> {
-    let out = session.run(&Script { text: PROBE, env, stdin, timeout: None }).await?;
+    let out = session
+        .run(&Script {
+            text: PROBE,
+            env,
+            stdin,
+            timeout: None,
+        })
+        .await?;
     if out.status != 0 {
         let stderr = crate::plan::sanitize(&String::from_utf8_lossy(&out.stderr));
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ");
-        return Err(ObserveError::ProbeFailed { host: host.name.to_string(), status: out.status, stderr: tail });
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" / ");
+        return Err(ObserveError::ProbeFailed {
+            host: host.name.to_string(),
+            status: out.status,
+            stderr: tail,
+        });
     }
     Ok(out.stdout)
 }
@@ -164,7 +206,9 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
             break;
         }
         let line = std::str::from_utf8(line).map_err(|_| "a record header is not text")?;
-        let (tag, len) = line.rsplit_once(' ').ok_or_else(|| format!("unexpected line {line:?}"))?;
+        let (tag, len) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("unexpected line {line:?}"))?;
         let len: usize = len.parse().map_err(|_| format!("bad length in {line:?}"))?;
         let payload = r.payload(len)?;
         let text = || String::from_utf8_lossy(payload).into_owned();
@@ -204,7 +248,9 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
                 file_index += 1;
                 let observed = match tag {
                     "file-missing" => ObservedFile::Missing,
-                    "file-other" => ObservedFile::Other { what: crate::plan::sanitize(&text()) },
+                    "file-other" => ObservedFile::Other {
+                        what: crate::plan::sanitize(&text()),
+                    },
                     _ => parse_file(&text())?,
                 };
                 obs.files.insert(path.clone(), observed);
@@ -252,7 +298,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn line(&mut self) -> Result<&'a [u8], String> {
         let rest = &self.buf[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or("the output ended early")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("the output ended early")?;
         if end > 4096 {
             return Err("a record header is too long".into());
         }
@@ -308,7 +357,10 @@ pub async fn observe_all(
         .enumerate()
         .map(|(i, r)| {
             r.unwrap_or_else(|| {
-                Err(ObserveError::Malformed { host: hosts[i].name.to_string(), why: "the observation task failed".into() })
+                Err(ObserveError::Malformed {
+                    host: hosts[i].name.to_string(),
+                    why: "the observation task failed".into(),
+                })
             })
         })
         .collect()

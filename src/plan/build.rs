@@ -7,7 +7,7 @@ use similar::TextDiff;
 
 use super::*;
 use crate::manifest::model::{Environment, Fleet, Pin};
-use crate::observe::{ObservedFile, Observation};
+use crate::observe::{Observation, ObservedFile};
 use crate::resolve::DesiredHost;
 use crate::schedule::waves::{WaveHost, WaveTarget, layout};
 use crate::schedule::window::{availability, describe};
@@ -43,7 +43,9 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             Ok(o) => {
                 let mut warnings = Vec::new();
                 if o.interrupted() {
-                    warnings.push("a transaction was interrupted here: its pending state is restored first".to_owned());
+                    warnings.push(
+                        "a transaction was interrupted here: its pending state is restored first".to_owned(),
+                    );
                 }
                 if let Some(e) = &o.state_error {
                     warnings.push(sanitize(e));
@@ -51,9 +53,14 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 if let Some(clock) = o.clock {
                     let skew = clock - input.observed_at.as_second();
                     if skew.abs() > MAX_SKEW_SECS {
-                        let d = crate::schedule::window::format_countdown(jiff::SignedDuration::from_secs(skew.abs()));
+                        let d = crate::schedule::window::format_countdown(jiff::SignedDuration::from_secs(
+                            skew.abs(),
+                        ));
                         let dir = if skew > 0 { "ahead of" } else { "behind" };
-                        warnings.push(format!("clock is {} {dir} the controller's", d.trim_start_matches("in ")));
+                        warnings.push(format!(
+                            "clock is {} {dir} the controller's",
+                            d.trim_start_matches("in ")
+                        ));
                     }
                 }
                 if !o.missing_tools.is_empty() {
@@ -84,17 +91,25 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
 
     let mut by_env: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, h) in hosts.iter().enumerate() {
-        by_env.entry(input.hosts[i].desired.environment.as_str()).or_default().push(i);
+        by_env
+            .entry(input.hosts[i].desired.environment.as_str())
+            .or_default()
+            .push(i);
         let _ = h;
     }
 
     let mut environments = Vec::new();
     for (env_name, idxs) in &by_env {
-        let Some(env) = input.fleet.environments.get(*env_name) else { continue };
+        let Some(env) = input.fleet.environments.get(*env_name) else {
+            continue;
+        };
         let changing: Vec<WaveHost<'_>> = idxs
             .iter()
             .filter(|&&i| !hosts[i].changes.is_empty())
-            .map(|&i| WaveHost { name: input.hosts[i].desired.name.as_str(), canary: input.hosts[i].desired.canary })
+            .map(|&i| WaveHost {
+                name: input.hosts[i].desired.name.as_str(),
+                canary: input.hosts[i].desired.canary,
+            })
             .collect();
         let waves: Vec<Vec<String>> = layout(&changing, &env.rollout.waves)
             .into_iter()
@@ -111,10 +126,15 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         let a = availability(&env.windows, &env.freezes, input.at);
         let has_changes = !waves.is_empty();
         let window_text = describe(&env.windows, &env.freezes, &a, input.at);
-        let mut targets: Vec<String> = env.rollout.waves.iter().map(|w| match w {
-            WaveTarget::Count(n) => n.to_string(),
-            WaveTarget::Percent(p) => format!("{p}%"),
-        }).collect();
+        let mut targets: Vec<String> = env
+            .rollout
+            .waves
+            .iter()
+            .map(|w| match w {
+                WaveTarget::Count(n) => n.to_string(),
+                WaveTarget::Percent(p) => format!("{p}%"),
+            })
+            .collect();
         if targets.last().map(String::as_str) != Some("100%") {
             targets.push("100%".into());
         }
@@ -135,12 +155,19 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             frozen: a.freeze.is_some(),
             waiting: (has_changes && !a.open).then(|| window_text.clone()),
             waves,
-            view: EnvironmentView { window: window_text, wave_targets: targets.join(" → "), promotion },
+            view: EnvironmentView {
+                window: window_text,
+                wave_targets: targets.join(" → "),
+                promotion,
+            },
         });
     }
     environments.sort_by_key(|e| env_order(input.fleet, &e.name));
 
-    let mut summary = Summary { hosts_total: hosts.len(), ..Summary::default() };
+    let mut summary = Summary {
+        hosts_total: hosts.len(),
+        ..Summary::default()
+    };
     for h in &hosts {
         if h.error.is_some() {
             summary.hosts_unreachable += 1;
@@ -157,7 +184,20 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             }
         }
     }
-    hosts.sort_by(|a, b| (env_order(input.fleet, &a.environment), a.wave.is_none(), a.wave, &a.name).cmp(&(env_order(input.fleet, &b.environment), b.wave.is_none(), b.wave, &b.name)));
+    hosts.sort_by(|a, b| {
+        (
+            env_order(input.fleet, &a.environment),
+            a.wave.is_none(),
+            a.wave,
+            &a.name,
+        )
+            .cmp(&(
+                env_order(input.fleet, &b.environment),
+                b.wave.is_none(),
+                b.wave,
+                &b.name,
+            ))
+    });
     Plan {
         format_version: FORMAT_VERSION.to_owned(),
         fleet: input.fleet.name.to_string(),
@@ -171,7 +211,11 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
 
 /// Environments in promotion order, the others after them by name (DESIGN §6.4).
 fn env_order(fleet: &Fleet, env: &str) -> (usize, String) {
-    let pos = fleet.promotion.iter().position(|e| e.as_str() == env).unwrap_or(usize::MAX);
+    let pos = fleet
+        .promotion
+        .iter()
+        .position(|e| e.as_str() == env)
+        .unwrap_or(usize::MAX);
     (pos, env.to_owned())
 }
 
@@ -195,7 +239,11 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                         continue;
                     }
                     let drift = recorded.is_some() && recorded != current;
-                    let action = if current.is_none() { Action::Create } else { Action::Update };
+                    let action = if current.is_none() {
+                        Action::Create
+                    } else {
+                        Action::Update
+                    };
                     out.push(Change {
                         action,
                         kind: Kind::Runtime,
@@ -209,7 +257,11 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                 }
                 Pin::Remove => {
                     if let (Some(rec), Some(obs)) = (managed_rt(name.as_str()), obs) {
-                        out.push(delete_runtime(name.as_str(), obs.current.clone(), Some(&rec.active)));
+                        out.push(delete_runtime(
+                            name.as_str(),
+                            obs.current.clone(),
+                            Some(&rec.active),
+                        ));
                     }
                 }
             }
@@ -255,13 +307,30 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                     out.push(change(Action::Create, None, recorded.is_some(), notes, diff));
                 }
                 ObservedFile::Other { what } => {
-                    out.push(change(Action::Update, None, recorded.is_some(), vec![format!("replaces a {what}")], None));
+                    out.push(change(
+                        Action::Update,
+                        None,
+                        recorded.is_some(),
+                        vec![format!("replaces a {what}")],
+                        None,
+                    ));
                 }
-                ObservedFile::Regular { sha256, mode, owner, group, size, content } => {
+                ObservedFile::Regular {
+                    sha256,
+                    mode,
+                    owner,
+                    group,
+                    size,
+                    content,
+                } => {
                     let mut notes = Vec::new();
                     let content_differs = *sha256 != f.sha256;
                     if *mode != Some(f.mode) {
-                        notes.push(format!("mode {} -> {:04o}", mode.map_or("?".into(), |m| format!("{m:04o}")), f.mode));
+                        notes.push(format!(
+                            "mode {} -> {:04o}",
+                            mode.map_or("?".into(), |m| format!("{m:04o}")),
+                            f.mode
+                        ));
                     }
                     if let Some(want) = &f.owner {
                         if owner.as_ref() != Some(want) {
@@ -287,7 +356,9 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                             }
                             let drift = rec.sha256 != *sha256 || Some(rec.mode) != *mode;
                             let diff = match (content_differs, &new_text, content) {
-                                (true, Some(new), Some(old)) => Some(unified(&sanitize(&String::from_utf8_lossy(old)), new)),
+                                (true, Some(new), Some(old)) => {
+                                    Some(unified(&sanitize(&String::from_utf8_lossy(old)), new))
+                                }
                                 _ => None,
                             };
                             out.push(change(Action::Update, Some(sha256.clone()), drift, notes, diff));
@@ -302,9 +373,15 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
             if seen_files.contains(path.as_str()) {
                 continue;
             }
-            let Ok(hp) = crate::manifest::model::HostPath::new(path) else { continue };
+            let Ok(hp) = crate::manifest::model::HostPath::new(path) else {
+                continue;
+            };
             if let Some(ObservedFile::Regular { sha256, .. }) = o.files.get(&hp) {
-                let notes = if rec.took_over { vec!["restores the original".to_owned()] } else { Vec::new() };
+                let notes = if rec.took_over {
+                    vec!["restores the original".to_owned()]
+                } else {
+                    Vec::new()
+                };
                 out.push(Change {
                     action: Action::Delete,
                     kind: Kind::File,

@@ -24,18 +24,39 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
         let _ = writeln!(head, "> [!WARNING]\n> {}\n", n.replace('\n', " "));
     }
     if plan.summary.hosts_unreachable > 0 {
-        let _ = writeln!(head, "> [!CAUTION]\n> {} host(s) could not be observed.\n", plan.summary.hosts_unreachable);
+        let _ = writeln!(
+            head,
+            "> [!CAUTION]\n> {} host(s) could not be observed.\n",
+            plan.summary.hosts_unreachable
+        );
     }
-    let _ = writeln!(head, "| Environment | Hosts changed | Waves | Window |\n|---|---|---|---|");
+    let _ = writeln!(
+        head,
+        "| Environment | Hosts changed | Waves | Window |\n|---|---|---|---|"
+    );
     for env in &plan.environments {
-        let changed = plan.hosts.iter().filter(|h| h.environment == env.name && !h.changes.is_empty()).count();
-        let _ = writeln!(head, "| {} | {changed} | {} | {} |", cell(&env.name), env.waves.len(), cell(&env.view.window));
+        let changed = plan
+            .hosts
+            .iter()
+            .filter(|h| h.environment == env.name && !h.changes.is_empty())
+            .count();
+        let _ = writeln!(
+            head,
+            "| {} | {changed} | {} | {} |",
+            cell(&env.name),
+            env.waves.len(),
+            cell(&env.view.window)
+        );
     }
     head.push('\n');
 
     let mut sections = Vec::new();
     for env in &plan.environments {
-        let hosts: Vec<&HostPlan> = plan.hosts.iter().filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some())).collect();
+        let hosts: Vec<&HostPlan> = plan
+            .hosts
+            .iter()
+            .filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some()))
+            .collect();
         if hosts.is_empty() {
             continue;
         }

@@ -79,7 +79,9 @@ pub struct HostPlan {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -97,7 +99,9 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Runtime,
@@ -137,7 +141,10 @@ impl Plan {
         if s.add + s.change + s.destroy == 0 {
             "No changes. The fleet matches the manifests.".to_owned()
         } else {
-            format!("Plan: {} to add, {} to change, {} to destroy.", s.add, s.change, s.destroy)
+            format!(
+                "Plan: {} to add, {} to change, {} to destroy.",
+                s.add, s.change, s.destroy
+            )
         }
     }
 

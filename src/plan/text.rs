@@ -22,7 +22,11 @@ struct Paint {
 
 impl Paint {
     fn paint(&self, style: Style, s: &str) -> String {
-        if self.on { format!("{style}{s}{style:#}") } else { s.to_owned() }
+        if self.on {
+            format!("{style}{s}{style:#}")
+        } else {
+            s.to_owned()
+        }
     }
     fn action(&self, a: Action, s: &str) -> String {
         let color = match a {
@@ -43,14 +47,18 @@ impl Paint {
 /// One line for a change, as in `~ runtime "x": "1.0" -> "2.0"`.
 pub fn change_line(c: &Change) -> String {
     let mut line = match (c.kind, c.action) {
-        (Kind::Runtime, Action::Create) => format!("+ runtime {:?}: {:?}", c.name, c.after.as_deref().unwrap_or("")),
+        (Kind::Runtime, Action::Create) => {
+            format!("+ runtime {:?}: {:?}", c.name, c.after.as_deref().unwrap_or(""))
+        }
         (Kind::Runtime, Action::Update) => format!(
             "~ runtime {:?}: {:?} -> {:?}",
             c.name,
             c.before.as_deref().unwrap_or(""),
             c.after.as_deref().unwrap_or("")
         ),
-        (Kind::Runtime, Action::Delete) => format!("- runtime {:?}: {:?}", c.name, c.before.as_deref().unwrap_or("")),
+        (Kind::Runtime, Action::Delete) => {
+            format!("- runtime {:?}: {:?}", c.name, c.before.as_deref().unwrap_or(""))
+        }
         (Kind::File, a) => format!("{} file {:?}", a.symbol(), c.name),
     };
     let mut notes: Vec<&str> = Vec::new();
@@ -71,7 +79,11 @@ pub fn diff_lines(diff: &str) -> impl Iterator<Item = String> + '_ {
             l.to_owned()
         } else {
             let (sign, rest) = l.split_at(l.chars().next().map_or(0, char::len_utf8));
-            if rest.is_empty() { sign.to_owned() } else { format!("{sign} {rest}") }
+            if rest.is_empty() {
+                sign.to_owned()
+            } else {
+                format!("{sign} {rest}")
+            }
         }
     })
 }
@@ -85,8 +97,12 @@ pub fn fold_hosts<'a>(hosts: impl Iterator<Item = &'a HostPlan>, detail: bool) -
             groups.push(vec![h]);
             continue;
         }
-        let key = serde_json::to_string(&(&h.changes, &h.warnings, h.changes.iter().map(|c| &c.notes).collect::<Vec<_>>()))
-            .unwrap_or_default();
+        let key = serde_json::to_string(&(
+            &h.changes,
+            &h.warnings,
+            h.changes.iter().map(|c| &c.notes).collect::<Vec<_>>(),
+        ))
+        .unwrap_or_default();
         match index.get(&key) {
             Some(&i) => groups[i].push(h),
             None => {
@@ -108,11 +124,19 @@ pub fn group_header(group: &[&HostPlan]) -> String {
         _ => String::new(),
     };
     if group.len() == 1 {
-        let suffix = if wave.is_empty() { String::new() } else { format!(" ({wave})") };
+        let suffix = if wave.is_empty() {
+            String::new()
+        } else {
+            format!(" ({wave})")
+        };
         format!("# host {}{suffix}", names[0])
     } else {
         let folded = join_limited(&fold_names(&names), 10);
-        let wave = if wave.is_empty() { String::new() } else { format!(", {wave}") };
+        let wave = if wave.is_empty() {
+            String::new()
+        } else {
+            format!(", {wave}")
+        };
         format!("# hosts {folded} ({} hosts{wave})", group.len())
     }
 }
@@ -135,7 +159,10 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
         let hosts: Vec<&HostPlan> = plan
             .hosts
             .iter()
-            .filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some() || !h.warnings.is_empty()))
+            .filter(|h| {
+                h.environment == env.name
+                    && (!h.changes.is_empty() || h.error.is_some() || !h.warnings.is_empty())
+            })
             .collect();
         if hosts.is_empty() {
             let _ = writeln!(out, "\n  {}", p.dim("no changes"));
@@ -144,7 +171,12 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
             let _ = writeln!(out);
             let head = &group[0];
             if let Some(err) = &head.error {
-                let _ = writeln!(out, "  {} {}", p.bold(&format!("# host {}", head.name)), p.action(Action::Delete, "could not be observed"));
+                let _ = writeln!(
+                    out,
+                    "  {} {}",
+                    p.bold(&format!("# host {}", head.name)),
+                    p.action(Action::Delete, "could not be observed")
+                );
                 let _ = writeln!(out, "      {err}");
                 continue;
             }
@@ -175,7 +207,11 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
             "{} {n} host{} could not be observed; {} not counted below.",
             p.action(Action::Delete, "error:"),
             if n == 1 { "" } else { "s" },
-            if n == 1 { "its changes are" } else { "their changes are" }
+            if n == 1 {
+                "its changes are"
+            } else {
+                "their changes are"
+            }
         );
     }
     let _ = writeln!(out, "{}", p.bold(&plan.summary_line()));

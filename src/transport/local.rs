@@ -16,14 +16,23 @@ pub struct LocalSession {
 impl LocalSession {
     pub fn open(target: &Target) -> Result<LocalSession, TransportError> {
         if !target.root.is_dir() {
-            return Err(TransportError::NoRoot { host: target.host.clone(), root: target.root.clone() });
+            return Err(TransportError::NoRoot {
+                host: target.host.clone(),
+                root: target.root.clone(),
+            });
         }
-        Ok(LocalSession { target: target.clone() })
+        Ok(LocalSession {
+            target: target.clone(),
+        })
     }
 
     fn io(&self, what: &str) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
         let what = what.to_owned();
-        move |source| TransportError::Io { host: self.target.host.clone(), what, source }
+        move |source| TransportError::Io {
+            host: self.target.host.clone(),
+            what,
+            source,
+        }
     }
 }
 
@@ -34,7 +43,10 @@ impl Session for LocalSession {
         cmd.arg("-c")
             .arg(script.text)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            )
             .env("LC_ALL", "C")
             .env("FLOTILLA_ROOT", &self.target.root)
             .envs(script.env.iter().map(|(k, v)| (k, v)))
@@ -60,19 +72,35 @@ impl Session for LocalSession {
             let ((), out) = tokio::join!(feed, child.wait_with_output());
             out
         };
-        let out = tokio::time::timeout(timeout, run).await.map_err(|_| TransportError::Timeout {
-            host: self.target.host.clone(),
-            what: "a host script".into(),
-            timeout,
-        })?;
+        let out = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                host: self.target.host.clone(),
+                what: "a host script".into(),
+                timeout,
+            })?;
         let out = out.map_err(self.io("running sh"))?;
-        Ok(Output { status: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: out.stderr })
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
     }
 
-    async fn upload(&mut self, data: &mut (dyn AsyncRead + Unpin + Send), path: &str) -> Result<u64, TransportError> {
-        let mut file = tokio::fs::File::create(path).await.map_err(self.io(&format!("creating {path}")))?;
-        let n = tokio::io::copy(data, &mut file).await.map_err(self.io(&format!("writing {path}")))?;
-        file.sync_all().await.map_err(self.io(&format!("syncing {path}")))?;
+    async fn upload(
+        &mut self,
+        data: &mut (dyn AsyncRead + Unpin + Send),
+        path: &str,
+    ) -> Result<u64, TransportError> {
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(self.io(&format!("creating {path}")))?;
+        let n = tokio::io::copy(data, &mut file)
+            .await
+            .map_err(self.io(&format!("writing {path}")))?;
+        file.sync_all()
+            .await
+            .map_err(self.io(&format!("syncing {path}")))?;
         Ok(n)
     }
 

@@ -34,13 +34,24 @@ pub struct Output {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("host {host}: {what}: {source}")]
-    Io { host: String, what: String, source: std::io::Error },
+    Io {
+        host: String,
+        what: String,
+        source: std::io::Error,
+    },
     #[error("host {host}: {what} did not finish within {timeout:?}")]
-    Timeout { host: String, what: String, timeout: Duration },
+    Timeout {
+        host: String,
+        what: String,
+        timeout: Duration,
+    },
     #[error("host {host}: root directory {root} does not exist (create it, or fix `root`)")]
     NoRoot { host: String, root: PathBuf },
     #[error("host {host}: {reason}")]
-    Unsupported { host: String, reason: UnsupportedTransport },
+    Unsupported {
+        host: String,
+        reason: UnsupportedTransport,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +64,11 @@ pub trait Session: Send {
     /// Runs `sh -c script` on the host (through `sudo -n` when the host says so).
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError>;
     /// Streams `data` into `path` on the host (a path already prefixed with the host's root).
-    async fn upload(&mut self, data: &mut (dyn AsyncRead + Unpin + Send), path: &str) -> Result<u64, TransportError>;
+    async fn upload(
+        &mut self,
+        data: &mut (dyn AsyncRead + Unpin + Send),
+        path: &str,
+    ) -> Result<u64, TransportError>;
     /// Closes the connection explicitly (SSH masters must not be orphaned).
     async fn close(self: Box<Self>) -> Result<(), TransportError>;
 }
@@ -83,7 +98,11 @@ impl Target {
             address: host.address.clone(),
             user: s.user.value.clone(),
             port: s.port.value,
-            root: if root.is_absolute() { root } else { fleet_dir.join(root) },
+            root: if root.is_absolute() {
+                root
+            } else {
+                fleet_dir.join(root)
+            },
             connect_timeout: s.connect_timeout.value,
             command_timeout: s.command_timeout.value,
         }
@@ -94,6 +113,9 @@ impl Target {
 pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError> {
     match target.kind {
         TransportKind::Local => Ok(Box::new(local::LocalSession::open(target)?)),
-        TransportKind::Ssh => Err(TransportError::Unsupported { host: target.host.clone(), reason: UnsupportedTransport }),
+        TransportKind::Ssh => Err(TransportError::Unsupported {
+            host: target.host.clone(),
+            reason: UnsupportedTransport,
+        }),
     }
 }

@@ -1,0 +1,145 @@
+//! Shared test fixtures: fleets written to temporary directories, committed with git2, and
+//! host roots arranged as a real host would look after an apply.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const DEMO_KEY: &str = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+
+/// A fleet directory (also a Git repository) in a temp dir.
+pub struct TestFleet {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestFleet {
+    /// A small valid fleet: environments staging and prod, runtime `greeter` 1.0.0 and 2.0.0,
+    /// hosts on the local transport with roots under `roots/`.
+    pub fn new() -> TestFleet {
+        let f = TestFleet { dir: tempfile::tempdir().expect("tempdir") };
+        f.write(
+            "flotilla.toml",
+            "[fleet]\nname = \"acme\"\npromotion = [\"staging\", \"prod\"]\n\n[defaults]\ntransport = \"local\"\n",
+        );
+        f.write(
+            "environments/staging.toml",
+            "[runtimes]\ngreeter = \"2.0.0\"\n\n[[file]]\npath = \"/etc/app.conf\"\ntemplate = true\ncontent = \"name = {{ host.name }}\\nworkers = 8\\n\"\n",
+        );
+        f.write(
+            "environments/prod.toml",
+            "[runtimes]\ngreeter = \"1.0.0\"\n\n[rollout]\nwaves = [1, \"50%\"]\n",
+        );
+        f.write(
+            "runtimes/greeter.toml",
+            &format!(
+                "[[version]]\nversion = \"1.0.0\"\nartifact = \"https://example.invalid/greeter-1.0.0.tgz\"\nsha256 = \"{}\"\n\n[[version]]\nversion = \"2.0.0\"\nartifact = \"https://example.invalid/greeter-2.0.0.tgz\"\nsha256 = \"{}\"\n",
+                "1".repeat(64),
+                "2".repeat(64)
+            ),
+        );
+        f
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    /// Adds a host whose root is `roots/<name>` (created).
+    pub fn host(&self, file: &str, name: &str, env: &str, extra: &str) {
+        let root = format!("roots/{name}");
+        std::fs::create_dir_all(self.path().join(&root)).expect("mkdir root");
+        let p = self.path().join(file);
+        let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+        text.push_str(&format!(
+            "\n[[host]]\nname = \"{name}\"\nenvironment = \"{env}\"\nroot = \"{root}\"\n{extra}\n"
+        ));
+        self.write(file, &text);
+    }
+
+    pub fn root(&self, host: &str) -> PathBuf {
+        self.path().join("roots").join(host)
+    }
+
+    /// `git init` (if needed), add everything, commit; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        let repo = git2::Repository::open(self.path())
+            .or_else(|_| git2::Repository::init(self.path()))
+            .expect("git init");
+        std::fs::write(self.path().join(".gitignore"), "roots/\n").expect("gitignore");
+        let mut index = repo.index().expect("index");
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).expect("add");
+        index.update_all(["*"], None).expect("update");
+        index.write().expect("write index");
+        let tree = repo.find_tree(index.write_tree().expect("tree")).expect("find tree");
+        let sig = git2::Signature::now("Test", "test@example.invalid").expect("sig");
+        let parents: Vec<git2::Commit> = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).into_iter().collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents).expect("commit").to_string()
+    }
+
+    /// Makes a host look as if Flotilla had installed `runtime` at `version` and written
+    /// `files` (path, content) there, with a matching state.json.
+    pub fn converge(&self, host: &str, runtimes: &[(&str, &str)], files: &[(&str, &str)]) {
+        let root = self.root(host);
+        let mut rt_json = Vec::new();
+        for (rt, v) in runtimes {
+            let dir = root.join("opt/flotilla/runtimes").join(rt);
+            std::fs::create_dir_all(dir.join(v)).expect("mkdir version");
+            let _ = std::fs::remove_file(dir.join("current"));
+            std::os::unix::fs::symlink(v, dir.join("current")).expect("symlink");
+            rt_json.push(format!("\"{rt}\": {{\"active\": \"{v}\", \"previous\": null, \"sha256\": \"{}\"}}", "1".repeat(64)));
+        }
+        let mut file_json = Vec::new();
+        for (path, content) in files {
+            let p = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, content).expect("write file");
+            set_mode(&p, 0o644);
+            file_json.push(format!(
+                "\"{path}\": {{\"sha256\": \"{}\", \"mode\": 420, \"took_over\": false}}",
+                flotilla::resolve::sha256_hex(content.as_bytes())
+            ));
+        }
+        let state = format!(
+            "{{\"format_version\": 1, \"fleet\": \"acme\", \"host\": \"{host}\", \"revision\": null, \"applied_at\": \"2026-11-01T00:00:00Z\", \"store_id\": \"test\", \"epoch\": 1, \"runtimes\": {{{}}}, \"files\": {{{}}}}}",
+            rt_json.join(", "),
+            file_json.join(", ")
+        );
+        let sd = root.join("var/lib/flotilla");
+        std::fs::create_dir_all(&sd).expect("mkdir state");
+        std::fs::write(sd.join("state.json"), state).expect("write state");
+    }
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The real `flotilla` binary, with colour and the environment kept out of the way.
+pub fn flotilla() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    c.env("NO_COLOR", "1").env_remove("FLOTILLA_STATE_DIR").env_remove("FLOTILLA_LOG");
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("run flotilla");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
