@@ -304,6 +304,9 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                     if recorded.is_some() {
                         notes.push("deleted outside Flotilla".to_owned());
                     }
+                    if f.sensitive {
+                        notes.push("sensitive: content hidden".to_owned());
+                    }
                     out.push(change(Action::Create, None, recorded.is_some(), notes, diff));
                 }
                 ObservedFile::Other { what } => {
@@ -355,6 +358,10 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                                 continue;
                             }
                             let drift = rec.sha256 != *sha256 || Some(rec.mode) != *mode;
+                            let mut notes = notes;
+                            if content_differs && f.sensitive {
+                                notes.push("sensitive: content hidden".to_owned());
+                            }
                             let diff = match (content_differs, &new_text, content) {
                                 (true, Some(new), Some(old)) => {
                                     Some(unified(&sanitize(&String::from_utf8_lossy(old)), new))

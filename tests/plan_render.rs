@@ -1,0 +1,232 @@
+//! Plan rendering, pure: desired state from a real fleet on disk, observations made by hand,
+//! a fixed clock, and snapshots of the text, markdown and JSON forms.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::TestFleet;
+use flotilla::hoststate::{FileState, HostState, RuntimeState};
+use flotilla::manifest::model::HostPath;
+use flotilla::observe::{Observation, ObservedFile, ObservedRuntime};
+use flotilla::plan::{self, HostInput, PlanInput, text::TextOptions};
+
+const NOW: &str = "2026-11-23T10:00:00Z";
+
+fn load(f: &TestFleet) -> flotilla::load::LoadedFleet {
+    let repo = flotilla::repo::FleetRepo::open(f.path(), None).expect("open");
+    match flotilla::load::load(&repo) {
+        Ok(l) => l,
+        Err(flotilla::load::LoadError::Invalid { diagnostics, sources }) => {
+            panic!("{}", flotilla::diagnostic::render(&diagnostics, &sources, false))
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn state(host: &str, runtimes: &[(&str, &str)], files: &[(&str, &str)]) -> HostState {
+    HostState {
+        format_version: 1,
+        fleet: "acme".into(),
+        host: host.into(),
+        revision: None,
+        applied_at: "2026-11-01T00:00:00Z".into(),
+        store_id: "s".into(),
+        epoch: 1,
+        runtimes: runtimes
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), RuntimeState { active: (*v).into(), previous: None, sha256: "1".repeat(64) }))
+            .collect(),
+        files: files
+            .iter()
+            .map(|(p, content)| {
+                let fs = FileState {
+                    sha256: flotilla::resolve::sha256_hex(content.as_bytes()),
+                    mode: 0o644,
+                    owner: None,
+                    group: None,
+                    took_over: false,
+                };
+                ((*p).to_owned(), fs)
+            })
+            .collect(),
+        pending: None,
+    }
+}
+
+fn runtime(current: &str, versions: &[&str]) -> ObservedRuntime {
+    ObservedRuntime { versions: versions.iter().map(|v| (*v).to_owned()).collect::<BTreeSet<_>>(), current: Some(current.into()) }
+}
+
+fn file(content: &str, with_content: bool) -> ObservedFile {
+    ObservedFile::Regular {
+        sha256: flotilla::resolve::sha256_hex(content.as_bytes()),
+        mode: Some(0o644),
+        owner: Some("root".into()),
+        group: Some("root".into()),
+        size: content.len() as u64,
+        content: with_content.then(|| content.as_bytes().to_vec()),
+    }
+}
+
+fn path(p: &str) -> HostPath {
+    HostPath::new(p).unwrap()
+}
+
+fn build(loaded: &flotilla::load::LoadedFleet, observed: &BTreeMap<String, Result<Observation, String>>) -> plan::Plan {
+    let now: jiff::Timestamp = NOW.parse().unwrap();
+    let hosts = loaded
+        .desired
+        .iter()
+        .map(|d| HostInput {
+            desired: d,
+            observed: match observed.get(d.name.as_str()) {
+                Some(Ok(o)) => Ok(o),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err("not observed".into()),
+            },
+        })
+        .collect();
+    plan::build(&PlanInput { fleet: &loaded.fleet, revision: Some("0123456789abcdef0123456789abcdef01234567".into()), hosts, at: now, observed_at: now })
+}
+
+/// A fleet that exercises every kind of change.
+fn mixed() -> (TestFleet, BTreeMap<String, Result<Observation, String>>) {
+    let f = TestFleet::new();
+    f.write(
+        "environments/prod.toml",
+        "[runtimes]\ngreeter = \"1.0.0\"\n\n[[file]]\npath = \"/etc/token\"\ncontent = \"new-secret\\n\"\nsensitive = true\n\n[[file]]\npath = \"/etc/motd\"\ncontent = \"welcome\\n\"\nmode = \"0640\"\n\n[rollout]\nwaves = [1, \"50%\"]\n\n[[window]]\ndays = [\"sat\", \"sun\"]\nstart = \"02:00\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n",
+    );
+    f.write("runtimes/clock.toml", &format!("[[version]]\nversion = \"0.1\"\nartifact = \"https://example.invalid/c.tgz\"\nsha256 = \"{}\"\n", "3".repeat(64)));
+    f.host("hosts/s.toml", "stg-01", "staging", "canary = true");
+    f.host("hosts/s.toml", "stg-02", "staging", "");
+    f.host("hosts/p.toml", "prod-01", "prod", "canary = true");
+    f.host("hosts/p.toml", "prod-02", "prod", "");
+    f.host("hosts/p.toml", "prod-03", "prod", "");
+    let mut obs = BTreeMap::new();
+    // stg-01: upgrade; its managed config drifted and differs.
+    let mut o = Observation::default();
+    o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
+    o.runtimes.insert("clock".into(), runtime("0.1", &["0.1"]));
+    o.files.insert(path("/etc/app.conf"), file("name = stg-01\nworkers = 4\n", true));
+    o.state = Some(state("stg-01", &[("greeter", "1.0.0"), ("clock", "0.1")], &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")]));
+    o.clock = Some(NOW.parse::<jiff::Timestamp>().unwrap().as_second() + 600);
+    obs.insert("stg-01".to_owned(), Ok(o));
+    // stg-02: nothing installed yet.
+    obs.insert("stg-02".to_owned(), Ok(Observation::default()));
+    // prod hosts: converged runtime, files to take over / change.
+    for (i, h) in ["prod-01", "prod-02", "prod-03"].iter().enumerate() {
+        let mut o = Observation::default();
+        o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
+        o.files.insert(path("/etc/token"), file("old-secret\n", false));
+        o.files.insert(path("/etc/motd"), file("hello\n", false));
+        o.state = Some(state(h, &[("greeter", "1.0.0")], &[("/etc/token", "old-secret\n")]));
+        if i == 2 {
+            obs.insert((*h).to_owned(), Err("host prod-03: connection refused".into()));
+        } else {
+            obs.insert((*h).to_owned(), Ok(o));
+        }
+    }
+    (f, obs)
+}
+
+#[test]
+fn text_plan_shows_every_kind_of_change() {
+    let (f, obs) = mixed();
+    let loaded = load(&f);
+    let p = build(&loaded, &obs);
+    let text = plan::text::render(&p, TextOptions::default());
+    insta::assert_snapshot!(text);
+    assert!(!text.contains("secret"), "sensitive content leaked");
+    assert!(text.ends_with("Plan: 2 to add, 6 to change, 1 to destroy.\n"), "{text}");
+}
+
+#[test]
+fn json_plan_has_exactly_the_documented_keys() {
+    let (f, obs) = mixed();
+    let loaded = load(&f);
+    let p = build(&loaded, &obs);
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&json), ["created_at", "environments", "fleet", "format_version", "hosts", "revision", "summary"]);
+    assert_eq!(keys(&json["summary"]), ["add", "change", "destroy", "hosts_changed", "hosts_total", "hosts_unreachable"]);
+    assert_eq!(keys(&json["environments"][0]), ["frozen", "name", "waiting", "waves", "window"]);
+    assert_eq!(keys(&json["environments"][0]["window"]), ["closes_at", "next_open", "open"]);
+    assert_eq!(keys(&json["hosts"][0]), ["changes", "environment", "error", "fingerprint", "name", "wave"]);
+    for h in json["hosts"].as_array().unwrap() {
+        for c in h["changes"].as_array().unwrap() {
+            let k = keys(c);
+            assert!(k == ["action", "after", "before", "drift", "kind", "name"] || k == ["action", "after", "before", "diff", "drift", "kind", "name"], "{k:?}");
+        }
+    }
+    assert_eq!(json["format_version"], "1");
+    assert!(!p.to_json().contains("secret"));
+    insta::assert_json_snapshot!(json);
+    // The JSON plan reads back into the same value (saved plans depend on it).
+    let back: plan::Plan = serde_json::from_str(&p.to_json()).unwrap();
+    assert_eq!(back.summary, p.summary);
+}
+
+#[test]
+fn markdown_plan_for_pull_requests() {
+    let (f, obs) = mixed();
+    let loaded = load(&f);
+    let p = build(&loaded, &obs);
+    let md = plan::markdown::render(&p, &plan::markdown::MarkdownHeader { title: "Flotilla plan".into(), notices: vec![] });
+    insta::assert_snapshot!(md);
+}
+
+#[test]
+fn two_hundred_identical_hosts_fold_into_one_entry() {
+    let f = TestFleet::new();
+    let mut hosts = String::new();
+    for i in 1..=200 {
+        hosts.push_str(&format!("[[host]]\nname = \"web-{i:03}\"\nenvironment = \"prod\"\nroot = \"roots/web-{i:03}\"\ncanary = {}\n\n", i == 1));
+    }
+    f.write("hosts/web.toml", &hosts);
+    let loaded = load(&f);
+    let obs: BTreeMap<String, Result<Observation, String>> = loaded
+        .desired
+        .iter()
+        .map(|d| {
+            let mut o = Observation::default();
+            o.runtimes.insert("greeter".into(), runtime("0.9.0", &["0.9.0"]));
+            (d.name.to_string(), Ok(o))
+        })
+        .collect();
+    let p = build(&loaded, &obs);
+    let text = plan::text::render(&p, TextOptions::default());
+    insta::assert_snapshot!(text);
+    assert!(text.contains("# hosts web-[001-200] (200 hosts, waves 1-2)"), "{text}");
+    let detail = plan::text::render(&p, TextOptions { detail: true, color: false });
+    assert_eq!(detail.matches("# host web-").count(), 200);
+    assert_eq!(p.environments[0].waves.iter().map(Vec::len).collect::<Vec<_>>(), [1, 99, 100]);
+}
+
+#[test]
+fn host_text_cannot_inject_control_characters() {
+    let f = TestFleet::new();
+    f.host("hosts/a.toml", "h1", "staging", "");
+    let loaded = load(&f);
+    let mut o = Observation::default();
+    o.runtimes.insert("greeter".into(), runtime("1.0.0\u{1b}[2J", &[]));
+    o.files.insert(path("/etc/app.conf"), file("\u{1b}]0;pwned\u{7}x\n", true));
+    o.state = Some(state("h1", &[("greeter", "1.0.0")], &[("/etc/app.conf", "x")]));
+    let obs = BTreeMap::from([("h1".to_owned(), Ok(o))]);
+    let p = build(&loaded, &obs);
+    for out in [plan::text::render(&p, TextOptions::default()), plan::markdown::render(&p, &Default::default())] {
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    }
+}
+
+#[test]
+fn no_changes_line_is_exact() {
+    let f = TestFleet::new();
+    f.host("hosts/a.toml", "h1", "prod", "");
+    let loaded = load(&f);
+    let mut o = Observation::default();
+    o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
+    let p = build(&loaded, &BTreeMap::from([("h1".to_owned(), Ok(o))]));
+    assert!(!p.has_changes());
+    assert!(plan::text::render(&p, TextOptions::default()).ends_with("No changes. The fleet matches the manifests.\n"));
+}
