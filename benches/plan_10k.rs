@@ -11,6 +11,7 @@ mod gen_fleet;
 
 use std::time::{Duration, Instant};
 
+use flotilla::hoststate::{FileState, HostState, RuntimeState};
 use flotilla::manifest::model::Pin;
 use flotilla::observe::{Observation, ObservedFile, ObservedRuntime};
 use flotilla::plan::{self, HostInput, PlanInput};
@@ -20,14 +21,54 @@ fn observation_from(d: &flotilla::resolve::DesiredHost, bump: bool) -> Observati
     for (name, pin) in &d.runtimes {
         if let Pin::Version(v) = &pin.value {
             // The previous revision ran another version of the first runtime on some hosts.
-            let current = if bump && o.runtimes.is_empty() { "0.0.1".to_owned() } else { v.to_string() };
+            let current = if bump && o.runtimes.is_empty() {
+                "0.0.1".to_owned()
+            } else {
+                v.to_string()
+            };
             o.runtimes.insert(
                 name.to_string(),
-                ObservedRuntime { versions: [current.clone()].into_iter().collect(), current: Some(current) },
+                ObservedRuntime {
+                    versions: [current.clone()].into_iter().collect(),
+                    current: Some(current),
+                },
             );
         }
     }
+    let mut state = HostState {
+        format_version: 1,
+        fleet: "bench".into(),
+        host: d.name.to_string(),
+        revision: None,
+        applied_at: "2026-11-01T00:00:00Z".into(),
+        store_id: "bench".into(),
+        epoch: 1,
+        runtimes: Default::default(),
+        files: Default::default(),
+        pending: None,
+    };
+    for (name, rt) in &o.runtimes {
+        let active = rt.current.clone().unwrap_or_default();
+        state.runtimes.insert(
+            name.clone(),
+            RuntimeState {
+                active,
+                previous: None,
+                sha256: String::new(),
+            },
+        );
+    }
     for (path, f) in &d.files {
+        state.files.insert(
+            path.to_string(),
+            FileState {
+                sha256: f.value.sha256.clone(),
+                mode: f.value.mode,
+                owner: None,
+                group: None,
+                took_over: false,
+            },
+        );
         o.files.insert(
             path.clone(),
             ObservedFile::Regular {
@@ -40,6 +81,7 @@ fn observation_from(d: &flotilla::resolve::DesiredHost, bump: bool) -> Observati
             },
         );
     }
+    o.state = Some(state);
     o
 }
 
@@ -74,17 +116,30 @@ fn main() {
             Err(e) => panic!("the generated fleet is invalid: {e}"),
         };
         let t1 = Instant::now();
-        let observed: Vec<Observation> =
-            loaded.desired.iter().enumerate().map(|(i, d)| observation_from(d, i % 3 == 0)).collect();
+        let observed: Vec<Observation> = loaded
+            .desired
+            .iter()
+            .enumerate()
+            .map(|(i, d)| observation_from(d, i % 3 == 0))
+            .collect();
         let t2 = Instant::now();
         let now = jiff::Timestamp::now();
         let inputs = loaded
             .desired
             .iter()
             .zip(&observed)
-            .map(|(d, o)| HostInput { desired: d, observed: Ok(o) })
+            .map(|(d, o)| HostInput {
+                desired: d,
+                observed: Ok(o),
+            })
             .collect();
-        let p = plan::build(&PlanInput { fleet: &loaded.fleet, revision: None, hosts: inputs, at: now, observed_at: now });
+        let p = plan::build(&PlanInput {
+            fleet: &loaded.fleet,
+            revision: None,
+            hosts: inputs,
+            at: now,
+            observed_at: now,
+        });
         let t3 = Instant::now();
         let text = plan::text::render(&p, plan::text::TextOptions::default());
         let json = p.to_json();
@@ -107,6 +162,9 @@ fn main() {
     println!("  (observations in memory)  : {:8.1} ms", ms(best[1]));
     println!("  diff + waves + windows    : {:8.1} ms", ms(best[2]));
     println!("  render text + JSON        : {:8.1} ms", ms(best[3]));
-    println!("  total (excluding setup)   : {:8.1} ms", ms(best[0] + best[2] + best[3]));
+    println!(
+        "  total (excluding setup)   : {:8.1} ms",
+        ms(best[0] + best[2] + best[3])
+    );
     println!("  peak RSS                  : {:8.1} MiB", peak_rss_mib());
 }

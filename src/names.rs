@@ -1,6 +1,7 @@
 //! Checked names: every name in a manifest (fleet, environment, host, runtime, version, label
 //! key) ends up as a directory name, a file name or a shell environment value on a host, so it is
-//! checked once, here, and carried as a newtype from then on.
+//! checked once, here, and carried as a newtype from then on. Names are cloned into every
+//! host's resolved state, so each shares one allocation (`Arc<str>`).
 
 use std::fmt;
 
@@ -51,7 +52,7 @@ macro_rules! name_type {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
+        pub struct $ty(std::sync::Arc<str>);
 
         impl $ty {
             pub fn as_str(&self) -> &str {
@@ -63,7 +64,7 @@ macro_rules! name_type {
             type Error = NameError;
             fn try_from(s: String) -> Result<Self, NameError> {
                 Self::check(&s)?;
-                Ok(Self(s))
+                Ok(Self(s.into()))
             }
         }
 
@@ -76,7 +77,7 @@ macro_rules! name_type {
 
         impl From<$ty> for String {
             fn from(n: $ty) -> String {
-                n.0
+                n.0.to_string()
             }
         }
 

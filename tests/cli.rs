@@ -18,10 +18,26 @@ fn plan_of_fresh_hosts_reads_the_working_tree() {
     let r = run(flotilla().arg("plan").arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("# host stg-01 (wave 1)"), "{}", r.stdout);
-    assert!(r.stdout.contains("+ runtime \"greeter\": \"2.0.0\""), "{}", r.stdout);
-    assert!(r.stdout.contains("+ runtime \"greeter\": \"1.0.0\""), "{}", r.stdout);
-    assert!(r.stdout.contains("+ name = stg-01"), "template rendered per host: {}", r.stdout);
-    assert!(r.stdout.ends_with("Plan: 3 to add, 0 to change, 0 to destroy.\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("+ runtime \"greeter\": \"2.0.0\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("+ runtime \"greeter\": \"1.0.0\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("+ name = stg-01"),
+        "template rendered per host: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.ends_with("Plan: 3 to add, 0 to change, 0 to destroy.\n"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stderr.contains("uncommitted"), "{}", r.stderr);
 }
 
@@ -45,14 +61,24 @@ fn plan_at_a_revision_ignores_the_working_tree() {
     let second = f.commit("prod on 2.0.0");
     f.write("environments/prod.toml", "this is not toml [");
 
-    let r = run(flotilla().args(["plan", "--format", "json", "--rev", &first[..8]]).arg(f.path()));
+    let r = run(flotilla()
+        .args(["plan", "--format", "json", "--rev", &first[..8]])
+        .arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(plan["revision"], first.as_str());
-    let prod = plan["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "prod-01").unwrap().clone();
+    let prod = plan["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "prod-01")
+        .unwrap()
+        .clone();
     assert_eq!(prod["changes"][0]["after"], "1.0.0");
 
-    let r = run(flotilla().args(["plan", "--format", "json", "--rev", "HEAD"]).arg(f.path()));
+    let r = run(flotilla()
+        .args(["plan", "--format", "json", "--rev", "HEAD"])
+        .arg(f.path()));
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(plan["revision"], second.as_str());
 
@@ -88,9 +114,16 @@ fn fleet_root_may_be_a_subdirectory_of_the_repository() {
     let r = run(flotilla().current_dir(outer.path()).args(["plan", "manifests"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("# host h1"), "{}", r.stdout);
-    let r = run(flotilla().current_dir(outer.path()).args(["validate", "manifests", "--rev", "HEAD"]));
+    let r = run(flotilla()
+        .current_dir(outer.path())
+        .args(["validate", "manifests", "--rev", "HEAD"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("The manifests are valid: fleet acme, 2 environments, 1 host, 1 runtime"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("The manifests are valid: fleet acme, 2 environments, 1 host, 1 runtime"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -99,7 +132,11 @@ fn unknown_revision_and_missing_fleet_are_clear_errors() {
     f.commit("initial");
     let r = run(flotilla().args(["plan", "--rev", "no-such-branch"]).arg(f.path()));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unknown revision `no-such-branch`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown revision `no-such-branch`"),
+        "{}",
+        r.stderr
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let r = run(flotilla().arg("validate").arg(empty.path()));
@@ -121,26 +158,56 @@ fn converged_hosts_give_no_changes_and_detailed_exitcode() {
     let r = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
     assert_eq!(r.code, 2, "changes -> 2: {}", r.stderr);
 
-    f.converge("stg-01", &[("greeter", "2.0.0")], &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")]);
+    f.converge(
+        "stg-01",
+        &[("greeter", "2.0.0")],
+        &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")],
+    );
     f.converge("prod-01", &[("greeter", "1.0.0")], &[]);
     let r = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.ends_with("No changes. The fleet matches the manifests.\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .ends_with("No changes. The fleet matches the manifests.\n"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn drift_is_marked_and_diffed() {
     let f = two_hosts();
     f.commit("initial");
-    f.converge("stg-01", &[("greeter", "2.0.0")], &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")]);
+    f.converge(
+        "stg-01",
+        &[("greeter", "2.0.0")],
+        &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")],
+    );
     f.converge("prod-01", &[("greeter", "1.0.0")], &[]);
     // Someone edits the managed file by hand.
-    std::fs::write(f.root("stg-01").join("etc/app.conf"), "name = stg-01\nworkers = 4\n").unwrap();
+    std::fs::write(
+        f.root("stg-01").join("etc/app.conf"),
+        "name = stg-01\nworkers = 4\n",
+    )
+    .unwrap();
     let r = run(flotilla().arg("plan").arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("~ file \"/etc/app.conf\" (changed outside Flotilla)"), "{}", r.stdout);
-    assert!(r.stdout.contains("      - workers = 4\n      + workers = 8\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("~ file \"/etc/app.conf\" (changed outside Flotilla)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("      - workers = 4\n      + workers = 8\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -154,15 +221,28 @@ fn unmanaged_and_sensitive_file_content_never_reaches_the_plan() {
     let root = f.root("prod-01");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/shadow"), "root:SECRET-HASH:19000::\n").unwrap();
-    f.converge("prod-01", &[("greeter", "1.0.0")], &[("/etc/token", "hunter2-old\n")]);
+    f.converge(
+        "prod-01",
+        &[("greeter", "1.0.0")],
+        &[("/etc/token", "hunter2-old\n")],
+    );
     for format in ["text", "json", "markdown"] {
         let r = run(flotilla().args(["plan", "--format", format]).arg(f.path()));
         assert_eq!(r.code, 0, "{}", r.stderr);
         for secret in ["SECRET-HASH", "hunter2"] {
-            assert!(!r.stdout.contains(secret), "{format} plan leaked {secret}: {}", r.stdout);
+            assert!(
+                !r.stdout.contains(secret),
+                "{format} plan leaked {secret}: {}",
+                r.stdout
+            );
         }
         if format == "text" {
-            assert!(r.stdout.contains("~ file \"/etc/shadow\" (take over existing file"), "{}", r.stdout);
+            assert!(
+                r.stdout
+                    .contains("~ file \"/etc/shadow\" (take over existing file"),
+                "{}",
+                r.stdout
+            );
             assert!(r.stdout.contains("~ file \"/etc/token\""), "{}", r.stdout);
         }
     }
@@ -175,12 +255,22 @@ fn an_unobservable_host_is_reported_and_the_rest_planned() {
     std::fs::remove_dir(f.root("prod-01")).unwrap();
     let r = run(flotilla().arg("plan").arg(f.path()));
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.contains("# host prod-01 could not be observed"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("# host prod-01 could not be observed"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("root directory"), "{}", r.stdout);
     assert!(r.stdout.contains("# host stg-01 (wave 1)"), "{}", r.stdout);
-    assert!(r.stdout.contains("Plan: 2 to add, 0 to change, 0 to destroy."), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Plan: 2 to add, 0 to change, 0 to destroy."),
+        "{}",
+        r.stdout
+    );
 
-    let r = run(flotilla().args(["plan", "--skip-unreachable", "--format", "json"]).arg(f.path()));
+    let r = run(flotilla()
+        .args(["plan", "--skip-unreachable", "--format", "json"])
+        .arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(plan["summary"]["hosts_unreachable"], 1);
@@ -195,17 +285,35 @@ fn targeting_flags_widen_within_and_narrow_across() {
     f.host("hosts/a.toml", "web-03", "prod", "labels = { role = \"web\" }");
     f.commit("initial");
     let names = |args: &[&str]| -> Vec<String> {
-        let r = run(flotilla().arg("plan").args(["--format", "json"]).args(args).arg(f.path()));
+        let r = run(flotilla()
+            .arg("plan")
+            .args(["--format", "json"])
+            .args(args)
+            .arg(f.path()));
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
         let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-        let mut n: Vec<String> = plan["hosts"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap().to_owned()).collect();
+        let mut n: Vec<String> = plan["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap().to_owned())
+            .collect();
         n.sort();
         n
     };
     assert_eq!(names(&["--env", "prod"]), ["web-03"]);
-    assert_eq!(names(&["--host", "web-*", "--env", "staging"]), ["web-01", "web-02"]);
-    assert_eq!(names(&["--host", "db-01", "--host", "web-03"]), ["db-01", "web-03"]);
-    assert_eq!(names(&["--label", "role=web", "--exclude", "web-0[12]"]), ["web-03"]);
+    assert_eq!(
+        names(&["--host", "web-*", "--env", "staging"]),
+        ["web-01", "web-02"]
+    );
+    assert_eq!(
+        names(&["--host", "db-01", "--host", "web-03"]),
+        ["db-01", "web-03"]
+    );
+    assert_eq!(
+        names(&["--label", "role=web", "--exclude", "web-0[12]"]),
+        ["web-03"]
+    );
     let r = run(flotilla().args(["plan", "--env", "qa"]).arg(f.path()));
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("--env qa: no such environment"), "{}", r.stderr);
@@ -221,20 +329,46 @@ fn show_explains_where_each_value_comes_from() {
         "environments/staging.toml",
         "[defaults]\ncommand_timeout = \"2m\"\n\n[runtimes]\ngreeter = \"2.0.0\"\n\n[[group]]\nmatch = { role = \"web\" }\nruntimes = { greeter = \"1.0.0\" }\n",
     );
-    f.host("hosts/a.toml", "web-01", "staging", "labels = { role = \"web\" }\nkeep_versions = 3");
+    f.host(
+        "hosts/a.toml",
+        "web-01",
+        "staging",
+        "labels = { role = \"web\" }\nkeep_versions = 3",
+    );
     f.commit("initial");
     let r = run(flotilla().args(["show", "web-01"]).arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let line = |key: &str| r.stdout.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_default().to_owned();
-    assert!(line("transport").ends_with("flotilla.toml [defaults]"), "{}", r.stdout);
-    assert!(line("command_timeout").contains("2m") && line("command_timeout").ends_with("environments/staging.toml"));
+    let line = |key: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("transport").ends_with("flotilla.toml [defaults]"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        line("command_timeout").contains("2m")
+            && line("command_timeout").ends_with("environments/staging.toml")
+    );
     assert!(line("keep_versions").contains('3') && line("keep_versions").ends_with("host"));
     assert!(line("port").ends_with("built-in default"));
-    assert!(line("greeter").contains("1.0.0") && line("greeter").ends_with("[[group]] #1"), "{}", r.stdout);
+    assert!(
+        line("greeter").contains("1.0.0") && line("greeter").ends_with("[[group]] #1"),
+        "{}",
+        r.stdout
+    );
 
     let r = run(flotilla().args(["show", "web-1"]).arg(f.path()));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unknown host `web-1`; did you mean `web-01`?"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown host `web-1`; did you mean `web-01`?"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -245,7 +379,11 @@ fn invalid_manifests_exit_1_before_touching_any_host() {
     for cmd in ["validate", "plan"] {
         let r = run(flotilla().arg(cmd).arg(f.path()));
         assert_eq!(r.code, 1, "{cmd}");
-        assert!(r.stderr.contains("--> environments/prod.toml:2:1"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("--> environments/prod.toml:2:1"),
+            "{}",
+            r.stderr
+        );
         assert!(r.stderr.contains("did you mean `waves`?"), "{}", r.stderr);
         assert!(r.stdout.is_empty(), "{cmd} printed a plan for invalid manifests");
     }
@@ -254,8 +392,14 @@ fn invalid_manifests_exit_1_before_touching_any_host() {
 #[test]
 fn committed_schemas_are_up_to_date() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let r = run(flotilla().current_dir(root).args(["schema", "--check", "--out-dir", "schema"]));
-    assert_eq!(r.code, 0, "run `cargo run -- schema` and commit schema/: {}", r.stderr);
+    let r = run(flotilla()
+        .current_dir(root)
+        .args(["schema", "--check", "--out-dir", "schema"]));
+    assert_eq!(
+        r.code, 0,
+        "run `cargo run -- schema` and commit schema/: {}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -268,11 +412,29 @@ fn every_shipped_manifest_carries_a_schema_directive() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "toml") {
+            } else if p.extension().is_some_and(|x| x == "toml")
+                && (p.ends_with("flotilla.toml")
+                    || ["environments", "hosts", "runtimes"]
+                        .iter()
+                        .any(|d| p.components().any(|c| c.as_os_str() == *d)))
+            {
                 let text = std::fs::read_to_string(&p).unwrap();
-                assert!(text.starts_with("#:schema "), "{} has no #:schema directive", p.display());
-                let target = text.lines().next().unwrap().trim_start_matches("#:schema ").trim();
-                assert!(p.parent().unwrap().join(target).is_file(), "{}: {target} does not exist", p.display());
+                assert!(
+                    text.starts_with("#:schema "),
+                    "{} has no #:schema directive",
+                    p.display()
+                );
+                let target = text
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("#:schema ")
+                    .trim();
+                assert!(
+                    p.parent().unwrap().join(target).is_file(),
+                    "{}: {target} does not exist",
+                    p.display()
+                );
                 checked += 1;
             }
         }
@@ -285,8 +447,14 @@ fn demo_fleet_is_valid_and_plans() {
     let root = env!("CARGO_MANIFEST_DIR");
     let r = run(flotilla().current_dir(root).args(["validate", "manifests"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = run(flotilla().current_dir(root).args(["plan", "manifests", "--skip-unreachable"]));
+    let r = run(flotilla()
+        .current_dir(root)
+        .args(["plan", "manifests", "--skip-unreachable"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Environment staging"), "{}", r.stdout);
-    assert!(r.stdout.lines().last().unwrap().starts_with("Plan: ") || r.stdout.contains("No changes."), "{}", r.stdout);
+    assert!(
+        r.stdout.lines().last().unwrap().starts_with("Plan: ") || r.stdout.contains("No changes."),
+        "{}",
+        r.stdout
+    );
 }

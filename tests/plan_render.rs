@@ -35,7 +35,16 @@ fn state(host: &str, runtimes: &[(&str, &str)], files: &[(&str, &str)]) -> HostS
         epoch: 1,
         runtimes: runtimes
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), RuntimeState { active: (*v).into(), previous: None, sha256: "1".repeat(64) }))
+            .map(|(n, v)| {
+                (
+                    (*n).to_owned(),
+                    RuntimeState {
+                        active: (*v).into(),
+                        previous: None,
+                        sha256: "1".repeat(64),
+                    },
+                )
+            })
             .collect(),
         files: files
             .iter()
@@ -55,7 +64,10 @@ fn state(host: &str, runtimes: &[(&str, &str)], files: &[(&str, &str)]) -> HostS
 }
 
 fn runtime(current: &str, versions: &[&str]) -> ObservedRuntime {
-    ObservedRuntime { versions: versions.iter().map(|v| (*v).to_owned()).collect::<BTreeSet<_>>(), current: Some(current.into()) }
+    ObservedRuntime {
+        versions: versions.iter().map(|v| (*v).to_owned()).collect::<BTreeSet<_>>(),
+        current: Some(current.into()),
+    }
 }
 
 fn file(content: &str, with_content: bool) -> ObservedFile {
@@ -73,7 +85,10 @@ fn path(p: &str) -> HostPath {
     HostPath::new(p).unwrap()
 }
 
-fn build(loaded: &flotilla::load::LoadedFleet, observed: &BTreeMap<String, Result<Observation, String>>) -> plan::Plan {
+fn build(
+    loaded: &flotilla::load::LoadedFleet,
+    observed: &BTreeMap<String, Result<Observation, String>>,
+) -> plan::Plan {
     let now: jiff::Timestamp = NOW.parse().unwrap();
     let hosts = loaded
         .desired
@@ -87,7 +102,13 @@ fn build(loaded: &flotilla::load::LoadedFleet, observed: &BTreeMap<String, Resul
             },
         })
         .collect();
-    plan::build(&PlanInput { fleet: &loaded.fleet, revision: Some("0123456789abcdef0123456789abcdef01234567".into()), hosts, at: now, observed_at: now })
+    plan::build(&PlanInput {
+        fleet: &loaded.fleet,
+        revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        hosts,
+        at: now,
+        observed_at: now,
+    })
 }
 
 /// A fleet that exercises every kind of change.
@@ -97,7 +118,13 @@ fn mixed() -> (TestFleet, BTreeMap<String, Result<Observation, String>>) {
         "environments/prod.toml",
         "[runtimes]\ngreeter = \"1.0.0\"\n\n[[file]]\npath = \"/etc/token\"\ncontent = \"new-secret\\n\"\nsensitive = true\n\n[[file]]\npath = \"/etc/motd\"\ncontent = \"welcome\\n\"\nmode = \"0640\"\n\n[rollout]\nwaves = [1, \"50%\"]\n\n[[window]]\ndays = [\"sat\", \"sun\"]\nstart = \"02:00\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n",
     );
-    f.write("runtimes/clock.toml", &format!("[[version]]\nversion = \"0.1\"\nartifact = \"https://example.invalid/c.tgz\"\nsha256 = \"{}\"\n", "3".repeat(64)));
+    f.write(
+        "runtimes/clock.toml",
+        &format!(
+            "[[version]]\nversion = \"0.1\"\nartifact = \"https://example.invalid/c.tgz\"\nsha256 = \"{}\"\n",
+            "3".repeat(64)
+        ),
+    );
     f.host("hosts/s.toml", "stg-01", "staging", "canary = true");
     f.host("hosts/s.toml", "stg-02", "staging", "");
     f.host("hosts/p.toml", "prod-01", "prod", "canary = true");
@@ -108,8 +135,13 @@ fn mixed() -> (TestFleet, BTreeMap<String, Result<Observation, String>>) {
     let mut o = Observation::default();
     o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
     o.runtimes.insert("clock".into(), runtime("0.1", &["0.1"]));
-    o.files.insert(path("/etc/app.conf"), file("name = stg-01\nworkers = 4\n", true));
-    o.state = Some(state("stg-01", &[("greeter", "1.0.0"), ("clock", "0.1")], &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")]));
+    o.files
+        .insert(path("/etc/app.conf"), file("name = stg-01\nworkers = 4\n", true));
+    o.state = Some(state(
+        "stg-01",
+        &[("greeter", "1.0.0"), ("clock", "0.1")],
+        &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")],
+    ));
     o.clock = Some(NOW.parse::<jiff::Timestamp>().unwrap().as_second() + 600);
     obs.insert("stg-01".to_owned(), Ok(o));
     // stg-02: nothing installed yet.
@@ -120,7 +152,11 @@ fn mixed() -> (TestFleet, BTreeMap<String, Result<Observation, String>>) {
         o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
         o.files.insert(path("/etc/token"), file("old-secret\n", false));
         o.files.insert(path("/etc/motd"), file("hello\n", false));
-        o.state = Some(state(h, &[("greeter", "1.0.0")], &[("/etc/token", "old-secret\n")]));
+        o.state = Some(state(
+            h,
+            &[("greeter", "1.0.0")],
+            &[("/etc/token", "old-secret\n")],
+        ));
         if i == 2 {
             obs.insert((*h).to_owned(), Err("host prod-03: connection refused".into()));
         } else {
@@ -138,7 +174,10 @@ fn text_plan_shows_every_kind_of_change() {
     let text = plan::text::render(&p, TextOptions::default());
     insta::assert_snapshot!(text);
     assert!(!text.contains("secret"), "sensitive content leaked");
-    assert!(text.ends_with("Plan: 2 to add, 6 to change, 1 to destroy.\n"), "{text}");
+    assert!(
+        text.ends_with("Plan: 2 to add, 6 to change, 1 to destroy.\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -148,15 +187,49 @@ fn json_plan_has_exactly_the_documented_keys() {
     let p = build(&loaded, &obs);
     let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
     let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(&json), ["created_at", "environments", "fleet", "format_version", "hosts", "revision", "summary"]);
-    assert_eq!(keys(&json["summary"]), ["add", "change", "destroy", "hosts_changed", "hosts_total", "hosts_unreachable"]);
-    assert_eq!(keys(&json["environments"][0]), ["frozen", "name", "waiting", "waves", "window"]);
-    assert_eq!(keys(&json["environments"][0]["window"]), ["closes_at", "next_open", "open"]);
-    assert_eq!(keys(&json["hosts"][0]), ["changes", "environment", "error", "fingerprint", "name", "wave"]);
+    assert_eq!(
+        keys(&json),
+        [
+            "created_at",
+            "environments",
+            "fleet",
+            "format_version",
+            "hosts",
+            "revision",
+            "summary"
+        ]
+    );
+    assert_eq!(
+        keys(&json["summary"]),
+        [
+            "add",
+            "change",
+            "destroy",
+            "hosts_changed",
+            "hosts_total",
+            "hosts_unreachable"
+        ]
+    );
+    assert_eq!(
+        keys(&json["environments"][0]),
+        ["frozen", "name", "waiting", "waves", "window"]
+    );
+    assert_eq!(
+        keys(&json["environments"][0]["window"]),
+        ["closes_at", "next_open", "open"]
+    );
+    assert_eq!(
+        keys(&json["hosts"][0]),
+        ["changes", "environment", "error", "fingerprint", "name", "wave"]
+    );
     for h in json["hosts"].as_array().unwrap() {
         for c in h["changes"].as_array().unwrap() {
             let k = keys(c);
-            assert!(k == ["action", "after", "before", "drift", "kind", "name"] || k == ["action", "after", "before", "diff", "drift", "kind", "name"], "{k:?}");
+            assert!(
+                k == ["action", "after", "before", "drift", "kind", "name"]
+                    || k == ["action", "after", "before", "diff", "drift", "kind", "name"],
+                "{k:?}"
+            );
         }
     }
     assert_eq!(json["format_version"], "1");
@@ -172,7 +245,13 @@ fn markdown_plan_for_pull_requests() {
     let (f, obs) = mixed();
     let loaded = load(&f);
     let p = build(&loaded, &obs);
-    let md = plan::markdown::render(&p, &plan::markdown::MarkdownHeader { title: "Flotilla plan".into(), notices: vec![] });
+    let md = plan::markdown::render(
+        &p,
+        &plan::markdown::MarkdownHeader {
+            title: "Flotilla plan".into(),
+            notices: vec![],
+        },
+    );
     insta::assert_snapshot!(md);
 }
 
@@ -197,10 +276,22 @@ fn two_hundred_identical_hosts_fold_into_one_entry() {
     let p = build(&loaded, &obs);
     let text = plan::text::render(&p, TextOptions::default());
     insta::assert_snapshot!(text);
-    assert!(text.contains("# hosts web-[001-200] (200 hosts, waves 1-2)"), "{text}");
-    let detail = plan::text::render(&p, TextOptions { detail: true, color: false });
+    assert!(
+        text.contains("# hosts web-[001-200] (200 hosts, waves 1-3)"),
+        "{text}"
+    );
+    let detail = plan::text::render(
+        &p,
+        TextOptions {
+            detail: true,
+            color: false,
+        },
+    );
     assert_eq!(detail.matches("# host web-").count(), 200);
-    assert_eq!(p.environments[0].waves.iter().map(Vec::len).collect::<Vec<_>>(), [1, 99, 100]);
+    assert_eq!(
+        p.environments[0].waves.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1, 99, 100]
+    );
 }
 
 #[test]
@@ -209,12 +300,17 @@ fn host_text_cannot_inject_control_characters() {
     f.host("hosts/a.toml", "h1", "staging", "");
     let loaded = load(&f);
     let mut o = Observation::default();
-    o.runtimes.insert("greeter".into(), runtime("1.0.0\u{1b}[2J", &[]));
-    o.files.insert(path("/etc/app.conf"), file("\u{1b}]0;pwned\u{7}x\n", true));
+    o.runtimes
+        .insert("greeter".into(), runtime("1.0.0\u{1b}[2J", &[]));
+    o.files
+        .insert(path("/etc/app.conf"), file("\u{1b}]0;pwned\u{7}x\n", true));
     o.state = Some(state("h1", &[("greeter", "1.0.0")], &[("/etc/app.conf", "x")]));
     let obs = BTreeMap::from([("h1".to_owned(), Ok(o))]);
     let p = build(&loaded, &obs);
-    for out in [plan::text::render(&p, TextOptions::default()), plan::markdown::render(&p, &Default::default())] {
+    for out in [
+        plan::text::render(&p, TextOptions::default()),
+        plan::markdown::render(&p, &Default::default()),
+    ] {
         assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
     }
 }
@@ -228,5 +324,8 @@ fn no_changes_line_is_exact() {
     o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
     let p = build(&loaded, &BTreeMap::from([("h1".to_owned(), Ok(o))]));
     assert!(!p.has_changes());
-    assert!(plan::text::render(&p, TextOptions::default()).ends_with("No changes. The fleet matches the manifests.\n"));
+    assert!(
+        plan::text::render(&p, TextOptions::default())
+            .ends_with("No changes. The fleet matches the manifests.\n")
+    );
 }

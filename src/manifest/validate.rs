@@ -172,9 +172,9 @@ impl Validator<'_> {
             Err(e) => {
                 self.err(file, s.span(), format!("invalid duration `{}`", s.get()))
                     .label = Some(e.why.to_owned());
-                self.diags.last_mut().map(|d| {
-                    d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into())
-                });
+                if let Some(d) = self.diags.last_mut() {
+                    d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into());
+                }
                 None
             }
         }
@@ -283,9 +283,9 @@ impl Validator<'_> {
                         format!("`promotion` names unknown environment `{}`", p.get()),
                     )
                     .label = Some(hint);
-                    self.diags
-                        .last_mut()
-                        .map(|d| d.help = Some("environments are the files under environments/".into()));
+                    if let Some(d) = self.diags.last_mut() {
+                        d.help = Some("environments are the files under environments/".into());
+                    }
                 }
             }
         }
@@ -340,10 +340,10 @@ impl Validator<'_> {
                         "trust key does not parse as a minisign public key",
                     )
                     .label = Some(e.to_string());
-                    self.diags.last_mut().map(|d| {
+                    if let Some(d) = self.diags.last_mut() {
                         d.help =
-                            Some("use the base64 line of a minisign .pub file (it starts with RW)".into())
-                    });
+                            Some("use the base64 line of a minisign .pub file (it starts with RW)".into());
+                    }
                 }
             }
         }
@@ -432,9 +432,9 @@ impl Validator<'_> {
                     format!("`{key}` may not point inside the repository"),
                 )
                 .label = Some(format!("{} is inside {}", s, repo.display()));
-                self.diags.last_mut().map(|d| {
-                    d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into())
-                });
+                if let Some(d) = self.diags.last_mut() {
+                    d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into());
+                }
                 return None;
             }
         }
@@ -481,12 +481,12 @@ impl Validator<'_> {
                             format!("runtime `{}` has no version `{v}`", rt.name),
                         )
                         .label = Some(format!("known versions: {}", known.join(", ")));
-                        self.diags.last_mut().map(|d| {
+                        if let Some(d) = self.diags.last_mut() {
                             d.help = Some(format!(
                                 "add a [[version]] to runtimes/{}.toml or pick a known one",
                                 rt.name
-                            ))
-                        });
+                            ));
+                        }
                     }
                 },
             }

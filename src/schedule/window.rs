@@ -1,52 +1,1364 @@
-//! TEMPORARY stand-in until the real window module lands.
+//! Maintenance windows and freezes: whether an environment may start a change at a given
+//! instant, until when, or when it next may, and how to say so in a plan. Pure: the instant
+//! is always an argument, the clock is never read.
+//!
+//! Windows are written in local wall-clock time of their own zone (DESIGN 6.4), so every
+//! occurrence is resolved separately for its date: a start or end that falls into a
+//! spring-forward gap moves forward, one in a fall-back fold takes the earlier instant, and a
+//! `duration` is elapsed time from the resolved start. Occurrences of all windows are merged
+//! (touching ones chain into one open period) and freezes are cut out of the result.
+
+use std::fmt;
+
+use jiff::civil::{Date, Time, Weekday};
+use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{SignedDuration, Timestamp};
-#[derive(Debug, Clone)]
+use serde::Serialize;
+
+/// How far before `now` (in local days) occurrences are enumerated: one more than the longest
+/// allowed window, so an occurrence that started a week ago and still runs is seen.
+const LOOKBACK_DAYS: i64 = 8;
+
+/// How far past `now` and past the last freeze occurrences are enumerated. Two weeks and a day
+/// cover every weekday twice after any freeze, so a window that opens at all is found.
+const HORIZON: SignedDuration = SignedDuration::from_hours(15 * 24);
+
+/// The longest window [`window_length_ok`] accepts.
+const MAX_LENGTH: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// Beyond this, a closing time is shown with its weekday and date, since the bare clock time
+/// would be ambiguous within the week.
+const SHOW_DATE_AFTER: SignedDuration = SignedDuration::from_hours(6 * 24);
+
+/// A recurring period in which changes may start.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
-    pub days: Option<Vec<jiff::civil::Weekday>>,
-    pub start: jiff::civil::Time,
+    /// The local days on which the window *starts*; `None` means every day. A window that
+    /// crosses midnight stays open into the following day even if that day is not listed.
+    pub days: Option<Vec<Weekday>>,
+    /// Local wall-clock start.
+    pub start: Time,
     pub length: WindowLength,
-    pub timezone: jiff::tz::TimeZone,
+    pub timezone: TimeZone,
 }
-#[derive(Debug, Clone)]
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowLength {
+    /// Elapsed time from the resolved start: a "3h" window is three real hours even when the
+    /// clocks change inside it.
     Duration(SignedDuration),
-    End(jiff::civil::Time),
+    /// Local wall-clock end. An end at or before `start` is on the next day, so `end == start`
+    /// is a window of one whole day.
+    End(Time),
 }
-#[derive(Debug, Clone)]
+
+/// A period in which no change may start, whatever the windows say.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Freeze {
+    /// Inclusive.
     pub from: Timestamp,
+    /// Exclusive.
     pub until: Timestamp,
     pub reason: String,
 }
+
+/// Result of evaluating an environment's windows and freezes at `now`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Availability {
+    /// A change may start now: the window condition holds and no freeze covers `now`.
     pub open: bool,
+    /// The window condition alone: there are no windows, or one of them is open. Freezes are
+    /// not considered, so this can be true while `open` is false.
     pub window_open: bool,
+    /// Only when `open`: the end of the connected open period, i.e. the end of the chained
+    /// windows or the start of the next freeze, whichever comes first. `None` when nothing
+    /// closes it within the horizon (no windows and no freeze ahead, or windows that chain
+    /// for more than 15 days).
     pub closes_at: Option<Timestamp>,
+    /// Only when not `open`: the next instant at which a change may start. `None` when none
+    /// was found within the horizon, which in practice means never (e.g. an empty `days`).
     pub next_open: Option<Timestamp>,
+    /// Index into the freezes of the first freeze that covers `now`.
     pub freeze: Option<usize>,
 }
-#[derive(Debug)]
-pub struct WindowLengthError;
-impl std::fmt::Display for WindowLengthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("bad length")
+
+/// Why a window's length is not acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowLengthError {
+    /// A zero or negative duration: the window would never be open.
+    NotPositive,
+    /// Longer than one week: occurrences would overlap themselves, and [`availability`] only
+    /// looks a week back for an occurrence that is still running.
+    LongerThanWeek,
+}
+
+impl fmt::Display for WindowLengthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowLengthError::NotPositive => f.write_str("duration must be more than zero"),
+            WindowLengthError::LongerThanWeek => f.write_str("duration must be at most 7 days"),
+        }
     }
 }
-pub fn availability(_w: &[Window], _f: &[Freeze], _now: Timestamp) -> Availability {
+
+impl std::error::Error for WindowLengthError {}
+
+/// Validation uses this so that [`availability`]'s one-week lookback is always enough. An
+/// `end` time is never rejected: it gives at most a day (25 hours across a fall-back).
+pub fn window_length_ok(w: &Window) -> Result<(), WindowLengthError> {
+    match w.length {
+        WindowLength::Duration(d) if d <= SignedDuration::ZERO => Err(WindowLengthError::NotPositive),
+        WindowLength::Duration(d) if d > MAX_LENGTH => Err(WindowLengthError::LongerThanWeek),
+        WindowLength::Duration(_) | WindowLength::End(_) => Ok(()),
+    }
+}
+
+/// Evaluates windows and freezes at `now`. Windows should have passed [`window_length_ok`];
+/// longer ones are still evaluated, but an occurrence that started more than a week before
+/// `now` is not seen.
+pub fn availability(windows: &[Window], freezes: &[Freeze], now: Timestamp) -> Availability {
+    let horizon = horizon(freezes, now);
+    let merged = merge(
+        windows
+            .iter()
+            .flat_map(|w| occurrences(w, now, horizon))
+            .collect(),
+    );
+    let window_open = windows.is_empty() || merged.iter().any(|p| p.contains(now));
+    let open_set = open_periods(windows.is_empty(), merged, freezes);
+    let freeze = freezes.iter().position(|f| f.from <= now && now < f.until);
+    let open = window_open && freeze.is_none();
+    let closes_at = if open {
+        open_set
+            .iter()
+            .find(|p| p.contains(now))
+            .and_then(|p| (p.end <= horizon && p.end != Timestamp::MAX).then_some(p.end))
+    } else {
+        None
+    };
+    let next_open = if open {
+        None
+    } else {
+        open_set.iter().find(|p| p.start > now).map(|p| p.start)
+    };
     Availability {
-        open: true,
-        window_open: true,
-        closes_at: None,
-        next_open: None,
-        freeze: None,
+        open,
+        window_open,
+        closes_at,
+        next_open,
+        freeze,
     }
 }
-pub fn window_length_ok(_w: &Window) -> Result<(), WindowLengthError> {
-    Ok(())
+
+/// One line for plan output, e.g. `window closed; opens Sat 2026-11-28 02:00 CET (in 5d
+/// 20h)`. `a` must be [`availability`]`(windows, freezes, now)`. Times are shown in the zone
+/// of the window concerned, freezes in UTC.
+pub fn describe(windows: &[Window], freezes: &[Freeze], a: &Availability, now: Timestamp) -> String {
+    if a.open {
+        let lead = if windows.is_empty() {
+            "no window (any time)".to_owned()
+        } else {
+            "window open".to_owned()
+        };
+        let Some(closes) = a.closes_at else {
+            return if windows.is_empty() {
+                lead
+            } else {
+                format!("{lead} (no close within 15 days)")
+            };
+        };
+        if let Some(w) = closing_window(windows, closes) {
+            let fmt = if closes.duration_since(now) > SHOW_DATE_AFTER {
+                "%a %Y-%m-%d %H:%M %Z"
+            } else {
+                "%H:%M %Z"
+            };
+            return format!("{lead} until {}", show(closes, &w.timezone, fmt));
+        }
+        let reason = freezes
+            .iter()
+            .find(|f| f.from == closes)
+            .map_or_else(String::new, |f| parenthesised(&f.reason));
+        return format!("{lead} until {}, then frozen{reason}", show_utc(closes));
+    }
+
+    let state = match a.freeze.and_then(|i| freezes.get(i)) {
+        Some(f) => format!("frozen until {}{}", show_utc(f.until), parenthesised(&f.reason)),
+        None => "window closed".to_owned(),
+    };
+    match a.next_open {
+        Some(t) => {
+            let tz = opening_window(windows, t).map_or(TimeZone::UTC, |w| w.timezone.clone());
+            format!(
+                "{state}; opens {} ({})",
+                show(t, &tz, "%a %Y-%m-%d %H:%M %Z"),
+                format_countdown(t.duration_since(now))
+            )
+        }
+        None => format!("{state}; never opens"),
+    }
 }
-pub fn describe(_w: &[Window], _f: &[Freeze], _a: &Availability, _now: Timestamp) -> String {
-    "no window (any time)".into()
-}
+
+/// A countdown for people: the two most significant of days, hours, minutes and seconds,
+/// rounded down, a zero second unit left out ("in 5d 20h", "in 3h", "in 45s"). Negative
+/// durations read "5m ago".
 pub fn format_countdown(d: SignedDuration) -> String {
-    format!("in {}s", d.as_secs())
+    let secs = d.as_secs().unsigned_abs();
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut text = String::new();
+    if let Some(first) = units.iter().position(|&(size, _)| secs >= size) {
+        let (size, unit) = units[first];
+        text = format!("{}{unit}", secs / size);
+        if let Some(&(next, next_unit)) = units.get(first + 1) {
+            let rest = secs % size / next;
+            if rest > 0 {
+                text = format!("{text} {rest}{next_unit}");
+            }
+        }
+    } else {
+        text.push_str("0s");
+    }
+    if d.is_negative() {
+        format!("{text} ago")
+    } else {
+        format!("in {text}")
+    }
+}
+
+/// A half-open interval `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Period {
+    start: Timestamp,
+    end: Timestamp,
+}
+
+impl Period {
+    fn contains(&self, t: Timestamp) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Occurrences are enumerated up to here; anything beyond is not known exactly.
+fn horizon(freezes: &[Freeze], now: Timestamp) -> Timestamp {
+    let latest = freezes.iter().map(|f| f.until).fold(now, Timestamp::max);
+    add(latest, HORIZON)
+}
+
+fn add(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(if d.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
+/// Resolves a local wall-clock time the way DESIGN 6.4 asks. A time in a spring-forward gap
+/// moves forward to the first instant that exists, the end of the gap (02:30 on a day that
+/// jumps from 02:00 to 03:00 becomes 03:00), as cron does; jiff's `compatible` would instead
+/// shift it by the gap's length (03:30). A time in a fall-back fold takes the earlier instant.
+fn resolve(tz: &TimeZone, date: Date, time: Time) -> Option<Timestamp> {
+    let local = date.to_datetime(time);
+    let ambiguous = tz.to_ambiguous_zoned(local);
+    if let AmbiguousOffset::Gap { after, .. } = ambiguous.offset() {
+        // Read with the later offset, the local time is an instant just before the jump; the
+        // jump itself is the next transition.
+        let before_jump = after.to_timestamp(local).ok()?;
+        if let Some(jump) = tz.following(before_jump).next() {
+            return Some(jump.timestamp());
+        }
+    }
+    ambiguous.compatible().ok().map(|z| z.timestamp())
+}
+
+/// The occurrence of `w` that starts on local `date`, if the window starts that day and the
+/// occurrence is not empty (an `end` can collapse onto the start around a gap).
+fn occurrence(w: &Window, date: Date) -> Option<Period> {
+    if w.days
+        .as_ref()
+        .is_some_and(|days| !days.contains(&date.weekday()))
+    {
+        return None;
+    }
+    let start = resolve(&w.timezone, date, w.start)?;
+    let end = match w.length {
+        WindowLength::Duration(d) => add(start, d),
+        WindowLength::End(end) => {
+            let end_date = if end > w.start {
+                date
+            } else {
+                date.tomorrow().ok()?
+            };
+            resolve(&w.timezone, end_date, end)?
+        }
+    };
+    (start < end).then_some(Period { start, end })
+}
+
+/// Every occurrence of `w` starting on a local date from a week and a day before `from` up to
+/// the local date of `to`, in order of start.
+fn occurrences(w: &Window, from: Timestamp, to: Timestamp) -> Vec<Period> {
+    let first = from
+        .to_zoned(w.timezone.clone())
+        .date()
+        .saturating_sub(jiff::Span::new().days(LOOKBACK_DAYS));
+    let last = to.to_zoned(w.timezone.clone()).date();
+    let mut out = Vec::new();
+    let mut date = first;
+    while date <= last {
+        out.extend(occurrence(w, date));
+        match date.tomorrow() {
+            Ok(next) => date = next,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Sorts and joins overlapping or touching periods: a window that ends exactly when another
+/// starts is one continuous open period.
+fn merge(mut periods: Vec<Period>) -> Vec<Period> {
+    periods.sort_by_key(|p| (p.start, p.end));
+    let mut out: Vec<Period> = Vec::with_capacity(periods.len());
+    for p in periods {
+        match out.last_mut() {
+            Some(last) if p.start <= last.end => last.end = last.end.max(p.end),
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
+/// The instants at which a change may start, as disjoint periods in order: the union of the
+/// windows (everything if there are none) minus the union of the freezes.
+fn open_periods(no_windows: bool, merged_windows: Vec<Period>, freezes: &[Freeze]) -> Vec<Period> {
+    let base = if no_windows {
+        vec![Period {
+            start: Timestamp::MIN,
+            end: Timestamp::MAX,
+        }]
+    } else {
+        merged_windows
+    };
+    let frozen = merge(
+        freezes
+            .iter()
+            .filter(|f| f.from < f.until)
+            .map(|f| Period {
+                start: f.from,
+                end: f.until,
+            })
+            .collect(),
+    );
+    let mut out = Vec::new();
+    for p in base {
+        let mut start = p.start;
+        for f in frozen.iter().filter(|f| f.start < p.end && f.end > p.start) {
+            if f.start > start {
+                out.push(Period { start, end: f.start });
+            }
+            start = start.max(f.end);
+        }
+        if start < p.end {
+            out.push(Period { start, end: p.end });
+        }
+    }
+    out
+}
+
+/// The first window with an occurrence ending exactly at `t`.
+fn closing_window(windows: &[Window], t: Timestamp) -> Option<&Window> {
+    windows
+        .iter()
+        .find(|w| occurrences(w, t, t).iter().any(|p| p.end == t))
+}
+
+/// The window that opens at `t`: preferably one starting exactly then, else one already
+/// running (when `t` is the end of a freeze).
+fn opening_window(windows: &[Window], t: Timestamp) -> Option<&Window> {
+    let covering: Vec<(&Window, bool)> = windows
+        .iter()
+        .filter_map(|w| {
+            let occ = occurrences(w, t, t);
+            let cover = occ.iter().find(|p| p.contains(t))?;
+            Some((w, cover.start == t))
+        })
+        .collect();
+    covering
+        .iter()
+        .find(|(_, starts)| *starts)
+        .or_else(|| covering.first())
+        .map(|(w, _)| *w)
+}
+
+fn show(t: Timestamp, tz: &TimeZone, fmt: &str) -> String {
+    let zoned = t.to_zoned(tz.clone());
+    jiff::fmt::strtime::format(fmt, &zoned).unwrap_or_else(|_| zoned.to_string())
+}
+
+fn show_utc(t: Timestamp) -> String {
+    show(t, &TimeZone::UTC, "%Y-%m-%d %H:%M UTC")
+}
+
+fn parenthesised(reason: &str) -> String {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::{date, time};
+
+    fn tz(name: &str) -> TimeZone {
+        TimeZone::get(name).unwrap()
+    }
+
+    /// A local wall-clock instant, resolved the compatible way.
+    fn at(zone: &str, y: i16, mo: i8, d: i8, h: i8, mi: i8) -> Timestamp {
+        date(y, mo, d).at(h, mi, 0, 0).in_tz(zone).unwrap().timestamp()
+    }
+
+    fn utc(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn hours(h: i64) -> SignedDuration {
+        SignedDuration::from_hours(h)
+    }
+
+    fn daily(zone: &str, start: Time, length: WindowLength) -> Window {
+        Window {
+            days: None,
+            start,
+            length,
+            timezone: tz(zone),
+        }
+    }
+
+    fn on(days: &[Weekday], zone: &str, start: Time, length: WindowLength) -> Window {
+        Window {
+            days: Some(days.to_vec()),
+            ..daily(zone, start, length)
+        }
+    }
+
+    fn freeze(from: &str, until: &str, reason: &str) -> Freeze {
+        Freeze {
+            from: utc(from),
+            until: utc(until),
+            reason: reason.into(),
+        }
+    }
+
+    fn local(t: Timestamp, zone: &str) -> String {
+        t.to_zoned(tz(zone)).strftime("%Y-%m-%d %H:%M %Z").to_string()
+    }
+
+    // --- window_length_ok ---
+
+    #[test]
+    fn zero_and_negative_durations_are_rejected() {
+        let w = daily(
+            "UTC",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(SignedDuration::ZERO),
+        );
+        assert_eq!(window_length_ok(&w), Err(WindowLengthError::NotPositive));
+        let w = daily("UTC", time(2, 0, 0, 0), WindowLength::Duration(-hours(1)));
+        assert_eq!(window_length_ok(&w), Err(WindowLengthError::NotPositive));
+    }
+
+    #[test]
+    fn exactly_one_week_is_accepted_and_a_second_more_rejected() {
+        let w = daily("UTC", time(2, 0, 0, 0), WindowLength::Duration(hours(7 * 24)));
+        assert_eq!(window_length_ok(&w), Ok(()));
+        let w = daily(
+            "UTC",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(hours(7 * 24) + SignedDuration::from_secs(1)),
+        );
+        assert_eq!(window_length_ok(&w), Err(WindowLengthError::LongerThanWeek));
+        let w = daily(
+            "UTC",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(SignedDuration::MAX),
+        );
+        assert_eq!(window_length_ok(&w), Err(WindowLengthError::LongerThanWeek));
+    }
+
+    #[test]
+    fn end_times_are_always_accepted() {
+        for end in [time(2, 0, 0, 0), time(1, 0, 0, 0), time(3, 0, 0, 0)] {
+            let w = daily("Europe/Berlin", time(2, 0, 0, 0), WindowLength::End(end));
+            assert_eq!(window_length_ok(&w), Ok(()));
+        }
+    }
+
+    #[test]
+    fn length_errors_read_well() {
+        assert_eq!(
+            WindowLengthError::NotPositive.to_string(),
+            "duration must be more than zero"
+        );
+        assert_eq!(
+            WindowLengthError::LongerThanWeek.to_string(),
+            "duration must be at most 7 days"
+        );
+    }
+
+    // --- basic evaluation ---
+
+    #[test]
+    fn no_windows_no_freezes_is_always_open() {
+        let a = availability(&[], &[], utc("2026-06-01T12:00:00Z"));
+        assert_eq!(
+            a,
+            Availability {
+                open: true,
+                window_open: true,
+                closes_at: None,
+                next_open: None,
+                freeze: None
+            }
+        );
+        assert_eq!(
+            describe(&[], &[], &a, utc("2026-06-01T12:00:00Z")),
+            "no window (any time)"
+        );
+    }
+
+    #[test]
+    fn simple_daily_window_open_and_closed() {
+        let w = [daily("UTC", time(2, 0, 0, 0), WindowLength::Duration(hours(3)))];
+        let inside = availability(&w, &[], utc("2026-06-01T03:00:00Z"));
+        assert!(inside.open && inside.window_open);
+        assert_eq!(inside.closes_at, Some(utc("2026-06-01T05:00:00Z")));
+        assert_eq!(inside.next_open, None);
+
+        let before = availability(&w, &[], utc("2026-06-01T01:00:00Z"));
+        assert!(!before.open && !before.window_open);
+        assert_eq!(before.closes_at, None);
+        assert_eq!(before.next_open, Some(utc("2026-06-01T02:00:00Z")));
+
+        let after = availability(&w, &[], utc("2026-06-01T05:00:00Z"));
+        assert!(!after.open, "the end is exclusive");
+        assert_eq!(after.next_open, Some(utc("2026-06-02T02:00:00Z")));
+
+        let start = availability(&w, &[], utc("2026-06-01T02:00:00Z"));
+        assert!(start.open, "the start is inclusive");
+    }
+
+    #[test]
+    fn days_are_the_days_a_window_starts() {
+        // 2026-11-28 is a Saturday.
+        let w = [on(
+            &[Weekday::Saturday, Weekday::Sunday],
+            "Europe/Berlin",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        let tue = at("Europe/Berlin", 2026, 11, 24, 3, 0);
+        let a = availability(&w, &[], tue);
+        assert!(!a.open);
+        assert_eq!(a.next_open, Some(at("Europe/Berlin", 2026, 11, 28, 2, 0)));
+        let sun = availability(&w, &[], at("Europe/Berlin", 2026, 11, 29, 4, 59));
+        assert!(sun.open);
+        assert_eq!(sun.closes_at, Some(at("Europe/Berlin", 2026, 11, 29, 5, 0)));
+        let sun_after = availability(&w, &[], at("Europe/Berlin", 2026, 11, 29, 5, 0));
+        assert_eq!(sun_after.next_open, Some(at("Europe/Berlin", 2026, 12, 5, 2, 0)));
+    }
+
+    #[test]
+    fn a_week_long_window_started_seven_days_ago_is_still_seen() {
+        // Starts Mondays 00:00 UTC for exactly a week: always open, chained forever.
+        let w = [on(
+            &[Weekday::Monday],
+            "UTC",
+            time(0, 0, 0, 0),
+            WindowLength::Duration(hours(7 * 24)),
+        )];
+        // 2026-06-07 is a Sunday, 23:59: the occurrence started 2026-06-01.
+        let a = availability(&w, &[], utc("2026-06-07T23:59:00Z"));
+        assert!(a.open);
+        assert_eq!(a.closes_at, None, "chains beyond the horizon");
+    }
+
+    #[test]
+    fn empty_days_never_open() {
+        let w = [on(&[], "UTC", time(2, 0, 0, 0), WindowLength::Duration(hours(3)))];
+        let now = utc("2026-06-01T03:00:00Z");
+        let a = availability(&w, &[], now);
+        assert!(!a.open && !a.window_open);
+        assert_eq!(a.next_open, None);
+        assert_eq!(describe(&w, &[], &a, now), "window closed; never opens");
+    }
+
+    // --- midnight ---
+
+    #[test]
+    fn end_before_start_crosses_midnight_into_a_day_not_listed() {
+        // 2026-11-27 is a Friday.
+        let w = [on(
+            &[Weekday::Friday],
+            "UTC",
+            time(22, 0, 0, 0),
+            WindowLength::End(time(2, 0, 0, 0)),
+        )];
+        let sat_1 = availability(&w, &[], utc("2026-11-28T01:00:00Z"));
+        assert!(sat_1.open);
+        assert_eq!(sat_1.closes_at, Some(utc("2026-11-28T02:00:00Z")));
+        let sat_3 = availability(&w, &[], utc("2026-11-28T03:00:00Z"));
+        assert!(!sat_3.open);
+        assert_eq!(sat_3.next_open, Some(utc("2026-12-04T22:00:00Z")));
+        let fri_21 = availability(&w, &[], utc("2026-11-27T21:59:59Z"));
+        assert_eq!(fri_21.next_open, Some(utc("2026-11-27T22:00:00Z")));
+        // Thursday night is not a Friday start.
+        assert!(!availability(&w, &[], utc("2026-11-27T01:00:00Z")).open);
+    }
+
+    #[test]
+    fn end_equal_to_start_is_a_whole_day_and_daily_chains_forever() {
+        let w = [on(
+            &[Weekday::Monday],
+            "UTC",
+            time(6, 0, 0, 0),
+            WindowLength::End(time(6, 0, 0, 0)),
+        )];
+        // 2026-06-01 is a Monday.
+        let a = availability(&w, &[], utc("2026-06-02T05:59:00Z"));
+        assert!(a.open);
+        assert_eq!(a.closes_at, Some(utc("2026-06-02T06:00:00Z")));
+
+        let every_day = [daily(
+            "UTC",
+            time(6, 0, 0, 0),
+            WindowLength::End(time(6, 0, 0, 0)),
+        )];
+        let now = utc("2026-06-02T05:59:00Z");
+        let a = availability(&every_day, &[], now);
+        assert!(a.open);
+        assert_eq!(a.closes_at, None);
+        assert_eq!(
+            describe(&every_day, &[], &a, now),
+            "window open (no close within 15 days)"
+        );
+    }
+
+    // --- DST, Europe/Berlin 2026: 29 March 02:00 -> 03:00, 25 October 03:00 -> 02:00 ---
+
+    #[test]
+    fn berlin_spring_forward_start_in_the_gap_moves_forward() {
+        let w = [daily(
+            "Europe/Berlin",
+            time(2, 30, 0, 0),
+            WindowLength::Duration(hours(1)),
+        )];
+        let a = availability(&w, &[], utc("2026-03-28T23:00:00Z"));
+        let start = a.next_open.unwrap();
+        assert_eq!(local(start, "Europe/Berlin"), "2026-03-29 03:00 CEST");
+        assert_eq!(start, utc("2026-03-29T01:00:00Z"));
+        let inside = availability(&w, &[], start);
+        assert_eq!(inside.closes_at, Some(utc("2026-03-29T02:00:00Z")));
+        // The day before and after are ordinary.
+        let before = availability(&w, &[], utc("2026-03-28T00:00:00Z"));
+        assert_eq!(
+            local(before.next_open.unwrap(), "Europe/Berlin"),
+            "2026-03-28 02:30 CET"
+        );
+        let after = availability(&w, &[], utc("2026-03-29T12:00:00Z"));
+        assert_eq!(
+            local(after.next_open.unwrap(), "Europe/Berlin"),
+            "2026-03-30 02:30 CEST"
+        );
+    }
+
+    #[test]
+    fn berlin_fall_back_ambiguous_start_takes_the_earlier_instant() {
+        let w = [daily(
+            "Europe/Berlin",
+            time(2, 30, 0, 0),
+            WindowLength::Duration(hours(1)),
+        )];
+        let a = availability(&w, &[], utc("2026-10-24T22:00:00Z"));
+        // 02:30 CEST (+02:00), not 02:30 CET (+01:00).
+        assert_eq!(a.next_open, Some(utc("2026-10-25T00:30:00Z")));
+        assert_eq!(
+            local(a.next_open.unwrap(), "Europe/Berlin"),
+            "2026-10-25 02:30 CEST"
+        );
+    }
+
+    #[test]
+    fn berlin_duration_across_fall_back_is_elapsed_time() {
+        // 01:00 CEST + 3 elapsed hours = 03:00 CET, not 04:00: one wall hour earlier.
+        let w = [daily(
+            "Europe/Berlin",
+            time(1, 0, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        let a = availability(&w, &[], at("Europe/Berlin", 2026, 10, 25, 1, 30));
+        assert!(a.open);
+        let closes = a.closes_at.unwrap();
+        assert_eq!(local(closes, "Europe/Berlin"), "2026-10-25 03:00 CET");
+        assert_eq!(
+            closes.duration_since(at("Europe/Berlin", 2026, 10, 25, 1, 0)),
+            hours(3)
+        );
+    }
+
+    #[test]
+    fn berlin_duration_across_spring_forward_is_elapsed_time() {
+        // 01:00 CET + 3 elapsed hours = 05:00 CEST.
+        let w = [daily(
+            "Europe/Berlin",
+            time(1, 0, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        let a = availability(&w, &[], at("Europe/Berlin", 2026, 3, 29, 1, 30));
+        assert_eq!(
+            local(a.closes_at.unwrap(), "Europe/Berlin"),
+            "2026-03-29 05:00 CEST"
+        );
+    }
+
+    #[test]
+    fn berlin_end_time_across_dst_is_wall_clock() {
+        // 01:00 to 05:00 wall clock: 3 elapsed hours in spring, 5 in autumn.
+        let w = [daily(
+            "Europe/Berlin",
+            time(1, 0, 0, 0),
+            WindowLength::End(time(5, 0, 0, 0)),
+        )];
+        let spring_start = at("Europe/Berlin", 2026, 3, 29, 1, 0);
+        let a = availability(&w, &[], spring_start);
+        assert_eq!(
+            local(a.closes_at.unwrap(), "Europe/Berlin"),
+            "2026-03-29 05:00 CEST"
+        );
+        assert_eq!(a.closes_at.unwrap().duration_since(spring_start), hours(3));
+
+        let autumn_start = at("Europe/Berlin", 2026, 10, 25, 1, 0);
+        let a = availability(&w, &[], autumn_start);
+        assert_eq!(
+            local(a.closes_at.unwrap(), "Europe/Berlin"),
+            "2026-10-25 05:00 CET"
+        );
+        assert_eq!(a.closes_at.unwrap().duration_since(autumn_start), hours(5));
+    }
+
+    #[test]
+    fn berlin_end_in_the_gap_moves_forward() {
+        // end 02:30 does not exist on 29 March: the window ends at 03:00 CEST.
+        let w = [daily(
+            "Europe/Berlin",
+            time(1, 0, 0, 0),
+            WindowLength::End(time(2, 30, 0, 0)),
+        )];
+        let a = availability(&w, &[], at("Europe/Berlin", 2026, 3, 29, 1, 0));
+        assert_eq!(
+            local(a.closes_at.unwrap(), "Europe/Berlin"),
+            "2026-03-29 03:00 CEST"
+        );
+        assert_eq!(a.closes_at, Some(utc("2026-03-29T01:00:00Z")));
+    }
+
+    #[test]
+    fn an_occurrence_collapsed_by_the_gap_is_skipped() {
+        // 02:15 to 02:45 both fall into the gap and resolve to 03:00: no window that night.
+        let w = [daily(
+            "Europe/Berlin",
+            time(2, 15, 0, 0),
+            WindowLength::End(time(2, 45, 0, 0)),
+        )];
+        let a = availability(&w, &[], utc("2026-03-28T22:00:00Z"));
+        assert!(!a.open);
+        assert_eq!(
+            local(a.next_open.unwrap(), "Europe/Berlin"),
+            "2026-03-30 02:15 CEST"
+        );
+    }
+
+    // --- DST, America/New_York 2026: 8 March 02:00 -> 03:00, 1 November 02:00 -> 01:00 ---
+
+    #[test]
+    fn new_york_spring_forward_start_in_the_gap_moves_forward() {
+        let w = [daily(
+            "America/New_York",
+            time(2, 30, 0, 0),
+            WindowLength::Duration(hours(2)),
+        )];
+        let a = availability(&w, &[], at("America/New_York", 2026, 3, 8, 0, 0));
+        let start = a.next_open.unwrap();
+        assert_eq!(local(start, "America/New_York"), "2026-03-08 03:00 EDT");
+        assert_eq!(start, utc("2026-03-08T07:00:00Z"));
+    }
+
+    #[test]
+    fn new_york_fall_back_ambiguous_start_takes_the_earlier_instant() {
+        let w = [daily(
+            "America/New_York",
+            time(1, 30, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        let a = availability(&w, &[], at("America/New_York", 2026, 11, 1, 0, 0));
+        let start = a.next_open.unwrap();
+        // 01:30 EDT (-04:00) = 05:30 UTC; the later 01:30 EST would be 06:30 UTC.
+        assert_eq!(start, utc("2026-11-01T05:30:00Z"));
+        assert_eq!(local(start, "America/New_York"), "2026-11-01 01:30 EDT");
+        // 3 elapsed hours end at 03:30 EST: wall-clock 01:30 + 2h.
+        let inside = availability(&w, &[], start);
+        assert_eq!(inside.closes_at, Some(utc("2026-11-01T08:30:00Z")));
+        assert_eq!(
+            local(inside.closes_at.unwrap(), "America/New_York"),
+            "2026-11-01 03:30 EST"
+        );
+        // The second 01:30 (EST) is inside the window, which does not start again then.
+        let second = utc("2026-11-01T06:30:00Z");
+        let again = availability(&w, &[], second);
+        assert!(again.open);
+        assert_eq!(again.closes_at, Some(utc("2026-11-01T08:30:00Z")));
+    }
+
+    #[test]
+    fn new_york_end_time_across_fall_back_is_wall_clock() {
+        // 00:00 to 04:00 wall clock is 5 elapsed hours on 1 November.
+        let w = [daily(
+            "America/New_York",
+            time(0, 0, 0, 0),
+            WindowLength::End(time(4, 0, 0, 0)),
+        )];
+        let start = at("America/New_York", 2026, 11, 1, 0, 0);
+        let a = availability(&w, &[], start);
+        assert_eq!(a.closes_at.unwrap().duration_since(start), hours(5));
+        assert_eq!(
+            local(a.closes_at.unwrap(), "America/New_York"),
+            "2026-11-01 04:00 EST"
+        );
+    }
+
+    #[test]
+    fn new_york_midnight_crossing_end_across_spring_forward() {
+        // Saturday 22:00 to Sunday 04:00 over the 8 March gap: 5 elapsed hours.
+        let w = [on(
+            &[Weekday::Saturday],
+            "America/New_York",
+            time(22, 0, 0, 0),
+            WindowLength::End(time(4, 0, 0, 0)),
+        )];
+        let start = at("America/New_York", 2026, 3, 7, 22, 0);
+        let a = availability(&w, &[], start);
+        assert!(a.open);
+        assert_eq!(a.closes_at.unwrap().duration_since(start), hours(5));
+        assert_eq!(
+            local(a.closes_at.unwrap(), "America/New_York"),
+            "2026-03-08 04:00 EDT"
+        );
+    }
+
+    #[test]
+    fn ambiguous_end_takes_the_earlier_instant() {
+        // end 01:30 on 1 November is the first 01:30 (EDT).
+        let w = [daily(
+            "America/New_York",
+            time(23, 0, 0, 0),
+            WindowLength::End(time(1, 30, 0, 0)),
+        )];
+        let a = availability(&w, &[], at("America/New_York", 2026, 10, 31, 23, 0));
+        assert_eq!(a.closes_at, Some(utc("2026-11-01T05:30:00Z")));
+    }
+
+    #[test]
+    fn half_hour_gap_moves_to_its_end_not_by_its_length() {
+        // Australia/Lord_Howe jumps 02:00 -> 02:30 on 4 October 2026. A 02:15 start becomes
+        // 02:30 (where the gap ends), not 02:45 (jiff's `compatible`).
+        let w = [daily(
+            "Australia/Lord_Howe",
+            time(2, 15, 0, 0),
+            WindowLength::Duration(hours(1)),
+        )];
+        let a = availability(&w, &[], at("Australia/Lord_Howe", 2026, 10, 4, 0, 0));
+        let start = a.next_open.unwrap();
+        assert_eq!(local(start, "Australia/Lord_Howe"), "2026-10-04 02:30 +11");
+        let compatible = date(2026, 10, 4)
+            .at(2, 15, 0, 0)
+            .in_tz("Australia/Lord_Howe")
+            .unwrap();
+        assert_eq!(compatible.strftime("%H:%M").to_string(), "02:45");
+    }
+
+    // --- several windows ---
+
+    #[test]
+    fn overlapping_windows_are_one_open_period() {
+        let w = [
+            daily("UTC", time(1, 0, 0, 0), WindowLength::Duration(hours(3))),
+            daily("UTC", time(3, 0, 0, 0), WindowLength::Duration(hours(3))),
+        ];
+        let a = availability(&w, &[], utc("2026-06-01T01:30:00Z"));
+        assert!(a.open);
+        assert_eq!(a.closes_at, Some(utc("2026-06-01T06:00:00Z")));
+        let b = availability(&w, &[], utc("2026-06-01T06:00:00Z"));
+        assert_eq!(b.next_open, Some(utc("2026-06-02T01:00:00Z")));
+    }
+
+    #[test]
+    fn adjacent_windows_chain_even_across_zones() {
+        // 01:00-03:00 UTC, then Berlin 05:00-06:00 CEST = 03:00-04:00 UTC, then 04:00-05:00
+        // UTC: each starts exactly when the one before ends.
+        let w = [
+            daily("UTC", time(1, 0, 0, 0), WindowLength::End(time(3, 0, 0, 0))),
+            daily(
+                "Europe/Berlin",
+                time(5, 0, 0, 0),
+                WindowLength::End(time(6, 0, 0, 0)),
+            ),
+            daily("UTC", time(4, 0, 0, 0), WindowLength::Duration(hours(1))),
+        ];
+        let a = availability(&w, &[], utc("2026-06-01T01:00:00Z"));
+        assert!(a.open);
+        assert_eq!(a.closes_at, Some(utc("2026-06-01T05:00:00Z")));
+        let now = utc("2026-06-01T01:00:00Z");
+        assert_eq!(describe(&w, &[], &a, now), "window open until 05:00 UTC");
+    }
+
+    #[test]
+    fn the_earlier_of_two_windows_is_next() {
+        let w = [
+            daily("UTC", time(20, 0, 0, 0), WindowLength::Duration(hours(1))),
+            daily("UTC", time(8, 0, 0, 0), WindowLength::Duration(hours(1))),
+        ];
+        let a = availability(&w, &[], utc("2026-06-01T12:00:00Z"));
+        assert_eq!(a.next_open, Some(utc("2026-06-01T20:00:00Z")));
+        let a = availability(&w, &[], utc("2026-06-01T21:00:00Z"));
+        assert_eq!(a.next_open, Some(utc("2026-06-02T08:00:00Z")));
+    }
+
+    // --- freezes ---
+
+    #[test]
+    fn freeze_inside_an_open_window_closes_it_early() {
+        let w = [daily("UTC", time(0, 0, 0, 0), WindowLength::Duration(hours(6)))];
+        let f = [freeze("2026-06-01T03:00:00Z", "2026-06-03T04:00:00Z", "incident")];
+        let a = availability(&w, &f, utc("2026-06-01T01:00:00Z"));
+        assert!(a.open);
+        assert_eq!(a.closes_at, Some(utc("2026-06-01T03:00:00Z")));
+
+        let frozen = availability(&w, &f, utc("2026-06-01T03:00:00Z"));
+        assert!(!frozen.open);
+        assert!(frozen.window_open, "the window itself is open");
+        assert_eq!(frozen.freeze, Some(0));
+        // The freeze ends inside the 3 June window: open from the freeze's end.
+        assert_eq!(frozen.next_open, Some(utc("2026-06-03T04:00:00Z")));
+        assert_eq!(frozen.closes_at, None);
+
+        // At the freeze's end (exclusive) it is open again until the window ends.
+        let after = availability(&w, &f, utc("2026-06-03T04:00:00Z"));
+        assert!(after.open);
+        assert_eq!(after.freeze, None);
+        assert_eq!(after.closes_at, Some(utc("2026-06-03T06:00:00Z")));
+    }
+
+    #[test]
+    fn freeze_ending_outside_a_window_opens_at_the_next_window() {
+        let w = [on(
+            &[Weekday::Monday],
+            "Europe/Berlin",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        let f = [freeze(
+            "2026-12-20T00:00:00Z",
+            "2027-01-04T00:00:00Z",
+            "year-end freeze",
+        )];
+        let now = utc("2026-12-22T21:30:00Z");
+        let a = availability(&w, &f, now);
+        assert!(!a.open && !a.window_open);
+        assert_eq!(a.freeze, Some(0));
+        // Monday 4 January 2027 02:00 CET.
+        assert_eq!(a.next_open, Some(utc("2027-01-04T01:00:00Z")));
+        assert_eq!(
+            describe(&w, &f, &a, now),
+            "frozen until 2027-01-04 00:00 UTC (year-end freeze); opens Mon 2027-01-04 02:00 CET (in 12d 3h)"
+        );
+    }
+
+    #[test]
+    fn a_freeze_longer_than_the_horizon_still_finds_the_next_window() {
+        let w = [on(
+            &[Weekday::Sunday],
+            "UTC",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(hours(1)),
+        )];
+        let f = [freeze("2026-01-01T00:00:00Z", "2026-07-01T00:00:00Z", "")];
+        let a = availability(&w, &f, utc("2026-02-01T00:00:00Z"));
+        // 2026-07-05 is the first Sunday after the freeze.
+        assert_eq!(a.next_open, Some(utc("2026-07-05T02:00:00Z")));
+    }
+
+    #[test]
+    fn no_windows_with_a_freeze() {
+        let f = [freeze(
+            "2026-12-20T00:00:00Z",
+            "2027-01-04T00:00:00Z",
+            "year-end freeze",
+        )];
+        let before = utc("2026-12-19T12:00:00Z");
+        let a = availability(&[], &f, before);
+        assert!(a.open && a.window_open);
+        assert_eq!(a.closes_at, Some(utc("2026-12-20T00:00:00Z")));
+        assert_eq!(
+            describe(&[], &f, &a, before),
+            "no window (any time) until 2026-12-20 00:00 UTC, then frozen (year-end freeze)"
+        );
+
+        let during = utc("2026-12-24T00:00:00Z");
+        let a = availability(&[], &f, during);
+        assert!(!a.open && a.window_open);
+        assert_eq!(a.freeze, Some(0));
+        assert_eq!(a.next_open, Some(utc("2027-01-04T00:00:00Z")));
+        assert_eq!(
+            describe(&[], &f, &a, during),
+            "frozen until 2027-01-04 00:00 UTC (year-end freeze); opens Mon 2027-01-04 00:00 UTC (in 11d)"
+        );
+
+        let after = availability(&[], &f, utc("2027-01-04T00:00:00Z"));
+        assert!(after.open);
+        assert_eq!(after.closes_at, None);
+    }
+
+    #[test]
+    fn chained_and_overlapping_freezes_are_one() {
+        let f = [
+            freeze("2026-12-20T00:00:00Z", "2026-12-27T00:00:00Z", "first"),
+            freeze("2026-12-27T00:00:00Z", "2027-01-02T00:00:00Z", "second"),
+            freeze("2026-12-30T00:00:00Z", "2027-01-04T00:00:00Z", "third"),
+        ];
+        let a = availability(&[], &f, utc("2026-12-21T00:00:00Z"));
+        assert_eq!(a.freeze, Some(0));
+        assert_eq!(a.next_open, Some(utc("2027-01-04T00:00:00Z")));
+        let b = availability(&[], &f, utc("2026-12-31T00:00:00Z"));
+        assert_eq!(b.freeze, Some(1), "the first freeze in order that covers now");
+    }
+
+    #[test]
+    fn a_past_freeze_changes_nothing() {
+        let w = [daily("UTC", time(2, 0, 0, 0), WindowLength::Duration(hours(3)))];
+        let f = [freeze("2020-01-01T00:00:00Z", "2020-02-01T00:00:00Z", "old")];
+        let now = utc("2026-06-01T03:00:00Z");
+        assert_eq!(availability(&w, &f, now), availability(&w, &[], now));
+    }
+
+    #[test]
+    fn an_inverted_freeze_covers_nothing() {
+        let f = [freeze(
+            "2026-06-02T00:00:00Z",
+            "2026-06-01T00:00:00Z",
+            "backwards",
+        )];
+        let a = availability(&[], &f, utc("2026-06-01T12:00:00Z"));
+        assert!(a.open);
+        assert_eq!(a.freeze, None);
+    }
+
+    // --- describe ---
+
+    #[test]
+    fn describe_open_until_in_the_closing_windows_zone() {
+        let w = [
+            // 01:00-02:00 UTC lies inside the Berlin window, which alone decides the close.
+            daily("UTC", time(1, 0, 0, 0), WindowLength::Duration(hours(1))),
+            on(
+                &[Weekday::Saturday],
+                "Europe/Berlin",
+                time(2, 0, 0, 0),
+                WindowLength::Duration(hours(3)),
+            ),
+        ];
+        let now = at("Europe/Berlin", 2026, 11, 28, 2, 30);
+        let a = availability(&w, &[], now);
+        assert_eq!(describe(&w, &[], &a, now), "window open until 05:00 CET");
+    }
+
+    #[test]
+    fn describe_closed_with_countdown() {
+        let w = [on(
+            &[Weekday::Saturday, Weekday::Sunday],
+            "Europe/Berlin",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        // Sunday 22 November 05:59 CET; the next start is Saturday 02:00 CET, 5d 20h 1m later.
+        let now = at("Europe/Berlin", 2026, 11, 22, 5, 0) + SignedDuration::from_mins(59);
+        let a = availability(&w, &[], now);
+        assert_eq!(
+            describe(&w, &[], &a, now),
+            "window closed; opens Sat 2026-11-28 02:00 CET (in 5d 20h)"
+        );
+    }
+
+    #[test]
+    fn describe_summer_time_abbreviation() {
+        let w = [daily(
+            "Europe/Berlin",
+            time(2, 0, 0, 0),
+            WindowLength::Duration(hours(3)),
+        )];
+        let now = at("Europe/Berlin", 2026, 7, 1, 1, 0);
+        let a = availability(&w, &[], now);
+        assert_eq!(
+            describe(&w, &[], &a, now),
+            "window closed; opens Wed 2026-07-01 02:00 CEST (in 1h)"
+        );
+    }
+
+    #[test]
+    fn describe_far_close_shows_the_date() {
+        let w = [on(
+            &[Weekday::Monday],
+            "UTC",
+            time(0, 0, 0, 0),
+            WindowLength::Duration(hours(7 * 24) - SignedDuration::from_mins(1)),
+        )];
+        let now = utc("2026-06-01T00:00:00Z");
+        let a = availability(&w, &[], now);
+        assert_eq!(
+            describe(&w, &[], &a, now),
+            "window open until Sun 2026-06-07 23:59 UTC"
+        );
+        // Six days exactly is still the short form.
+        let w = [on(
+            &[Weekday::Monday],
+            "UTC",
+            time(0, 0, 0, 0),
+            WindowLength::Duration(hours(6 * 24)),
+        )];
+        let a = availability(&w, &[], now);
+        assert_eq!(describe(&w, &[], &a, now), "window open until 00:00 UTC");
+    }
+
+    #[test]
+    fn describe_window_cut_by_a_freeze() {
+        let w = [daily(
+            "Europe/Berlin",
+            time(0, 0, 0, 0),
+            WindowLength::Duration(hours(6)),
+        )];
+        let f = [freeze("2026-06-01T01:00:00Z", "2026-06-02T00:00:00Z", "")];
+        let now = utc("2026-06-01T00:00:00Z");
+        let a = availability(&w, &f, now);
+        assert_eq!(a.closes_at, Some(utc("2026-06-01T01:00:00Z")));
+        assert_eq!(
+            describe(&w, &f, &a, now),
+            "window open until 2026-06-01 01:00 UTC, then frozen"
+        );
+    }
+
+    #[test]
+    fn describe_frozen_inside_a_window_opens_in_that_windows_zone() {
+        let w = [daily(
+            "America/New_York",
+            time(0, 0, 0, 0),
+            WindowLength::Duration(hours(6)),
+        )];
+        let f = [freeze(
+            "2026-06-01T04:00:00Z",
+            "2026-06-01T06:00:00Z",
+            "deploy review",
+        )];
+        let now = utc("2026-06-01T05:00:00Z");
+        let a = availability(&w, &f, now);
+        assert_eq!(
+            describe(&w, &f, &a, now),
+            "frozen until 2026-06-01 06:00 UTC (deploy review); opens Mon 2026-06-01 02:00 EDT (in 1h)"
+        );
+    }
+
+    // --- countdown ---
+
+    #[test]
+    fn countdown_two_units_rounded_down() {
+        let c = |s: i64| format_countdown(SignedDuration::from_secs(s));
+        assert_eq!(c(5 * 86_400 + 20 * 3_600 + 59 * 60 + 59), "in 5d 20h");
+        assert_eq!(c(3 * 3_600 + 12 * 60 + 59), "in 3h 12m");
+        assert_eq!(c(45), "in 45s");
+        assert_eq!(c(60), "in 1m");
+        assert_eq!(c(61), "in 1m 1s");
+        assert_eq!(c(86_400 + 59), "in 1d");
+        assert_eq!(c(0), "in 0s");
+        assert_eq!(c(-300), "5m ago");
+        assert_eq!(format_countdown(SignedDuration::from_millis(999)), "in 0s");
+        assert_eq!(
+            format_countdown(SignedDuration::MIN),
+            format_countdown(SignedDuration::MIN)
+        );
+    }
+
+    // --- properties ---
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const ZONES: &[&str] = &[
+            "UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+        ];
+
+        /// 2025-10-01T00:00:00Z: two years of instants from here cover several transitions.
+        const BASE: i64 = 1_759_276_800;
+        const SPAN: i64 = 2 * 365 * 86_400;
+
+        fn window() -> impl Strategy<Value = Window> {
+            let days = prop::option::of(prop::collection::vec(0i8..7, 0..4));
+            let start = (0i8..24, prop::sample::select(vec![0i8, 15, 30, 45]));
+            let length = prop_oneof![
+                (60i64..=7 * 86_400).prop_map(|s| WindowLength::Duration(SignedDuration::from_secs(s))),
+                (1i64..=8 * 3_600).prop_map(|s| WindowLength::Duration(SignedDuration::from_secs(s))),
+                (0i8..24, prop::sample::select(vec![0i8, 15, 30, 45]))
+                    .prop_map(|(h, m)| WindowLength::End(time(h, m, 0, 0))),
+            ];
+            (days, start, length, prop::sample::select(ZONES)).prop_map(|(days, (h, m), length, zone)| {
+                Window {
+                    days: days.map(|d| {
+                        d.into_iter()
+                            .map(|n| Weekday::from_monday_zero_offset(n).unwrap())
+                            .collect()
+                    }),
+                    start: time(h, m, 0, 0),
+                    length,
+                    timezone: TimeZone::get(zone).unwrap(),
+                }
+            })
+        }
+
+        /// A freeze as (start relative to `now`, length), so that freezes cover, precede and
+        /// follow `now` often.
+        fn freeze() -> impl Strategy<Value = (i64, i64)> {
+            (-45 * 86_400i64..20 * 86_400, 1i64..40 * 86_400)
+        }
+
+        /// The rule of DESIGN 6.4 done the slow way: an existing local time is taken as it is
+        /// (the earlier instant if it is ambiguous); one that does not exist becomes the
+        /// earliest instant whose local time is later, found by bisection.
+        fn reference_resolve(tz: &TimeZone, local: jiff::civil::DateTime) -> Timestamp {
+            let z = local.to_zoned(tz.clone()).unwrap();
+            if z.datetime() == local {
+                return z.timestamp();
+            }
+            let (mut lo, mut hi) = (z.timestamp() - hours(2), z.timestamp());
+            while hi.duration_since(lo) > SignedDuration::from_secs(1) {
+                let mid = lo + hi.duration_since(lo) / 2;
+                if mid.to_zoned(tz.clone()).datetime() >= local {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            hi
+        }
+
+        /// Independent of the implementation's enumeration: every occurrence starting on any
+        /// local date near `t`, checked directly.
+        fn in_some_occurrence(windows: &[Window], t: Timestamp) -> bool {
+            windows.iter().any(|w| {
+                let today = t.to_zoned(w.timezone.clone()).date();
+                (-8..=1).any(|off| {
+                    let d = today.checked_add(jiff::Span::new().days(off)).unwrap();
+                    if w.days.as_ref().is_some_and(|days| !days.contains(&d.weekday())) {
+                        return false;
+                    }
+                    let start = reference_resolve(&w.timezone, d.to_datetime(w.start));
+                    let end = match w.length {
+                        WindowLength::Duration(len) => start + len,
+                        WindowLength::End(e) => {
+                            let ed = if e > w.start { d } else { d.tomorrow().unwrap() };
+                            reference_resolve(&w.timezone, ed.to_datetime(e))
+                        }
+                    };
+                    start <= t && t < end
+                })
+            })
+        }
+
+        fn frozen(freezes: &[Freeze], t: Timestamp) -> bool {
+            freezes.iter().any(|f| f.from <= t && t < f.until)
+        }
+
+        fn open_by_definition(windows: &[Window], freezes: &[Freeze], t: Timestamp) -> bool {
+            (windows.is_empty() || in_some_occurrence(windows, t)) && !frozen(freezes, t)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            #[test]
+            fn availability_agrees_with_the_rules(
+                windows in prop::collection::vec(window(), 0..4),
+                freezes in prop::collection::vec(freeze(), 0..3),
+                now in 0..SPAN,
+                samples in prop::collection::vec(0.0f64..1.0, 12),
+            ) {
+                let now = Timestamp::from_second(BASE + now).unwrap();
+                let freezes: Vec<Freeze> = freezes
+                    .into_iter()
+                    .map(|(offset, len)| Freeze {
+                        from: now + SignedDuration::from_secs(offset),
+                        until: now + SignedDuration::from_secs(offset + len),
+                        reason: String::new(),
+                    })
+                    .collect();
+                let a = availability(&windows, &freezes, now);
+
+                prop_assert_eq!(a.open, open_by_definition(&windows, &freezes, now));
+                prop_assert_eq!(a.window_open, windows.is_empty() || in_some_occurrence(&windows, now));
+                prop_assert_eq!(a.freeze.is_some(), frozen(&freezes, now));
+                if let Some(i) = a.freeze {
+                    prop_assert!(freezes[i].from <= now && now < freezes[i].until);
+                }
+
+                if a.open {
+                    prop_assert!(a.next_open.is_none());
+                    if let Some(c) = a.closes_at {
+                        prop_assert!(c > now);
+                        prop_assert!(!availability(&windows, &freezes, c).open, "open at closes_at");
+                        prop_assert!(!open_by_definition(&windows, &freezes, c));
+                        let span = c.duration_since(now).as_secs_f64();
+                        for f in &samples {
+                            let t = now + SignedDuration::from_secs_f64(span * f);
+                            prop_assert!(open_by_definition(&windows, &freezes, t), "closed before closes_at");
+                        }
+                    }
+                } else {
+                    prop_assert!(a.closes_at.is_none());
+                    if let Some(n) = a.next_open {
+                        prop_assert!(n > now);
+                        prop_assert!(availability(&windows, &freezes, n).open, "not open at next_open");
+                        prop_assert!(open_by_definition(&windows, &freezes, n));
+                        let span = n.duration_since(now).as_secs_f64();
+                        for f in &samples {
+                            let t = now + SignedDuration::from_secs_f64(span * f);
+                            if t < n {
+                                prop_assert!(!availability(&windows, &freezes, t).open, "open before next_open");
+                                prop_assert!(!open_by_definition(&windows, &freezes, t));
+                            }
+                        }
+                    } else {
+                        // Never: no window has an occurrence at all.
+                        prop_assert!(!windows.is_empty());
+                    }
+                }
+                let text = describe(&windows, &freezes, &a, now);
+                prop_assert!(!text.is_empty());
+            }
+        }
+    }
 }

@@ -16,7 +16,9 @@ impl TestFleet {
     /// A small valid fleet: environments staging and prod, runtime `greeter` 1.0.0 and 2.0.0,
     /// hosts on the local transport with roots under `roots/`.
     pub fn new() -> TestFleet {
-        let f = TestFleet { dir: tempfile::tempdir().expect("tempdir") };
+        let f = TestFleet {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
         f.write(
             "flotilla.toml",
             "[fleet]\nname = \"acme\"\npromotion = [\"staging\", \"prod\"]\n\n[defaults]\ntransport = \"local\"\n",
@@ -73,14 +75,25 @@ impl TestFleet {
             .expect("git init");
         std::fs::write(self.path().join(".gitignore"), "roots/\n").expect("gitignore");
         let mut index = repo.index().expect("index");
-        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).expect("add");
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .expect("add");
         index.update_all(["*"], None).expect("update");
         index.write().expect("write index");
-        let tree = repo.find_tree(index.write_tree().expect("tree")).expect("find tree");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("find tree");
         let sig = git2::Signature::now("Test", "test@example.invalid").expect("sig");
-        let parents: Vec<git2::Commit> = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).into_iter().collect();
+        let parents: Vec<git2::Commit> = repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
         let parents: Vec<&git2::Commit> = parents.iter().collect();
-        repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents).expect("commit").to_string()
+        repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .expect("commit")
+            .to_string()
     }
 
     /// Makes a host look as if Flotilla had installed `runtime` at `version` and written
@@ -93,7 +106,10 @@ impl TestFleet {
             std::fs::create_dir_all(dir.join(v)).expect("mkdir version");
             let _ = std::fs::remove_file(dir.join("current"));
             std::os::unix::fs::symlink(v, dir.join("current")).expect("symlink");
-            rt_json.push(format!("\"{rt}\": {{\"active\": \"{v}\", \"previous\": null, \"sha256\": \"{}\"}}", "1".repeat(64)));
+            rt_json.push(format!(
+                "\"{rt}\": {{\"active\": \"{v}\", \"previous\": null, \"sha256\": \"{}\"}}",
+                "1".repeat(64)
+            ));
         }
         let mut file_json = Vec::new();
         for (path, content) in files {
@@ -125,7 +141,9 @@ pub fn set_mode(p: &Path, mode: u32) {
 /// The real `flotilla` binary, with colour and the environment kept out of the way.
 pub fn flotilla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    c.env("NO_COLOR", "1").env_remove("FLOTILLA_STATE_DIR").env_remove("FLOTILLA_LOG");
+    c.env("NO_COLOR", "1")
+        .env_remove("FLOTILLA_STATE_DIR")
+        .env_remove("FLOTILLA_LOG");
     c
 }
 
