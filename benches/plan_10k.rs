@@ -96,13 +96,15 @@ fn peak_rss_mib() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke test.
+    let full = args.iter().any(|a| a == "--bench");
     let hosts = args
         .iter()
         .position(|a| a == "--hosts")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
-    let iterations = 5;
+        .unwrap_or(if full { 10_000 } else { 300 });
+    let iterations = if full { 5 } else { 1 };
     let dir = tempfile::tempdir().expect("tempdir");
     gen_fleet::generate(dir.path(), hosts, 50).expect("generate the fleet");
 

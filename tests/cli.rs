@@ -458,3 +458,76 @@ fn demo_fleet_is_valid_and_plans() {
         r.stdout
     );
 }
+
+#[test]
+fn at_evaluates_windows_at_another_time() {
+    let f = two_hosts();
+    f.write(
+        "environments/prod.toml",
+        "[runtimes]\ngreeter = \"1.0.0\"\n\n[[window]]\ndays = [\"sat\"]\nstart = \"02:00\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n",
+    );
+    f.commit("window");
+    let prod = |at: &str| -> serde_json::Value {
+        let r = run(flotilla()
+            .args(["plan", "--format", "json", "--env", "prod", "--at", at])
+            .arg(f.path()));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        plan["environments"][0].clone()
+    };
+    // Saturday 2026-11-28 03:00 CET is inside the window.
+    let open = prod("2026-11-28T03:00:00+01:00");
+    assert_eq!(open["window"]["open"], true);
+    assert_eq!(open["window"]["closes_at"], "2026-11-28T04:00:00Z");
+    assert!(open["waiting"].is_null());
+    // Friday is outside it: the changes wait, and the plan says until when.
+    let closed = prod("2026-11-27T12:00:00Z");
+    assert_eq!(closed["window"]["open"], false);
+    assert_eq!(closed["window"]["next_open"], "2026-11-28T01:00:00Z");
+    assert!(
+        closed["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("opens Sat 2026-11-28 02:00 CET"),
+        "{closed}"
+    );
+    let r = run(flotilla().args(["plan", "--at", "next tuesday"]).arg(f.path()));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--at next tuesday: not a time"), "{}", r.stderr);
+}
+
+#[test]
+fn interrupted_transactions_and_hostile_names_are_reported_safely() {
+    let f = two_hosts();
+    f.commit("initial");
+    f.converge(
+        "stg-01",
+        &[("greeter", "2.0.0")],
+        &[("/etc/app.conf", "name = stg-01\nworkers = 8\n")],
+    );
+    let state_path = f.root("stg-01").join("var/lib/flotilla/state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    std::fs::write(
+        &state_path,
+        state.replacen('{', "{\"pending\": {\"epoch\": 2},", 1),
+    )
+    .unwrap();
+    // A directory name with a newline and an escape sequence must not break the probe's output.
+    let rt = f.root("stg-01").join("opt/flotilla/runtimes");
+    std::fs::create_dir_all(rt.join("evil\nruntime \u{1b}[2J 5")).unwrap();
+    std::fs::create_dir_all(rt.join("greeter/bad\nversion")).unwrap();
+    let r = run(flotilla().args(["plan", "--host", "stg-01"]).arg(f.path()));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("warning: a transaction was interrupted here"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains('\u{1b}'), "{:?}", r.stdout);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+
+    // A corrupt state.json is reported, not trusted.
+    std::fs::write(&state_path, "{ not json").unwrap();
+    let r = run(flotilla().args(["plan", "--host", "stg-01"]).arg(f.path()));
+    assert!(r.stdout.contains("state.json is not valid"), "{}", r.stdout);
+}
