@@ -32,7 +32,7 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
     }
     let _ = writeln!(
         head,
-        "| Environment | Hosts changed | Waves | Window |\n|---|---|---|---|"
+        "| Environment | Hosts changed | Waves | Window | Earliest start |\n|---|---|---|---|---|"
     );
     for env in &plan.environments {
         let changed = plan
@@ -40,9 +40,15 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             .iter()
             .filter(|h| h.environment == env.name && !h.changes.is_empty())
             .count();
+        let earliest = match (changed, env.waiting.is_some(), env.window.next_open) {
+            (0, _, _) => "—".to_owned(),
+            (_, false, _) => "now".to_owned(),
+            (_, true, Some(t)) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            (_, true, None) => "not within the horizon".to_owned(),
+        };
         let _ = writeln!(
             head,
-            "| {} | {changed} | {} | {} |",
+            "| {} | {changed} | {} | {} | {earliest} |",
             cell(&env.name),
             env.waves.len(),
             cell(&env.view.window)
