@@ -312,6 +312,25 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
     })
 }
 
+fn normal_root(root: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in root.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if root.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
 /// Resolves every host and checks fleet-wide uniqueness of (address, port, root).
 pub fn resolve_all(fleet: &Fleet) -> Result<Vec<DesiredHost>, Vec<Diagnostic>> {
     let mut diags = Vec::new();
@@ -320,17 +339,25 @@ pub fn resolve_all(fleet: &Fleet) -> Result<Vec<DesiredHost>, Vec<Diagnostic>> {
     for host in &fleet.hosts {
         match resolve_host(fleet, host) {
             Ok(d) => {
-                let key = (
-                    d.address.clone(),
-                    d.settings.port.value,
-                    d.settings.root.value.clone(),
-                );
+                // The same machine and directory, however the root is spelled; local hosts
+                // all share this machine, so only their roots tell them apart.
+                let root = normal_root(&d.settings.root.value);
+                let key = match d.settings.transport.value {
+                    TransportKind::Local => (String::new(), 0, root),
+                    TransportKind::Ssh => (d.address.clone(), d.settings.port.value, root),
+                };
                 if let Some(first) = endpoints.get(&key) {
                     diags.push(
-                        Diagnostic::new(format!(
-                            "hosts `{}` and `{}` share address {}, port {} and root {}",
-                            first.name, host.name, key.0, key.1, key.2
-                        ))
+                        Diagnostic::new(match d.settings.transport.value {
+                            TransportKind::Local => format!(
+                                "hosts `{}` and `{}` share root {} on this machine (local transport)",
+                                first.name, host.name, key.2
+                            ),
+                            TransportKind::Ssh => format!(
+                                "hosts `{}` and `{}` share address {}, port {} and root {}",
+                                first.name, host.name, key.0, key.1, key.2
+                            ),
+                        })
                         .at(&host.origin.file, host.origin.span.clone())
                         .label("two hosts would manage the same machine and directories")
                         .help("give each host its own address, port or root"),

@@ -698,8 +698,6 @@ fn duplicate_address_port_root() {
 }
 
 #[test]
-#[ignore = "library bug: (address, port, root) compares `root` as written, so \"/srv/a\" and \"/srv/a/\" \
-            (the same directory) are not caught (src/resolve.rs resolve_all)"]
 fn duplicate_address_port_root_after_normalisation() {
     let m = Manifests::minimal().append(
         "hosts/prod.toml",
@@ -771,9 +769,6 @@ fn unknown_runtime_and_unknown_version() {
 }
 
 #[test]
-#[ignore = "library bug: a version whose own entry has an error is dropped, and every pin of it is then \
-            reported as `runtime has no version` with an empty `known versions:` list \
-            (src/manifest/validate.rs runtime() + runtime_pins())"]
 fn broken_version_is_not_reported_as_missing() {
     let m = Manifests::minimal().replace("runtimes/greeter.toml", SHA1, "abc");
     let report = m.errors();
@@ -1565,8 +1560,6 @@ fn identity_file_inside_repository() {
 }
 
 #[test]
-#[ignore = "library bug: the inside-the-repository check compares path components without resolving `..`, \
-            so /srv/other/../fleet/id (= /srv/fleet/id) is accepted (src/manifest/validate.rs local_path)"]
 fn identity_file_inside_repository_via_dotdot() {
     let m = Manifests::minimal().append(
         "flotilla.toml",
@@ -1659,9 +1652,6 @@ fn all_problems_reported_at_once() {
 }
 
 #[test]
-#[ignore = "library bug: when flotilla.toml does not parse, no other file is validated beyond its TOML \
-            (src/manifest/validate.rs Validator::load returns before environments, hosts and runtimes \
-            are checked), so unrelated problems appear only after the first fix"]
 fn broken_flotilla_toml_does_not_hide_other_problems() {
     let m = Manifests::minimal()
         .append("flotilla.toml", "\nbogus = 1\n")

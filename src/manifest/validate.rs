@@ -73,6 +73,7 @@ pub fn load(files: &[ManifestFile], repo: &dyn RepoFiles, ctx: &LoadContext<'_>)
         diags: Vec::new(),
         env_files: stems("environments/"),
         runtime_files: stems("runtimes/"),
+        broken_versions: BTreeSet::new(),
         repo,
         ctx,
         sources: Sources::default(),
@@ -99,6 +100,8 @@ struct Validator<'a> {
     /// file has errors is not reported again.
     env_files: BTreeSet<String>,
     runtime_files: BTreeSet<String>,
+    /// (runtime, version) pairs defined with errors of their own, reported once.
+    broken_versions: BTreeSet<(String, String)>,
     repo: &'a dyn RepoFiles,
     ctx: &'a LoadContext<'a>,
     sources: Sources,
@@ -131,6 +134,23 @@ fn unknown_field_hint(message: &str, _source: &str) -> Option<String> {
         Some(c) => Some(format!("did you mean `{c}`?")),
         None => Some("unknown key".to_owned()),
     }
+}
+
+/// `/a/b/../c` → `/a/c`, without touching the disk (the path is on the controller, and may
+/// not exist yet).
+fn lexically_normal(p: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn file_stem<'p>(path: &'p str, dir: &str) -> Option<&'p str> {
@@ -209,15 +229,13 @@ impl Validator<'_> {
                 }
             }
         }
-        let Some((ff, raw_fleet)) = fleet_file else {
-            if !files.iter().any(|f| f.path == "flotilla.toml") {
-                self.diags.push(
-                    Diagnostic::new("no flotilla.toml in the fleet directory")
-                        .help("point Flotilla at the directory that holds flotilla.toml (the fleet root)"),
-                );
-            }
+        if fleet_file.is_none() && !files.iter().any(|f| f.path == "flotilla.toml") {
+            self.diags.push(
+                Diagnostic::new("no flotilla.toml in the fleet directory")
+                    .help("point Flotilla at the directory that holds flotilla.toml (the fleet root)"),
+            );
             return None;
-        };
+        }
 
         // Runtimes first: environments and hosts refer to them.
         let mut runtime_map = BTreeMap::new();
@@ -238,9 +256,27 @@ impl Validator<'_> {
             }
         }
 
-        let fleet_name = self.name::<FleetName>(&ff.path, &raw_fleet.fleet.name, "fleet name");
-        let defaults = self.settings(&ff.path, &raw_fleet.defaults);
-        let trust = self.trust(&ff.path, &raw_fleet.trust);
+        // A broken flotilla.toml must not hide the other files' problems: they are checked
+        // against empty fleet settings, and no fleet is returned.
+        let (fleet_name, defaults, trust, promotion_raw, ff_path) = match &fleet_file {
+            Some((ff, raw_fleet)) => (
+                self.name::<FleetName>(&ff.path, &raw_fleet.fleet.name, "fleet name"),
+                self.settings(&ff.path, &raw_fleet.defaults),
+                self.trust(&ff.path, &raw_fleet.trust),
+                raw_fleet.fleet.promotion.clone(),
+                ff.path.clone(),
+            ),
+            None => (
+                None,
+                Settings::default(),
+                Trust {
+                    keys: Vec::new(),
+                    require_signatures: true,
+                },
+                Vec::new(),
+                String::new(),
+            ),
+        };
 
         let mut environments = BTreeMap::new();
         for (f, stem, r) in &envs {
@@ -259,10 +295,10 @@ impl Validator<'_> {
 
         let mut promotion = Vec::new();
         let mut seen = BTreeSet::new();
-        for p in &raw_fleet.fleet.promotion {
+        for p in &promotion_raw {
             if !seen.insert(p.get().clone()) {
                 self.err(
-                    &ff.path,
+                    &ff_path,
                     p.span(),
                     format!("`{}` appears twice in `promotion`", p.get()),
                 )
@@ -278,7 +314,7 @@ impl Validator<'_> {
                             format!("did you mean `{c}`?")
                         });
                     self.err(
-                        &ff.path,
+                        &ff_path,
                         p.span(),
                         format!("`promotion` names unknown environment `{}`", p.get()),
                     )
@@ -425,7 +461,7 @@ impl Validator<'_> {
             return None;
         }
         if let Some(repo) = self.ctx.repo_dir {
-            if s.starts_with('/') && Path::new(s).starts_with(repo) {
+            if s.starts_with('/') && lexically_normal(Path::new(s)).starts_with(repo) {
                 self.err(
                     file,
                     p.span(),
@@ -473,6 +509,7 @@ impl Validator<'_> {
                     Some(ver) => {
                         out.insert(rt.name.clone(), Pin::Version(ver.clone()));
                     }
+                    None if self.broken_versions.contains(&(rt.name.to_string(), v.clone())) => {}
                     None => {
                         let known: Vec<&str> = rt.versions.keys().map(Version::as_str).collect();
                         self.err(
@@ -703,6 +740,11 @@ impl Validator<'_> {
                     None => None,
                 },
             };
+            let complete = version.is_some() && artifact.is_some() && signature.is_some() && sha_ok;
+            if !complete {
+                self.broken_versions
+                    .insert((name.to_string(), v.version.get().clone()));
+            }
             if let (Some(version), Some(artifact), Some(signature), true) =
                 (version, artifact, signature, sha_ok)
             {
