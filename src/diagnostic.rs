@@ -82,6 +82,11 @@ impl Sources {
     }
 }
 
+/// Diagnostics print in file order, then position; those without a place come first.
+fn sort_key(d: &Diagnostic) -> Option<(&str, usize)> {
+    d.location.as_ref().map(|l| (l.file.as_str(), l.span.start))
+}
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
@@ -97,10 +102,7 @@ pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> Str
         Renderer::plain()
     };
     let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
-    sorted.sort_by(|a, b| {
-        let key = |d: &Diagnostic| d.location.as_ref().map(|l| (l.file.clone(), l.span.start));
-        key(a).cmp(&key(b))
-    });
+    sorted.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let mut out = String::new();
     for d in sorted {
         let title = Level::ERROR.primary_title(d.message.as_str());

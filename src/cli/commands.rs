@@ -97,17 +97,12 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     }
     let observed_at = jiff::Timestamp::now();
     let observations = observe_all(&targets, repo.fleet_dir(), cli.global.parallel as usize).await;
-    let errors: Vec<String> = observations
-        .iter()
-        .map(|o| o.as_ref().err().map(ToString::to_string).unwrap_or_default())
-        .collect();
     let hosts = targets
         .iter()
         .zip(&observations)
-        .zip(&errors)
-        .map(|((d, o), e)| HostInput {
+        .map(|(d, o)| HostInput {
             desired: d,
-            observed: o.as_ref().map_err(|_| e.clone()),
+            observed: o.as_ref().map_err(ToString::to_string),
         })
         .collect();
     let plan = plan::build(&PlanInput {

@@ -113,7 +113,7 @@ fn parse_toml<T: DeserializeOwned>(file: &ManifestFile) -> Result<T, Diagnostic>
         let mut d = Diagnostic::new(message.lines().next().unwrap_or("invalid TOML").to_owned());
         if let Some(span) = e.span() {
             d = d.at(&file.path, span.clone());
-            if let Some(unknown) = unknown_field_hint(&message, &file.text[span.clone()]) {
+            if let Some(unknown) = unknown_field_hint(&message) {
                 d = d.label(unknown);
             }
         }
@@ -126,7 +126,7 @@ fn parse_toml<T: DeserializeOwned>(file: &ManifestFile) -> Result<T, Diagnostic>
 }
 
 /// serde says "unknown field `x`, expected one of `a`, `b`"; turn that into "did you mean".
-fn unknown_field_hint(message: &str, _source: &str) -> Option<String> {
+fn unknown_field_hint(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     let (field, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();

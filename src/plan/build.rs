@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use similar::TextDiff;
 
 use super::*;
-use crate::manifest::model::{Environment, Fleet, Pin};
+use crate::manifest::model::{Fleet, Pin};
 use crate::observe::{Observation, ObservedFile};
 use crate::resolve::DesiredHost;
 use crate::schedule::waves::{WaveHost, WaveTarget, layout};
@@ -19,10 +19,6 @@ const MAX_SKEW_SECS: i64 = 120;
 pub struct HostInput<'a> {
     pub desired: &'a DesiredHost,
     pub observed: Result<&'a Observation, String>,
-}
-
-pub struct EnvironmentInput<'a> {
-    pub environment: &'a Environment,
 }
 
 pub struct PlanInput<'a> {
@@ -90,12 +86,8 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         .collect();
 
     let mut by_env: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, h) in hosts.iter().enumerate() {
-        by_env
-            .entry(input.hosts[i].desired.environment.as_str())
-            .or_default()
-            .push(i);
-        let _ = h;
+    for (i, h) in input.hosts.iter().enumerate() {
+        by_env.entry(h.desired.environment.as_str()).or_default().push(i);
     }
 
     let mut environments = Vec::new();
@@ -162,7 +154,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             },
         });
     }
-    environments.sort_by_key(|e| env_order(input.fleet, &e.name));
+    environments.sort_by(|a, b| env_order(input.fleet, &a.name).cmp(&env_order(input.fleet, &b.name)));
 
     let mut summary = Summary {
         hosts_total: hosts.len(),
@@ -185,18 +177,11 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         }
     }
     hosts.sort_by(|a, b| {
-        (
-            env_order(input.fleet, &a.environment),
-            a.wave.is_none(),
-            a.wave,
-            &a.name,
-        )
-            .cmp(&(
-                env_order(input.fleet, &b.environment),
-                b.wave.is_none(),
-                b.wave,
-                &b.name,
-            ))
+        let key = |h: &HostPlan| (h.wave.is_none(), h.wave);
+        env_order(input.fleet, &a.environment)
+            .cmp(&env_order(input.fleet, &b.environment))
+            .then_with(|| key(a).cmp(&key(b)))
+            .then_with(|| a.name.cmp(&b.name))
     });
     Plan {
         format_version: FORMAT_VERSION.to_owned(),
@@ -210,13 +195,13 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
 }
 
 /// Environments in promotion order, the others after them by name (DESIGN §6.4).
-fn env_order(fleet: &Fleet, env: &str) -> (usize, String) {
+fn env_order<'a>(fleet: &Fleet, env: &'a str) -> (usize, &'a str) {
     let pos = fleet
         .promotion
         .iter()
         .position(|e| e.as_str() == env)
         .unwrap_or(usize::MAX);
-    (pos, env.to_owned())
+    (pos, env)
 }
 
 fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {

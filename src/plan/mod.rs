@@ -7,7 +7,7 @@ pub mod fold;
 pub mod markdown;
 pub mod text;
 
-pub use build::{EnvironmentInput, HostInput, PlanInput, build};
+pub use build::{HostInput, PlanInput, build};
 
 use serde::{Deserialize, Serialize};
 
