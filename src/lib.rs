@@ -4,6 +4,7 @@
 //! time as an argument; I/O lives at the edges — [`repo`], [`transport`], [`observe`]. The
 //! `flotilla` binary is a thin shell over [`cli`]. DESIGN.md §12 describes the layout.
 
+pub mod artifact;
 pub mod cli;
 pub mod diagnostic;
 pub mod duration;
@@ -18,5 +19,6 @@ pub mod resolve;
 pub mod schedule;
 pub mod schema;
 pub mod show;
+pub mod store;
 pub mod target;
 pub mod transport;

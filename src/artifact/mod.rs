@@ -1,0 +1,1 @@
+//! Artifacts: fetch, cache, sha256, minisign, tarball inspection (being written).

@@ -1,0 +1,1 @@
+//! The store: lock, audit log, epochs, rollouts, caches (being written).
