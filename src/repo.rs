@@ -217,10 +217,10 @@ impl FleetRepo {
                             git2::TreeWalkResult::Skip
                         };
                     }
-                    if is_manifest_path(&path) {
-                        if let Ok(blob) = repo.find_blob(entry.id()) {
-                            raw.insert(path, blob.content().to_vec());
-                        }
+                    if is_manifest_path(&path)
+                        && let Ok(blob) = repo.find_blob(entry.id())
+                    {
+                        raw.insert(path, blob.content().to_vec());
                     }
                     git2::TreeWalkResult::Ok
                 })

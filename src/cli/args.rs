@@ -50,8 +50,12 @@ pub enum Command {
     Validate(Source),
     /// Observe hosts and print what applying would change.
     Plan(PlanArgs),
+    /// Plan, confirm, and apply the changes host by host, wave by wave.
+    Apply(ApplyArgs),
     /// One host's resolved desired state and where each value comes from.
     Show(ShowArgs),
+    /// The audit log of applies.
+    History(HistoryArgs),
     /// Write the JSON Schemas for manifests and plans.
     Schema(SchemaArgs),
 }
@@ -131,4 +135,52 @@ pub struct SchemaArgs {
     /// Do not write; exit 1 if the files in DIR are out of date.
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[command(flatten)]
+    pub targeting: Targeting,
+    /// Apply a plan saved with `plan --out` (only its hosts, only if they are unchanged).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rev", "envs", "hosts", "labels", "exclude"])]
+    pub plan: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Apply a working tree with uncommitted changes (audited as dirty).
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Only these minisign public keys are trusted (one per line), whatever the manifests say.
+    #[arg(long, env = "FLOTILLA_TRUSTED_KEYS", value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
+    /// Change hosts last written by another store (audited with REASON).
+    #[arg(long, value_name = "REASON")]
+    pub take_over: Option<String>,
+    /// Ignore maintenance windows (audited with REASON).
+    #[arg(long, value_name = "REASON")]
+    pub override_windows: Option<String>,
+    /// Ignore freezes (audited with REASON).
+    #[arg(long, value_name = "REASON")]
+    pub override_freeze: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text, hide = true)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The fleet root (its name picks the default store).
+    #[arg(default_value = ".", value_name = "FLEET_DIR")]
+    pub fleet_dir: PathBuf,
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Only the newest N events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -16,13 +16,15 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Validate(src) => validate(src, color),
         Command::Plan(args) => plan_cmd(cli, args, color).await,
+        Command::Apply(_) => anyhow::bail!("apply is being built"),
         Command::Show(args) => show(args, color),
+        Command::History(_) => anyhow::bail!("history is being built"),
         Command::Schema(args) => schema(args),
     }
 }
 
 /// Loads the fleet, printing every problem on failure.
-fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
+pub(super) fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
     let repo = FleetRepo::open(&src.fleet_dir, src.rev.as_deref())?;
     if src.rev.is_none() && repo.head().is_none() && repo.repo_dir().is_none() {
         eprintln!(
@@ -96,24 +98,17 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         anyhow::bail!(crate::target::TargetError::NothingMatches);
     }
     let observed_at = jiff::Timestamp::now();
-    let observations = observe_all(&targets, repo.fleet_dir(), cli.global.parallel as usize).await;
-    let hosts = targets
-        .iter()
-        .zip(&observations)
-        .map(|(d, o)| HostInput {
-            desired: d,
-            observed: o.as_ref().map_err(ToString::to_string),
-        })
-        .collect();
-    let plan = plan::build(&PlanInput {
-        fleet: &loaded.fleet,
-        revision: repo.revision().map(str::to_owned),
-        hosts,
-        at: at.unwrap_or(observed_at),
-        observed_at,
-    });
+    let (_, plan) = observe_and_plan(
+        &loaded,
+        &repo,
+        &targets,
+        cli.global.parallel as usize,
+        at.unwrap_or(observed_at),
+    )
+    .await;
     if let Some(out) = &args.out {
-        std::fs::write(out, plan.to_json() + "\n")
+        let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
+        std::fs::write(out, saved + "\n")
             .with_context(|| format!("writing the plan to {}", out.display()))?;
     }
     match args.format {
@@ -151,8 +146,39 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     Ok(Outcome::Success)
 }
 
+/// Observes `targets` and plans them; observations come back in the order of `targets`.
+pub(super) async fn observe_and_plan(
+    loaded: &LoadedFleet,
+    repo: &FleetRepo,
+    targets: &[&crate::resolve::DesiredHost],
+    parallel: usize,
+    at: jiff::Timestamp,
+) -> (
+    Vec<Result<crate::observe::Observation, crate::observe::ObserveError>>,
+    plan::Plan,
+) {
+    let observed_at = jiff::Timestamp::now();
+    let observations = observe_all(targets, repo.fleet_dir(), parallel).await;
+    let hosts = targets
+        .iter()
+        .zip(&observations)
+        .map(|(d, o)| HostInput {
+            desired: d,
+            observed: o.as_ref().map_err(ToString::to_string),
+        })
+        .collect();
+    let plan = plan::build(&PlanInput {
+        fleet: &loaded.fleet,
+        revision: repo.revision().map(str::to_owned),
+        hosts,
+        at,
+        observed_at,
+    });
+    (observations, plan)
+}
+
 /// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.
-fn parse_at(s: &str) -> anyhow::Result<jiff::Timestamp> {
+pub(super) fn parse_at(s: &str) -> anyhow::Result<jiff::Timestamp> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }

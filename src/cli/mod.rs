@@ -1,6 +1,8 @@
 //! The command line: argument parsing, wiring library calls together, and the views that
 //! print results. Exit codes are chosen here and only here (DESIGN §11).
 
+#[cfg(any())]
+mod apply;
 mod args;
 mod commands;
 
@@ -20,6 +22,8 @@ pub enum Outcome {
     Failure,
     /// 2: `plan --detailed-exitcode` found changes.
     Changes,
+    /// 3: `apply`: nothing failed, but changes wait (window, freeze).
+    Waiting,
 }
 
 impl From<Outcome> for ExitCode {
@@ -28,6 +32,7 @@ impl From<Outcome> for ExitCode {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failure => ExitCode::from(1),
             Outcome::Changes => ExitCode::from(2),
+            Outcome::Waiting => ExitCode::from(3),
         }
     }
 }

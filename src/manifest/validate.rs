@@ -409,26 +409,26 @@ impl Validator<'_> {
         let state_dir = host_path(self, &s.state_dir, "state_dir");
         let identity_file = self.local_path(file, &s.identity_file, "identity_file");
         let known_hosts = self.local_path(file, &s.known_hosts, "known_hosts");
-        if let Some(root) = &s.root {
-            if root.get().is_empty() || root.get().chars().any(char::is_control) {
-                self.err(
-                    file,
-                    root.span(),
-                    "`root` must be a non-empty path without control characters",
-                );
-            }
+        if let Some(root) = &s.root
+            && (root.get().is_empty() || root.get().chars().any(char::is_control))
+        {
+            self.err(
+                file,
+                root.span(),
+                "`root` must be a non-empty path without control characters",
+            );
         }
-        if let Some(k) = &s.keep_versions {
-            if *k.get() == 0 {
-                self.err(file, k.span(), "`keep_versions` must be at least 1")
-                    .label = Some("the active version is always kept".into());
-            }
+        if let Some(k) = &s.keep_versions
+            && *k.get() == 0
+        {
+            self.err(file, k.span(), "`keep_versions` must be at least 1")
+                .label = Some("the active version is always kept".into());
         }
-        if let Some(u) = &s.user {
-            if let Err(e) = crate::names::check_name(u.get()) {
-                self.err(file, u.span(), format!("invalid user `{}`", u.get()))
-                    .label = Some(e.to_string());
-            }
+        if let Some(u) = &s.user
+            && let Err(e) = crate::names::check_name(u.get())
+        {
+            self.err(file, u.span(), format!("invalid user `{}`", u.get()))
+                .label = Some(e.to_string());
         }
         Settings {
             transport: s.transport.as_ref().map(|t| *t.get()),
@@ -460,19 +460,20 @@ impl Validator<'_> {
             .label = Some("relative paths would point into the repository".into());
             return None;
         }
-        if let Some(repo) = self.ctx.repo_dir {
-            if s.starts_with('/') && lexically_normal(Path::new(s)).starts_with(repo) {
-                self.err(
-                    file,
-                    p.span(),
-                    format!("`{key}` may not point inside the repository"),
-                )
-                .label = Some(format!("{} is inside {}", s, repo.display()));
-                if let Some(d) = self.diags.last_mut() {
-                    d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into());
-                }
-                return None;
+        if let Some(repo) = self.ctx.repo_dir
+            && s.starts_with('/')
+            && lexically_normal(Path::new(s)).starts_with(repo)
+        {
+            self.err(
+                file,
+                p.span(),
+                format!("`{key}` may not point inside the repository"),
+            )
+            .label = Some(format!("{} is inside {}", s, repo.display()));
+            if let Some(d) = self.diags.last_mut() {
+                d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into());
             }
+            return None;
         }
         Some(s.clone())
     }
@@ -549,15 +550,15 @@ impl Validator<'_> {
                     None
                 }
             };
-            if let Some(p) = &path {
-                if out.iter().any(|o| &o.path == p) {
-                    self.err(
-                        file,
-                        f.path.span(),
-                        format!("file `{p}` is listed twice in this table"),
-                    )
-                    .label = Some("files are keyed by path".into());
-                }
+            if let Some(p) = &path
+                && out.iter().any(|o| &o.path == p)
+            {
+                self.err(
+                    file,
+                    f.path.span(),
+                    format!("file `{p}` is listed twice in this table"),
+                )
+                .label = Some("files are keyed by path".into());
             }
             let bytes: Option<Arc<[u8]>> = match (&f.content, &f.source) {
                 (Some(c), None) => Some(Arc::from(c.get().as_bytes())),
@@ -616,11 +617,11 @@ impl Validator<'_> {
                 },
             };
             for (who, v) in [("owner", &f.owner), ("group", &f.group)] {
-                if let Some(v) = v {
-                    if crate::names::check_name(v.get()).is_err() {
-                        self.err(file, v.span(), format!("invalid {who} `{}`", v.get()))
-                            .label = Some("use a user or group name".into());
-                    }
+                if let Some(v) = v
+                    && crate::names::check_name(v.get()).is_err()
+                {
+                    self.err(file, v.span(), format!("invalid {who} `{}`", v.get()))
+                        .label = Some("use a user or group name".into());
                 }
             }
             if let (Some(path), Some(body), Some(mode)) = (path, body, mode) {

@@ -26,6 +26,8 @@ pub struct Observation {
     pub state: Option<HostState>,
     /// Why `state.json` could not be read, when it exists but is unusable.
     pub state_error: Option<String>,
+    /// sha256 of `state.json` as read, so a transaction can check it is unchanged.
+    pub state_sha256: Option<String>,
     pub runtimes: BTreeMap<String, ObservedRuntime>,
     pub files: BTreeMap<HostPath, ObservedFile>,
 }
@@ -129,10 +131,10 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
         match desired {
             None if !obs.files.contains_key(p) => second.push((p.clone(), false)),
             Some(d) if !d.value.sensitive => {
-                if let Some(ObservedFile::Regular { sha256, .. }) = obs.files.get(p) {
-                    if *sha256 != d.value.sha256 {
-                        second.push((p.clone(), true));
-                    }
+                if let Some(ObservedFile::Regular { sha256, .. }) = obs.files.get(p)
+                    && *sha256 != d.value.sha256
+                {
+                    second.push((p.clone(), true));
                 }
             }
             _ => {}
@@ -215,10 +217,13 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
         match tag {
             "clock" => obs.clock = text().trim().parse().ok(),
             "missing" => obs.missing_tools.push(text()),
-            "state" => match HostState::parse(payload) {
-                Ok(s) => obs.state = Some(s),
-                Err(e) => obs.state_error = Some(e),
-            },
+            "state" => {
+                obs.state_sha256 = Some(crate::resolve::sha256_hex(payload));
+                match HostState::parse(payload) {
+                    Ok(s) => obs.state = Some(s),
+                    Err(e) => obs.state_error = Some(e),
+                }
+            }
             "state-too-large" => {
                 obs.state_error = Some(format!("state.json is {} bytes, too large to read", text()));
             }

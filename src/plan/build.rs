@@ -320,15 +320,15 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                             f.mode
                         ));
                     }
-                    if let Some(want) = &f.owner {
-                        if owner.as_ref() != Some(want) {
-                            notes.push(format!("owner {} -> {want}", owner.as_deref().unwrap_or("?")));
-                        }
+                    if let Some(want) = &f.owner
+                        && owner.as_ref() != Some(want)
+                    {
+                        notes.push(format!("owner {} -> {want}", owner.as_deref().unwrap_or("?")));
                     }
-                    if let Some(want) = &f.group {
-                        if group.as_ref() != Some(want) {
-                            notes.push(format!("group {} -> {want}", group.as_deref().unwrap_or("?")));
-                        }
+                    if let Some(want) = &f.group
+                        && group.as_ref() != Some(want)
+                    {
+                        notes.push(format!("group {} -> {want}", group.as_deref().unwrap_or("?")));
                     }
                     match recorded {
                         None => {

@@ -126,6 +126,28 @@ pub struct Change {
     pub notes: Vec<String>,
 }
 
+/// A plan saved by `plan --out`: the JSON plan plus each host's change digest, so that
+/// `apply --plan` changes a host only if the same changes are still called for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPlan {
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// host → digest of its changes.
+    pub digests: std::collections::BTreeMap<String, String>,
+}
+
+impl SavedPlan {
+    pub fn new(plan: Plan) -> SavedPlan {
+        let digests = plan
+            .hosts
+            .iter()
+            .filter(|h| h.error.is_none())
+            .map(|h| (h.name.clone(), crate::transaction::change_digest(&h.changes)))
+            .collect();
+        SavedPlan { plan, digests }
+    }
+}
+
 /// Strips control characters (but newlines and tabs) from text that came from a host, so it
 /// cannot move the cursor, recolour or rewrite what a reviewer sees.
 pub fn sanitize(s: &str) -> String {

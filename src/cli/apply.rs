@@ -1,0 +1,645 @@
+//! `flotilla apply` and `flotilla history`: wiring the plan, the store, the artifacts and the
+//! executor together, and the views that show the executor's events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::{mpsc, watch};
+
+use super::Outcome;
+use super::args::{ApplyArgs, Cli, HistoryArgs, Source};
+use super::commands::{observe_and_plan, open};
+use crate::artifact::{ArtifactCache, ArtifactRequest, DEFAULT_MAX_UNPACKED, TrustPolicy};
+use crate::load::LoadedFleet;
+use crate::observe::Observation;
+use crate::plan::{self, Action, Kind, SavedPlan};
+use crate::repo::FleetRepo;
+use crate::resolve::DesiredHost;
+use crate::rollout::{self, Event, HostJob, RunSpec};
+use crate::schedule::window::availability;
+use crate::store::{AuditEvent, AuditFilter, DirStore, Holder, Store};
+use crate::target::Selector;
+use crate::transaction::{self, Outcome as TxnOutcome, Upload};
+use crate::transport;
+
+const PROMPT: &str = "Do you want to apply these changes? Only 'yes' will be accepted:";
+
+/// The store for `fleet`: --state-dir / FLOTILLA_STATE_DIR, else the XDG default.
+fn store_dir(cli: &Cli, fleet: &str) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &cli.global.state_dir {
+        return Ok(d.clone());
+    }
+    crate::store::default_dir(
+        std::env::var_os("XDG_STATE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+        fleet,
+    )
+    .context("no store directory: set --state-dir, FLOTILLA_STATE_DIR, XDG_STATE_HOME or HOME")
+}
+
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let machine = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if machine.is_empty() {
+        user
+    } else {
+        format!("{user}@{machine}")
+    }
+}
+
+fn audit(store: &dyn Store, revision: Option<&str>, dirty: bool, event: &str) -> AuditEvent {
+    let _ = store;
+    AuditEvent {
+        time: jiff::Timestamp::now(),
+        actor: actor(),
+        revision: revision.map(str::to_owned),
+        dirty,
+        environment: None,
+        host: None,
+        event: event.to_owned(),
+        changes: Vec::new(),
+        error: None,
+        reason: None,
+    }
+}
+
+/// Asks for the exact confirmation; refuses without a terminal.
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to confirm on: run `flotilla apply --auto-approve` to apply without asking");
+    }
+    print!("\n{PROMPT} ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Ctrl-C and SIGTERM: no new host starts, in-flight hosts finish, state is saved.
+fn watch_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        eprintln!("\nStopping: no new host starts; hosts in flight finish and state is saved.");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// The views: indicatif on a terminal, plain lines otherwise, JSON lines with --log-format json.
+fn spawn_view(cli: &Cli, mut rx: mpsc::UnboundedReceiver<Event>) -> tokio::task::JoinHandle<()> {
+    let json = matches!(cli.global.log_format, super::args::LogFormat::Json);
+    let terminal = std::io::stderr().is_terminal() && !json;
+    tokio::spawn(async move {
+        if !terminal {
+            while let Some(e) = rx.recv().await {
+                if json {
+                    eprintln!("{}", serde_json::to_string(&e).unwrap_or_default());
+                } else {
+                    eprintln!("{}", e.line());
+                }
+            }
+            return;
+        }
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix}: {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
+        while let Some(e) = rx.recv().await {
+            match &e {
+                Event::HostStep { host, step } => {
+                    let bar = bars.entry(host.clone()).or_insert_with(|| {
+                        let b = multi.add(indicatif::ProgressBar::new_spinner());
+                        b.set_style(style.clone());
+                        b.set_prefix(host.clone());
+                        b.enable_steady_tick(std::time::Duration::from_millis(120));
+                        b
+                    });
+                    bar.set_message(step.clone());
+                }
+                Event::HostApplied { host, .. }
+                | Event::HostFailed { host, .. }
+                | Event::RolledBack { host, .. }
+                | Event::HostSkipped { host, .. } => {
+                    if let Some(b) = bars.remove(host) {
+                        b.finish_and_clear();
+                    }
+                    let _ = multi.println(e.line());
+                }
+                _ => {
+                    let _ = multi.println(e.line());
+                }
+            }
+        }
+    })
+}
+
+struct Refusal {
+    host: String,
+    why: String,
+}
+
+/// Hosts whose `state.json` says they are not ours to change (DESIGN §4, §7).
+fn refusal(
+    d: &DesiredHost,
+    o: &Observation,
+    fleet: &str,
+    store_id: &str,
+    epoch: u64,
+    take_over: bool,
+) -> Option<String> {
+    let s = o.state.as_ref()?;
+    if s.fleet != fleet || s.host != d.name.as_str() {
+        return Some(format!(
+            "state.json names fleet {:?} and host {:?}: this host belongs to another fleet or name; fix the manifests or clear the host",
+            plan::sanitize(&s.fleet),
+            plan::sanitize(&s.host)
+        ));
+    }
+    if s.store_id != store_id && !take_over {
+        return Some(format!(
+            "last written by another store ({}); run `flotilla apply --take-over REASON` if this store should own it",
+            plan::sanitize(&s.store_id)
+        ));
+    }
+    if s.store_id == store_id && s.epoch > epoch {
+        return Some(format!(
+            "written by a newer apply of this store (epoch {} > {epoch}); left untouched",
+            s.epoch
+        ));
+    }
+    None
+}
+
+pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<Outcome> {
+    let saved: Option<SavedPlan> = match &args.plan {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the saved plan {}", p.display()))?;
+            let saved: SavedPlan = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a plan saved by `flotilla plan --out`", p.display()))?;
+            if saved.plan.revision.is_none() {
+                bail!(
+                    "{} is a plan of an uncommitted tree, which cannot be applied later: commit, then `flotilla plan --out` again",
+                    p.display()
+                );
+            }
+            Some(saved)
+        }
+        None => None,
+    };
+    let source = Source {
+        fleet_dir: args.source.fleet_dir.clone(),
+        rev: saved
+            .as_ref()
+            .and_then(|s| s.plan.revision.clone())
+            .or(args.source.rev.clone()),
+    };
+    let (repo, loaded) = match open(&source, color)? {
+        Ok(x) => x,
+        Err(o) => return Ok(o),
+    };
+    if source.rev.is_none() && repo.is_dirty() && !args.allow_dirty {
+        bail!(
+            "the fleet directory has uncommitted changes: commit them, or pass --allow-dirty to apply the working tree as it is"
+        );
+    }
+    if let Some(s) = &saved {
+        if s.plan.fleet != loaded.fleet.name.as_str() {
+            bail!(
+                "the saved plan is for fleet {:?}, but {} holds fleet {}",
+                s.plan.fleet,
+                args.source.fleet_dir.display(),
+                loaded.fleet.name
+            );
+        }
+    }
+    let dirty = source.rev.is_none() && repo.is_dirty();
+    let revision = repo.revision().map(str::to_owned);
+
+    let store = DirStore::open(&store_dir(cli, loaded.fleet.name.as_str())?)?;
+    let holder = Holder {
+        pid: std::process::id(),
+        machine: std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        user: std::env::var("USER").unwrap_or_default(),
+        since: jiff::Timestamp::now(),
+        command: "flotilla apply".into(),
+    };
+    let _lock = store.lock(&holder)?;
+
+    let t = &args.targeting;
+    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
+    let targets: Vec<&DesiredHost> = loaded
+        .desired
+        .iter()
+        .filter(|h| match &saved {
+            Some(s) => s
+                .plan
+                .hosts
+                .iter()
+                .any(|p| p.name == h.name.as_str() && !p.changes.is_empty()),
+            None => selector.matches(h),
+        })
+        .collect();
+    if targets.is_empty() && !selector.is_empty() {
+        bail!(crate::target::TargetError::NothingMatches);
+    }
+
+    recover_interrupted(&loaded, &repo, &targets, cli.global.parallel as usize).await;
+    let now = jiff::Timestamp::now();
+    let (observations, plan) =
+        observe_and_plan(&loaded, &repo, &targets, cli.global.parallel as usize, now).await;
+    for (d, o) in targets.iter().zip(&observations) {
+        if let Ok(o) = o {
+            let _ = store.save_observation(d.name.as_str(), &o.fingerprint(), now);
+        }
+    }
+
+    // With a saved plan, a host changes only if it is exactly as it was planned.
+    let mut stale: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(s) = &saved {
+        for h in &plan.hosts {
+            let Some(old) = s.plan.hosts.iter().find(|p| p.name == h.name) else {
+                continue;
+            };
+            let digest = transaction::change_digest(&h.changes);
+            if old.fingerprint != h.fingerprint {
+                stale.insert(h.name.clone(), "the host changed since the plan was saved".into());
+            } else if s.digests.get(&h.name) != Some(&digest) {
+                stale.insert(
+                    h.name.clone(),
+                    "its changes are no longer the ones the plan saved".into(),
+                );
+            }
+        }
+    }
+
+    print!(
+        "{}",
+        plan::text::render(&plan, plan::text::TextOptions { color, detail: false })
+    );
+    if !plan.has_changes() {
+        return Ok(if plan.summary.hosts_unreachable > 0 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        });
+    }
+    if !args.auto_approve && !confirm()? {
+        println!("Apply cancelled.");
+        return Ok(Outcome::Failure);
+    }
+
+    // Every artifact is fetched and verified before any host is touched.
+    let pinned = match &args.trusted_keys {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading trusted keys from {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let trust = TrustPolicy::new(
+        &loaded.fleet.trust.keys,
+        loaded.fleet.trust.require_signatures,
+        pinned.as_deref(),
+    )?;
+    let cache = ArtifactCache::new(store.artifact_cache_dir());
+    let mut artifacts: BTreeMap<(String, String), Upload> = BTreeMap::new();
+    let mut artifact_errors: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
+    for (h, o) in plan
+        .hosts
+        .iter()
+        .zip(targets.iter().zip(&observations))
+        .map(|(h, (_, o))| (h, o))
+    {
+        let Ok(o) = o else { continue };
+        for c in &h.changes {
+            if let (Kind::Runtime, Action::Create | Action::Update, Some(v)) = (c.kind, c.action, &c.after) {
+                if !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v)) {
+                    needed.insert((c.name.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    for (rt, v) in &needed {
+        let Some(version) = loaded
+            .fleet
+            .runtimes
+            .get(rt.as_str())
+            .and_then(|r| r.versions.get(v.as_str()))
+        else {
+            continue;
+        };
+        let req = ArtifactRequest {
+            runtime: rt,
+            version: v,
+            artifact: &version.artifact,
+            signature: &version.signature,
+            sha256: &version.sha256,
+        };
+        match cache.prepare(&req, &repo, &trust, DEFAULT_MAX_UNPACKED) {
+            Ok(p) => {
+                artifacts.insert(
+                    (rt.clone(), v.clone()),
+                    Upload {
+                        sha256: p.sha256,
+                        local_path: p.path,
+                    },
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                artifact_errors.insert((rt.clone(), v.clone()), e.to_string());
+            }
+        }
+    }
+
+    let epoch = store.next_epoch()?;
+    let mut started = audit(&store, revision.as_deref(), dirty, "apply-started");
+    started.changes = vec![serde_json::json!({ "epoch": epoch, "hosts": plan.summary.hosts_changed })];
+    store.append_audit(&started)?;
+    for (flag, reason) in [
+        ("override-windows", &args.override_windows),
+        ("override-freeze", &args.override_freeze),
+    ] {
+        if let Some(r) = reason {
+            let mut e = audit(&store, revision.as_deref(), dirty, flag);
+            e.reason = Some(r.clone());
+            store.append_audit(&e)?;
+        }
+    }
+
+    // Windows and freezes, checked again now (overrides ignore them, audited above).
+    let mut waiting = BTreeMap::new();
+    for env in &plan.environments {
+        let Some(e) = loaded.fleet.environments.get(env.name.as_str()) else {
+            continue;
+        };
+        let windows = if args.override_windows.is_some() {
+            &[][..]
+        } else {
+            &e.windows[..]
+        };
+        let freezes = if args.override_freeze.is_some() {
+            &[][..]
+        } else {
+            &e.freezes[..]
+        };
+        let a = availability(windows, freezes, now);
+        if !a.open && !env.waves.is_empty() {
+            waiting.insert(
+                env.name.clone(),
+                crate::schedule::window::describe(windows, freezes, &a, now),
+            );
+        }
+    }
+
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut by_env: BTreeMap<String, Vec<HostJob>> = BTreeMap::new();
+    let store_id = store.id().to_owned();
+    for (h, (d, o)) in plan.hosts.iter().zip(targets.iter().zip(&observations)) {
+        let (Some(wave), Ok(o)) = (h.wave, o) else {
+            continue;
+        };
+        if h.name != d.name.as_str() {
+            continue;
+        }
+        if let Some(why) = stale.get(&h.name) {
+            refused.push((h.name.clone(), format!("stale: {why}")));
+            continue;
+        }
+        if let Some(why) = refusal(
+            d,
+            o,
+            loaded.fleet.name.as_str(),
+            &store_id,
+            epoch,
+            args.take_over.is_some(),
+        ) {
+            refused.push((h.name.clone(), why));
+            continue;
+        }
+        if args.take_over.is_some() && o.state.as_ref().is_some_and(|s| s.store_id != store_id) {
+            let mut e = audit(&store, revision.as_deref(), dirty, "take-over");
+            e.host = Some(h.name.clone());
+            e.environment = Some(h.environment.clone());
+            e.reason = args.take_over.clone();
+            store.append_audit(&e)?;
+        }
+        let blocked = h.changes.iter().find_map(|c| {
+            let key = (c.name.clone(), c.after.clone()?);
+            artifact_errors
+                .get(&key)
+                .map(|e| format!("artifact check failed: {e}"))
+        });
+        by_env.entry(h.environment.clone()).or_default().push(HostJob {
+            desired: (*d).clone(),
+            observed: o.clone(),
+            changes: h.changes.clone(),
+            wave,
+            blocked,
+        });
+    }
+    let order: Vec<String> = plan.environments.iter().map(|e| e.name.clone()).collect();
+    let environments = order
+        .into_iter()
+        .filter_map(|e| by_env.remove(&e).map(|jobs| (e, jobs)))
+        .collect();
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let view = spawn_view(cli, rx);
+    for (host, why) in &refused {
+        let _ = tx.send(Event::HostSkipped {
+            host: host.clone(),
+            why: why.clone(),
+        });
+    }
+    let summary = rollout::execute(
+        RunSpec {
+            fleet: &loaded.fleet,
+            fleet_dir: repo.fleet_dir(),
+            revision: revision.as_deref(),
+            store_id: &store_id,
+            epoch,
+            now,
+            artifacts: &artifacts,
+            environments,
+            waiting,
+            parallel: cli.global.parallel as usize,
+            cancel: watch_signals(),
+        },
+        tx,
+    )
+    .await;
+    let _ = view.await;
+
+    for r in &summary.results {
+        let mut e = audit(&store, revision.as_deref(), dirty, "host-applied");
+        e.host = Some(r.host.clone());
+        e.environment = Some(r.environment.clone());
+        e.changes = r
+            .changes
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+        match &r.report {
+            Ok(rep) => {
+                e.event = match rep.outcome {
+                    TxnOutcome::Applied | TxnOutcome::AppliedWithErrors(_) => "host-applied",
+                    TxnOutcome::RolledBack(_) => "rolled-back",
+                    TxnOutcome::Broken(_) => "host-broken",
+                    TxnOutcome::Stale(_) | TxnOutcome::Locked(_) => "host-skipped",
+                }
+                .into();
+                if rep.outcome != TxnOutcome::Applied {
+                    e.error = Some(transaction::describe_failure(rep));
+                }
+            }
+            Err(err) => {
+                e.event = "host-failed".into();
+                e.error = Some(err.clone());
+            }
+        }
+        store.append_audit(&e)?;
+    }
+    let mut finished = audit(&store, revision.as_deref(), dirty, "apply-finished");
+    finished.changes = vec![serde_json::json!({
+        "applied": summary.applied(), "failed": summary.failed(), "rolled_back": summary.rolled_back(),
+        "skipped": summary.skipped.len() + refused.len(), "waiting": summary.waiting.len(), "interrupted": summary.interrupted,
+    })];
+    store.append_audit(&finished)?;
+
+    println!(
+        "\nApply {}: {} applied, {} failed, {} rolled back, {} skipped{}.",
+        if summary.interrupted {
+            "interrupted"
+        } else {
+            "complete"
+        },
+        summary.applied(),
+        summary.failed(),
+        summary.rolled_back(),
+        summary.skipped.len() + refused.len(),
+        if summary.waiting.is_empty() {
+            String::new()
+        } else {
+            format!(", {} environment(s) waiting", summary.waiting.len())
+        },
+    );
+    for (env, why) in &summary.waiting {
+        println!("  {env} waits: {why}");
+    }
+    for (host, why) in refused.iter().chain(&summary.skipped) {
+        println!("  {host} skipped: {why}");
+    }
+    if summary.interrupted {
+        println!(
+            "  Interrupted: hosts not started are left as they were; run `flotilla apply` again to continue."
+        );
+    }
+    let failed =
+        summary.failed() > 0 || !refused.is_empty() || !summary.skipped.is_empty() || summary.interrupted;
+    Ok(if failed || plan.summary.hosts_unreachable > 0 {
+        Outcome::Failure
+    } else if !summary.waiting.is_empty() {
+        Outcome::Waiting
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Hosts left `pending` by a killed transaction are rolled back to where they were before
+/// anything is planned (DESIGN §6.1).
+async fn recover_interrupted(
+    loaded: &LoadedFleet,
+    repo: &FleetRepo,
+    targets: &[&DesiredHost],
+    parallel: usize,
+) {
+    let observations = crate::observe::observe_all(targets, repo.fleet_dir(), parallel).await;
+    for (d, o) in targets.iter().zip(observations) {
+        let Some(txn) = o
+            .ok()
+            .and_then(|o| o.state)
+            .as_ref()
+            .and_then(transaction::pending_txn)
+        else {
+            continue;
+        };
+        let target = transport::Target::for_host(d, repo.fleet_dir());
+        eprintln!(
+            "{}: restoring the state from before interrupted transaction {txn}",
+            d.name
+        );
+        let result = async {
+            let mut session = transport::connect(&target).await.map_err(|e| e.to_string())?;
+            let r = transaction::recover(session.as_mut(), d, &txn).await;
+            let _ = session.close().await;
+            r.map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(r) if !r.outcome.failed() => eprintln!("{}: restored", d.name),
+            Ok(r) => eprintln!(
+                "{}: recovery failed: {}",
+                d.name,
+                transaction::describe_failure(&r)
+            ),
+            Err(e) => eprintln!("{}: recovery failed: {e}", d.name),
+        }
+    }
+    let _ = loaded;
+}
+
+pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
+    let name = match &cli.global.state_dir {
+        Some(_) => String::new(),
+        None => {
+            let repo = FleetRepo::open(&args.fleet_dir, None)?;
+            let files = repo.manifest_files()?;
+            let fleet = files
+                .iter()
+                .find(|f| f.path == "flotilla.toml")
+                .and_then(|f| toml::from_str::<crate::manifest::raw::RawFleetFile>(&f.text).ok())
+                .map(|f| f.fleet.name.get().clone())
+                .context("cannot read the fleet name from flotilla.toml (run `flotilla validate`)")?;
+            fleet
+        }
+    };
+    let dir = store_dir(cli, &name)?;
+    if !dir.exists() {
+        bail!(
+            "no store at {}: nothing has been applied with it yet",
+            dir.display()
+        );
+    }
+    let store = DirStore::open(&dir)?;
+    let events = store.audit(&AuditFilter {
+        host: args.host.clone(),
+        env: args.env.clone(),
+        limit: args.limit,
+    })?;
+    print!("{}", crate::store::render_history(&events, args.json));
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,528 @@
+//! One host's transaction (DESIGN §6.1): the plan's changes for a host turned into a bundle
+//! (op lines, file contents, command files, the `pending` and final `state.json`), uploaded
+//! with the artifacts it needs, and run on the host by `txn.sh`, which holds the host lock,
+//! checks that the host is still what the plan saw, applies, checks health, commits, and rolls
+//! back by itself on any failure before the commit.
+//!
+//! The op lines carry only values the manifests' validation already constrained (names,
+//! normalised paths, digests, modes); commands travel as files, never as script text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::hoststate::{FileState, HostState, RuntimeState};
+use crate::manifest::model::{Fleet, HostPath};
+use crate::observe::{Observation, ObservedFile};
+use crate::plan::{Action, Change, Kind};
+use crate::resolve::{DesiredHost, sha256_hex};
+use crate::transport::{Script, Session, TransportError};
+
+const TXN_SH: &str = include_str!("txn.sh");
+const LAUNCH_SH: &str = include_str!("launch.sh");
+const PREPARE_SH: &str = include_str!("prepare.sh");
+
+/// An artifact the host needs, verified on the controller.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub sha256: String,
+    pub local_path: PathBuf,
+}
+
+/// What the transaction needs besides the host's plan.
+pub struct Context<'a> {
+    pub fleet: &'a Fleet,
+    pub revision: Option<&'a str>,
+    pub store_id: &'a str,
+    pub epoch: u64,
+    pub now: jiff::Timestamp,
+    /// (runtime, version) → verified artifact.
+    pub artifacts: &'a BTreeMap<(String, String), Upload>,
+}
+
+/// A host's transaction, ready to upload.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    pub id: String,
+    pub ops: String,
+    /// Bundle files: relative path → content.
+    pub bundle: BTreeMap<String, Arc<[u8]>>,
+    pub uploads: Vec<Upload>,
+}
+
+/// How a host's transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Committed, but a deletion or prune after the commit failed.
+    AppliedWithErrors(String),
+    /// The host changed since the plan; nothing was touched.
+    Stale(String),
+    /// Another transaction holds the host's lock; nothing was touched.
+    Locked(String),
+    /// A step failed and the host is back where it was.
+    RolledBack(String),
+    /// A step failed and so did the rollback: the host needs a person.
+    Broken(String),
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        !matches!(self, Outcome::Applied | Outcome::AppliedWithErrors(_))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("host {host}: {what}")]
+    Host { host: String, what: String },
+    #[error("host {host}: building the transaction bundle: {source}")]
+    Bundle { host: String, source: std::io::Error },
+}
+
+/// Digest of a host's changes, saved with a plan so `apply --plan` can tell whether the same
+/// changes are still what the manifests and the host call for.
+pub fn change_digest(changes: &[Change]) -> String {
+    sha256_hex(serde_json::to_string(changes).unwrap_or_default().as_bytes())
+}
+
+fn field(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+/// Builds a host's transaction from its planned changes: the plan decides, this only encodes.
+pub fn build(
+    desired: &DesiredHost,
+    observed: &Observation,
+    changes: &[Change],
+    cx: &Context<'_>,
+) -> Transaction {
+    let id = format!("{}-{:016x}", cx.epoch, rand::random::<u64>());
+    let mut ops = String::new();
+    let mut bundle: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
+    let mut uploads = Vec::new();
+    let mut line = |fields: &[&str]| {
+        ops.push_str(&fields.join("\t"));
+        ops.push('\n');
+    };
+    let state = observed.state.as_ref();
+
+    // Preconditions: the host is exactly what the plan was made against.
+    line(&["pre-state", observed.state_sha256.as_deref().unwrap_or("-")]);
+    for c in changes {
+        match c.kind {
+            Kind::Runtime => line(&["pre-link", &c.name, c.before.as_deref().unwrap_or("-")]),
+            Kind::File => line(&["pre-file", &c.name, c.before.as_deref().unwrap_or("-")]),
+        }
+    }
+
+    let mut new_state = state.cloned().unwrap_or_else(|| HostState {
+        format_version: 1,
+        fleet: cx.fleet.name.to_string(),
+        host: desired.name.to_string(),
+        revision: None,
+        applied_at: String::new(),
+        store_id: cx.store_id.to_owned(),
+        epoch: cx.epoch,
+        runtimes: BTreeMap::new(),
+        files: BTreeMap::new(),
+        pending: None,
+    });
+    let mut pending = new_state.clone();
+    pending.pending = Some(serde_json::json!({ "txn": id, "store_id": cx.store_id, "epoch": cx.epoch }));
+
+    // Installs, then files, then links (DESIGN §6.1).
+    let upserts: Vec<&Change> = changes.iter().filter(|c| c.action != Action::Delete).collect();
+    for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
+        let Some(version) = c.after.as_deref() else {
+            continue;
+        };
+        let installed = observed
+            .runtimes
+            .get(&c.name)
+            .is_some_and(|r| r.versions.contains(version));
+        let key = (c.name.clone(), version.to_owned());
+        let sha = cx
+            .artifacts
+            .get(&key)
+            .map(|u| u.sha256.clone())
+            .unwrap_or_default();
+        if !installed {
+            if let Some(u) = cx.artifacts.get(&key) {
+                uploads.push(u.clone());
+            }
+            line(&["install", &c.name, version, field(&sha)]);
+        }
+        new_state.runtimes.insert(
+            c.name.clone(),
+            RuntimeState {
+                active: version.to_owned(),
+                previous: c.before.clone(),
+                sha256: sha,
+            },
+        );
+    }
+    let mut on_change: Vec<String> = Vec::new();
+    for (n, c) in upserts.iter().filter(|c| c.kind == Kind::File).enumerate() {
+        let Ok(path) = HostPath::new(&c.name) else {
+            continue;
+        };
+        let Some(f) = desired.files.get(&path).map(|f| &f.value) else {
+            continue;
+        };
+        let managed = state.and_then(|s| s.files.get(&c.name));
+        let exists = matches!(observed.files.get(&path), Some(ObservedFile::Regular { .. }));
+        // A file that existed before Flotilla took it over keeps its original in backup/.
+        let took_over = managed.map_or(exists, |m| m.took_over);
+        let backup = if managed.is_none() && exists {
+            sha256_hex(c.name.as_bytes())
+        } else {
+            "-".into()
+        };
+        bundle.insert(format!("files/{n}"), f.content.clone());
+        let mode = format!("{:04o}", f.mode);
+        line(&[
+            "file",
+            &n.to_string(),
+            &c.name,
+            &mode,
+            f.owner.as_deref().unwrap_or("-"),
+            f.group.as_deref().unwrap_or("-"),
+            &backup,
+        ]);
+        if let Some(cmd) = &f.on_change {
+            let k = match on_change.iter().position(|x| x == cmd) {
+                Some(k) => k,
+                None => {
+                    on_change.push(cmd.clone());
+                    on_change.len() - 1
+                }
+            };
+            bundle.insert(format!("onchange-for/{n}"), Arc::from(k.to_string().into_bytes()));
+        }
+        new_state.files.insert(
+            c.name.clone(),
+            FileState {
+                sha256: f.sha256.clone(),
+                mode: f.mode,
+                owner: f.owner.clone(),
+                group: f.group.clone(),
+                took_over,
+            },
+        );
+    }
+    for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
+        if let Some(v) = c.after.as_deref() {
+            line(&["link", &c.name, v, c.before.as_deref().unwrap_or("-")]);
+        }
+    }
+    for (k, cmd) in on_change.iter().enumerate() {
+        bundle.insert(format!("cmds/onchange-{k}"), Arc::from(cmd.as_bytes()));
+        line(&["onchange", &k.to_string(), "a changed file"]);
+    }
+    for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
+        let Some(v) = c.after.as_deref() else { continue };
+        let Some(rt) = cx.fleet.runtimes.get(c.name.as_str()) else {
+            continue;
+        };
+        if let Some(hook) = &rt.hooks.activate {
+            bundle.insert(format!("cmds/activate-{}", c.name), Arc::from(hook.as_bytes()));
+            line(&["activate", &c.name, v, c.before.as_deref().unwrap_or("")]);
+        }
+    }
+    for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
+        let Some(v) = c.after.as_deref() else { continue };
+        let Some(h) = cx
+            .fleet
+            .runtimes
+            .get(c.name.as_str())
+            .and_then(|rt| rt.health.as_ref())
+        else {
+            continue;
+        };
+        bundle.insert(format!("cmds/health-{}", c.name), Arc::from(h.command.as_bytes()));
+        let secs = |d: std::time::Duration| d.as_secs().max(1).to_string();
+        line(&[
+            "health",
+            &c.name,
+            v,
+            &secs(h.timeout),
+            &h.retries.to_string(),
+            &secs(h.interval),
+        ]);
+    }
+    if let Some(cmd) = cx
+        .fleet
+        .environments
+        .get(&desired.environment)
+        .and_then(|e| e.rollout.health_command.as_ref())
+    {
+        bundle.insert("cmds/health-env".into(), Arc::from(cmd.as_bytes()));
+        line(&["health-env"]);
+    }
+    line(&["commit"]);
+
+    // After the commit: deletions (remove hooks first), then pruning.
+    for c in changes.iter().filter(|c| c.action == Action::Delete) {
+        match c.kind {
+            Kind::Runtime => {
+                if let Some(hook) = cx
+                    .fleet
+                    .runtimes
+                    .get(c.name.as_str())
+                    .and_then(|rt| rt.hooks.remove.as_ref())
+                {
+                    bundle.insert(format!("cmds/remove-{}", c.name), Arc::from(hook.as_bytes()));
+                }
+                line(&["remove-runtime", &c.name]);
+                new_state.runtimes.remove(&c.name);
+            }
+            Kind::File => {
+                let took_over = state
+                    .and_then(|s| s.files.get(&c.name))
+                    .is_some_and(|f| f.took_over);
+                let backup = if took_over {
+                    sha256_hex(c.name.as_bytes())
+                } else {
+                    "-".into()
+                };
+                line(&["remove-file", &c.name, &backup]);
+                new_state.files.remove(&c.name);
+            }
+        }
+    }
+    let keep = desired.settings.keep_versions.value.max(1);
+    for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
+        if let Some(v) = c.after.as_deref() {
+            // The previous version stays while it may be rolled back to (keep_versions ≥ 2).
+            let previous = if keep >= 2 {
+                c.before.as_deref().unwrap_or("-")
+            } else {
+                "-"
+            };
+            line(&["prune", &c.name, v, previous, &keep.to_string()]);
+        }
+    }
+    new_state.fleet = cx.fleet.name.to_string();
+    new_state.host = desired.name.to_string();
+    new_state.revision = cx.revision.map(str::to_owned);
+    new_state.applied_at = cx.now.to_string();
+    new_state.store_id = cx.store_id.to_owned();
+    new_state.epoch = cx.epoch;
+    new_state.pending = None;
+    let json = |s: &HostState| Arc::from(serde_json::to_vec_pretty(s).unwrap_or_default());
+    bundle.insert("state.pending.json".into(), json(&pending));
+    bundle.insert("state.final.json".into(), json(&new_state));
+    bundle.insert("txn.sh".into(), Arc::from(TXN_SH.as_bytes()));
+    bundle.insert("ops".into(), Arc::from(ops.as_bytes()));
+    Transaction {
+        id,
+        ops,
+        bundle,
+        uploads,
+    }
+}
+
+fn tar_bundle(t: &Transaction) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = BTreeSet::new();
+    for path in t.bundle.keys() {
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            dirs.insert(dir.to_owned());
+        }
+    }
+    for d in &dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, format!("{d}/"), std::io::empty())?;
+    }
+    for (path, data) in &t.bundle {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o600);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, &data[..])?;
+    }
+    b.into_inner()
+}
+
+fn env(desired: &DesiredHost, txn: &str, mode: &str) -> Vec<(String, String)> {
+    let s = &desired.settings;
+    vec![
+        ("FLOTILLA_STATE_DIR".into(), s.state_dir.value.to_string()),
+        ("FLOTILLA_RUNTIMES_DIR".into(), s.runtimes_dir.value.to_string()),
+        ("FLOTILLA_HOST".into(), desired.name.to_string()),
+        ("FLOTILLA_ENVIRONMENT".into(), desired.environment.to_string()),
+        ("FLOTILLA_TXN".into(), txn.to_owned()),
+        ("FLOTILLA_MODE".into(), mode.to_owned()),
+        (
+            "FLOTILLA_COMMAND_TIMEOUT".into(),
+            s.command_timeout.value.as_secs().max(1).to_string(),
+        ),
+    ]
+}
+
+/// The host-side path of `p` (already absolute on the host), with the host's root in front.
+fn on_host(root: &std::path::Path, p: &str) -> String {
+    format!("{}{p}", root.display().to_string().trim_end_matches('/'))
+}
+
+/// What the host said, plus the last steps and log lines for error messages.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub steps: Vec<String>,
+    pub log_tail: Vec<String>,
+}
+
+fn parse_report(host: &str, stdout: &[u8]) -> Result<Report, TxnError> {
+    let text = crate::plan::sanitize(&String::from_utf8_lossy(stdout));
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let result = first
+        .strip_prefix("flotilla-txn ")
+        .ok_or_else(|| TxnError::Host {
+            host: host.to_owned(),
+            what: format!("unexpected output from the transaction: {first:?}"),
+        })?;
+    let (kind, rest) = result.split_once(' ').unwrap_or((result, ""));
+    let rest = rest.to_owned();
+    let outcome = match kind {
+        "ok" => Outcome::Applied,
+        "committed-with-errors" => Outcome::AppliedWithErrors(rest),
+        "stale" => Outcome::Stale(rest),
+        "locked" => Outcome::Locked(rest),
+        "rolled-back" => Outcome::RolledBack(rest),
+        "broken" => Outcome::Broken(rest),
+        _ => {
+            return Err(TxnError::Host {
+                host: host.to_owned(),
+                what: result.to_owned(),
+            });
+        }
+    };
+    let (mut steps, mut log_tail) = (Vec::new(), Vec::new());
+    let mut section = 0;
+    for l in lines {
+        match l {
+            "flotilla-steps" => section = 1,
+            "flotilla-log" => section = 2,
+            _ if section == 1 => steps.push(l.to_owned()),
+            _ if section == 2 => log_tail.push(l.to_owned()),
+            _ => {}
+        }
+    }
+    Ok(Report {
+        outcome,
+        steps,
+        log_tail,
+    })
+}
+
+/// Uploads the artifacts and the bundle, then runs the transaction and waits for its result.
+/// `progress` hears each phase, for the views.
+pub async fn run(
+    session: &mut dyn Session,
+    desired: &DesiredHost,
+    root: &std::path::Path,
+    txn: &Transaction,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Report, TxnError> {
+    let host = desired.name.to_string();
+    let base_env = env(desired, &txn.id, "apply");
+    let out = session
+        .run(&Script {
+            text: PREPARE_SH,
+            env: base_env.clone(),
+            stdin: Vec::new(),
+            timeout: None,
+        })
+        .await?;
+    if !String::from_utf8_lossy(&out.stdout).contains("flotilla-ready") {
+        let err = crate::plan::sanitize(&String::from_utf8_lossy(&out.stderr));
+        return Err(TxnError::Host {
+            host,
+            what: format!("cannot create Flotilla's directories: {}", err.trim()),
+        });
+    }
+    let state_dir = desired.settings.state_dir.value.as_str();
+    for u in &txn.uploads {
+        progress(&format!("uploading {}", &u.sha256[..12]));
+        let mut file = tokio::fs::File::open(&u.local_path)
+            .await
+            .map_err(|e| TxnError::Host {
+                host: host.clone(),
+                what: format!("opening cached artifact {}: {e}", u.local_path.display()),
+            })?;
+        let dest = on_host(root, &format!("{state_dir}/staging/{}.{}.part", u.sha256, txn.id));
+        session.upload(&mut file, &dest).await?;
+    }
+    let bundle = tar_bundle(txn).map_err(|source| TxnError::Bundle {
+        host: host.clone(),
+        source,
+    })?;
+    let dest = on_host(root, &format!("{state_dir}/txn/{}.tar", txn.id));
+    session.upload(&mut &bundle[..], &dest).await?;
+    progress("running the transaction");
+    launch(session, desired, &txn.id, "apply").await
+}
+
+/// Rolls back a transaction that a crash or kill left `pending` on the host.
+pub async fn recover(
+    session: &mut dyn Session,
+    desired: &DesiredHost,
+    txn_id: &str,
+) -> Result<Report, TxnError> {
+    launch(session, desired, txn_id, "recover").await
+}
+
+async fn launch(
+    session: &mut dyn Session,
+    desired: &DesiredHost,
+    txn_id: &str,
+    mode: &str,
+) -> Result<Report, TxnError> {
+    // The transaction bounds each host command itself; this bounds the whole run generously.
+    let timeout = desired.settings.command_timeout.value * 20;
+    let out = session
+        .run(&Script {
+            text: LAUNCH_SH,
+            env: env(desired, txn_id, mode),
+            stdin: Vec::new(),
+            timeout: Some(timeout),
+        })
+        .await?;
+    parse_report(desired.name.as_str(), &out.stdout)
+}
+
+/// The transaction id a `pending` record names, if it is well-formed.
+pub fn pending_txn(state: &HostState) -> Option<String> {
+    let id = state.pending.as_ref()?.get("txn")?.as_str()?;
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then(|| id.to_owned())
+}
+
+/// Summarises a report's failure for messages: the reason and the last log lines.
+pub fn describe_failure(r: &Report) -> String {
+    let mut out = match &r.outcome {
+        Outcome::Applied => "applied".to_owned(),
+        Outcome::AppliedWithErrors(w) => format!("applied, but {w}"),
+        Outcome::Stale(w) => format!("stale: {w}; left untouched (plan again)"),
+        Outcome::Locked(w) => format!("locked: {w}; left untouched"),
+        Outcome::RolledBack(w) => format!("failed and rolled back: {w}"),
+        Outcome::Broken(w) => format!("BROKEN: {w}"),
+    };
+    if r.outcome.failed() && !r.log_tail.is_empty() {
+        let tail: Vec<&str> = r.log_tail.iter().rev().take(3).map(String::as_str).collect();
+        let _ = write!(
+            out,
+            " [log: {}]",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
+    }
+    out
+}
