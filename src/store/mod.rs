@@ -1,1 +1,451 @@
-//! The store: lock, audit log, epochs, rollouts, caches (being written).
+//! The store: the reconciler's own state (DESIGN §7) — the apply lock, the append-only audit
+//! log, epochs, rollout records, the last observation of each host and the artifact cache.
+//!
+//! Everything above this module talks to the [`Store`] trait only, so that a second backend
+//! (PostgreSQL, for several `watch` replicas) can be added without anything else knowing that
+//! the embedded default, [`DirStore`], keeps its state in a directory. The types exchanged here
+//! are plain data (serde) and carry no paths; the one exception is
+//! [`Store::artifact_cache_dir`], because artifacts are local files whatever the backend.
+//!
+//! The guarantees every backend must keep:
+//! - one apply at a time per store, and the lock names its holder;
+//! - epochs only grow, across processes and crashes (hosts compare them, DESIGN §7);
+//! - the audit log is append-only and survives a crash in the middle of an append;
+//! - a crash at any point leaves state the next run can read and resume from, and state that
+//!   cannot be read is reported with the file and the fix, never silently reset.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod dir;
+mod fsutil;
+mod history;
+
+pub use dir::DirStore;
+pub use history::render_history;
+
+/// The reconciler's state, behind one interface (DESIGN §7). Implementations are shared across
+/// threads and tasks, hence `Send + Sync`; every method does its own locking.
+pub trait Store: Send + Sync {
+    /// The store's stable id, created with the store. It goes into every host's `state.json`
+    /// so that a host written by another store (another operator, another `watch`) is noticed.
+    fn id(&self) -> &str;
+
+    /// Takes the store's apply lock for `holder`: one apply at a time per store.
+    ///
+    /// Fails with [`StoreError::Locked`] (naming the holder) when another holder has it; never
+    /// waits. The lock is released when the guard is dropped, on every exit path including
+    /// panics, and by the operating system when the process dies — so a lock left behind by a
+    /// dead process is simply taken over (the guard reports it in [`LockGuard::taken_over`]).
+    fn lock(&self, holder: &Holder) -> Result<Box<dyn LockGuard>, StoreError>;
+
+    /// Hands out the next epoch: strictly greater than every epoch this store handed out
+    /// before, in any process, persisted before it is returned.
+    fn next_epoch(&self) -> Result<u64, StoreError>;
+
+    /// Appends one event to the audit log, durably (it is on disk when this returns). The log
+    /// is append-only: nothing ever truncates or rewrites it.
+    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// The audit events that match `filter`, oldest first. `limit` keeps the newest N of the
+    /// matching events. An entry that cannot be read (a crash in the middle of an append
+    /// leaves a torn line) is skipped with a warning, so one bad line never hides the rest.
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Records the fingerprint of what `host` was observed to have at `at`, replacing the
+    /// previous one.
+    fn save_observation(&self, host: &str, fingerprint: &str, at: jiff::Timestamp) -> Result<(), StoreError>;
+
+    /// The last observation saved for `host`, if any. Observations are a cache: one that
+    /// cannot be read is reported with a warning and treated as absent.
+    fn observation(&self, host: &str) -> Result<Option<Observation>, StoreError>;
+
+    /// The hosts with a saved observation, sorted by name: hosts that a plan must report as
+    /// "no longer managed" when they leave the manifests.
+    fn known_hosts(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Records the state of `env`'s rollout, replacing the previous record.
+    fn save_rollout(&self, env: &str, record: &RolloutRecord) -> Result<(), StoreError>;
+
+    /// The last rollout record of `env`, if any.
+    fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError>;
+
+    /// The directory of the content-addressed artifact cache; it exists. Artifacts are local
+    /// files whatever the backend, so this is a path even for a remote store.
+    fn artifact_cache_dir(&self) -> PathBuf;
+}
+
+/// Proof of holding a store's apply lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + fmt::Debug {
+    /// Who holds the lock (the holder given to [`Store::lock`]).
+    fn holder(&self) -> &Holder;
+
+    /// The holder recorded by a process that died while holding the lock, if this guard took
+    /// it over. Its apply was interrupted: hosts may be `pending` and rollouts unfinished, which
+    /// the next plan resumes from; callers should say so.
+    fn taken_over(&self) -> Option<&Holder>;
+}
+
+/// Who holds (or held) the apply lock, shown to whoever is refused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub machine: String,
+    pub user: String,
+    pub since: jiff::Timestamp,
+    pub command: String,
+}
+
+impl Holder {
+    /// The holder for this process: its pid, the host name and the user from the environment
+    /// (`USER`, else `LOGNAME`), `command` as given (e.g. "flotilla apply") and `since`.
+    pub fn this_process(command: &str, since: jiff::Timestamp) -> Holder {
+        let machine = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "unknown-host".to_owned());
+        let user = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "unknown-user".to_owned());
+        Holder {
+            pid: std::process::id(),
+            machine,
+            user,
+            since,
+            command: command.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    /// `pid 1234 (alice@build-01, `flotilla apply`, since 2026-11-22T07:40:00Z)`: enough to find
+    /// the process and its owner.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} ({}@{}, `{}`, since {:.0})",
+            self.pid, self.user, self.machine, self.command, self.since
+        )
+    }
+}
+
+/// One line of the audit log (DESIGN §7). The field names are a contract: `flotilla history
+/// --json` prints them and users' scripts read them. Every field is always written (absent
+/// values as `null`) so the shape of a line never depends on the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub time: jiff::Timestamp,
+    /// Who caused the event: a user for `apply`, `watch` for the reconciler.
+    pub actor: String,
+    /// The full commit id applied; `None` for a working tree outside Git.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The working tree had uncommitted changes (`apply --allow-dirty`).
+    #[serde(default)]
+    pub dirty: bool,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    /// What happened: "apply-started", "host-applied", "host-failed", "rolled-back",
+    /// "apply-finished", "take-over", "override", ...
+    pub event: String,
+    /// The changes involved, in the plan's JSON form.
+    #[serde(default)]
+    pub changes: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The reason a person gave (`--take-over`, `--override-windows`, ...).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event with only the mandatory fields set; fill in the rest with struct update syntax
+    /// or field assignment.
+    pub fn new(time: jiff::Timestamp, actor: &str, event: &str) -> AuditEvent {
+        AuditEvent {
+            time,
+            actor: actor.to_owned(),
+            revision: None,
+            dirty: false,
+            environment: None,
+            host: None,
+            event: event.to_owned(),
+            changes: Vec::new(),
+            error: None,
+            reason: None,
+        }
+    }
+
+    /// Whether the event passes `filter`'s host and environment conditions (not its limit).
+    pub fn matches(&self, filter: &AuditFilter) -> bool {
+        let host_ok = filter.host.as_ref().is_none_or(|h| self.host.as_ref() == Some(h));
+        let env_ok = filter
+            .env
+            .as_ref()
+            .is_none_or(|e| self.environment.as_ref() == Some(e));
+        host_ok && env_ok
+    }
+}
+
+/// Which audit events to return (`flotilla history --host --env --limit`). An event without a
+/// host (such as "apply-started") does not match a host filter; likewise for environments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub host: Option<String>,
+    pub env: Option<String>,
+    /// Keep only the newest N matching events.
+    pub limit: Option<usize>,
+}
+
+/// An environment's rollout as stored when it starts and updated after each wave (DESIGN
+/// §6.2): the wave layout is kept on resume, so it is stored rather than recomputed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The revision being rolled out.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The hosts of each wave, the canary wave first.
+    pub waves: Vec<Vec<String>>,
+    /// How many waves have completed.
+    pub waves_done: usize,
+    /// The next wave may not start before this (the `bake` after the last completed wave).
+    #[serde(default)]
+    pub bake_deadline: Option<jiff::Timestamp>,
+    /// Why the rollout halted, if it did; `watch` does not retry a halted rollout.
+    #[serde(default)]
+    pub halted: Option<String>,
+    pub started_at: jiff::Timestamp,
+}
+
+/// The last observation of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub host: String,
+    pub fingerprint: String,
+    pub at: jiff::Timestamp,
+}
+
+/// Why the store could not do something. Every message names the file or directory involved and
+/// says what to do about it, since it is shown to the operator as is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{dir}: cannot create the store directory: {source} (create it yourself, or choose another with --state-dir)"
+    )]
+    CreateDir { dir: PathBuf, source: io::Error },
+    #[error("{path}: the store location is not a directory (choose another with --state-dir)")]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "{dir}: the store directory is not writable ({source}); fix its permissions, or choose another with --state-dir"
+    )]
+    NotWritable { dir: PathBuf, source: io::Error },
+    #[error(
+        "{dir}: this directory is not empty and is not a Flotilla store (it has no `id` file); choose an empty or new directory with --state-dir"
+    )]
+    NotAStore { dir: PathBuf },
+    #[error(
+        "{path}: the store was written by a newer Flotilla (format {found}; this one reads up to {supported}); upgrade Flotilla, or choose another directory with --state-dir"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    /// A state file cannot be read; `fix` says what the operator can do.
+    #[error("{path}: {problem}; {fix}")]
+    Corrupt {
+        path: PathBuf,
+        problem: String,
+        fix: &'static str,
+    },
+    /// Another holder has the apply lock. `holder` is `None` only when it took the lock an
+    /// instant ago and has not written its details yet.
+    #[error(
+        "the store is locked by {} (lock file {path}): one apply at a time per store; wait for it to finish, or stop that process, and try again (do not delete the lock file: a lock whose process died is taken over by itself)",
+        describe_holder(.holder)
+    )]
+    Locked {
+        path: PathBuf,
+        holder: Option<Box<Holder>>,
+    },
+    #[error("{path}: cannot {action}: {source}{}", io_hint(.source))]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    /// A caller passed a name that is unsafe as a file name; names are validated before they
+    /// reach the store, so this is a bug in the caller.
+    #[error(
+        "refusing {what} name {name:?} as a file name in the store: it must not be empty, contain `/` or NUL, or start with `.`"
+    )]
+    BadName { what: &'static str, name: String },
+}
+
+fn describe_holder(holder: &Option<Box<Holder>>) -> String {
+    match holder {
+        Some(h) => h.to_string(),
+        None => "another process (it has not written its details yet)".to_owned(),
+    }
+}
+
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            " (fix the permissions, or choose another store directory with --state-dir)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            " (choose a store directory on a writable file system with --state-dir)"
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            " (free some space, or choose another store directory with --state-dir)"
+        }
+        _ => " (check that path, or choose another store directory with --state-dir)",
+    }
+}
+
+/// The default store directory (DESIGN §7): `$XDG_STATE_HOME/flotilla/<fleet>`, else
+/// `$HOME/.local/state/flotilla/<fleet>`. Pure: the caller passes the environment's values.
+///
+/// Relative or empty values are ignored, as the XDG base directory specification asks (a
+/// relative state directory would depend on where Flotilla happens to run). `None` when neither
+/// gives an absolute path, or when `fleet` is not safe as a directory name.
+pub fn default_dir(xdg_state_home: Option<&OsStr>, home: Option<&OsStr>, fleet: &str) -> Option<PathBuf> {
+    if check_file_name("fleet", fleet).is_err() {
+        return None;
+    }
+    fn absolute(v: Option<&OsStr>) -> Option<&Path> {
+        v.map(Path::new).filter(|p| p.is_absolute())
+    }
+    let base = match absolute(xdg_state_home) {
+        Some(xdg) => xdg.to_path_buf(),
+        None => absolute(home)?.join(".local").join("state"),
+    };
+    Some(base.join("flotilla").join(fleet))
+}
+
+/// Defends against a name that would escape its directory or collide with the store's own
+/// temporary files (which start with `.`). Callers validate names already (DESIGN §3).
+pub(crate) fn check_file_name(what: &'static str, name: &str) -> Result<(), StoreError> {
+    let bad = name.is_empty()
+        || name.starts_with('.')
+        || name.contains('/')
+        || name.contains('\0')
+        || name.len() > 200;
+    if bad {
+        return Err(StoreError::BadName {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_display_names_process_user_machine_command_and_time() {
+        let h = Holder {
+            pid: 1234,
+            machine: "build-01".into(),
+            user: "alice".into(),
+            since: "2026-11-22T07:40:00.123456Z".parse().unwrap(),
+            command: "flotilla apply".into(),
+        };
+        assert_eq!(
+            h.to_string(),
+            "pid 1234 (alice@build-01, `flotilla apply`, since 2026-11-22T07:40:00Z)"
+        );
+    }
+
+    #[test]
+    fn locked_error_shows_the_holder_or_says_it_is_unknown() {
+        let h = Holder {
+            pid: 7,
+            machine: "m".into(),
+            user: "u".into(),
+            since: "2026-01-01T00:00:00Z".parse().unwrap(),
+            command: "flotilla watch".into(),
+        };
+        let e = StoreError::Locked {
+            path: "/s/lock".into(),
+            holder: Some(Box::new(h)),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("pid 7 (u@m, `flotilla watch`"), "{msg}");
+        assert!(msg.contains("/s/lock"), "{msg}");
+        let e = StoreError::Locked {
+            path: "/s/lock".into(),
+            holder: None,
+        };
+        assert!(e.to_string().contains("another process"));
+    }
+
+    #[test]
+    fn io_errors_say_what_to_do() {
+        let e = StoreError::Io {
+            path: "/s/epoch".into(),
+            action: "write",
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        let msg = e.to_string();
+        assert!(msg.starts_with("/s/epoch: cannot write: "), "{msg}");
+        assert!(msg.contains("--state-dir"), "{msg}");
+    }
+
+    #[test]
+    fn file_names_that_escape_or_hide_are_refused() {
+        for bad in ["", ".", "..", ".hidden", "a/b", "/abs", "a\0b", &"x".repeat(201)] {
+            assert!(check_file_name("host", bad).is_err(), "{bad:?}");
+        }
+        for good in ["web-01", "a.b_c+d", "0"] {
+            assert!(check_file_name("host", good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn audit_event_fields_are_exactly_the_documented_names() {
+        let e = AuditEvent::new("2026-01-01T00:00:00Z".parse().unwrap(), "alice", "apply-started");
+        let v = serde_json::to_value(&e).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "time",
+            "actor",
+            "revision",
+            "dirty",
+            "environment",
+            "host",
+            "event",
+            "changes",
+            "error",
+            "reason",
+        ];
+        want.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn audit_event_reads_lines_with_only_the_mandatory_fields() {
+        let e: AuditEvent =
+            serde_json::from_str(r#"{"time":"2026-01-01T00:00:00Z","actor":"a","event":"take-over"}"#)
+                .unwrap();
+        assert_eq!(
+            e,
+            AuditEvent::new("2026-01-01T00:00:00Z".parse().unwrap(), "a", "take-over")
+        );
+    }
+}

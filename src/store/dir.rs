@@ -1,0 +1,606 @@
+//! [`DirStore`]: the embedded store, a directory on the machine that runs Flotilla.
+//!
+//! ```text
+//! id                  {"format_version":1,"id":"<16 hex>","created_at":…}   created once
+//! epoch               the last epoch handed out (a JSON number)
+//! lock                flock'd by the apply that holds the store; its holder as JSON inside
+//! audit.jsonl         the audit log, one JSON object per line, append-only
+//! rollouts/<env>.json one rollout record per environment
+//! observations/<host>.json  the last observation of each host (a cache)
+//! cache/artifacts/    the artifact cache (owned by the artifact module)
+//! ```
+//!
+//! Mutual exclusion uses `flock(2)`: the kernel drops it when its process dies, so a crashed
+//! apply never leaves a lock someone must delete by hand. Every file except the audit log is
+//! replaced atomically (see [`super::fsutil`]); the audit log is appended to under a lock, and a
+//! line torn by a crash is skipped when reading and fenced off by a newline when appending.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::fsutil::{create_atomic, io_err, read_optional, sync_dir, write_atomic};
+use super::{
+    AuditEvent, AuditFilter, Holder, LockGuard, Observation, RolloutRecord, Store, StoreError,
+    check_file_name,
+};
+
+/// The layout version this build writes and the newest it reads.
+const FORMAT_VERSION: u32 = 1;
+
+const ID: &str = "id";
+const EPOCH: &str = "epoch";
+const LOCK: &str = "lock";
+const AUDIT: &str = "audit.jsonl";
+const ROLLOUTS: &str = "rollouts";
+const OBSERVATIONS: &str = "observations";
+const CACHE: &str = "cache";
+const ARTIFACTS: &str = "artifacts";
+
+const ID_FIX: &str = "restore it from a backup; the store id is the `store_id` in the state.json of hosts this store applied to (write {\"format_version\":1,\"id\":\"<store_id>\"})";
+const EPOCH_FIX: &str = "it holds the last epoch this store handed out: restore it from a backup, or write a number at least as high as the highest `epoch` in the state.json of hosts this store applied to";
+const ROLLOUT_FIX: &str = "fix the JSON, or delete the file to forget this rollout (the next apply starts a new one, with a new wave layout)";
+
+/// How long a refused `lock` keeps re-reading the holder's details when the holder took the
+/// lock but has not written them yet (or is just releasing it).
+const HOLDER_RETRIES: u32 = 20;
+const HOLDER_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// The contents of the `id` file.
+#[derive(Debug, Serialize, Deserialize)]
+struct IdFile {
+    format_version: u32,
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<jiff::Timestamp>,
+}
+
+/// The store kept in a directory (DESIGN §7); see the module documentation for its layout.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    dir: PathBuf,
+    id: String,
+}
+
+impl DirStore {
+    /// Opens the store in `dir`, creating the directory and the store (its id and epoch) when
+    /// they do not exist yet. Fails early, with the directory named, when it is not writable —
+    /// better than after a plan has been approved.
+    ///
+    /// A directory that holds other things and no store is refused rather than filled (a
+    /// mistyped `--state-dir ~` must not scatter state into a home directory), and a store that
+    /// lost its `id` or `epoch` file is reported rather than given new ones, since hosts compare
+    /// both.
+    pub fn open(dir: &Path) -> Result<DirStore, StoreError> {
+        match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::NotADirectory {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(StoreError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        probe_writable(dir)?;
+        let id = match read_id(dir)? {
+            Some(id) => {
+                if read_optional(&dir.join(EPOCH))?.is_none() {
+                    return Err(StoreError::Corrupt {
+                        path: dir.join(EPOCH),
+                        problem: "the store's epoch file is missing".to_owned(),
+                        fix: EPOCH_FIX,
+                    });
+                }
+                id
+            }
+            None => initialise(dir)?,
+        };
+        let mut created = false;
+        for sub in [ROLLOUTS, OBSERVATIONS, CACHE] {
+            created |= create_dir(&dir.join(sub))?;
+        }
+        if created {
+            sync_dir(dir)?;
+        }
+        if create_dir(&dir.join(CACHE).join(ARTIFACTS))? {
+            sync_dir(&dir.join(CACHE))?;
+        }
+        Ok(DirStore {
+            dir: dir.to_path_buf(),
+            id,
+        })
+    }
+
+    /// The store's directory, for messages ("state kept in …").
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn rollout_file(&self, env: &str) -> Result<(PathBuf, String), StoreError> {
+        check_file_name("environment", env)?;
+        Ok((self.dir.join(ROLLOUTS), format!("{env}.json")))
+    }
+
+    fn observation_file(&self, host: &str) -> Result<(PathBuf, String), StoreError> {
+        check_file_name("host", host)?;
+        Ok((self.dir.join(OBSERVATIONS), format!("{host}.json")))
+    }
+}
+
+/// Creates `path` as a directory unless it exists; returns whether it was created.
+fn create_dir(path: &Path) -> Result<bool, StoreError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
+        Err(e) => Err(io_err(path, "create the directory")(e)),
+    }
+}
+
+/// Writes and removes a file in `dir`: the one portable way to learn that it is writable.
+fn probe_writable(dir: &Path) -> Result<(), StoreError> {
+    let probe = dir.join(format!(".probe-{:016x}", rand::random::<u64>()));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => fs::remove_file(&probe).map_err(io_err(&probe, "remove")),
+        Err(source)
+            if matches!(
+                source.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Err(StoreError::NotWritable {
+                dir: dir.to_path_buf(),
+                source,
+            })
+        }
+        Err(e) => Err(io_err(dir, "write into the store directory")(e)),
+    }
+}
+
+/// Reads the store id; `Ok(None)` when the store has not been created yet.
+fn read_id(dir: &Path) -> Result<Option<String>, StoreError> {
+    let path = dir.join(ID);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    let corrupt = |problem: String| StoreError::Corrupt {
+        path: path.clone(),
+        problem,
+        fix: ID_FIX,
+    };
+    let file: IdFile = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(format!("the store id file is not valid: {e}")))?;
+    if file.format_version > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            path,
+            found: file.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let valid = !file.id.is_empty()
+        && file.id.len() <= 64
+        && file
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(corrupt(format!(
+            "the store id {:?} is not valid (letters, digits, - and _, at most 64)",
+            file.id
+        )));
+    }
+    Ok(Some(file.id))
+}
+
+/// Creates a new store in `dir`: the epoch first, then the id, which marks the store as
+/// complete. Two processes doing this at once end up with the same store, and a crash halfway
+/// leaves at most an epoch file, which the next attempt keeps.
+fn initialise(dir: &Path) -> Result<String, StoreError> {
+    check_initialisable(dir)?;
+    if !create_atomic(dir, EPOCH, b"0\n")? {
+        // Left by an interrupted initialisation (or a concurrent one): keep it, if readable.
+        read_epoch(
+            &dir.join(EPOCH),
+            &fs::read(dir.join(EPOCH)).map_err(io_err(&dir.join(EPOCH), "read"))?,
+        )?;
+    }
+    let file = IdFile {
+        format_version: FORMAT_VERSION,
+        id: format!("{:016x}", rand::random::<u64>()),
+        created_at: Some(jiff::Timestamp::now()),
+    };
+    let mut bytes =
+        serde_json::to_vec(&file).map_err(|e| io_err(&dir.join(ID), "encode")(io::Error::other(e)))?;
+    bytes.push(b'\n');
+    create_atomic(dir, ID, &bytes)?;
+    // Whoever won the race, the id on disk is the store's.
+    read_id(dir)?.ok_or_else(|| StoreError::Corrupt {
+        path: dir.join(ID),
+        problem: "the store id file vanished while the store was being created".to_owned(),
+        fix: "check that nothing else is deleting files in the store directory, then try again",
+    })
+}
+
+/// Refuses to create a store in a directory that holds anything but the leftovers of an
+/// interrupted initialisation.
+fn check_initialisable(dir: &Path) -> Result<(), StoreError> {
+    let mut foreign = false;
+    let mut store_state = false;
+    for entry in fs::read_dir(dir).map_err(io_err(dir, "list"))? {
+        let entry = entry.map_err(io_err(dir, "list"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == EPOCH
+            || name == ID
+            || name.starts_with(".probe-")
+            || name.starts_with(&format!(".{EPOCH}.tmp-"))
+        {
+            continue;
+        }
+        if name.starts_with(&format!(".{ID}.tmp-")) {
+            continue;
+        }
+        if [LOCK, AUDIT, ROLLOUTS, OBSERVATIONS, CACHE].contains(&&*name) {
+            store_state = true;
+        } else {
+            foreign = true;
+        }
+    }
+    if !(foreign || store_state) || dir.join(ID).exists() {
+        // Empty, or another process has just finished creating the store.
+        return Ok(());
+    }
+    if foreign {
+        return Err(StoreError::NotAStore {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Err(StoreError::Corrupt {
+        path: dir.join(ID),
+        problem: "the store id file is missing, but the directory holds a store's state".to_owned(),
+        fix: ID_FIX,
+    })
+}
+
+fn read_epoch(path: &Path, bytes: &[u8]) -> Result<u64, StoreError> {
+    serde_json::from_slice::<u64>(bytes).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        problem: format!("the epoch is not a non-negative whole number: {e}"),
+        fix: EPOCH_FIX,
+    })
+}
+
+impl Store for DirStore {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn lock(&self, holder: &Holder) -> Result<Box<dyn LockGuard>, StoreError> {
+        let path = self.dir.join(LOCK);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path, "open the lock file"))?;
+        let mut attempt = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(io_err(&path, "lock")(e)),
+            }
+            // Held: name the holder. Its details may not be written yet (it locked an instant
+            // ago) or already cleared (it is releasing), so look again briefly before giving up.
+            if let Some(h) = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+            {
+                return Err(StoreError::Locked {
+                    path,
+                    holder: Some(Box::new(h)),
+                });
+            }
+            attempt += 1;
+            if attempt >= HOLDER_RETRIES {
+                return Err(StoreError::Locked { path, holder: None });
+            }
+            std::thread::sleep(HOLDER_RETRY_PAUSE);
+        }
+        // Ours now. Details still in the file belong to a process that died holding the lock
+        // (a live holder clears them before it releases).
+        let mut previous = Vec::new();
+        (&file)
+            .read_to_end(&mut previous)
+            .map_err(io_err(&path, "read the lock file"))?;
+        let taken_over = if previous.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<Holder>(&previous) {
+                Ok(dead) => {
+                    tracing::warn!(
+                        lock = %path.display(),
+                        "taking over the store lock left by {dead}, which is no longer running; its apply was interrupted"
+                    );
+                    Some(dead)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        lock = %path.display(),
+                        "taking over the store lock from a process that is no longer running (its details are unreadable: {e})"
+                    );
+                    None
+                }
+            }
+        };
+        let json = serde_json::to_vec(holder)
+            .map_err(|e| io_err(&path, "encode the holder for")(io::Error::other(e)))?;
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(&json, 0))
+            .and_then(|()| file.sync_data())
+            .map_err(io_err(&path, "write the holder into"))?;
+        Ok(Box::new(DirLock {
+            file,
+            path,
+            holder: holder.clone(),
+            taken_over,
+        }))
+    }
+
+    fn next_epoch(&self) -> Result<u64, StoreError> {
+        let path = self.dir.join(EPOCH);
+        // The epoch file is replaced by rename, so a process that waited for the lock may hold
+        // the old file: it must lock the file that is at the path, and try again if it is not.
+        loop {
+            let file = File::open(&path).map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    StoreError::Corrupt {
+                        path: path.clone(),
+                        problem: "the store's epoch file is missing".to_owned(),
+                        fix: EPOCH_FIX,
+                    }
+                } else {
+                    io_err(&path, "open")(e)
+                }
+            })?;
+            file.lock().map_err(io_err(&path, "lock"))?;
+            let locked = file.metadata().map_err(io_err(&path, "inspect"))?;
+            match fs::metadata(&path) {
+                Ok(now) if now.dev() == locked.dev() && now.ino() == locked.ino() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path, "inspect")(e)),
+            }
+            let mut bytes = Vec::new();
+            (&file).read_to_end(&mut bytes).map_err(io_err(&path, "read"))?;
+            let last = read_epoch(&path, &bytes)?;
+            let next = last.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+                path: path.clone(),
+                problem: "the epoch has reached its largest value".to_owned(),
+                fix: EPOCH_FIX,
+            })?;
+            write_atomic(&self.dir, EPOCH, format!("{next}\n").as_bytes())?;
+            // `file` (and its lock) is released here, after the new epoch is on disk.
+            return Ok(next);
+        }
+    }
+
+    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let path = self.dir.join(AUDIT);
+        let mut line = serde_json::to_vec(event)
+            .map_err(|e| io_err(&path, "encode an event for")(io::Error::other(e)))?;
+        line.push(b'\n');
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path, "open"))?;
+        // Exclusive while appending, so that concurrent writers do not interleave and the
+        // torn-line check below sees the true end of the file.
+        file.lock().map_err(io_err(&path, "lock"))?;
+        let len = file.metadata().map_err(io_err(&path, "inspect"))?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.read_exact_at(&mut last, len - 1)
+                .map_err(io_err(&path, "read"))?;
+            if last[0] != b'\n' {
+                tracing::warn!(
+                    audit = %path.display(),
+                    "the audit log ends in a torn line (a crash during an append); it is kept, and skipped when read"
+                );
+                line.insert(0, b'\n');
+            }
+        }
+        (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
+        file.sync_data().map_err(io_err(&path, "flush to disk"))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let path = self.dir.join(AUDIT);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path, "open")(e)),
+        };
+        // Shared: an append in progress is waited for rather than read half-written.
+        file.lock_shared().map_err(io_err(&path, "lock"))?;
+        let mut reader = BufReader::new(&file);
+        let mut events = VecDeque::new();
+        let mut buf = Vec::new();
+        let mut line_no = 0usize;
+        loop {
+            buf.clear();
+            if reader
+                .read_until(b'\n', &mut buf)
+                .map_err(io_err(&path, "read"))?
+                == 0
+            {
+                break;
+            }
+            line_no += 1;
+            let text = buf.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<AuditEvent>(text) {
+                Ok(event) if event.matches(filter) => {
+                    events.push_back(event);
+                    if filter.limit.is_some_and(|limit| events.len() > limit) {
+                        events.pop_front();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    audit = %path.display(),
+                    line = line_no,
+                    "skipping an audit entry that cannot be read (a crash during an append leaves a torn line): {e}"
+                ),
+            }
+        }
+        Ok(events.into())
+    }
+
+    fn save_observation(&self, host: &str, fingerprint: &str, at: jiff::Timestamp) -> Result<(), StoreError> {
+        let (dir, name) = self.observation_file(host)?;
+        let obs = Observation {
+            host: host.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            at,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&obs)
+            .map_err(|e| io_err(&dir.join(&name), "encode")(io::Error::other(e)))?;
+        bytes.push(b'\n');
+        write_atomic(&dir, &name, &bytes)
+    }
+
+    fn observation(&self, host: &str) -> Result<Option<Observation>, StoreError> {
+        let (dir, name) = self.observation_file(host)?;
+        let path = dir.join(name);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Observation>(&bytes) {
+            Ok(obs) if obs.host == host => Ok(Some(obs)),
+            Ok(obs) => {
+                tracing::warn!(
+                    observation = %path.display(),
+                    "ignoring a cached observation that names another host ({}); the host will be observed afresh",
+                    obs.host
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    observation = %path.display(),
+                    "ignoring a cached observation that cannot be read ({e}); the host will be observed afresh"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn known_hosts(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.dir.join(OBSERVATIONS);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir, "list")(e)),
+        };
+        let mut hosts = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir, "list"))?;
+            let name = entry.file_name();
+            // Temporary files start with `.`; anything else odd is not ours.
+            let Some(host) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if check_file_name("host", host).is_ok() {
+                hosts.push(host.to_owned());
+            }
+        }
+        hosts.sort_unstable();
+        Ok(hosts)
+    }
+
+    fn save_rollout(&self, env: &str, record: &RolloutRecord) -> Result<(), StoreError> {
+        let (dir, name) = self.rollout_file(env)?;
+        let mut bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| io_err(&dir.join(&name), "encode")(io::Error::other(e)))?;
+        bytes.push(b'\n');
+        write_atomic(&dir, &name, &bytes)
+    }
+
+    fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        let (dir, name) = self.rollout_file(env)?;
+        let path = dir.join(name);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                problem: format!("the rollout record is not valid: {e}"),
+                fix: ROLLOUT_FIX,
+            })
+    }
+
+    fn artifact_cache_dir(&self) -> PathBuf {
+        self.dir.join(CACHE).join(ARTIFACTS)
+    }
+}
+
+/// The held apply lock of a [`DirStore`]: the flock'd lock file with the holder written in it.
+#[derive(Debug)]
+struct DirLock {
+    file: File,
+    path: PathBuf,
+    holder: Holder,
+    taken_over: Option<Holder>,
+}
+
+impl LockGuard for DirLock {
+    fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    fn taken_over(&self) -> Option<&Holder> {
+        self.taken_over.as_ref()
+    }
+}
+
+impl Drop for DirLock {
+    /// Clears the holder before releasing, so that details left in the file always mean a
+    /// holder that died; closing the file would release the flock anyway, but unlocking
+    /// explicitly states the order.
+    fn drop(&mut self) {
+        if let Err(e) = self.file.set_len(0) {
+            tracing::warn!(lock = %self.path.display(), "could not clear the lock holder: {e}");
+        }
+        if let Err(e) = self.file.unlock() {
+            tracing::warn!(lock = %self.path.display(), "could not release the lock (closing it will): {e}");
+        }
+    }
+}
