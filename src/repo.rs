@@ -345,3 +345,19 @@ impl RepoFiles for FleetRepo {
         }
     }
 }
+
+impl crate::artifact::RepoReader for FleetRepo {
+    fn open(&self, path: &str) -> std::io::Result<Box<dyn std::io::Read + Send + '_>> {
+        match &self.source {
+            Source::WorkTree { fleet_dir } => Ok(Box::new(std::fs::File::open(fleet_dir.join(path))?)),
+            Source::Commit { .. } => match crate::manifest::RepoFiles::entry(self, path, true) {
+                RepoEntry::File(Some(bytes)) => Ok(Box::new(std::io::Cursor::new(bytes))),
+                RepoEntry::Missing => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{path} does not exist at this revision"),
+                )),
+                other => Err(std::io::Error::other(format!("{path} is not a regular file ({other:?})"))),
+            },
+        }
+    }
+}

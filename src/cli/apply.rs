@@ -40,33 +40,16 @@ fn store_dir(cli: &Cli, fleet: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let machine = std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    if machine.is_empty() {
-        user
-    } else {
-        format!("{user}@{machine}")
-    }
+    let me = Holder::this_process("", jiff::Timestamp::now());
+    if me.machine.is_empty() { me.user } else { format!("{}@{}", me.user, me.machine) }
 }
 
-fn audit(store: &dyn Store, revision: Option<&str>, dirty: bool, event: &str) -> AuditEvent {
-    let _ = store;
-    AuditEvent {
-        time: jiff::Timestamp::now(),
-        actor: actor(),
-        revision: revision.map(str::to_owned),
-        dirty,
-        environment: None,
-        host: None,
-        event: event.to_owned(),
-        changes: Vec::new(),
-        error: None,
-        reason: None,
-    }
+/// An audit event of this apply, stamped now.
+fn audit(revision: Option<&str>, dirty: bool, event: &str) -> AuditEvent {
+    let mut e = AuditEvent::new(jiff::Timestamp::now(), &actor(), event);
+    e.revision = revision.map(str::to_owned);
+    e.dirty = dirty;
+    e
 }
 
 /// Asks for the exact confirmation; refuses without a terminal.
@@ -150,11 +133,6 @@ fn spawn_view(cli: &Cli, mut rx: mpsc::UnboundedReceiver<Event>) -> tokio::task:
             }
         }
     })
-}
-
-struct Refusal {
-    host: String,
-    why: String,
 }
 
 /// Hosts whose `state.json` says they are not ours to change (DESIGN §4, §7).
@@ -327,13 +305,14 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     let mut artifacts: BTreeMap<(String, String), Upload> = BTreeMap::new();
     let mut artifact_errors: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
-    for (h, o) in plan
-        .hosts
+    // The plan lists hosts in rollout order; observations follow `targets`.
+    let by_name: BTreeMap<&str, (&DesiredHost, &Observation)> = targets
         .iter()
-        .zip(targets.iter().zip(&observations))
-        .map(|(h, (_, o))| (h, o))
-    {
-        let Ok(o) = o else { continue };
+        .zip(&observations)
+        .filter_map(|(d, o)| Some((d.name.as_str(), (*d, o.as_ref().ok()?))))
+        .collect();
+    for h in &plan.hosts {
+        let Some((_, o)) = by_name.get(h.name.as_str()) else { continue };
         for c in &h.changes {
             if let (Kind::Runtime, Action::Create | Action::Update, Some(v)) = (c.kind, c.action, &c.after) {
                 if !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v)) {
@@ -376,7 +355,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     }
 
     let epoch = store.next_epoch()?;
-    let mut started = audit(&store, revision.as_deref(), dirty, "apply-started");
+    let mut started = audit(revision.as_deref(), dirty, "apply-started");
     started.changes = vec![serde_json::json!({ "epoch": epoch, "hosts": plan.summary.hosts_changed })];
     store.append_audit(&started)?;
     for (flag, reason) in [
@@ -384,7 +363,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         ("override-freeze", &args.override_freeze),
     ] {
         if let Some(r) = reason {
-            let mut e = audit(&store, revision.as_deref(), dirty, flag);
+            let mut e = audit(revision.as_deref(), dirty, flag);
             e.reason = Some(r.clone());
             store.append_audit(&e)?;
         }
@@ -418,13 +397,8 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     let mut refused: Vec<(String, String)> = Vec::new();
     let mut by_env: BTreeMap<String, Vec<HostJob>> = BTreeMap::new();
     let store_id = store.id().to_owned();
-    for (h, (d, o)) in plan.hosts.iter().zip(targets.iter().zip(&observations)) {
-        let (Some(wave), Ok(o)) = (h.wave, o) else {
-            continue;
-        };
-        if h.name != d.name.as_str() {
-            continue;
-        }
+    for h in &plan.hosts {
+        let (Some(wave), Some(&(d, o))) = (h.wave, by_name.get(h.name.as_str())) else { continue };
         if let Some(why) = stale.get(&h.name) {
             refused.push((h.name.clone(), format!("stale: {why}")));
             continue;
@@ -441,7 +415,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             continue;
         }
         if args.take_over.is_some() && o.state.as_ref().is_some_and(|s| s.store_id != store_id) {
-            let mut e = audit(&store, revision.as_deref(), dirty, "take-over");
+            let mut e = audit(revision.as_deref(), dirty, "take-over");
             e.host = Some(h.name.clone());
             e.environment = Some(h.environment.clone());
             e.reason = args.take_over.clone();
@@ -495,7 +469,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     let _ = view.await;
 
     for r in &summary.results {
-        let mut e = audit(&store, revision.as_deref(), dirty, "host-applied");
+        let mut e = audit(revision.as_deref(), dirty, "host-applied");
         e.host = Some(r.host.clone());
         e.environment = Some(r.environment.clone());
         e.changes = r
@@ -523,7 +497,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         }
         store.append_audit(&e)?;
     }
-    let mut finished = audit(&store, revision.as_deref(), dirty, "apply-finished");
+    let mut finished = audit(revision.as_deref(), dirty, "apply-finished");
     finished.changes = vec![serde_json::json!({
         "applied": summary.applied(), "failed": summary.failed(), "rolled_back": summary.rolled_back(),
         "skipped": summary.skipped.len() + refused.len(), "waiting": summary.waiting.len(), "interrupted": summary.interrupted,

@@ -16,9 +16,9 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Validate(src) => validate(src, color),
         Command::Plan(args) => plan_cmd(cli, args, color).await,
-        Command::Apply(_) => anyhow::bail!("apply is being built"),
+        Command::Apply(args) => super::apply::apply(cli, args, color).await,
         Command::Show(args) => show(args, color),
-        Command::History(_) => anyhow::bail!("history is being built"),
+        Command::History(args) => super::apply::history(cli, args),
         Command::Schema(args) => schema(args),
     }
 }

@@ -1,7 +1,6 @@
 //! The command line: argument parsing, wiring library calls together, and the views that
 //! print results. Exit codes are chosen here and only here (DESIGN §11).
 
-#[cfg(any())]
 mod apply;
 mod args;
 mod commands;
