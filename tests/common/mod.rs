@@ -161,3 +161,82 @@ pub fn run(cmd: &mut Command) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A minisign key pair made by the real `minisign` CLI (no password).
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = Command::new("minisign")
+            .args(["-G", "-W", "-p"])
+            .arg(dir.path().join("k.pub"))
+            .arg("-s")
+            .arg(dir.path().join("k.sec"))
+            .output()
+            .expect("run minisign (apt-get install minisign)");
+        assert!(st.status.success(), "minisign -G: {}", String::from_utf8_lossy(&st.stderr));
+        Keys { dir }
+    }
+
+    /// The base64 public key line.
+    pub fn public(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("k.pub")).expect("pub");
+        text.lines().last().unwrap_or_default().trim().to_owned()
+    }
+
+    /// Signs `file` (prehashed, the default), writing `file.minisig`.
+    pub fn sign(&self, file: &Path) {
+        let st = Command::new("minisign")
+            .args(["-S", "-s"])
+            .arg(self.dir.path().join("k.sec"))
+            .arg("-m")
+            .arg(file)
+            .output()
+            .expect("minisign -S");
+        assert!(st.status.success(), "minisign -S: {}", String::from_utf8_lossy(&st.stderr));
+    }
+}
+
+/// Builds `artifacts/<runtime>-<version>.tar.gz` in the fleet with the real `tar`, holding
+/// `bin/<runtime>` (prints the version) and `VERSION`; signs it; returns its sha256.
+pub fn real_artifact(f: &TestFleet, keys: &Keys, runtime: &str, version: &str) -> String {
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(src.path().join("bin")).expect("mkdir");
+    let bin = src.path().join("bin").join(runtime);
+    std::fs::write(&bin, format!("#!/bin/sh\necho {version}\n")).expect("write");
+    set_mode(&bin, 0o755);
+    std::fs::write(src.path().join("VERSION"), format!("{version}\n")).expect("write");
+    std::fs::create_dir_all(f.path().join("artifacts")).expect("mkdir");
+    let out = f.path().join(format!("artifacts/{runtime}-{version}.tar.gz"));
+    let st = Command::new("tar").arg("-czf").arg(&out).arg("-C").arg(src.path()).args(["bin", "VERSION"]).status().expect("tar");
+    assert!(st.success());
+    keys.sign(&out);
+    flotilla::resolve::sha256_hex(&std::fs::read(&out).expect("read"))
+}
+
+/// A fleet whose runtime `greeter` (1.0.0 and 2.0.0) has real, signed artifacts in the
+/// repository, trusted through `[trust]`.
+pub fn signed_fleet(runtime_extra: &str) -> (TestFleet, Keys) {
+    let f = TestFleet::new();
+    let keys = Keys::new();
+    let mut rt = String::new();
+    for v in ["1.0.0", "2.0.0"] {
+        let sha = real_artifact(&f, &keys, "greeter", v);
+        rt.push_str(&format!(
+            "[[version]]\nversion = \"{v}\"\nartifact = \"artifacts/greeter-{v}.tar.gz\"\nsha256 = \"{sha}\"\n\n"
+        ));
+    }
+    rt.push_str(runtime_extra);
+    f.write("runtimes/greeter.toml", &rt);
+    f.write(
+        "flotilla.toml",
+        &format!(
+            "[fleet]\nname = \"acme\"\npromotion = [\"staging\", \"prod\"]\n\n[defaults]\ntransport = \"local\"\n\n[trust]\nkeys = [\"{}\"]\n",
+            keys.public()
+        ),
+    );
+    (f, keys)
+}

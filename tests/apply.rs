@@ -1,0 +1,332 @@
+//! `flotilla apply` end to end: the real binary, real Git repositories, real tarballs signed
+//! by the real minisign CLI, hosts under temp roots on the local transport.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Keys, TestFleet, flotilla, run, signed_fleet};
+
+fn with_host(runtime_extra: &str) -> (TestFleet, Keys, tempfile::TempDir) {
+    let (f, keys) = signed_fleet(runtime_extra);
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.commit("initial");
+    (f, keys, tempfile::tempdir().unwrap())
+}
+
+fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
+    run(flotilla().arg("--state-dir").arg(store).args(["apply", "--auto-approve"]).args(extra).arg(f.path()))
+}
+
+fn current(f: &TestFleet, host: &str) -> Option<String> {
+    std::fs::read_link(f.root(host).join("opt/flotilla/runtimes/greeter/current"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+#[test]
+fn apply_converges_and_a_second_plan_has_no_changes() {
+    let (f, _keys, store) = with_host("");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Apply complete: 1 applied, 0 failed, 0 rolled back, 0 skipped."), "{}", r.stdout);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let conf = f.root("h1").join("etc/app.conf");
+    assert_eq!(std::fs::read_to_string(conf).unwrap(), "name = h1\nworkers = 8\n");
+    let r = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.ends_with("No changes. The fleet matches the manifests.\n"));
+
+    // Downgrade, then removal of the runtime.
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("downgrade, drop the file");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+    assert!(!f.root("h1").join("etc/app.conf").exists(), "a file Flotilla created is deleted when it leaves");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = false\n");
+    f.commit("remove");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!f.root("h1").join("opt/flotilla/runtimes/greeter").exists());
+
+    let h = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--host", "h1"]).arg(f.path()));
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    assert_eq!(h.stdout.matches("host-applied").count(), 3, "{}", h.stdout);
+    let j = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--json", "--limit", "1"]).arg(f.path()));
+    let last: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
+    assert_eq!(last["event"], "apply-finished");
+}
+
+#[test]
+fn without_a_terminal_apply_asks_for_auto_approve() {
+    let (f, _keys, store) = with_host("");
+    let r = run(flotilla().arg("--state-dir").arg(store.path()).arg("apply").arg(f.path()));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--auto-approve"), "{}", r.stderr);
+    assert!(current(&f, "h1").is_none(), "nothing was applied");
+}
+
+#[test]
+fn uncommitted_changes_are_refused_unless_allowed() {
+    let (f, _keys, store) = with_host("");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("uncommitted changes") && r.stderr.contains("--allow-dirty"), "{}", r.stderr);
+    let r = apply(&f, store.path(), &["--allow-dirty"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+    let h = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--json"]).arg(f.path()));
+    assert!(h.stdout.lines().all(|l| l.contains("\"dirty\":true")), "audited as dirty: {}", h.stdout);
+}
+
+#[test]
+fn a_failing_health_check_rolls_back_and_exits_1() {
+    let (f, _keys, store) = with_host("[health]\ncommand = \"test \\\"$(./bin/greeter)\\\" = 1.0.0\"\n");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    f.commit("2.0.0 is bad");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("rolled back") && r.stderr.contains("health check of greeter 2.0.0"), "{}", r.stderr);
+    assert!(r.stdout.contains("1 rolled back"), "{}", r.stdout);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+    let h = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--host", "h1"]).arg(f.path()));
+    assert!(h.stdout.contains("rolled-back"), "{}", h.stdout);
+}
+
+#[test]
+fn tampered_and_untrusted_artifacts_block_before_any_host_is_touched() {
+    let (f, _keys, store) = with_host("");
+    // Tampered after signing: the sha256 in the manifest no longer matches.
+    let art = f.path().join("artifacts/greeter-2.0.0.tar.gz");
+    let mut bytes = std::fs::read(&art).unwrap();
+    bytes.push(0);
+    std::fs::write(&art, bytes).unwrap();
+    f.commit("tampered");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("greeter") && r.stderr.contains("2.0.0") && r.stderr.contains("sha256"), "{}", r.stderr);
+    assert!(current(&f, "h1").is_none());
+    assert!(!f.root("h1").join("etc/app.conf").exists(), "the host was not touched at all");
+
+    // Pinned keys: the manifests' own key no longer counts.
+    let (f, _keys, store) = with_host("");
+    let other = Keys::new();
+    let pinned = other.dir.path().join("pinned.pub");
+    std::fs::write(&pinned, format!("{}\n", other.public())).unwrap();
+    let r = apply(&f, store.path(), &["--trusted-keys", pinned.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("untrusted") || r.stderr.contains("not trusted"), "{}", r.stderr);
+    assert!(current(&f, "h1").is_none());
+}
+
+#[test]
+fn concurrent_apply_is_refused_by_the_store_lock() {
+    let (f, _keys, store) = with_host("[hooks]\nactivate = \"sleep 3\"\n");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first apply holds the lock (its transaction has started).
+    let started = std::time::Instant::now();
+    while !f.root("h1").join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("pid"), "names its holder: {}", r.stderr);
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn saved_plans_apply_only_unchanged_hosts() {
+    let (f, _keys) = signed_fleet("");
+    let store = tempfile::tempdir().unwrap();
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.host("hosts/a.toml", "h2", "staging", "");
+    f.commit("two hosts");
+    let saved = store.path().join("..").join(format!("plan-{}.json", std::process::id()));
+    let r = run(flotilla().args(["plan", "--out"]).arg(&saved).arg(f.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // h2 changes after the plan was saved.
+    std::fs::create_dir_all(f.root("h2").join("etc")).unwrap();
+    std::fs::write(f.root("h2").join("etc/app.conf"), "by hand\n").unwrap();
+    let r = run(
+        flotilla().arg("--state-dir").arg(store.path()).args(["apply", "--auto-approve", "--plan"]).arg(&saved).arg(f.path()),
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("h2 skipped: stale"), "{}", r.stdout);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    assert!(current(&f, "h2").is_none());
+    assert_eq!(std::fs::read_to_string(f.root("h2").join("etc/app.conf")).unwrap(), "by hand\n");
+
+    // Targeting flags with --plan are refused; so is a plan of an uncommitted tree.
+    let r = run(flotilla().args(["apply", "--auto-approve", "--host", "h1", "--plan"]).arg(&saved).arg(f.path()));
+    assert_eq!(r.code, 1);
+    f.write("environments/prod.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    let r = run(flotilla().args(["plan", "--out"]).arg(&saved).arg(f.path()));
+    assert_eq!(r.code, 0);
+    let r = run(flotilla().arg("--state-dir").arg(store.path()).args(["apply", "--auto-approve", "--plan"]).arg(&saved).arg(f.path()));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("uncommitted tree"), "{}", r.stderr);
+    let _ = std::fs::remove_file(saved);
+}
+
+#[test]
+fn an_existing_file_is_taken_over_and_restored_when_it_leaves() {
+    let (f, _keys, store) = with_host("");
+    let conf = f.root("h1").join("etc/app.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(&conf, "original\n").unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("take over existing file"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "name = h1\nworkers = 8\n");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    f.commit("stop managing app.conf");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("restores the original"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "original\n");
+}
+
+#[test]
+fn sensitive_content_never_reaches_output_or_audit() {
+    let (f, _keys, store) = with_host("");
+    f.write(
+        "environments/staging.toml",
+        "[runtimes]\ngreeter = \"2.0.0\"\n\n[[file]]\npath = \"/etc/token\"\ncontent = \"s3cr3t-value\\n\"\nmode = \"0600\"\nsensitive = true\n",
+    );
+    f.commit("token");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("s3cr3t") && !r.stderr.contains("s3cr3t"));
+    let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("s3cr3t"));
+    let token = f.root("h1").join("etc/token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_second_store_is_refused_unless_it_takes_over() {
+    let (f, _keys, store) = with_host("");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    let other = tempfile::tempdir().unwrap();
+    let r = apply(&f, other.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("another store") && r.stdout.contains("--take-over"), "{}", r.stdout);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let r = apply(&f, other.path(), &["--take-over", "migrating to the new CI runner"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+    let audit = std::fs::read_to_string(other.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("take-over") && audit.contains("migrating to the new CI runner"));
+}
+
+#[test]
+fn killing_the_controller_mid_apply_loses_nothing() {
+    let (f, _keys, store) = with_host("[hooks]\nactivate = \"sleep 2\"\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !f.root("h1").join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The host-side transaction runs on by itself; a new apply waits its turn or converges.
+    let mut converged = false;
+    for _ in 0..40 {
+        let r = apply(&f, store.path(), &[]);
+        if r.code == 0 {
+            converged = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(converged, "a re-run converges");
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let r = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
+    let (f, _keys, store) = with_host("");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    // 2.0.0's activate hook hangs; the on-host script is killed while it waits.
+    let rt = std::fs::read_to_string(f.path().join("runtimes/greeter.toml")).unwrap();
+    f.write("runtimes/greeter.toml", &format!("{rt}[hooks]\nactivate = \"sleep 30\"\n"));
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    f.commit("2.0.0 with a hanging hook");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let steps = |f: &TestFleet| -> String {
+        let txn = f.root("h1").join("var/lib/flotilla/txn");
+        std::fs::read_dir(&txn)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("steps")).ok())
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while !steps(&f).contains("activate greeter 2.0.0") && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"), "the link moved before the hook");
+    // Kill the host-side transaction (and its hook) with SIGKILL, then the controller.
+    let root = f.root("h1");
+    let st = Command::new("pkill").args(["-9", "-f"]).arg(format!("{}/var/lib/flotilla/txn/.*/txn.sh", root.display())).status().unwrap();
+    assert!(st.success(), "pkill found the transaction");
+    let _ = Command::new("pkill").args(["-9", "-f", "^sleep 30$"]).status();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap();
+    assert!(state.contains("\"pending\""), "the pending record survives: {state}");
+    let r = run(flotilla().arg("plan").arg(f.path()));
+    assert!(r.stdout.contains("a transaction was interrupted here"), "{}", r.stdout);
+
+    // The next apply restores the pending state first, then converges (the hook now works).
+    f.write("runtimes/greeter.toml", &format!("{rt}[hooks]\nactivate = \"true\"\n"));
+    f.commit("fix the hook");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("restoring the state from before interrupted transaction"), "{}", r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let state = std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap();
+    assert!(!state.contains("\"pending\": {"), "{state}");
+}
