@@ -16,7 +16,12 @@ fn with_host(runtime_extra: &str) -> (TestFleet, Keys, tempfile::TempDir) {
 }
 
 fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
-    run(flotilla().arg("--state-dir").arg(store).args(["apply", "--auto-approve"]).args(extra).arg(f.path()))
+    run(flotilla()
+        .arg("--state-dir")
+        .arg(store)
+        .args(["apply", "--auto-approve"])
+        .args(extra)
+        .arg(f.path()))
 }
 
 fn current(f: &TestFleet, host: &str) -> Option<String> {
@@ -30,13 +35,21 @@ fn apply_converges_and_a_second_plan_has_no_changes() {
     let (f, _keys, store) = with_host("");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Apply complete: 1 applied, 0 failed, 0 rolled back, 0 skipped."), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("Apply complete: 1 applied, 0 failed, 0 rolled back, 0 skipped."),
+        "{}",
+        r.stdout
+    );
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
     let conf = f.root("h1").join("etc/app.conf");
     assert_eq!(std::fs::read_to_string(conf).unwrap(), "name = h1\nworkers = 8\n");
     let r = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert!(r.stdout.ends_with("No changes. The fleet matches the manifests.\n"));
+    assert!(
+        r.stdout
+            .ends_with("No changes. The fleet matches the manifests.\n")
+    );
 
     // Downgrade, then removal of the runtime.
     f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
@@ -44,17 +57,28 @@ fn apply_converges_and_a_second_plan_has_no_changes() {
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
-    assert!(!f.root("h1").join("etc/app.conf").exists(), "a file Flotilla created is deleted when it leaves");
+    assert!(
+        !f.root("h1").join("etc/app.conf").exists(),
+        "a file Flotilla created is deleted when it leaves"
+    );
     f.write("environments/staging.toml", "[runtimes]\ngreeter = false\n");
     f.commit("remove");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(!f.root("h1").join("opt/flotilla/runtimes/greeter").exists());
 
-    let h = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--host", "h1"]).arg(f.path()));
+    let h = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["history", "--host", "h1"])
+        .arg(f.path()));
     assert_eq!(h.code, 0, "{}", h.stderr);
     assert_eq!(h.stdout.matches("host-applied").count(), 3, "{}", h.stdout);
-    let j = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--json", "--limit", "1"]).arg(f.path()));
+    let j = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["history", "--json", "--limit", "1"])
+        .arg(f.path()));
     let last: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
     assert_eq!(last["event"], "apply-finished");
 }
@@ -62,7 +86,11 @@ fn apply_converges_and_a_second_plan_has_no_changes() {
 #[test]
 fn without_a_terminal_apply_asks_for_auto_approve() {
     let (f, _keys, store) = with_host("");
-    let r = run(flotilla().arg("--state-dir").arg(store.path()).arg("apply").arg(f.path()));
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("apply")
+        .arg(f.path()));
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("--auto-approve"), "{}", r.stderr);
     assert!(current(&f, "h1").is_none(), "nothing was applied");
@@ -74,12 +102,24 @@ fn uncommitted_changes_are_refused_unless_allowed() {
     f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("uncommitted changes") && r.stderr.contains("--allow-dirty"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("uncommitted changes") && r.stderr.contains("--allow-dirty"),
+        "{}",
+        r.stderr
+    );
     let r = apply(&f, store.path(), &["--allow-dirty"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
-    let h = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--json"]).arg(f.path()));
-    assert!(h.stdout.lines().all(|l| l.contains("\"dirty\":true")), "audited as dirty: {}", h.stdout);
+    let h = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["history", "--json"])
+        .arg(f.path()));
+    assert!(
+        h.stdout.lines().all(|l| l.contains("\"dirty\":true")),
+        "audited as dirty: {}",
+        h.stdout
+    );
 }
 
 #[test]
@@ -92,10 +132,18 @@ fn a_failing_health_check_rolls_back_and_exits_1() {
     f.commit("2.0.0 is bad");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("rolled back") && r.stderr.contains("health check of greeter 2.0.0"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rolled back") && r.stderr.contains("health check of greeter 2.0.0"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stdout.contains("1 rolled back"), "{}", r.stdout);
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
-    let h = run(flotilla().arg("--state-dir").arg(store.path()).args(["history", "--host", "h1"]).arg(f.path()));
+    let h = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["history", "--host", "h1"])
+        .arg(f.path()));
     assert!(h.stdout.contains("rolled-back"), "{}", h.stdout);
 }
 
@@ -110,9 +158,16 @@ fn tampered_and_untrusted_artifacts_block_before_any_host_is_touched() {
     f.commit("tampered");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("greeter") && r.stderr.contains("2.0.0") && r.stderr.contains("sha256"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("greeter") && r.stderr.contains("2.0.0") && r.stderr.contains("sha256"),
+        "{}",
+        r.stderr
+    );
     assert!(current(&f, "h1").is_none());
-    assert!(!f.root("h1").join("etc/app.conf").exists(), "the host was not touched at all");
+    assert!(
+        !f.root("h1").join("etc/app.conf").exists(),
+        "the host was not touched at all"
+    );
 
     // Pinned keys: the manifests' own key no longer counts.
     let (f, _keys, store) = with_host("");
@@ -121,7 +176,11 @@ fn tampered_and_untrusted_artifacts_block_before_any_host_is_touched() {
     std::fs::write(&pinned, format!("{}\n", other.public())).unwrap();
     let r = apply(&f, store.path(), &["--trusted-keys", pinned.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("untrusted") || r.stderr.contains("not trusted"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("untrusted") || r.stderr.contains("not trusted"),
+        "{}",
+        r.stderr
+    );
     assert!(current(&f, "h1").is_none());
 }
 
@@ -156,28 +215,45 @@ fn saved_plans_apply_only_unchanged_hosts() {
     f.host("hosts/a.toml", "h1", "staging", "");
     f.host("hosts/a.toml", "h2", "staging", "");
     f.commit("two hosts");
-    let saved = store.path().join("..").join(format!("plan-{}.json", std::process::id()));
+    let saved = store
+        .path()
+        .join("..")
+        .join(format!("plan-{}.json", std::process::id()));
     let r = run(flotilla().args(["plan", "--out"]).arg(&saved).arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     // h2 changes after the plan was saved.
     std::fs::create_dir_all(f.root("h2").join("etc")).unwrap();
     std::fs::write(f.root("h2").join("etc/app.conf"), "by hand\n").unwrap();
-    let r = run(
-        flotilla().arg("--state-dir").arg(store.path()).args(["apply", "--auto-approve", "--plan"]).arg(&saved).arg(f.path()),
-    );
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve", "--plan"])
+        .arg(&saved)
+        .arg(f.path()));
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("h2 skipped: stale"), "{}", r.stdout);
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
     assert!(current(&f, "h2").is_none());
-    assert_eq!(std::fs::read_to_string(f.root("h2").join("etc/app.conf")).unwrap(), "by hand\n");
+    assert_eq!(
+        std::fs::read_to_string(f.root("h2").join("etc/app.conf")).unwrap(),
+        "by hand\n"
+    );
 
     // Targeting flags with --plan are refused; so is a plan of an uncommitted tree.
-    let r = run(flotilla().args(["apply", "--auto-approve", "--host", "h1", "--plan"]).arg(&saved).arg(f.path()));
+    let r = run(flotilla()
+        .args(["apply", "--auto-approve", "--host", "h1", "--plan"])
+        .arg(&saved)
+        .arg(f.path()));
     assert_eq!(r.code, 1);
     f.write("environments/prod.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
     let r = run(flotilla().args(["plan", "--out"]).arg(&saved).arg(f.path()));
     assert_eq!(r.code, 0);
-    let r = run(flotilla().arg("--state-dir").arg(store.path()).args(["apply", "--auto-approve", "--plan"]).arg(&saved).arg(f.path()));
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve", "--plan"])
+        .arg(&saved)
+        .arg(f.path()));
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("uncommitted tree"), "{}", r.stderr);
     let _ = std::fs::remove_file(saved);
@@ -192,7 +268,10 @@ fn an_existing_file_is_taken_over_and_restored_when_it_leaves() {
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("take over existing file"), "{}", r.stdout);
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "name = h1\nworkers = 8\n");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "name = h1\nworkers = 8\n"
+    );
     f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
     f.commit("stop managing app.conf");
     let r = apply(&f, store.path(), &[]);
@@ -216,7 +295,10 @@ fn sensitive_content_never_reaches_output_or_audit() {
     assert!(!audit.contains("s3cr3t"));
     let token = f.root("h1").join("etc/token");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -228,9 +310,17 @@ fn a_second_store_is_refused_unless_it_takes_over() {
     let other = tempfile::tempdir().unwrap();
     let r = apply(&f, other.path(), &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("another store") && r.stdout.contains("--take-over"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("another store") && r.stdout.contains("--take-over"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
-    let r = apply(&f, other.path(), &["--take-over", "migrating to the new CI runner"]);
+    let r = apply(
+        &f,
+        other.path(),
+        &["--take-over", "migrating to the new CI runner"],
+    );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
     let audit = std::fs::read_to_string(other.path().join("audit.jsonl")).unwrap();
@@ -281,7 +371,10 @@ fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
     assert_eq!(apply(&f, store.path(), &[]).code, 0);
     // 2.0.0's activate hook hangs; the on-host script is killed while it waits.
     let rt = std::fs::read_to_string(f.path().join("runtimes/greeter.toml")).unwrap();
-    f.write("runtimes/greeter.toml", &format!("{rt}[hooks]\nactivate = \"sleep 30\"\n"));
+    f.write(
+        "runtimes/greeter.toml",
+        &format!("{rt}[hooks]\nactivate = \"sleep 30\"\n"),
+    );
     f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
     f.commit("2.0.0 with a hanging hook");
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
@@ -307,26 +400,148 @@ fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
     while !steps(&f).contains("activate greeter 2.0.0") && started.elapsed().as_secs() < 20 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"), "the link moved before the hook");
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("2.0.0"),
+        "the link moved before the hook"
+    );
     // Kill the host-side transaction (and its hook) with SIGKILL, then the controller.
     let root = f.root("h1");
-    let st = Command::new("pkill").args(["-9", "-f"]).arg(format!("{}/var/lib/flotilla/txn/.*/txn.sh", root.display())).status().unwrap();
+    let st = Command::new("pkill")
+        .args(["-9", "-f"])
+        .arg(format!("{}/var/lib/flotilla/txn/.*/txn.sh", root.display()))
+        .status()
+        .unwrap();
     assert!(st.success(), "pkill found the transaction");
     let _ = Command::new("pkill").args(["-9", "-f", "^sleep 30$"]).status();
     child.kill().unwrap();
     child.wait().unwrap();
     let state = std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap();
-    assert!(state.contains("\"pending\""), "the pending record survives: {state}");
+    assert!(
+        state.contains("\"pending\""),
+        "the pending record survives: {state}"
+    );
     let r = run(flotilla().arg("plan").arg(f.path()));
-    assert!(r.stdout.contains("a transaction was interrupted here"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("a transaction was interrupted here"),
+        "{}",
+        r.stdout
+    );
 
     // The next apply restores the pending state first, then converges (the hook now works).
-    f.write("runtimes/greeter.toml", &format!("{rt}[hooks]\nactivate = \"true\"\n"));
+    f.write(
+        "runtimes/greeter.toml",
+        &format!("{rt}[hooks]\nactivate = \"true\"\n"),
+    );
     f.commit("fix the hook");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("restoring the state from before interrupted transaction"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("restoring the state from before interrupted transaction"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
     let state = std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap();
     assert!(!state.contains("\"pending\": {"), "{state}");
+}
+
+#[test]
+fn drift_is_corrected_decommission_empties_and_removed_hosts_are_listed() {
+    let (f, _keys, store) = with_host("");
+    f.host("hosts/b.toml", "h2", "staging", "");
+    f.commit("two hosts");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    // Drift: a hand edit is put back.
+    let conf = f.root("h1").join("etc/app.conf");
+    std::fs::write(&conf, "name = h1\nworkers = 1\n").unwrap();
+    let r = apply(&f, store.path(), &["--host", "h1"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("(changed outside Flotilla)"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "name = h1\nworkers = 8\n"
+    );
+    // Decommission: everything Flotilla manages leaves the host.
+    f.write(
+        "hosts/a.toml",
+        "[[host]]\nname = \"h1\"\nenvironment = \"staging\"\nroot = \"roots/h1\"\ndecommission = true\n",
+    );
+    f.commit("decommission h1");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!conf.exists());
+    assert!(current(&f, "h1").is_none());
+    // A host removed from the manifests is listed, and left alone.
+    std::fs::remove_file(f.path().join("hosts/b.toml")).unwrap();
+    f.commit("h2 leaves");
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("plan")
+        .arg(f.path()));
+    assert!(
+        r.stdout
+            .contains("No longer in the manifests (left as they are): h2"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(current(&f, "h2").as_deref(), Some("2.0.0"));
+}
+
+#[test]
+fn an_unpack_failure_rolls_back_and_names_the_step() {
+    let (f, _keys, store) = with_host("");
+    // The runtime's directory cannot be created: a regular file stands where it should be.
+    let rt = f.root("h1").join("opt/flotilla/runtimes");
+    std::fs::create_dir_all(&rt).unwrap();
+    std::fs::write(rt.join("greeter"), "not a directory").unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("install greeter 2.0.0"), "{}", r.stderr);
+    assert!(
+        !f.root("h1").join("etc/app.conf").exists(),
+        "nothing half-changed"
+    );
+    assert!(!f.root("h1").join("var/lib/flotilla/state.json").exists());
+}
+
+#[test]
+fn sigterm_lets_in_flight_hosts_finish_and_starts_no_new_one() {
+    let (f, _keys) = signed_fleet("[hooks]\nactivate = \"sleep 2\"\n");
+    let store = tempfile::tempdir().unwrap();
+    f.host("hosts/a.toml", "h1", "staging", "canary = true");
+    f.host("hosts/a.toml", "h2", "staging", "");
+    f.commit("two waves");
+    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !f.root("h1").join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("Apply interrupted: 1 applied"), "{stdout}");
+    assert!(stdout.contains("h2 skipped"), "{stdout}");
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("2.0.0"),
+        "the in-flight host finished"
+    );
+    assert!(current(&f, "h2").is_none(), "the next wave never started");
 }

@@ -27,7 +27,7 @@ use crate::transport;
 const PROMPT: &str = "Do you want to apply these changes? Only 'yes' will be accepted:";
 
 /// The store for `fleet`: --state-dir / FLOTILLA_STATE_DIR, else the XDG default.
-fn store_dir(cli: &Cli, fleet: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn store_dir(cli: &Cli, fleet: &str) -> anyhow::Result<PathBuf> {
     if let Some(d) = &cli.global.state_dir {
         return Ok(d.clone());
     }
@@ -41,7 +41,11 @@ fn store_dir(cli: &Cli, fleet: &str) -> anyhow::Result<PathBuf> {
 
 fn actor() -> String {
     let me = Holder::this_process("", jiff::Timestamp::now());
-    if me.machine.is_empty() { me.user } else { format!("{}@{}", me.user, me.machine) }
+    if me.machine.is_empty() {
+        me.user
+    } else {
+        format!("{}@{}", me.user, me.machine)
+    }
 }
 
 /// An audit event of this apply, stamped now.
@@ -245,8 +249,9 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
 
     recover_interrupted(&loaded, &repo, &targets, cli.global.parallel as usize).await;
     let now = jiff::Timestamp::now();
-    let (observations, plan) =
+    let (observations, mut plan) =
         observe_and_plan(&loaded, &repo, &targets, cli.global.parallel as usize, now).await;
+    plan.no_longer_managed = super::commands::no_longer_managed(cli, &loaded);
     for (d, o) in targets.iter().zip(&observations) {
         if let Ok(o) = o {
             let _ = store.save_observation(d.name.as_str(), &o.fingerprint(), now);
@@ -312,7 +317,9 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         .filter_map(|(d, o)| Some((d.name.as_str(), (*d, o.as_ref().ok()?))))
         .collect();
     for h in &plan.hosts {
-        let Some((_, o)) = by_name.get(h.name.as_str()) else { continue };
+        let Some((_, o)) = by_name.get(h.name.as_str()) else {
+            continue;
+        };
         for c in &h.changes {
             if let (Kind::Runtime, Action::Create | Action::Update, Some(v)) = (c.kind, c.action, &c.after) {
                 if !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v)) {
@@ -398,7 +405,9 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     let mut by_env: BTreeMap<String, Vec<HostJob>> = BTreeMap::new();
     let store_id = store.id().to_owned();
     for h in &plan.hosts {
-        let (Some(wave), Some(&(d, o))) = (h.wave, by_name.get(h.name.as_str())) else { continue };
+        let (Some(wave), Some(&(d, o))) = (h.wave, by_name.get(h.name.as_str())) else {
+            continue;
+        };
         if let Some(why) = stale.get(&h.name) {
             refused.push((h.name.clone(), format!("stale: {why}")));
             continue;

@@ -98,7 +98,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         anyhow::bail!(crate::target::TargetError::NothingMatches);
     }
     let observed_at = jiff::Timestamp::now();
-    let (_, plan) = observe_and_plan(
+    let (_, mut plan) = observe_and_plan(
         &loaded,
         &repo,
         &targets,
@@ -106,6 +106,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         at.unwrap_or(observed_at),
     )
     .await;
+    plan.no_longer_managed = no_longer_managed(cli, &loaded);
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
         std::fs::write(out, saved + "\n")
@@ -144,6 +145,25 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         return Ok(Outcome::Changes);
     }
     Ok(Outcome::Success)
+}
+
+/// Hosts the store has observed before that the manifests no longer name. A plan only reads
+/// the store, and only when it exists.
+pub(super) fn no_longer_managed(cli: &Cli, loaded: &LoadedFleet) -> Vec<String> {
+    use crate::store::Store as _;
+    let Ok(dir) = super::apply::store_dir(cli, loaded.fleet.name.as_str()) else {
+        return Vec::new();
+    };
+    if !dir.join("id").is_file() {
+        return Vec::new();
+    }
+    let known = crate::store::DirStore::open(&dir)
+        .and_then(|s| s.known_hosts())
+        .unwrap_or_default();
+    known
+        .into_iter()
+        .filter(|h| loaded.fleet.host(h).is_none())
+        .collect()
 }
 
 /// Observes `targets` and plans them; observations come back in the order of `targets`.

@@ -191,6 +191,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         summary,
         environments,
         hosts,
+        no_longer_managed: Vec::new(),
     }
 }
 

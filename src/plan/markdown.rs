@@ -23,6 +23,14 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
     for n in &header.notices {
         let _ = writeln!(head, "> [!WARNING]\n> {}\n", n.replace('\n', " "));
     }
+    if !plan.no_longer_managed.is_empty() {
+        let names = super::fold::join_limited(&super::fold::fold_names(&plan.no_longer_managed), 10);
+        let _ = writeln!(
+            head,
+            "> [!NOTE]\n> No longer in the manifests (left as they are): {}\n",
+            cell(&names)
+        );
+    }
     if plan.summary.hosts_unreachable > 0 {
         let _ = writeln!(
             head,

@@ -23,6 +23,10 @@ pub struct Plan {
     pub summary: Summary,
     pub environments: Vec<EnvironmentPlan>,
     pub hosts: Vec<HostPlan>,
+    /// Presentation only: hosts the store has seen that the manifests no longer name; they
+    /// are left as they are.
+    #[serde(skip)]
+    pub no_longer_managed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

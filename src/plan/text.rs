@@ -200,6 +200,14 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
         }
         let _ = writeln!(out);
     }
+    if !plan.no_longer_managed.is_empty() {
+        let names = join_limited(&fold_names(&plan.no_longer_managed), 10);
+        let _ = writeln!(
+            out,
+            "{} {names}\n",
+            p.dim("No longer in the manifests (left as they are):")
+        );
+    }
     if plan.summary.hosts_unreachable > 0 {
         let n = plan.summary.hosts_unreachable;
         let _ = writeln!(
