@@ -356,7 +356,9 @@ impl crate::artifact::RepoReader for FleetRepo {
                     std::io::ErrorKind::NotFound,
                     format!("{path} does not exist at this revision"),
                 )),
-                other => Err(std::io::Error::other(format!("{path} is not a regular file ({other:?})"))),
+                other => Err(std::io::Error::other(format!(
+                    "{path} is not a regular file ({other:?})"
+                ))),
             },
         }
     }

@@ -177,7 +177,11 @@ impl Keys {
             .arg(dir.path().join("k.sec"))
             .output()
             .expect("run minisign (apt-get install minisign)");
-        assert!(st.status.success(), "minisign -G: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "minisign -G: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         Keys { dir }
     }
 
@@ -196,7 +200,11 @@ impl Keys {
             .arg(file)
             .output()
             .expect("minisign -S");
-        assert!(st.status.success(), "minisign -S: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "minisign -S: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     }
 }
 
@@ -211,7 +219,14 @@ pub fn real_artifact(f: &TestFleet, keys: &Keys, runtime: &str, version: &str) -
     std::fs::write(src.path().join("VERSION"), format!("{version}\n")).expect("write");
     std::fs::create_dir_all(f.path().join("artifacts")).expect("mkdir");
     let out = f.path().join(format!("artifacts/{runtime}-{version}.tar.gz"));
-    let st = Command::new("tar").arg("-czf").arg(&out).arg("-C").arg(src.path()).args(["bin", "VERSION"]).status().expect("tar");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(src.path())
+        .args(["bin", "VERSION"])
+        .status()
+        .expect("tar");
     assert!(st.success());
     keys.sign(&out);
     flotilla::resolve::sha256_hex(&std::fs::read(&out).expect("read"))
