@@ -349,7 +349,16 @@ impl RepoFiles for FleetRepo {
 impl crate::artifact::RepoReader for FleetRepo {
     fn open(&self, path: &str) -> std::io::Result<Box<dyn std::io::Read + Send + '_>> {
         match &self.source {
-            Source::WorkTree { fleet_dir } => Ok(Box::new(std::fs::File::open(fleet_dir.join(path))?)),
+            Source::WorkTree { fleet_dir } => {
+                // Repository paths are read as Git would: a symlink is refused, not followed.
+                let full = fleet_dir.join(path);
+                if std::fs::symlink_metadata(&full)?.file_type().is_symlink() {
+                    return Err(std::io::Error::other(format!(
+                        "{path} is a symlink; artifacts must be regular files"
+                    )));
+                }
+                Ok(Box::new(std::fs::File::open(full)?))
+            }
             Source::Commit { .. } => match crate::manifest::RepoFiles::entry(self, path, true) {
                 RepoEntry::File(Some(bytes)) => Ok(Box::new(std::io::Cursor::new(bytes))),
                 RepoEntry::Missing => Err(std::io::Error::new(

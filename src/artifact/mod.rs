@@ -1,1 +1,561 @@
-//! Artifacts: fetch, cache, sha256, minisign, tarball inspection (being written).
+//! Artifacts: getting a runtime's tarball onto the controller, verified, before any host is
+//! touched (DESIGN §6.1, §9).
+//!
+//! [`ArtifactCache::prepare`] fetches an artifact (a repository path through [`RepoReader`], a
+//! `file:///` path, or `https://`) into a content-addressed cache, checks its sha256 against the
+//! manifest, verifies its minisign signature against the [`TrustPolicy`], and inspects every
+//! entry of the tarball (no absolute names, `..`, hardlinks, devices, FIFOs, setuid/setgid/
+//! sticky bits, escaping symlinks, or more than the unpacked-size limit). Only then may the
+//! rollout stream it to hosts; a failure here blocks every host that needs the artifact.
+//!
+//! Artifacts can be many gigabytes, so nothing here holds one in memory: the fetch streams into
+//! a temporary file while hashing and feeding minisign's streaming verifier in the same pass,
+//! and the inspection streams the file through gzip and tar.
+//!
+//! Order of checks, and why: the signature file is read first (it is small), so an untrusted or
+//! missing signature fails before a big download; then the artifact's sha256 (the manifest pins
+//! the exact bytes), then the signature (was it signed by a trusted key), and only then is the
+//! tarball parsed, so the tar parser never sees bytes that are not authenticated (when
+//! signatures are in use).
+
+mod error;
+mod fetch;
+mod inspect;
+mod trust;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use minisign_verify::StreamVerifier;
+use sha2::{Digest, Sha256};
+
+pub use error::{ArtifactError, Origin, TarProblem};
+pub use trust::{KeyId, TrustPolicy};
+
+use crate::manifest::model::ArtifactRef;
+use fetch::{OpenError, Source};
+
+/// Read access to repository files at the revision being applied (implemented by
+/// `crate::repo::FleetRepo`). Paths are relative to the fleet root, as written in manifests.
+/// A missing file must be reported as [`io::ErrorKind::NotFound`]: for a signature that means
+/// "unsigned", which `require_signatures = false` accepts.
+pub trait RepoReader {
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>>;
+}
+
+/// The default limit on an artifact's unpacked size (DESIGN §6.1: 10 GiB).
+pub const DEFAULT_MAX_UNPACKED: u64 = 10 << 30;
+
+/// Signature files are a few hundred bytes; anything bigger is a mistake (or the artifact).
+const SIGNATURE_LIMIT: u64 = 64 * 1024;
+
+/// Connecting, waiting for a response, and each read of an HTTPS download are bounded by this.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One artifact to prepare: a runtime version as the manifests describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct ArtifactRequest<'a> {
+    pub runtime: &'a str,
+    pub version: &'a str,
+    pub artifact: &'a ArtifactRef,
+    pub signature: &'a ArtifactRef,
+    /// As in the manifest: 64 hex digits (either case).
+    pub sha256: &'a str,
+}
+
+/// A verified artifact in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The verified tarball in the cache, named by its sha256. Hosts still check the sha256
+    /// of what they receive, so the file may be streamed from here as is.
+    pub path: PathBuf,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// Bytes of the (compressed) tarball.
+    pub size: u64,
+    /// Total bytes of the regular files in the tarball.
+    pub unpacked_size: u64,
+    /// The id of the trusted key that signed it; `None` when it is unsigned, which only
+    /// `require_signatures = false` allows (worth recording in the audit log).
+    pub signed_by: Option<String>,
+    /// Whether the bytes were fetched by this call (false: the cached copy was reused).
+    pub fetched: bool,
+}
+
+/// The content-addressed artifact cache: `<store>/cache/artifacts/<sha256>`.
+///
+/// A file is only renamed to its sha256 name after its content was hashed and matched, so a
+/// file of that name holds those bytes (it is hashed again on reuse, against disk corruption).
+/// Downloads in progress are `.partial-<random>` files in the same directory, removed on
+/// failure; one left behind by a crash is garbage and safe to delete. Several processes may
+/// prepare the same artifact at once: each writes its own temporary file and the renames are
+/// atomic.
+#[derive(Debug)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl ArtifactCache {
+    /// A cache rooted at `dir`, created on first use.
+    pub fn new(dir: PathBuf) -> ArtifactCache {
+        ArtifactCache {
+            dir,
+            agent: fetch::agent(DEFAULT_HTTP_TIMEOUT),
+        }
+    }
+
+    /// Bounds connecting, waiting for a response, and each read of HTTPS downloads (default
+    /// [`DEFAULT_HTTP_TIMEOUT`]). The whole download is not bounded: a large artifact on a slow
+    /// link may take long, but a stalled one fails.
+    pub fn with_http_timeout(mut self, timeout: Duration) -> ArtifactCache {
+        self.agent = fetch::agent(timeout);
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Fetches the artifact into the cache (reusing a cached copy whose sha256 matches), checks
+    /// its sha256, verifies its minisign signature against `trust`, and inspects every tarball
+    /// entry against `max_unpacked` (bytes of regular files).
+    ///
+    /// The signature and the tarball are checked on every call, cached or not: trust and the
+    /// limit may have changed since the artifact was fetched.
+    ///
+    /// A download is cut off past `max_unpacked` + 1/8 + 64 MiB: a real tarball within the
+    /// limit is not that big, and the cut keeps a broken or hostile server from filling the
+    /// store's disk before the sha256 check could refuse the bytes.
+    ///
+    /// Blocking (file and network I/O): call it from `spawn_blocking` in async code.
+    pub fn prepare(
+        &self,
+        req: &ArtifactRequest<'_>,
+        repo: &dyn RepoReader,
+        trust: &TrustPolicy,
+        max_unpacked: u64,
+    ) -> Result<Prepared, ArtifactError> {
+        let at = || {
+            Box::new(Origin {
+                runtime: req.runtime.to_owned(),
+                version: req.version.to_owned(),
+                location: req.artifact.to_string(),
+            })
+        };
+        let expected = req.sha256.to_ascii_lowercase();
+        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ArtifactError::InvalidSha256 {
+                at: at(),
+                given: req.sha256.chars().take(80).collect(),
+            });
+        }
+
+        let signature = self.signature(req, repo, trust, &at)?;
+        let verifier = match &signature {
+            Some((file, key)) => Some(key.verify_stream(&file.signature).map_err(|e| {
+                // The key was chosen by id and legacy signatures were refused, so this is
+                // not expected; report it as a malformed signature rather than panic.
+                ArtifactError::MalformedSignature {
+                    at: at(),
+                    signature: req.signature.to_string(),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+
+        let cached = self.dir.join(&expected);
+        let (mut file, mut digests, fetched) = match self.reuse(&cached, &expected, verifier.clone(), &at)? {
+            Some((file, digests)) => (file, digests, false),
+            None => {
+                let limit = max_unpacked
+                    .saturating_add(max_unpacked / 8)
+                    .saturating_add(64 << 20);
+                let (file, digests) = self.fetch(req, repo, &cached, &expected, verifier, limit, &at)?;
+                (file, digests, true)
+            }
+        };
+
+        let signed_by = match (&mut digests.verifier, &signature) {
+            (Some(v), Some((sig, _))) => {
+                v.finalize().map_err(|_| ArtifactError::BadSignature {
+                    at: at(),
+                    signature: req.signature.to_string(),
+                    key_id: sig.key_id.to_string(),
+                })?;
+                Some(sig.key_id.to_string())
+            }
+            _ => None,
+        };
+
+        file.rewind().map_err(|source| ArtifactError::Cache {
+            at: at(),
+            path: cached.clone(),
+            source,
+        })?;
+        let unpacked_size =
+            inspect::inspect(&mut file, max_unpacked).map_err(|r| ArtifactError::Tarball {
+                at: at(),
+                entry: r.entry,
+                problem: r.problem,
+            })?;
+        Ok(Prepared {
+            path: cached,
+            sha256: expected,
+            size: digests.size,
+            unpacked_size,
+            signed_by,
+            fetched,
+        })
+    }
+
+    /// Reads and decodes the signature, and finds the trusted key that made it. `None` when
+    /// there is no signature and none is required.
+    fn signature<'t>(
+        &self,
+        req: &ArtifactRequest<'_>,
+        repo: &dyn RepoReader,
+        trust: &'t TrustPolicy,
+        at: &dyn Fn() -> Box<Origin>,
+    ) -> Result<Option<(trust::SignatureFile, &'t minisign_verify::PublicKey)>, ArtifactError> {
+        let location = req.signature.to_string();
+        let src = fetch::source(req.signature).map_err(|reason| ArtifactError::BadUrl {
+            at: at(),
+            what: "signature",
+            url: location.clone(),
+            reason,
+        })?;
+        let reader = match fetch::open(&src, repo, &self.agent) {
+            Ok(r) => r,
+            Err(OpenError::NotFound(reason)) => {
+                if trust.require_signatures() {
+                    return Err(ArtifactError::MissingSignature {
+                        at: at(),
+                        signature: location,
+                        pinned: trust.is_pinned(),
+                    });
+                }
+                tracing::warn!(
+                    runtime = req.runtime,
+                    version = req.version,
+                    signature = %location,
+                    "artifact is unsigned ({reason}); accepted because require_signatures is false"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(open_error(e, at, "signature", &location)),
+        };
+        let mut bytes = Vec::new();
+        reader
+            .take(SIGNATURE_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ArtifactError::Fetch {
+                at: at(),
+                what: "signature",
+                location: location.clone(),
+                reason: e.to_string(),
+            })?;
+        if bytes.len() as u64 > SIGNATURE_LIMIT {
+            return Err(ArtifactError::SignatureTooLarge {
+                at: at(),
+                signature: location,
+            });
+        }
+        let malformed = |reason: String| ArtifactError::MalformedSignature {
+            at: at(),
+            signature: location.clone(),
+            reason,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| malformed("it is not text".into()))?;
+        let file = trust::parse_signature(&text).map_err(malformed)?;
+        let Some(key) = trust.key(file.key_id) else {
+            return Err(ArtifactError::UntrustedKey {
+                at: at(),
+                signature: location,
+                key_id: file.key_id.to_string(),
+                trusted: trust.key_ids(),
+                pinned: trust.is_pinned(),
+            });
+        };
+        if !file.prehashed {
+            return Err(ArtifactError::LegacySignature {
+                at: at(),
+                signature: location,
+            });
+        }
+        Ok(Some((file, key)))
+    }
+
+    /// Hashes a cached copy; returns it, positioned anywhere, when its sha256 matches. A copy
+    /// that does not match (disk corruption, or an interrupted writer from an older version) is
+    /// deleted so that it is fetched again.
+    fn reuse<'v>(
+        &self,
+        path: &Path,
+        expected: &str,
+        verifier: Option<StreamVerifier<'v>>,
+        at: &dyn Fn() -> Box<Origin>,
+    ) -> Result<Option<(File, Digests<'v>)>, ArtifactError> {
+        let cache_err = |source| ArtifactError::Cache {
+            at: at(),
+            path: path.to_owned(),
+            source,
+        };
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(cache_err(io::Error::other(
+                    "is not a regular file; remove it so the artifact can be fetched again",
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(cache_err(e)),
+        }
+        let mut file = File::open(path).map_err(cache_err)?;
+        let mut digests = Digests::new(verifier);
+        pump(&mut file, None, &mut digests, u64::MAX).map_err(|e| match e {
+            PumpError::Read(e) | PumpError::Write(e) => cache_err(e),
+            PumpError::TooLarge => cache_err(io::Error::other("too large")),
+        })?;
+        if digests.hex() == expected {
+            return Ok(Some((file, digests)));
+        }
+        tracing::warn!(path = %path.display(), "cached artifact does not match its sha256; fetching it again");
+        fs::remove_file(path).map_err(cache_err)?;
+        Ok(None)
+    }
+
+    /// Streams the artifact into a temporary file in the cache while hashing it, checks the
+    /// sha256, then makes it durable (fsync, rename, fsync of the directory).
+    #[allow(clippy::too_many_arguments)]
+    fn fetch<'v>(
+        &self,
+        req: &ArtifactRequest<'_>,
+        repo: &dyn RepoReader,
+        cached: &Path,
+        expected: &str,
+        verifier: Option<StreamVerifier<'v>>,
+        limit: u64,
+        at: &dyn Fn() -> Box<Origin>,
+    ) -> Result<(File, Digests<'v>), ArtifactError> {
+        let location = req.artifact.to_string();
+        let src = fetch::source(req.artifact).map_err(|reason| ArtifactError::BadUrl {
+            at: at(),
+            what: "artifact",
+            url: location.clone(),
+            reason,
+        })?;
+        let reader =
+            fetch::open(&src, repo, &self.agent).map_err(|e| open_error(e, at, "artifact", &location))?;
+
+        fs::create_dir_all(&self.dir).map_err(|source| ArtifactError::Cache {
+            at: at(),
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut partial = Partial::create(&self.dir).map_err(|(path, source)| ArtifactError::Cache {
+            at: at(),
+            path,
+            source,
+        })?;
+        let cache_err = |path: &Path, source| ArtifactError::Cache {
+            at: at(),
+            path: path.to_owned(),
+            source,
+        };
+        let mut digests = Digests::new(verifier);
+        pump(reader, Some(&mut partial.file), &mut digests, limit).map_err(|e| match e {
+            PumpError::Read(e) => ArtifactError::Fetch {
+                at: at(),
+                what: "artifact",
+                location: location.clone(),
+                reason: if matches!(src, Source::Https(_)) {
+                    format!("the download failed: {e}")
+                } else {
+                    e.to_string()
+                },
+            },
+            PumpError::Write(e) => cache_err(&partial.path, e),
+            PumpError::TooLarge => ArtifactError::DownloadTooLarge { at: at(), limit },
+        })?;
+        let actual = digests.hex();
+        if actual != expected {
+            return Err(ArtifactError::Sha256Mismatch {
+                at: at(),
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+        partial.file.sync_all().map_err(|e| cache_err(&partial.path, e))?;
+        let file = partial.persist(cached).map_err(|e| cache_err(cached, e))?;
+        // The rename is only durable once the directory is synced.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| cache_err(&self.dir, e))?;
+        Ok((file, digests))
+    }
+}
+
+fn open_error(
+    e: OpenError,
+    at: &dyn Fn() -> Box<Origin>,
+    what: &'static str,
+    location: &str,
+) -> ArtifactError {
+    match e {
+        OpenError::NotFound(reason) | OpenError::Other(reason) => ArtifactError::Fetch {
+            at: at(),
+            what,
+            location: location.to_owned(),
+            reason,
+        },
+        OpenError::Status(status) => ArtifactError::HttpStatus {
+            at: at(),
+            what,
+            url: location.to_owned(),
+            status,
+        },
+    }
+}
+
+/// What one pass over the bytes computes: sha256, size, and the signature check.
+struct Digests<'v> {
+    sha: Sha256,
+    verifier: Option<StreamVerifier<'v>>,
+    size: u64,
+}
+
+impl<'v> Digests<'v> {
+    fn new(verifier: Option<StreamVerifier<'v>>) -> Digests<'v> {
+        Digests {
+            sha: Sha256::new(),
+            verifier,
+            size: 0,
+        }
+    }
+
+    fn update(&mut self, buf: &[u8]) {
+        self.sha.update(buf);
+        if let Some(v) = &mut self.verifier {
+            v.update(buf);
+        }
+        self.size += buf.len() as u64;
+    }
+
+    fn hex(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(64);
+        for b in self.sha.clone().finalize().iter() {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+}
+
+enum PumpError {
+    Read(io::Error),
+    Write(io::Error),
+    TooLarge,
+}
+
+/// Copies `src` to `dst` (when given) through `digests`, in constant memory, stopping past
+/// `limit` bytes.
+fn pump(
+    mut src: impl Read,
+    mut dst: Option<&mut File>,
+    digests: &mut Digests<'_>,
+    limit: u64,
+) -> Result<(), PumpError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        let chunk = &buf[..n];
+        digests.update(chunk);
+        if digests.size > limit {
+            return Err(PumpError::TooLarge);
+        }
+        if let Some(f) = dst.as_deref_mut() {
+            f.write_all(chunk).map_err(PumpError::Write)?;
+        }
+    }
+}
+
+/// A download in progress, deleted unless persisted.
+struct Partial {
+    path: PathBuf,
+    file: File,
+    done: bool,
+}
+
+impl Partial {
+    fn create(dir: &Path) -> Result<Partial, (PathBuf, io::Error)> {
+        loop {
+            let path = dir.join(format!(".partial-{:016x}", rand::random::<u64>()));
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(Partial {
+                        path,
+                        file,
+                        done: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err((path, e)),
+            }
+        }
+    }
+
+    /// Renames the file into place and hands back its open handle.
+    fn persist(mut self, to: &Path) -> io::Result<File> {
+        fs::rename(&self.path, to)?;
+        self.done = true;
+        self.file.try_clone()
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers share the cache and the policy across threads and wrap errors in `anyhow`.
+    #[test]
+    fn shareable_across_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<ArtifactCache>();
+        send_sync::<TrustPolicy>();
+        send_sync::<ArtifactError>();
+        send_sync::<Prepared>();
+    }
+
+    #[test]
+    fn digests_hex_is_lower_case_sha256() {
+        let mut d = Digests::new(None);
+        d.update(b"abc");
+        assert_eq!(
+            d.hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.size, 3);
+    }
+}

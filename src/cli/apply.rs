@@ -204,15 +204,15 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             "the fleet directory has uncommitted changes: commit them, or pass --allow-dirty to apply the working tree as it is"
         );
     }
-    if let Some(s) = &saved {
-        if s.plan.fleet != loaded.fleet.name.as_str() {
-            bail!(
-                "the saved plan is for fleet {:?}, but {} holds fleet {}",
-                s.plan.fleet,
-                args.source.fleet_dir.display(),
-                loaded.fleet.name
-            );
-        }
+    if let Some(s) = &saved
+        && s.plan.fleet != loaded.fleet.name.as_str()
+    {
+        bail!(
+            "the saved plan is for fleet {:?}, but {} holds fleet {}",
+            s.plan.fleet,
+            args.source.fleet_dir.display(),
+            loaded.fleet.name
+        );
     }
     let dirty = source.rev.is_none() && repo.is_dirty();
     let revision = repo.revision().map(str::to_owned);
@@ -321,10 +321,10 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             continue;
         };
         for c in &h.changes {
-            if let (Kind::Runtime, Action::Create | Action::Update, Some(v)) = (c.kind, c.action, &c.after) {
-                if !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v)) {
-                    needed.insert((c.name.clone(), v.clone()));
-                }
+            if let (Kind::Runtime, Action::Create | Action::Update, Some(v)) = (c.kind, c.action, &c.after)
+                && !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v))
+            {
+                needed.insert((c.name.clone(), v.clone()));
             }
         }
     }
@@ -344,7 +344,8 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             signature: &version.signature,
             sha256: &version.sha256,
         };
-        match cache.prepare(&req, &repo, &trust, DEFAULT_MAX_UNPACKED) {
+        // Fetching and verifying is blocking I/O (files, network, hashing).
+        match tokio::task::block_in_place(|| cache.prepare(&req, &repo, &trust, DEFAULT_MAX_UNPACKED)) {
             Ok(p) => {
                 artifacts.insert(
                     (rt.clone(), v.clone()),
@@ -601,13 +602,13 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
         None => {
             let repo = FleetRepo::open(&args.fleet_dir, None)?;
             let files = repo.manifest_files()?;
-            let fleet = files
+
+            files
                 .iter()
                 .find(|f| f.path == "flotilla.toml")
                 .and_then(|f| toml::from_str::<crate::manifest::raw::RawFleetFile>(&f.text).ok())
                 .map(|f| f.fleet.name.get().clone())
-                .context("cannot read the fleet name from flotilla.toml (run `flotilla validate`)")?;
-            fleet
+                .context("cannot read the fleet name from flotilla.toml (run `flotilla validate`)")?
         }
     };
     let dir = store_dir(cli, &name)?;
