@@ -285,7 +285,7 @@ fn sensitive_content_never_reaches_output_or_audit() {
     let (f, _keys, store) = with_host("");
     f.write(
         "environments/staging.toml",
-        "[runtimes]\ngreeter = \"2.0.0\"\n\n[[file]]\npath = \"/etc/token\"\ncontent = \"s3cr3t-value\\n\"\nmode = \"0600\"\nsensitive = true\n",
+        "[runtimes]\ngreeter = \"2.0.0\"\n\n[[file]]\npath = \"/etc/token\"\ncontent = \"s3cr3t-value\\n\"\nmode = \"0600\"\nowner = \"nobody\"\ngroup = \"nogroup\"\nsensitive = true\n",
     );
     f.commit("token");
     let r = apply(&f, store.path(), &[]);
@@ -295,10 +295,20 @@ fn sensitive_content_never_reaches_output_or_audit() {
     assert!(!audit.contains("s3cr3t"));
     let token = f.root("h1").join("etc/token");
     use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&token).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    use std::os::unix::fs::MetadataExt;
     assert_eq!(
-        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
-        0o600
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "owner nobody, group nogroup"
     );
+    // A changed owner alone is a change, and is put back.
+    std::os::unix::fs::chown(&token, Some(0), Some(0)).unwrap();
+    let r = run(flotilla().arg("plan").arg(f.path()));
+    assert!(r.stdout.contains("owner root -> nobody"), "{}", r.stdout);
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    assert_eq!(std::fs::metadata(&token).unwrap().uid(), 65534);
 }
 
 #[test]
