@@ -30,6 +30,8 @@ pub enum Layer {
     /// The n-th `[[group]]` (1-based) of the environment.
     Group(EnvName, usize),
     Host,
+    /// `--identity-file` / `--known-hosts`, which override the manifests.
+    CommandLine,
 }
 
 impl fmt::Display for Layer {
@@ -40,6 +42,7 @@ impl fmt::Display for Layer {
             Layer::Environment(e) => write!(f, "environments/{e}.toml"),
             Layer::Group(e, n) => write!(f, "environments/{e}.toml [[group]] #{n}"),
             Layer::Host => f.write_str("host"),
+            Layer::CommandLine => f.write_str("command line"),
         }
     }
 }

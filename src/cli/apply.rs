@@ -195,7 +195,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             .and_then(|s| s.plan.revision.clone())
             .or(args.source.rev.clone()),
     };
-    let (repo, loaded) = match open(&source, color)? {
+    let (repo, loaded) = match open(cli, &source, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };

@@ -33,6 +33,12 @@ pub struct Global {
     pub quiet: bool,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// SSH private key for every host (overrides `identity_file` in the manifests).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// known_hosts file for every host (overrides `known_hosts` in the manifests).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
     /// SSH sessions at once across the fleet.
     #[arg(long, global = true, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,

@@ -14,17 +14,21 @@ use crate::target::Selector;
 
 pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
     match &cli.command {
-        Command::Validate(src) => validate(src, color),
+        Command::Validate(src) => validate(cli, src, color),
         Command::Plan(args) => plan_cmd(cli, args, color).await,
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
-        Command::Show(args) => show(args, color),
+        Command::Show(args) => show(cli, args, color),
         Command::History(args) => super::apply::history(cli, args),
         Command::Schema(args) => schema(args),
     }
 }
 
 /// Loads the fleet, printing every problem on failure.
-pub(super) fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
+pub(super) fn open(
+    cli: &Cli,
+    src: &Source,
+    color: bool,
+) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
     let repo = FleetRepo::open(&src.fleet_dir, src.rev.as_deref())?;
     if src.rev.is_none() && repo.head().is_none() && repo.repo_dir().is_none() {
         eprintln!(
@@ -40,7 +44,25 @@ pub(super) fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRep
         );
     }
     match load(&repo) {
-        Ok(loaded) => Ok(Ok((repo, loaded))),
+        Ok(mut loaded) => {
+            // Command-line connection settings override the manifests (DESIGN §2.1).
+            use crate::resolve::{Layer, Sourced};
+            let flag = |p: &Option<std::path::PathBuf>| {
+                p.as_ref().map(|p| Sourced {
+                    value: Some(p.display().to_string()),
+                    from: Layer::CommandLine,
+                })
+            };
+            for h in &mut loaded.desired {
+                if let Some(v) = flag(&cli.global.identity_file) {
+                    h.settings.identity_file = v;
+                }
+                if let Some(v) = flag(&cli.global.known_hosts) {
+                    h.settings.known_hosts = v;
+                }
+            }
+            Ok(Ok((repo, loaded)))
+        }
         Err(LoadError::Repo(e)) => Err(e.into()),
         Err(LoadError::Invalid { diagnostics, sources }) => {
             eprint!(
@@ -56,8 +78,8 @@ pub(super) fn open(src: &Source, color: bool) -> anyhow::Result<Result<(FleetRep
     }
 }
 
-fn validate(src: &Source, color: bool) -> anyhow::Result<Outcome> {
-    let (repo, loaded) = match open(src, color)? {
+fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
+    let (repo, loaded) = match open(cli, src, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -87,7 +109,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Some(s) => Some(parse_at(s)?),
         None => None,
     };
-    let (repo, loaded) = match open(&args.source, color)? {
+    let (repo, loaded) = match open(cli, &args.source, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -208,8 +230,8 @@ pub(super) fn parse_at(s: &str) -> anyhow::Result<jiff::Timestamp> {
     anyhow::bail!("--at {s}: not a time; write RFC 3339 such as 2026-11-28T02:30:00+01:00")
 }
 
-fn show(args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
-    let (_repo, loaded) = match open(&args.source, color)? {
+fn show(cli: &Cli, args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
+    let (_repo, loaded) = match open(cli, &args.source, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };

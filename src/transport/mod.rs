@@ -4,6 +4,7 @@
 //! Manifest values reach scripts only through the environment or stdin, never as script text.
 
 pub mod local;
+pub mod ssh;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,16 +48,50 @@ pub enum TransportError {
     },
     #[error("host {host}: root directory {root} does not exist (create it, or fix `root`)")]
     NoRoot { host: String, root: PathBuf },
-    #[error("host {host}: {reason}")]
-    Unsupported {
+    #[error("host {host}: unreachable at {address} port {port}: {detail}")]
+    Unreachable {
         host: String,
-        reason: UnsupportedTransport,
+        address: String,
+        port: u16,
+        detail: String,
     },
+    #[error(
+        "host {host}: authentication failed for user `{user}` with {identity}: {detail} (check `user` and `identity_file`, and that the key is in the user's authorized_keys)"
+    )]
+    AuthFailed {
+        host: String,
+        user: String,
+        identity: String,
+        detail: String,
+    },
+    #[error("host {host}: host key refused: {why}; to fix: {fix}")]
+    HostKey { host: String, why: String, fix: String },
+    #[error("host {host}: `{setting}` cannot be used: {why}")]
+    Setting {
+        host: String,
+        setting: String,
+        why: String,
+    },
+    #[error(
+        "host {host}: `become = \"sudo\"` failed for user `{user}`: {detail} (Flotilla runs `sudo -n`, so the user needs a password-less sudo right)"
+    )]
+    Sudo {
+        host: String,
+        user: String,
+        detail: String,
+    },
+    #[error("host {host}: connection lost: {detail}")]
+    ConnectionLost { host: String, detail: String },
+    #[error("host {host}: {what} failed (exit {status}): {stderr}")]
+    CommandFailed {
+        host: String,
+        what: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error("host {host}: ssh: {detail}")]
+    Ssh { host: String, detail: String },
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("the ssh transport is not available in this build yet; use transport = \"local\"")]
-pub struct UnsupportedTransport;
 
 /// An open connection to one host; one per host, reused for every step.
 #[async_trait]
@@ -85,6 +120,9 @@ pub struct Target {
     pub root: PathBuf,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+    pub become_: crate::manifest::raw::Become,
 }
 
 impl Target {
@@ -105,6 +143,9 @@ impl Target {
             },
             connect_timeout: s.connect_timeout.value,
             command_timeout: s.command_timeout.value,
+            identity_file: s.identity_file.value.clone(),
+            known_hosts: s.known_hosts.value.clone(),
+            become_: s.become_.value,
         }
     }
 }
@@ -113,9 +154,6 @@ impl Target {
 pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError> {
     match target.kind {
         TransportKind::Local => Ok(Box::new(local::LocalSession::open(target)?)),
-        TransportKind::Ssh => Err(TransportError::Unsupported {
-            host: target.host.clone(),
-            reason: UnsupportedTransport,
-        }),
+        TransportKind::Ssh => Ok(Box::new(ssh::SshSession::open(target).await?)),
     }
 }
