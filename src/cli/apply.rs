@@ -12,7 +12,6 @@ use super::Outcome;
 use super::args::{ApplyArgs, Cli, HistoryArgs, Source};
 use super::commands::{observe_and_plan, open};
 use crate::artifact::{ArtifactCache, ArtifactRequest, DEFAULT_MAX_UNPACKED, TrustPolicy};
-use crate::load::LoadedFleet;
 use crate::observe::Observation;
 use crate::plan::{self, Action, Kind, SavedPlan};
 use crate::repo::FleetRepo;
@@ -22,7 +21,8 @@ use crate::schedule::window::availability;
 use crate::store::{AuditEvent, AuditFilter, DirStore, Holder, Store};
 use crate::target::Selector;
 use crate::transaction::{self, Outcome as TxnOutcome, Upload};
-use crate::transport;
+use crate::transport::{self, Pool};
+use std::sync::Arc;
 
 const PROMPT: &str = "Do you want to apply these changes? Only 'yes' will be accepted:";
 
@@ -172,6 +172,14 @@ fn refusal(
 }
 
 pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<Outcome> {
+    // One session per host for the whole apply, closed on every way out.
+    let pool = Arc::new(Pool::new());
+    let result = apply_with(cli, args, color, &pool).await;
+    pool.close_all().await;
+    result
+}
+
+async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) -> anyhow::Result<Outcome> {
     let saved: Option<SavedPlan> = match &args.plan {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -247,10 +255,14 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         bail!(crate::target::TargetError::NothingMatches);
     }
 
-    recover_interrupted(&loaded, &repo, &targets, cli.global.parallel as usize).await;
-    let now = jiff::Timestamp::now();
-    let (observations, mut plan) =
-        observe_and_plan(&loaded, &repo, &targets, cli.global.parallel as usize, now).await;
+    let parallel = cli.global.parallel as usize;
+    let mut now = jiff::Timestamp::now();
+    let (mut observations, mut plan) = observe_and_plan(&loaded, &repo, &targets, pool, parallel, now).await;
+    // Hosts a killed transaction left `pending` are restored first, then planned as usual.
+    if recover_interrupted(&repo, &targets, &observations, pool).await {
+        now = jiff::Timestamp::now();
+        (observations, plan) = observe_and_plan(&loaded, &repo, &targets, pool, parallel, now).await;
+    }
     plan.no_longer_managed = super::commands::no_longer_managed(cli, &loaded);
     for (d, o) in targets.iter().zip(&observations) {
         if let Ok(o) = o {
@@ -470,8 +482,9 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             artifacts: &artifacts,
             environments,
             waiting,
-            parallel: cli.global.parallel as usize,
+            parallel,
             cancel: watch_signals(),
+            pool: pool.clone(),
         },
         tx,
     )
@@ -553,33 +566,34 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     })
 }
 
-/// Hosts left `pending` by a killed transaction are rolled back to where they were before
-/// anything is planned (DESIGN §6.1).
+/// Hosts left `pending` by a killed transaction are rolled back from their journal to where
+/// they were (DESIGN §6.1). Returns whether any host was touched.
 async fn recover_interrupted(
-    loaded: &LoadedFleet,
     repo: &FleetRepo,
     targets: &[&DesiredHost],
-    parallel: usize,
-) {
-    let observations = crate::observe::observe_all(targets, repo.fleet_dir(), parallel).await;
+    observations: &[Result<Observation, crate::observe::ObserveError>],
+    pool: &Pool,
+) -> bool {
+    let mut touched = false;
     for (d, o) in targets.iter().zip(observations) {
         let Some(txn) = o
-            .ok()
-            .and_then(|o| o.state)
             .as_ref()
+            .ok()
+            .and_then(|o| o.state.as_ref())
             .and_then(transaction::pending_txn)
         else {
             continue;
         };
+        touched = true;
         let target = transport::Target::for_host(d, repo.fleet_dir());
         eprintln!(
             "{}: restoring the state from before interrupted transaction {txn}",
             d.name
         );
         let result = async {
-            let mut session = transport::connect(&target).await.map_err(|e| e.to_string())?;
+            let mut session = pool.take(&target).await.map_err(|e| e.to_string())?;
             let r = transaction::recover(session.as_mut(), d, &txn).await;
-            let _ = session.close().await;
+            pool.put(&target.host, session).await;
             r.map_err(|e| e.to_string())
         }
         .await;
@@ -593,7 +607,7 @@ async fn recover_interrupted(
             Err(e) => eprintln!("{}: recovery failed: {e}", d.name),
         }
     }
-    let _ = loaded;
+    touched
 }
 
 pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {

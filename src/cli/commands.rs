@@ -120,14 +120,17 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         anyhow::bail!(crate::target::TargetError::NothingMatches);
     }
     let observed_at = jiff::Timestamp::now();
+    let pool = std::sync::Arc::new(crate::transport::Pool::new());
     let (_, mut plan) = observe_and_plan(
         &loaded,
         &repo,
         &targets,
+        &pool,
         cli.global.parallel as usize,
         at.unwrap_or(observed_at),
     )
     .await;
+    pool.close_all().await;
     plan.no_longer_managed = no_longer_managed(cli, &loaded);
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
@@ -193,6 +196,7 @@ pub(super) async fn observe_and_plan(
     loaded: &LoadedFleet,
     repo: &FleetRepo,
     targets: &[&crate::resolve::DesiredHost],
+    pool: &std::sync::Arc<crate::transport::Pool>,
     parallel: usize,
     at: jiff::Timestamp,
 ) -> (
@@ -200,7 +204,7 @@ pub(super) async fn observe_and_plan(
     plan::Plan,
 ) {
     let observed_at = jiff::Timestamp::now();
-    let observations = observe_all(targets, repo.fleet_dir(), parallel).await;
+    let observations = observe_all(targets, repo.fleet_dir(), pool, parallel).await;
     let hosts = targets
         .iter()
         .zip(&observations)

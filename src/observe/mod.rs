@@ -324,11 +324,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Observes every host concurrently, at most `parallel` at once; one host's failure is its
-/// own result and never stops the others. Results are in the order of `hosts`.
+/// Observes every host concurrently, at most `parallel` at once, through the pool's sessions
+/// (left open for what follows); one host's failure is its own result and never stops the
+/// others. Results are in the order of `hosts`.
 pub async fn observe_all(
     hosts: &[&DesiredHost],
     fleet_dir: &std::path::Path,
+    pool: &std::sync::Arc<crate::transport::Pool>,
     parallel: usize,
 ) -> Vec<Result<Observation, ObserveError>> {
     use std::sync::Arc;
@@ -337,16 +339,18 @@ pub async fn observe_all(
     for (i, host) in hosts.iter().enumerate() {
         let host: DesiredHost = (*host).clone();
         let target = crate::transport::Target::for_host(&host, fleet_dir);
-        let permits = permits.clone();
+        let (permits, pool) = (permits.clone(), pool.clone());
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let result = async {
-                let mut session = crate::transport::connect(&target).await?;
+                let mut session = pool.take(&target).await?;
                 let obs = observe(session.as_mut(), &host).await;
-                let closed = session.close().await;
-                let obs = obs?;
-                closed?;
-                Ok(obs)
+                if obs.is_ok() {
+                    pool.put(&target.host, session).await;
+                } else {
+                    let _ = session.close().await;
+                }
+                obs
             }
             .await;
             (i, result)

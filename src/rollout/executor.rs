@@ -45,6 +45,8 @@ pub struct RunSpec<'a> {
     /// Hosts changed at once across the fleet.
     pub parallel: usize,
     pub cancel: Cancel,
+    /// Sessions opened while observing, reused for the transactions.
+    pub pool: Arc<transport::Pool>,
 }
 
 /// What happened to one host.
@@ -174,6 +176,7 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                 let txn = transaction::build(&job.desired, &job.observed, &job.changes, &cx);
                 let target = Target::for_host(&job.desired, spec.fleet_dir);
                 let (wave_permits, fleet_permits) = (wave_permits.clone(), fleet_permits.clone());
+                let pool = spec.pool.clone();
                 let events = events.clone();
                 let cancel = spec.cancel.clone();
                 set.spawn(async move {
@@ -193,11 +196,17 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                         }
                     };
                     let report = async {
-                        let mut session = transport::connect(&target).await.map_err(|e| e.to_string())?;
+                        let mut session = pool.take(&target).await.map_err(|e| e.to_string())?;
                         let r =
                             transaction::run(session.as_mut(), &job.desired, &target.root, &txn, &progress)
                                 .await;
-                        let _ = session.close().await;
+                        // A session that failed mid-transaction is closed, not reused.
+                        match &r {
+                            Ok(_) => pool.put(&target.host, session).await,
+                            Err(_) => {
+                                let _ = session.close().await;
+                            }
+                        }
                         r.map_err(|e| e.to_string())
                     }
                     .await;

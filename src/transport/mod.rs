@@ -157,3 +157,43 @@ pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError
         TransportKind::Ssh => Ok(Box::new(ssh::SshSession::open(target).await?)),
     }
 }
+
+/// Open sessions, one per host, kept for the whole command: the probe, a re-probe, uploads and
+/// the transaction all reuse the host's one connection (an SSH handshake costs far more than a
+/// command on an open session). Sessions are closed explicitly by [`Pool::close_all`].
+#[derive(Default)]
+pub struct Pool {
+    idle: tokio::sync::Mutex<std::collections::HashMap<String, Box<dyn Session>>>,
+}
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// The host's open session, or a new one. Give it back with [`Pool::put`] when done; a
+    /// session that failed mid-use is better dropped than returned.
+    pub async fn take(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
+        let existing = self.idle.lock().await.remove(&target.host);
+        match existing {
+            Some(s) => Ok(s),
+            None => connect(target).await,
+        }
+    }
+
+    pub async fn put(&self, host: &str, session: Box<dyn Session>) {
+        self.idle.lock().await.insert(host.to_owned(), session);
+    }
+
+    /// Closes every idle session (SSH masters must not outlive the command).
+    pub async fn close_all(&self) {
+        let sessions: Vec<Box<dyn Session>> = self.idle.lock().await.drain().map(|(_, s)| s).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for s in sessions {
+            set.spawn(async move {
+                let _ = s.close().await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
