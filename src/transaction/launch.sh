@@ -1,5 +1,5 @@
 # Starts (or, with FLOTILLA_MODE=recover, resumes the rollback of) a host transaction: unpacks
-# the uploaded bundle, runs txn.sh in its own session so that a dropped connection cannot stop
+# the bundle from stdin, runs txn.sh in its own session so that a dropped connection cannot stop
 # it, waits for it and prints its result as "flotilla-txn <result>". Constant text; inputs
 # come from the environment (FLOTILLA_ROOT, FLOTILLA_STATE_DIR, FLOTILLA_TXN, FLOTILLA_MODE).
 export LC_ALL=C
@@ -8,8 +8,9 @@ R=${FLOTILLA_ROOT%/}
 S="$R$FLOTILLA_STATE_DIR"
 TX="$S/txn/$FLOTILLA_TXN"
 if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
-  mkdir -p "$TX" && tar -xf "$S/txn/$FLOTILLA_TXN.tar" -C "$TX" && rm -f "$S/txn/$FLOTILLA_TXN.tar" ||
-    { echo "flotilla-txn error cannot unpack the transaction bundle in $TX"; exit 0; }
+  # The bundle arrives on stdin, so a transaction costs one command after its uploads.
+  mkdir -p "$S/staging" "$S/backup" "$R$FLOTILLA_RUNTIMES_DIR" "$TX" && tar -xf - -C "$TX" ||
+    { echo "flotilla-txn error cannot unpack the transaction bundle into $TX"; exit 0; }
 fi
 [ -f "$TX/txn.sh" ] || { echo "flotilla-txn error no transaction $FLOTILLA_TXN on this host"; exit 0; }
 rm -f "$TX/result"

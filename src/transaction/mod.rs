@@ -21,7 +21,6 @@ use crate::transport::{Script, Session, TransportError};
 
 const TXN_SH: &str = include_str!("txn.sh");
 const LAUNCH_SH: &str = include_str!("launch.sh");
-const PREPARE_SH: &str = include_str!("prepare.sh");
 
 /// An artifact the host needs, verified on the controller.
 #[derive(Debug, Clone)]
@@ -433,22 +432,6 @@ pub async fn run(
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Report, TxnError> {
     let host = desired.name.to_string();
-    let base_env = env(desired, &txn.id, "apply");
-    let out = session
-        .run(&Script {
-            text: PREPARE_SH,
-            env: base_env.clone(),
-            stdin: Vec::new(),
-            timeout: None,
-        })
-        .await?;
-    if !String::from_utf8_lossy(&out.stdout).contains("flotilla-ready") {
-        let err = crate::plan::sanitize(&String::from_utf8_lossy(&out.stderr));
-        return Err(TxnError::Host {
-            host,
-            what: format!("cannot create Flotilla's directories: {}", err.trim()),
-        });
-    }
     let state_dir = desired.settings.state_dir.value.as_str();
     for u in &txn.uploads {
         progress(&format!("uploading {}", &u.sha256[..12]));
@@ -465,10 +448,8 @@ pub async fn run(
         host: host.clone(),
         source,
     })?;
-    let dest = on_host(root, &format!("{state_dir}/txn/{}.tar", txn.id));
-    session.upload(&mut &bundle[..], &dest).await?;
     progress("running the transaction");
-    launch(session, desired, &txn.id, "apply").await
+    launch(session, desired, &txn.id, "apply", bundle).await
 }
 
 /// Rolls back a transaction that a crash or kill left `pending` on the host.
@@ -477,7 +458,7 @@ pub async fn recover(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "recover").await
+    launch(session, desired, txn_id, "recover", Vec::new()).await
 }
 
 async fn launch(
@@ -485,6 +466,7 @@ async fn launch(
     desired: &DesiredHost,
     txn_id: &str,
     mode: &str,
+    bundle: Vec<u8>,
 ) -> Result<Report, TxnError> {
     // The transaction bounds each host command itself; this bounds the whole run generously.
     let timeout = desired.settings.command_timeout.value * 20;
@@ -492,7 +474,7 @@ async fn launch(
         .run(&Script {
             text: LAUNCH_SH,
             env: env(desired, txn_id, mode),
-            stdin: Vec::new(),
+            stdin: bundle,
             timeout: Some(timeout),
         })
         .await?;

@@ -92,6 +92,11 @@ impl Session for LocalSession {
         data: &mut (dyn AsyncRead + Unpin + Send),
         path: &str,
     ) -> Result<u64, TransportError> {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(self.io(&format!("creating {}", dir.display())))?;
+        }
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(self.io(&format!("creating {path}")))?;

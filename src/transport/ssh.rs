@@ -33,8 +33,7 @@ exec sh -c "$1"
 "#;
 
 /// Streams stdin into `$FLOTILLA_DEST`, then says how many bytes arrived.
-const UPLOAD: &str =
-    r#"cat > "$FLOTILLA_DEST" && printf 'flotilla-uploaded %s\n' "$(wc -c < "$FLOTILLA_DEST")""#;
+const UPLOAD: &str = r#"mkdir -p "$(dirname "$FLOTILLA_DEST")" && cat > "$FLOTILLA_DEST" && printf 'flotilla-uploaded %s\n' "$(wc -c < "$FLOTILLA_DEST")""#;
 
 /// Key exchange: curve25519 costs about a third of OpenSSH 9's default (sntrup761x25519) in
 /// CPU per connection, which dominates fan-out to many hosts; the post-quantum default stays
@@ -259,7 +258,9 @@ impl SshSession {
             let feed = async move {
                 if let Some(mut stdin) = stdin {
                     stdin.write_all(&preamble).await?;
-                    tokio::io::copy(input, &mut stdin).await?;
+                    // Large chunks: an artifact crosses the pipe to the ssh master in few writes.
+                    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, input);
+                    tokio::io::copy_buf(&mut reader, &mut stdin).await?;
                     stdin.shutdown().await?;
                 }
                 Ok::<(), std::io::Error>(())

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# SSH fan-out benchmark (not a test): 50 real sshd hosts on 127.0.0.10-59, side by side with a
+# raw `xargs -P 50 ssh` baseline doing the same work.
+#   (a) a no-op plan of a converged fleet  vs  the same probe script over plain ssh
+#   (b) a full rollout of a 20 MB runtime (upload, sha256 on the host, unpack, switch
+#       `current`, health check, state file)  vs  one plain ssh per host streaming the
+#       artifact on stdin
+# Prints wall time, controller CPU (user+sys of everything on the controller side) and the
+# peak RSS summed over flotilla and its ssh processes. Needs openssh-server, minisign, root.
+#   bash benches/ssh_fanout.sh [HOSTS]   (build first: cargo build --release)
+set -euo pipefail
+N=${1:-50}
+here=$(cd "$(dirname "$0")/.." && pwd)
+FL=${FLOTILLA:-$here/target/release/flotilla}
+[ -x "$FL" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+lab=$(mktemp -d /tmp/flb-XXXX)
+cleanup() { for p in "$lab"/sshd-*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$lab"; }
+[ -n "${KEEP:-}" ] && echo "lab: $lab" || trap cleanup EXIT
+mkdir -p /run/sshd "$lab/fleet"/{environments,hosts,runtimes,artifacts}
+ssh-keygen -q -t ed25519 -N '' -f "$lab/client"
+base=$((20000 + $$ % 20000))
+: > "$lab/known_hosts"
+for i in $(seq 0 $((N - 1))); do
+  a=127.0.0.$((10 + i)); p=$((base + i))
+  ssh-keygen -q -t ed25519 -N '' -f "$lab/host-$i"
+  cat > "$lab/sshd-$i.conf" <<CONF
+HostKey $lab/host-$i
+PidFile $lab/sshd-$i.pid
+UsePAM no
+StrictModes no
+AuthorizedKeysFile $lab/client.pub
+PermitRootLogin prohibit-password
+ListenAddress $a:$p
+MaxStartups 200
+MaxSessions 20
+LogLevel ERROR
+# This machine's root .bashrc starts pyenv on every ssh command (0.1-1.2 s); real hosts do
+# not, and SHLVL=1 skips it (see ../shared/TESTING.md). It applies to both sides equally.
+SetEnv SHLVL=1
+CONF
+  /usr/sbin/sshd -f "$lab/sshd-$i.conf"
+  echo "[$a]:$p $(cut -d' ' -f1,2 "$lab/host-$i.pub")" >> "$lab/known_hosts"
+  mkdir -p "$lab/roots/h$i" "$lab/raw/h$i"
+  printf '[[host]]\nname = "h%03d"\nenvironment = "bench"\naddress = "%s"\nport = %d\nroot = "%s/roots/h%d"\n\n' \
+    "$i" "$a" "$p" "$lab" "$i" >> "$lab/fleet/hosts/all.toml"
+done
+sleep 1
+
+# A 20 MB runtime (incompressible), signed.
+mkdir -p "$lab/src/bin"
+head -c 20000000 /dev/urandom > "$lab/src/payload"
+printf '#!/bin/sh\necho ok\n' > "$lab/src/bin/check"; chmod +x "$lab/src/bin/check"
+tar -czf "$lab/fleet/artifacts/big-1.0.0.tar.gz" -C "$lab/src" bin payload
+minisign -G -W -p "$lab/k.pub" -s "$lab/k.sec" >/dev/null
+minisign -S -s "$lab/k.sec" -m "$lab/fleet/artifacts/big-1.0.0.tar.gz" >/dev/null
+sha=$(sha256sum "$lab/fleet/artifacts/big-1.0.0.tar.gz" | cut -c1-64)
+cat > "$lab/fleet/flotilla.toml" <<TOML
+[fleet]
+name = "bench"
+[defaults]
+transport = "ssh"
+identity_file = "$lab/client"
+known_hosts = "$lab/known_hosts"
+[trust]
+keys = ["$(tail -n 1 "$lab/k.pub")"]
+TOML
+printf '[runtimes]\nbig = "1.0.0"\n[rollout]\nwaves = ["100%%"]\nmax_parallel = %d\n' "$N" > "$lab/fleet/environments/bench.toml"
+printf '[[version]]\nversion = "1.0.0"\nartifact = "artifacts/big-1.0.0.tar.gz"\nsha256 = "%s"\n[health]\ncommand = "./bin/check"\n' "$sha" > "$lab/fleet/runtimes/big.toml"
+git -C "$lab/fleet" init -q && git -C "$lab/fleet" add -A && git -C "$lab/fleet" -c user.name=b -c user.email=b@b commit -qm bench
+
+hosts() { for i in $(seq 0 $((N - 1))); do echo "127.0.0.$((10 + i)) $((base + i)) $i"; done; }
+SSH="ssh -i $lab/client -o UserKnownHostsFile=$lab/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR"
+export SSH lab sha
+
+# Runs a command, sampling the summed RSS of flotilla and ssh processes; prints
+# "wall_s cpu_s peak_rss_mib".
+measure() {
+  local peak=0 start end
+  start=$(date +%s.%N)
+  ( "$@" > "$lab/out.log" 2>&1 ) & local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    local rss; rss=$(ps -eo rss=,comm= | awk '$2 ~ /^(flotilla|ssh|xargs|sh)$/ {s += $1} END {print s + 0}')
+    [ "$rss" -gt "$peak" ] && peak=$rss
+    sleep 0.05
+  done
+  wait "$pid" || { echo "FAILED: $*" >&2; tail -5 "$lab/out.log" >&2; }
+  end=$(date +%s.%N)
+  # CPU of finished children (flotilla, ssh clients; masters are reaped into this too when
+  # flotilla closes them).
+  local cpu; cpu=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
+  echo "$(echo "$end - $start" | bc) $cpu $((peak / 1024))"
+}
+cpu_now() { awk '{print ($16 + $17) / 100}' /proc/$$/stat; }
+
+run_timed() { # label command...
+  local c0 c1 t0 t1 peak
+  c0=$(cpu_now); t0=$(date +%s.%N)
+  read -r _ _ peak < <(measure "${@:2}")
+  t1=$(date +%s.%N); c1=$(cpu_now)
+  printf '%-34s wall %6.2f s  controller CPU %6.2f s (%5.3f s/host)  peak RSS %4d MiB\n' \
+    "$1" "$(echo "$t1 - $t0" | bc)" "$(echo "$c1 - $c0" | bc)" "$(echo "($c1 - $c0) / $N" | bc -l)" "$peak"
+}
+
+raw_rollout() {
+  hosts | xargs -P "$N" -L 1 sh -c '
+    a=$0; p=$1; i=$2; r=$lab/raw/h$i
+    $SSH -p "$p" "root@$a" "set -e; d=$r/opt/rt/big; mkdir -p \$d/.in; cat > \$d/a.tgz; \
+      echo \"$sha  \$d/a.tgz\" | sha256sum -c --quiet; tar --no-same-owner -xzf \$d/a.tgz -C \$d/.in; \
+      mv -T \$d/.in \$d/1.0.0; ln -sfn 1.0.0 \$d/.cur; mv -T \$d/.cur \$d/current; \
+      (cd \$d/current && ./bin/check) >/dev/null; echo {\\\"big\\\":\\\"1.0.0\\\"} > $r/state.json" \
+      < "$lab/fleet/artifacts/big-1.0.0.tar.gz"'
+}
+raw_probe() {
+  hosts | xargs -P "$N" -L 1 sh -c '$SSH -p "$1" "root@$0" sh -s < "$lab/probe.sh" > /dev/null'
+}
+{ echo "FLOTILLA_ROOT=/nonexistent FLOTILLA_RUNTIMES_DIR=/opt/rt FLOTILLA_STATE_DIR=/var/lib/flotilla FLOTILLA_PROBE_FULL=1"; sed -n "/^export LC_ALL=C/,\$p" "$here/src/observe/probe.sh"; } > "$lab/probe.sh"
+
+echo "== $N hosts, 20 MB runtime, $(ssh -V 2>&1)"
+run_timed "(b) raw: ssh + stdin, xargs -P $N" raw_rollout
+run_timed "(b) flotilla apply" "$FL" --state-dir "$lab/store" --parallel "$N" apply --auto-approve "$lab/fleet"
+grep -q "Apply complete: $N applied" "$lab/out.log" || { echo "apply did not converge:" >&2; tail -5 "$lab/out.log" >&2; }
+run_timed "(a) raw: probe over ssh, xargs -P $N" raw_probe
+run_timed "(a) flotilla plan (no-op)" "$FL" --parallel "$N" plan "$lab/fleet"
+grep -q "No changes" "$lab/out.log" || echo "plan was not a no-op" >&2
