@@ -94,6 +94,7 @@ cpu_now() { awk '{print ($16 + $17) / 100}' /proc/$$/stat; }
 
 run_timed() { # label command...
   local c0 c1 t0 t1 peak
+  sync # start each run with no dirty pages from the previous one (fsyncs would wait on them)
   c0=$(cpu_now); t0=$(date +%s.%N)
   read -r _ _ peak < <(measure "${@:2}")
   t1=$(date +%s.%N); c1=$(cpu_now)
