@@ -183,12 +183,19 @@ pub fn build(
         };
         bundle.insert(format!("files/{n}"), f.content.clone());
         let mode = format!("{:04o}", f.mode);
+        // Without `owner`, a file belongs to the connecting user (DESIGN §2.2); through sudo it
+        // would otherwise be root's.
+        let owner = match (&f.owner, desired.settings.become_.value) {
+            (Some(o), _) => o.clone(),
+            (None, crate::manifest::raw::Become::Sudo) => desired.settings.user.value.clone(),
+            (None, crate::manifest::raw::Become::None) => "-".into(),
+        };
         line(&[
             "file",
             &n.to_string(),
             &c.name,
             &mode,
-            f.owner.as_deref().unwrap_or("-"),
+            &owner,
             f.group.as_deref().unwrap_or("-"),
             &backup,
         ]);

@@ -48,7 +48,9 @@ pub enum TransportError {
     },
     #[error("host {host}: root directory {root} does not exist (create it, or fix `root`)")]
     NoRoot { host: String, root: PathBuf },
-    #[error("host {host}: unreachable at {address} port {port}: {detail}")]
+    #[error(
+        "host {host}: unreachable at {address} port {port}: {detail} (check `address` and `port`, and that sshd runs there)"
+    )]
     Unreachable {
         host: String,
         address: String,

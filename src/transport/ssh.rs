@@ -146,16 +146,17 @@ impl SshSession {
             setting: setting.into(),
             why,
         };
-        if let Some(id) = &t.identity_file {
-            let p = expand(id);
-            if let Err(e) = std::fs::File::open(&p) {
-                return Err(setting("identity_file", format!("{}: {e}", p.display())));
-            }
-        }
-        if let Some(kh) = &t.known_hosts {
-            let p = expand(kh);
-            if let Err(e) = std::fs::File::open(&p) {
-                return Err(setting("known_hosts", format!("{}: {e}", p.display())));
+        // Checked here so the error names the setting, not whatever ssh makes of it.
+        for (key, value) in [
+            ("identity_file", &t.identity_file),
+            ("known_hosts", &t.known_hosts),
+        ] {
+            let Some(value) = value else { continue };
+            let p = expand(value);
+            match std::fs::metadata(&p).and_then(|m| std::fs::File::open(&p).map(|_| m)) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(setting(key, format!("{} is not a regular file", p.display()))),
+                Err(e) => return Err(setting(key, format!("{}: {e}", p.display()))),
             }
         }
         let io = |what: &str| {

@@ -2,6 +2,8 @@
 //! host roots arranged as a real host would look after an apply.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
