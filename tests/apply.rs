@@ -24,6 +24,28 @@ fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
         .arg(f.path()))
 }
 
+/// Starts `flotilla apply --auto-approve` in the background.
+fn spawn_apply(f: &TestFleet, store: &Path, output: fn() -> std::process::Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store)
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most 20 s) until a transaction has started on `host`.
+fn wait_for_transaction(f: &TestFleet, host: &str) {
+    let started = std::time::Instant::now();
+    while !f.root(host).join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn current(f: &TestFleet, host: &str) -> Option<String> {
     std::fs::read_link(f.root(host).join("opt/flotilla/runtimes/greeter/current"))
         .ok()
@@ -187,21 +209,9 @@ fn tampered_and_untrusted_artifacts_block_before_any_host_is_touched() {
 #[test]
 fn concurrent_apply_is_refused_by_the_store_lock() {
     let (f, _keys, store) = with_host("[hooks]\nactivate = \"sleep 3\"\n");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store.path())
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_apply(&f, store.path(), std::process::Stdio::null);
     // Wait until the first apply holds the lock (its transaction has started).
-    let started = std::time::Instant::now();
-    while !f.root("h1").join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_transaction(&f, "h1");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("pid"), "names its holder: {}", r.stderr);
@@ -340,20 +350,8 @@ fn a_second_store_is_refused_unless_it_takes_over() {
 #[test]
 fn killing_the_controller_mid_apply_loses_nothing() {
     let (f, _keys, store) = with_host("[hooks]\nactivate = \"sleep 2\"\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store.path())
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !f.root("h1").join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut child = spawn_apply(&f, store.path(), std::process::Stdio::null);
+    wait_for_transaction(&f, "h1");
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -387,16 +385,7 @@ fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
     );
     f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
     f.commit("2.0.0 with a hanging hook");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store.path())
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_apply(&f, store.path(), std::process::Stdio::null);
     let steps = |f: &TestFleet| -> String {
         let txn = f.root("h1").join("var/lib/flotilla/txn");
         std::fs::read_dir(&txn)
@@ -524,20 +513,8 @@ fn sigterm_lets_in_flight_hosts_finish_and_starts_no_new_one() {
     f.host("hosts/a.toml", "h1", "staging", "canary = true");
     f.host("hosts/a.toml", "h2", "staging", "");
     f.commit("two waves");
-    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store.path())
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !f.root("h1").join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = spawn_apply(&f, store.path(), std::process::Stdio::piped);
+    wait_for_transaction(&f, "h1");
     let st = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

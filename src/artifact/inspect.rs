@@ -548,17 +548,10 @@ fn has_control(name: &[u8]) -> bool {
 /// rewrite the terminal it is shown on. Long names are cut.
 fn show(name: &[u8]) -> String {
     let text = String::from_utf8_lossy(name);
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i >= 200 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    let cut: String = text.chars().take(200).collect();
+    let mut out = crate::plan::escape_controls(&cut);
+    if text.chars().nth(200).is_some() {
+        out.push('…');
     }
     out
 }

@@ -118,15 +118,7 @@ fn details(e: &AuditEvent) -> String {
 
 /// Escapes control characters (newlines, tabs, terminal escapes) so one event stays one line.
 fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::plan::escape_controls(s)
 }
 
 #[cfg(test)]
