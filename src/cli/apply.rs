@@ -264,11 +264,6 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
         (observations, plan) = observe_and_plan(&loaded, &repo, &targets, pool, parallel, now).await;
     }
     plan.no_longer_managed = super::commands::no_longer_managed(cli, &loaded);
-    for (d, o) in targets.iter().zip(&observations) {
-        if let Ok(o) = o {
-            let _ = store.save_observation(d.name.as_str(), &o.fingerprint(), now);
-        }
-    }
 
     // With a saved plan, a host changes only if it is exactly as it was planned.
     let mut stale: BTreeMap<String, String> = BTreeMap::new();
@@ -491,6 +486,14 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
     .await;
     let _ = view.await;
 
+    // The observation cache and the per-host audit events are written after the hosts, off
+    // the rollout's critical path; the audit events with one flush to disk.
+    for (d, o) in targets.iter().zip(&observations) {
+        if let Ok(o) = o {
+            let _ = store.save_observation(d.name.as_str(), &o.fingerprint(), now);
+        }
+    }
+    let mut events = Vec::new();
     for r in &summary.results {
         let mut e = audit(revision.as_deref(), dirty, "host-applied");
         e.host = Some(r.host.clone());
@@ -518,8 +521,9 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
                 e.error = Some(err.clone());
             }
         }
-        store.append_audit(&e)?;
+        events.push(e);
     }
+    store.append_audit_all(&events)?;
     let mut finished = audit(revision.as_deref(), dirty, "apply-finished");
     finished.changes = vec![serde_json::json!({
         "applied": summary.applied(), "failed": summary.failed(), "rolled_back": summary.rolled_back(),

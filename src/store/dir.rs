@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{create_atomic, io_err, read_optional, sync_dir, write_atomic};
+use super::fsutil::{create_atomic, io_err, read_optional, sync_dir, write_atomic, write_atomic_cache};
 use super::{
     AuditEvent, AuditFilter, Holder, LockGuard, Observation, RolloutRecord, Store, StoreError,
     check_file_name,
@@ -401,11 +401,17 @@ impl Store for DirStore {
         }
     }
 
-    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+    fn append_audit_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let path = self.dir.join(AUDIT);
-        let mut line = serde_json::to_vec(event)
-            .map_err(|e| io_err(&path, "encode an event for")(io::Error::other(e)))?;
-        line.push(b'\n');
+        let mut line = Vec::new();
+        for event in events {
+            serde_json::to_writer(&mut line, event)
+                .map_err(|e| io_err(&path, "encode an event for")(io::Error::other(e)))?;
+            line.push(b'\n');
+        }
+        if line.is_empty() {
+            return Ok(());
+        }
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -492,7 +498,8 @@ impl Store for DirStore {
         let mut bytes = serde_json::to_vec_pretty(&obs)
             .map_err(|e| io_err(&dir.join(&name), "encode")(io::Error::other(e)))?;
         bytes.push(b'\n');
-        write_atomic(&dir, &name, &bytes)
+        // A cache: atomic, but not worth two fsyncs per host on every run.
+        write_atomic_cache(&dir, &name, &bytes)
     }
 
     fn observation(&self, host: &str) -> Result<Option<Observation>, StoreError> {
@@ -549,7 +556,8 @@ impl Store for DirStore {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err(&dir.join(&name), "encode")(io::Error::other(e)))?;
         bytes.push(b'\n');
-        write_atomic(&dir, &name, &bytes)
+        // A cache: atomic, but not worth two fsyncs per host on every run.
+        write_atomic_cache(&dir, &name, &bytes)
     }
 
     fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError> {

@@ -20,9 +20,9 @@ fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()))
 }
 
-/// Writes `bytes` to a fresh temporary file in `dir` and fsyncs it; the caller then moves it
-/// into place. The temporary file is removed if anything fails.
-fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+/// Writes `bytes` to a fresh temporary file in `dir` and (when `durable`) fsyncs it; the
+/// caller then moves it into place. The temporary file is removed if anything fails.
+fn write_temp(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<PathBuf, StoreError> {
     let tmp = temp_path(dir, name);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -31,7 +31,10 @@ fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, StoreErro
             .open(&tmp)
             .map_err(io_err(&tmp, "create a temporary file"))?;
         f.write_all(bytes).map_err(io_err(&tmp, "write"))?;
-        f.sync_all().map_err(io_err(&tmp, "flush to disk"))
+        if durable {
+            f.sync_all().map_err(io_err(&tmp, "flush to disk"))?;
+        }
+        Ok(())
     })();
     match result {
         Ok(()) => Ok(tmp),
@@ -46,20 +49,30 @@ fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, StoreErro
 /// directory, write, fsync, rename, fsync the directory. Readers see the old content or the
 /// new, and after a crash so does the next run.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = write_temp(dir, name, bytes)?;
+    replace(dir, name, bytes, true)
+}
+
+/// Like [`write_atomic`] but without flushing to disk, for caches: readers never see a
+/// half-written file, and a crash may lose the newest content, which is then rebuilt.
+pub(crate) fn write_atomic_cache(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    replace(dir, name, bytes, false)
+}
+
+fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    let tmp = write_temp(dir, name, bytes, durable)?;
     let target = dir.join(name);
     if let Err(e) = fs::rename(&tmp, &target) {
         let _ = fs::remove_file(&tmp);
         return Err(io_err(&target, "replace")(e));
     }
-    sync_dir(dir)
+    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// Creates `dir/name` with `bytes` unless it exists, atomically and durably. Returns whether
 /// this call created it. A hard link, unlike a rename, fails when the target exists, so two
 /// processes initialising the same store never overwrite each other's file.
 pub(crate) fn create_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-    let tmp = write_temp(dir, name, bytes)?;
+    let tmp = write_temp(dir, name, bytes, true)?;
     let target = dir.join(name);
     let linked = fs::hard_link(&tmp, &target);
     let _ = fs::remove_file(&tmp);

@@ -49,7 +49,11 @@ pub trait Store: Send + Sync {
 
     /// Appends one event to the audit log, durably (it is on disk when this returns). The log
     /// is append-only: nothing ever truncates or rewrites it.
-    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.append_audit_all(std::slice::from_ref(event))
+    }
+    /// Appends several events with one flush to disk (one line each, in order).
+    fn append_audit_all(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
 
     /// The audit events that match `filter`, oldest first. `limit` keeps the newest N of the
     /// matching events. An entry that cannot be read (a crash in the middle of an append
