@@ -7,8 +7,8 @@
 # this text: names, paths and digests come from tab-separated op lines (validated by the
 # controller), commands from files under cmds/.
 #
-# Every mutating step first appends its undo record to $TX/journal, so a rollback — now, or
-# by a later `recover` after a crash — replays the journal backwards. The result goes to
+# The undo record of every step is in $TX/journal, on disk, before the first change, so a
+# rollback — now, or by a later `recover` after a crash — replays the journal backwards. The result goes to
 # $TX/result: "ok", "stale <why>", "locked", "rolled-back <step>: <why>", "broken <why>",
 # or "committed-with-errors <why>" (the new state is in place; a deletion or prune failed).
 export LC_ALL=C
@@ -24,7 +24,10 @@ J="$TX/journal"
 
 result() { printf '%s\n' "$*" > "$TX/result.tmp" && mv -f "$TX/result.tmp" "$TX/result"; }
 step() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >> "$TX/steps"; }
-note() { printf '%s\t%s\t%s\t%s\n' "$1" "${2:-}" "${3:-}" "${4:-}" >> "$J" && sync_file "$J"; }
+note() { printf '%s\t%s\t%s\t%s\n' "$1" "${2:-}" "${3:-}" "${4:-}" >> "$J"; }
+# Which steps really ran (not flushed: after a crash it may miss the last steps, and the
+# rollback then re-runs a hook too many, never one too few for a restored file or link).
+did() { printf '%s\t%s\n' "$1" "$2" >> "$TX/done"; }
 sync_file() { sync "$1" 2>/dev/null || sync; }
 
 # Writes $1 (a bundle file) to state.json atomically.
@@ -55,13 +58,19 @@ rollback() {
   : > "$TX/rerun"
   while IFS="$TAB" read -r kind a b c; do
     case $kind in
-      link) set_link "$a" "$b" || ok=1; [ "$b" != - ] && printf 'activate\t%s\t%s\t%s\n' "$a" "$b" "$c" >> "$TX/rerun" ;;
+      link)
+        set_link "$a" "$b" || ok=1
+        if [ "$b" != - ] && grep -qx "link$TAB$a" "$TX/done" 2>/dev/null; then
+          printf 'activate\t%s\t%s\t%s\n' "$a" "$b" "$c" >> "$TX/rerun"
+        fi ;;
       install) rm -rf "$RT/$a/$b" || ok=1 ;;
       rtdir) rmdir "$RT/$a" 2>/dev/null ;;
       file)
         if [ "$c" = absent ]; then rm -f "$R$b" || ok=1
         else cp -p "$TX/undo/$a" "$R$b.flotilla-undo" && mv -f "$R$b.flotilla-undo" "$R$b" || ok=1; fi
-        [ -f "$TX/onchange-for/$a" ] && printf 'onchange\t%s\n' "$(cat "$TX/onchange-for/$a")" >> "$TX/rerun" ;;
+        if [ -f "$TX/onchange-for/$a" ] && grep -qx "file$TAB$a" "$TX/done" 2>/dev/null; then
+          printf 'onchange\t%s\n' "$(cat "$TX/onchange-for/$a")" >> "$TX/rerun"
+        fi ;;
     esac
   done < "$TX/journal.rev"
   # Hooks again for what was restored: each distinct on_change once, then activate hooks.
@@ -109,11 +118,33 @@ while IFS="$TAB" read -r op a b c d e f; do
   esac
 done < "$TX/ops"
 
-# The state to return to, then `pending`, before anything changes.
+# Every undo record, written before anything changes and flushed to disk once: the state to
+# return to, copies of the files that will be replaced, the links that will move, the
+# directories that will appear. Undoing a step that never ran is harmless, so a rollback
+# replays all of it.
+mkdir -p "$TX/undo" || exit 1
+: > "$J"; : > "$TX/done"
 if [ -f "$S/state.json" ]; then cp -p "$S/state.json" "$TX/state.before" || fail "pending: cannot copy state.json"; fi
-sync_file "$TX"
+while IFS="$TAB" read -r op a b c d e f; do
+  case $op in
+    install)
+      [ -d "$RT/$a/$b" ] && continue
+      [ -d "$RT/$a" ] || note rtdir "$a"
+      note install "$a" "$b" ;;
+    file)
+      if [ -e "$R$b" ]; then
+        cp -p "$R$b" "$TX/undo/$a" || fail "file $b: cannot back it up"
+        note file "$a" "$b" present
+      else
+        note file "$a" "$b" absent
+      fi ;;
+    link) note link "$a" "$c" "$b" ;;
+  esac
+done < "$TX/ops"
+sync "$J" "$TX/undo" "$TX" 2>/dev/null || sync
+[ -f "$TX/state.before" ] && sync_file "$TX/state.before"
+# `pending`, before anything changes.
 put_state "$TX/state.pending.json" || fail "pending: cannot write state.json"
-mkdir -p "$TX/undo"
 
 while IFS="$TAB" read -r op a b c d e f; do
   case $op in
@@ -127,26 +158,20 @@ while IFS="$TAB" read -r op a b c d e f; do
         mv -f "$part" "$art" || fail "install $a $b: cannot move the artifact into place"
       fi
       [ -f "$art" ] || fail "install $a $b: artifact $c was not uploaded"
-      if [ ! -d "$RT/$a" ]; then note rtdir "$a"; mkdir -p "$RT/$a" || fail "install $a $b: cannot create $RT/$a"; fi
+      mkdir -p "$RT/$a" || fail "install $a $b: cannot create $RT/$a"
       inc="$RT/$a/.incoming-$FLOTILLA_TXN"
       rm -rf "$inc"; mkdir "$inc" || fail "install $a $b: cannot create $inc"
       tar --no-same-owner --no-same-permissions -xzf "$art" -C "$inc" >> "$TX/log" 2>&1 ||
         { rm -rf "$inc"; fail "install $a $b: unpacking failed (see $TX/log)"; }
-      note install "$a" "$b"
       mv -T "$inc" "$RT/$a/$b" || { rm -rf "$inc"; fail "install $a $b: cannot rename into place"; } ;;
     file) # n path mode owner group took_over_backup_id
       step "file $b"
       target="$R$b"
       mkdir -p "$(dirname "$target")" || fail "file $b: cannot create its directory"
-      if [ -e "$target" ]; then
-        cp -p "$target" "$TX/undo/$a" || fail "file $b: cannot back it up"
-        note file "$a" "$b" present
-        if [ "$f" != - ] && [ ! -e "$S/backup/$f" ]; then
-          mkdir -p "$S/backup" && cp -p "$target" "$S/backup/$f" || fail "file $b: cannot keep the original in backup/"
-        fi
-      else
-        note file "$a" "$b" absent
+      if [ -e "$target" ] && [ "$f" != - ] && [ ! -e "$S/backup/$f" ]; then
+        mkdir -p "$S/backup" && cp -p "$target" "$S/backup/$f" || fail "file $b: cannot keep the original in backup/"
       fi
+      did file "$a"
       tmp="$target.flotilla-$FLOTILLA_TXN"
       cp "$TX/files/$a" "$tmp" && chmod "$c" "$tmp" || { rm -f "$tmp"; fail "file $b: cannot write it"; }
       if [ "$d" != - ] || [ "$e" != - ]; then
@@ -156,7 +181,7 @@ while IFS="$TAB" read -r op a b c d e f; do
       sync_file "$tmp"; mv -f "$tmp" "$target" || { rm -f "$tmp"; fail "file $b: cannot rename into place"; } ;;
     link) # runtime version previous|-
       step "switch $a to $b"
-      note link "$a" "$c" "$b"
+      did link "$a"
       set_link "$a" "$b" || fail "switch $a: cannot move the current link" ;;
     onchange) # n path
       step "on_change for $b"
