@@ -16,8 +16,7 @@ use crate::observe::Observation;
 use crate::plan::{self, Action, Kind, SavedPlan};
 use crate::repo::FleetRepo;
 use crate::resolve::DesiredHost;
-use crate::rollout::{self, Event, HostJob, RunSpec};
-use crate::schedule::window::availability;
+use crate::rollout::{self, Event, Gate, HostJob, RunSpec};
 use crate::store::{AuditEvent, AuditFilter, DirStore, Holder, Store};
 use crate::target::Selector;
 use crate::transaction::{self, Outcome as TxnOutcome, Upload};
@@ -384,30 +383,27 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
         }
     }
 
-    // Windows and freezes, checked again now (overrides ignore them, audited above).
-    let mut waiting = BTreeMap::new();
-    for env in &plan.environments {
-        let Some(e) = loaded.fleet.environments.get(env.name.as_str()) else {
-            continue;
-        };
-        let windows = if args.override_windows.is_some() {
-            &[][..]
-        } else {
-            &e.windows[..]
-        };
-        let freezes = if args.override_freeze.is_some() {
-            &[][..]
-        } else {
-            &e.freezes[..]
-        };
-        let a = availability(windows, freezes, now);
-        if !a.open && !env.waves.is_empty() {
-            waiting.insert(
-                env.name.clone(),
-                crate::schedule::window::describe(windows, freezes, &a, now),
-            );
-        }
-    }
+    // Windows and freezes, checked before each wave (overrides ignore them, audited above).
+    let gates: BTreeMap<String, Gate> = plan
+        .environments
+        .iter()
+        .filter_map(|env| {
+            let e = loaded.fleet.environments.get(env.name.as_str())?;
+            let gate = Gate {
+                windows: if args.override_windows.is_some() {
+                    Vec::new()
+                } else {
+                    e.windows.clone()
+                },
+                freezes: if args.override_freeze.is_some() {
+                    Vec::new()
+                } else {
+                    e.freezes.clone()
+                },
+            };
+            Some((env.name.clone(), gate))
+        })
+        .collect();
 
     let mut refused: Vec<(String, String)> = Vec::new();
     let mut by_env: BTreeMap<String, Vec<HostJob>> = BTreeMap::new();
@@ -476,7 +472,8 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
             now,
             artifacts: &artifacts,
             environments,
-            waiting,
+            gates,
+            clock: jiff::Timestamp::now,
             parallel,
             cancel: watch_signals(),
             pool: pool.clone(),
@@ -504,12 +501,17 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
             .filter_map(|c| serde_json::to_value(c).ok())
             .collect();
         match &r.report {
+            Ok(_) if r.reverted => {
+                e.event = "rolled-back".into();
+                e.error = Some("applied, then rolled back with its halted rollout".into());
+            }
             Ok(rep) => {
                 e.event = match rep.outcome {
                     TxnOutcome::Applied | TxnOutcome::AppliedWithErrors(_) => "host-applied",
                     TxnOutcome::RolledBack(_) => "rolled-back",
                     TxnOutcome::Broken(_) => "host-broken",
                     TxnOutcome::Stale(_) | TxnOutcome::Locked(_) => "host-skipped",
+                    TxnOutcome::Unhealthy(_) => "host-unhealthy",
                 }
                 .into();
                 if rep.outcome != TxnOutcome::Applied {

@@ -1,6 +1,12 @@
 //! The executor: runs the plan's hosts as transactions, in environment and wave order, and
 //! emits events. Failures on one host are data; only a broken host (its rollback failed)
 //! stops everything.
+//!
+//! Within an environment: each wave starts only while its window is open and no freeze
+//! covers the moment (hosts in flight finish regardless); after each wave the executor waits
+//! `bake` and re-runs the health checks of every host changed so far; past `max_failures` the
+//! rollout halts, and with `on_failure = "rollback"` every host it changed is rolled back
+//! from its transaction journal, last wave first (rollbacks ignore windows and freezes).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,10 +16,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::Event;
 use crate::manifest::model::Fleet;
-use crate::manifest::raw::CountOrPercent;
+use crate::manifest::raw::{CountOrPercent, OnFailure};
 use crate::observe::Observation;
 use crate::plan::Change;
 use crate::resolve::DesiredHost;
+use crate::schedule::window::{Freeze, Window, availability, describe};
 use crate::transaction::{self, Context, Outcome, Report, Upload};
 use crate::transport::{self, Target};
 
@@ -30,6 +37,13 @@ pub struct HostJob {
     pub blocked: Option<String>,
 }
 
+/// When an environment may start a wave: its windows and freezes (empty when overridden).
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    pub windows: Vec<Window>,
+    pub freezes: Vec<Freeze>,
+}
+
 pub struct RunSpec<'a> {
     pub fleet: &'a Fleet,
     pub fleet_dir: &'a Path,
@@ -40,13 +54,15 @@ pub struct RunSpec<'a> {
     pub artifacts: &'a BTreeMap<(String, String), Upload>,
     /// Environments in the order they go, each with its changing hosts.
     pub environments: Vec<(String, Vec<HostJob>)>,
-    /// Environments whose changes wait, and why (window, freeze).
-    pub waiting: BTreeMap<String, String>,
+    /// Per environment, the windows and freezes waves must respect.
+    pub gates: BTreeMap<String, Gate>,
     /// Hosts changed at once across the fleet.
     pub parallel: usize,
     pub cancel: Cancel,
     /// Sessions opened while observing, reused for the transactions.
     pub pool: Arc<transport::Pool>,
+    /// The clock, so tests and `--at`-style runs can move time; wall time otherwise.
+    pub clock: fn() -> jiff::Timestamp,
 }
 
 /// What happened to one host.
@@ -57,6 +73,14 @@ pub struct HostResult {
     pub changes: Vec<Change>,
     /// `Err` when the transaction could not run at all (connection, upload).
     pub report: Result<Report, String>,
+    /// Applied, then rolled back with the rest of its halted rollout.
+    pub reverted: bool,
+}
+
+impl HostResult {
+    fn applied(&self) -> bool {
+        !self.reverted && self.report.as_ref().is_ok_and(|r| !r.outcome.failed())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +88,7 @@ pub struct Summary {
     pub results: Vec<HostResult>,
     /// Hosts not started, and why.
     pub skipped: Vec<(String, String)>,
-    /// Environments whose changes wait, and why.
+    /// Environments whose changes (or remaining waves) wait, and why.
     pub waiting: Vec<(String, String)>,
     pub halted: Vec<(String, String)>,
     pub interrupted: bool,
@@ -72,10 +96,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn applied(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.report.as_ref().is_ok_and(|r| !r.outcome.failed()))
-            .count()
+        self.results.iter().filter(|r| r.applied()).count()
     }
     pub fn failed(&self) -> usize {
         self.results.len() - self.applied()
@@ -83,7 +104,9 @@ impl Summary {
     pub fn rolled_back(&self) -> usize {
         self.results
             .iter()
-            .filter(|r| matches!(r.report.as_ref().map(|r| &r.outcome), Ok(Outcome::RolledBack(_))))
+            .filter(|r| {
+                r.reverted || matches!(r.report.as_ref().map(|r| &r.outcome), Ok(Outcome::RolledBack(_)))
+            })
             .count()
     }
     pub fn broken(&self) -> bool {
@@ -98,6 +121,50 @@ fn budget(max: CountOrPercent, hosts: usize) -> usize {
         CountOrPercent::Count(n) => n as usize,
         CountOrPercent::Percent(p) => hosts * usize::from(p) / 100,
     }
+}
+
+/// A host changed by this rollout: enough to re-check or roll it back later.
+struct Changed {
+    wave: usize,
+    index: usize,
+    desired: DesiredHost,
+    target: Target,
+    txn: String,
+}
+
+/// Runs `f` on each host's pooled session, at most `limit` at once.
+async fn on_hosts<F, Fut>(
+    hosts: &[&Changed],
+    pool: &Arc<transport::Pool>,
+    limit: usize,
+    f: F,
+) -> Vec<Result<Report, String>>
+where
+    F: Fn(Box<dyn transport::Session>, DesiredHost, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (Box<dyn transport::Session>, Result<Report, String>)> + Send,
+{
+    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, c) in hosts.iter().enumerate() {
+        let (pool, permits, f) = (pool.clone(), permits.clone(), f.clone());
+        let (target, desired, txn) = (c.target.clone(), c.desired.clone(), c.txn.clone());
+        set.spawn(async move {
+            let _p = permits.acquire_owned().await;
+            let session = match pool.take(&target).await {
+                Ok(s) => s,
+                Err(e) => return (i, Err(e.to_string())),
+            };
+            let (session, r) = f(session, desired, txn).await;
+            pool.put(&target.host, session).await;
+            (i, r)
+        });
+    }
+    let mut out: Vec<Result<Report, String>> =
+        hosts.iter().map(|_| Err("the task failed".to_owned())).collect();
+    while let Some(Ok((i, r))) = set.join_next().await {
+        out[i] = r;
+    }
+    out
 }
 
 pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) -> Summary {
@@ -115,33 +182,43 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
         artifacts: spec.artifacts,
     };
     let mut stop_all: Option<String> = None;
+    let mut cancel = spec.cancel.clone();
     for (env_name, jobs) in spec.environments {
-        if let Some(why) = spec.waiting.get(&env_name) {
-            emit(Event::EnvironmentWaiting {
-                env: env_name.clone(),
-                why: why.clone(),
-            });
-            summary.waiting.push((env_name.clone(), why.clone()));
-            continue;
-        }
         let Some(env) = spec.fleet.environments.get(env_name.as_str()) else {
             continue;
         };
+        let gate = spec.gates.get(&env_name).cloned().unwrap_or_default();
         let total = jobs.len();
         let allowed = budget(env.rollout.max_failures, total);
         let mut waves: BTreeMap<usize, Vec<HostJob>> = BTreeMap::new();
         for j in jobs {
             waves.entry(j.wave).or_default().push(j);
         }
-        emit(Event::EnvironmentStarted {
-            env: env_name.clone(),
-            waves: waves.len(),
-            hosts: total,
-        });
+        let wave_count = waves.len();
+        let mut started = false;
         let mut failures = 0usize;
         let mut halted: Option<String> = None;
+        let mut waiting: Option<String> = None;
+        let mut changed: Vec<Changed> = Vec::new();
         for (wave, jobs) in waves {
-            if halted.is_some() || stop_all.is_some() || *spec.cancel.borrow() {
+            // A wave starts only inside a window and outside freezes; in-flight hosts finish.
+            if halted.is_none() && stop_all.is_none() && waiting.is_none() {
+                let now = (spec.clock)();
+                let a = availability(&gate.windows, &gate.freezes, now);
+                if !a.open {
+                    let why = describe(&gate.windows, &gate.freezes, &a, now);
+                    emit(Event::EnvironmentWaiting {
+                        env: env_name.clone(),
+                        why: why.clone(),
+                    });
+                    summary.waiting.push((env_name.clone(), why.clone()));
+                    waiting = Some(why);
+                }
+            }
+            if waiting.is_some() {
+                continue;
+            }
+            if halted.is_some() || stop_all.is_some() || *cancel.borrow() {
                 let why = halted
                     .clone()
                     .or(stop_all.clone())
@@ -154,6 +231,14 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                     });
                 }
                 continue;
+            }
+            if !started {
+                emit(Event::EnvironmentStarted {
+                    env: env_name.clone(),
+                    waves: wave_count,
+                    hosts: total,
+                });
+                started = true;
             }
             emit(Event::WaveStarted {
                 env: env_name.clone(),
@@ -183,7 +268,7 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                     let _w = wave_permits.acquire_owned().await;
                     let _f = fleet_permits.acquire_owned().await;
                     if *cancel.borrow() {
-                        return (job, None);
+                        return (job, target, txn.id, None);
                     }
                     let progress = {
                         let events = events.clone();
@@ -210,11 +295,13 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                         r.map_err(|e| e.to_string())
                     }
                     .await;
-                    (job, Some(report))
+                    (job, target, txn.id, Some(report))
                 });
             }
             while let Some(joined) = set.join_next().await {
-                let Ok((job, report)) = joined else { continue };
+                let Ok((job, target, txn_id, report)) = joined else {
+                    continue;
+                };
                 let host = job.desired.name.to_string();
                 let Some(report) = report else {
                     summary
@@ -226,18 +313,27 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                     });
                     continue;
                 };
+                let changes = job.changes.len();
                 match &report {
                     Ok(r) => match &r.outcome {
-                        Outcome::Applied => emit(Event::HostApplied {
-                            host: host.clone(),
-                            changes: job.changes.len(),
-                            warning: None,
-                        }),
-                        Outcome::AppliedWithErrors(w) => emit(Event::HostApplied {
-                            host: host.clone(),
-                            changes: job.changes.len(),
-                            warning: Some(w.clone()),
-                        }),
+                        Outcome::Applied | Outcome::AppliedWithErrors(_) => {
+                            let warning = match &r.outcome {
+                                Outcome::AppliedWithErrors(w) => Some(w.clone()),
+                                _ => None,
+                            };
+                            emit(Event::HostApplied {
+                                host: host.clone(),
+                                changes,
+                                warning,
+                            });
+                            changed.push(Changed {
+                                wave,
+                                index: summary.results.len(),
+                                desired: job.desired.clone(),
+                                target,
+                                txn: txn_id,
+                            });
+                        }
                         Outcome::RolledBack(_) => {
                             failures += 1;
                             emit(Event::RolledBack {
@@ -253,7 +349,7 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                                 error: transaction::describe_failure(r),
                             });
                         }
-                        Outcome::Stale(_) | Outcome::Locked(_) => {
+                        Outcome::Stale(_) | Outcome::Locked(_) | Outcome::Unhealthy(_) => {
                             failures += 1;
                             emit(Event::HostFailed {
                                 host: host.clone(),
@@ -274,8 +370,54 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                     environment: env_name.clone(),
                     changes: job.changes,
                     report,
+                    reverted: false,
                 });
             }
+
+            // Bake, then re-check the health of every host changed so far.
+            if !env.rollout.bake.is_zero() && failures <= allowed && !changed.is_empty() {
+                emit(Event::HostStep {
+                    host: format!("{env_name} (wave {wave})"),
+                    step: format!(
+                        "baking for {}",
+                        crate::duration::format_duration(env.rollout.bake)
+                    ),
+                });
+                let baked = tokio::select! {
+                    _ = tokio::time::sleep(env.rollout.bake) => true,
+                    _ = cancel.wait_for(|c| *c) => false,
+                };
+                if baked {
+                    let hosts: Vec<&Changed> = changed.iter().collect();
+                    let checks = on_hosts(
+                        &hosts,
+                        &spec.pool,
+                        env.rollout.max_parallel as usize,
+                        |mut s, d, txn| async move {
+                            let r = transaction::recheck(s.as_mut(), &d, &txn)
+                                .await
+                                .map_err(|e| e.to_string());
+                            (s, r)
+                        },
+                    )
+                    .await;
+                    for (c, r) in changed.iter().zip(checks) {
+                        let bad = match &r {
+                            Ok(rep) if !rep.outcome.failed() => None,
+                            Ok(rep) => Some(transaction::describe_failure(rep)),
+                            Err(e) => Some(e.clone()),
+                        };
+                        if let Some(why) = bad {
+                            failures += 1;
+                            emit(Event::HostFailed {
+                                host: c.desired.name.to_string(),
+                                error: why,
+                            });
+                        }
+                    }
+                }
+            }
+
             if failures > allowed && halted.is_none() {
                 let why = format!("{failures} failed host(s), more than max_failures allows ({allowed})");
                 emit(Event::Halted {
@@ -284,9 +426,55 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                 });
                 summary.halted.push((env_name.clone(), why.clone()));
                 halted = Some(format!("the rollout in {env_name} halted"));
+                if env.rollout.on_failure == OnFailure::Rollback && !changed.is_empty() {
+                    rollback_all(&mut changed, &spec.pool, &mut summary, &emit).await;
+                }
             }
         }
     }
     summary.interrupted = *spec.cancel.borrow();
     summary
+}
+
+/// Rolls back every host of a halted rollout from its transaction journal, last wave first.
+async fn rollback_all(
+    changed: &mut Vec<Changed>,
+    pool: &Arc<transport::Pool>,
+    summary: &mut Summary,
+    emit: &impl Fn(Event),
+) {
+    changed.sort_by_key(|c| std::cmp::Reverse(c.wave));
+    let mut waves: Vec<usize> = changed.iter().map(|c| c.wave).collect();
+    waves.dedup();
+    for wave in waves {
+        let hosts: Vec<&Changed> = changed.iter().filter(|c| c.wave == wave).collect();
+        let results = on_hosts(&hosts, pool, hosts.len(), |mut s, d, txn| async move {
+            let r = transaction::recover(s.as_mut(), &d, &txn)
+                .await
+                .map_err(|e| e.to_string());
+            (s, r)
+        })
+        .await;
+        for (c, r) in hosts.iter().zip(results) {
+            let host = c.desired.name.to_string();
+            match r {
+                Ok(rep) if !rep.outcome.failed() => {
+                    summary.results[c.index].reverted = true;
+                    emit(Event::RolledBack {
+                        host,
+                        why: "its rollout halted (on_failure = \"rollback\")".into(),
+                    });
+                }
+                Ok(rep) => emit(Event::HostFailed {
+                    host,
+                    error: format!("rollback failed: {}", transaction::describe_failure(&rep)),
+                }),
+                Err(e) => emit(Event::HostFailed {
+                    host,
+                    error: format!("rollback failed: {e}"),
+                }),
+            }
+        }
+    }
+    changed.clear();
 }

@@ -6,7 +6,7 @@
 
 mod executor;
 
-pub use executor::{Cancel, HostJob, RunSpec, Summary, execute};
+pub use executor::{Cancel, Gate, HostJob, HostResult, RunSpec, Summary, execute};
 
 use serde::Serialize;
 

@@ -64,6 +64,8 @@ pub enum Outcome {
     RolledBack(String),
     /// A step failed and so did the rollback: the host needs a person.
     Broken(String),
+    /// A health re-check after a bake failed; nothing was changed by the check.
+    Unhealthy(String),
 }
 
 impl Outcome {
@@ -404,6 +406,7 @@ fn parse_report(host: &str, stdout: &[u8]) -> Result<Report, TxnError> {
         "locked" => Outcome::Locked(rest),
         "rolled-back" => Outcome::RolledBack(rest),
         "broken" => Outcome::Broken(rest),
+        "unhealthy" => Outcome::Unhealthy(rest),
         _ => {
             return Err(TxnError::Host {
                 host: host.to_owned(),
@@ -459,13 +462,23 @@ pub async fn run(
     launch(session, desired, &txn.id, "apply", bundle).await
 }
 
-/// Rolls back a transaction that a crash or kill left `pending` on the host.
+/// Rolls back a transaction from its journal: one that a crash or kill left `pending`, or a
+/// committed one whose rollout halted.
 pub async fn recover(
     session: &mut dyn Session,
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
     launch(session, desired, txn_id, "recover", Vec::new()).await
+}
+
+/// Re-runs a committed transaction's health checks (after a bake), changing nothing.
+pub async fn recheck(
+    session: &mut dyn Session,
+    desired: &DesiredHost,
+    txn_id: &str,
+) -> Result<Report, TxnError> {
+    launch(session, desired, txn_id, "health", Vec::new()).await
 }
 
 async fn launch(
@@ -504,6 +517,7 @@ pub fn describe_failure(r: &Report) -> String {
         Outcome::Locked(w) => format!("locked: {w}; left untouched"),
         Outcome::RolledBack(w) => format!("failed and rolled back: {w}"),
         Outcome::Broken(w) => format!("BROKEN: {w}"),
+        Outcome::Unhealthy(w) => format!("unhealthy: {w}"),
     };
     if r.outcome.failed() && !r.log_tail.is_empty() {
         let tail: Vec<&str> = r.log_tail.iter().rev().take(3).map(String::as_str).collect();

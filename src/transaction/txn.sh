@@ -95,8 +95,28 @@ exec 9>>"$S/lock"
 if ! flock -n 9; then result "locked another transaction holds $FLOTILLA_STATE_DIR/lock"; exit 0; fi
 
 if [ "${FLOTILLA_MODE:-apply}" = recover ]; then
-  step "recovering an interrupted transaction"
-  if rollback; then result ok; else result "broken recovery failed, see $TX/log"; fi
+  # Also used to roll back a committed transaction when its rollout halts: the journal holds
+  # everything needed to return to the state from before it.
+  step "rolling back to the state before this transaction"
+  if rollback; then result ok; else result "broken rollback failed, see $TX/log"; fi
+  exit 0
+fi
+
+if [ "${FLOTILLA_MODE:-apply}" = health ]; then
+  # A bake's re-check: the transaction's health checks again, changing nothing.
+  while IFS="$TAB" read -r op a b c d e f; do
+    case $op in
+      health)
+        step "re-check health $a $b"
+        ( cd "$RT/$a/$b" && FLOTILLA_RUNTIME=$a FLOTILLA_VERSION=$b FLOTILLA_VERSION_DIR="$RT/$a/$b" \
+            FLOTILLA_ROOT=$R timeout "$c" sh "$TX/cmds/health-$a" ) >> "$TX/log" 2>&1 < /dev/null ||
+          { result "unhealthy health check of $a $b failed after the bake (see $TX/log)"; exit 0; } ;;
+      health-env)
+        step "re-check health_command"
+        run_cmd "$TX/cmds/health-env" / || { result "unhealthy health_command failed after the bake (see $TX/log)"; exit 0; } ;;
+    esac
+  done < "$TX/ops"
+  result ok
   exit 0
 fi
 
