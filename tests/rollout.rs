@@ -1,0 +1,178 @@
+//! Rollout rules end to end on the local transport: halts, environment-wide rollback, bake
+//! re-checks, freezes and overrides.
+
+mod common;
+
+use std::path::Path;
+
+use common::{TestFleet, flotilla, run, signed_fleet};
+
+fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
+    run(flotilla()
+        .arg("--state-dir")
+        .arg(store)
+        .args(["apply", "--auto-approve"])
+        .args(extra)
+        .arg(f.path()))
+}
+
+fn current(f: &TestFleet, host: &str) -> Option<String> {
+    std::fs::read_link(f.root(host).join("opt/flotilla/runtimes/greeter/current"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Three staging hosts on greeter 1.0.0, ready to move to 2.0.0 in waves [1, 2, 3].
+fn three_hosts(runtime_extra: &str, rollout: &str) -> (TestFleet, common::Keys, tempfile::TempDir) {
+    let (f, keys) = signed_fleet(runtime_extra);
+    for h in ["h1", "h2", "h3"] {
+        f.host(
+            "hosts/a.toml",
+            h,
+            "staging",
+            if h == "h1" { "canary = true" } else { "" },
+        );
+    }
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    f.write(
+        "environments/staging.toml",
+        &format!("[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\n{rollout}"),
+    );
+    f.commit("2.0.0");
+    (f, keys, store)
+}
+
+#[test]
+fn past_max_failures_the_rollout_halts_and_rolls_back_every_host_it_changed() {
+    // h3's health check fails; h1 (wave 1) and h2 (wave 2) were already changed.
+    let (f, _keys, store) = three_hosts(
+        "[health]\ncommand = \"test \\\"$FLOTILLA_HOST\\\" != h3 || test \\\"$FLOTILLA_VERSION\\\" = 1.0.0\"\n",
+        "waves = [1, 2, 3]\nmax_failures = 0\non_failure = \"rollback\"\n",
+    );
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("environment staging: HALTED"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("h1: rolled back: its rollout halted"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("h2: rolled back: its rollout halted"),
+        "{}",
+        r.stderr
+    );
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(
+            current(&f, h).as_deref(),
+            Some("1.0.0"),
+            "{h} is back where it was"
+        );
+    }
+    // Last wave first.
+    let h2 = r.stderr.find("h2: rolled back: its rollout").unwrap();
+    let h1 = r.stderr.find("h1: rolled back: its rollout").unwrap();
+    assert!(h2 < h1, "{}", r.stderr);
+    let plan = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
+    assert_eq!(plan.code, 2, "the changes are still to do: {}", plan.stdout);
+}
+
+#[test]
+fn with_halt_the_changed_hosts_stay_and_no_new_host_starts() {
+    let (f, _keys, store) = three_hosts(
+        "[health]\ncommand = \"test \\\"$FLOTILLA_HOST\\\" != h2 || test \\\"$FLOTILLA_VERSION\\\" = 1.0.0\"\n",
+        "waves = [1, 2, 3]\nmax_failures = 0\non_failure = \"halt\"\n",
+    );
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("2.0.0"),
+        "halt keeps what went well"
+    );
+    assert_eq!(
+        current(&f, "h2").as_deref(),
+        Some("1.0.0"),
+        "the failed host rolled itself back"
+    );
+    assert_eq!(current(&f, "h3").as_deref(), Some("1.0.0"), "no new host starts");
+    assert!(
+        r.stdout.contains("h3 skipped: the rollout in staging halted"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn max_failures_as_a_budget_lets_the_rollout_go_on() {
+    let (f, _keys, store) = three_hosts(
+        "[health]\ncommand = \"test \\\"$FLOTILLA_HOST\\\" != h2 || test \\\"$FLOTILLA_VERSION\\\" = 1.0.0\"\n",
+        "waves = [1, 2, 3]\nmax_failures = 1\n",
+    );
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "a failed host still fails the run: {}", r.stdout);
+    assert_eq!(
+        current(&f, "h3").as_deref(),
+        Some("2.0.0"),
+        "within the budget the next wave starts"
+    );
+    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn a_host_that_turns_unhealthy_during_the_bake_halts_the_rollout() {
+    // The check passes once (during the transaction) and fails when re-run after the bake.
+    let (f, _keys, store) = three_hosts(
+        "[health]\ncommand = \"if [ -e \\\"$FLOTILLA_ROOT/checked\\\" ]; then exit 1; fi; touch \\\"$FLOTILLA_ROOT/checked\\\"\"\n",
+        "waves = [1, 2, 3]\nbake = \"1s\"\non_failure = \"rollback\"\n",
+    );
+    for h in ["h1", "h2", "h3"] {
+        let _ = std::fs::remove_file(f.root(h).join("checked"));
+    }
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("unhealthy: health check of greeter 2.0.0 failed after the bake"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("1.0.0"),
+        "rolled back after the bake"
+    );
+    assert_eq!(
+        current(&f, "h2").as_deref(),
+        Some("1.0.0"),
+        "wave 2 never started"
+    );
+}
+
+#[test]
+fn a_freeze_makes_changes_wait_with_exit_3_unless_overridden() {
+    let (f, _keys, store) = three_hosts("", "waves = [1, 2, 3]\n");
+    let env = std::fs::read_to_string(f.path().join("environments/staging.toml")).unwrap();
+    f.write(
+        "environments/staging.toml",
+        &format!("{env}\n[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nuntil = \"2100-01-01T00:00:00Z\"\nreason = \"forever\"\n"),
+    );
+    f.commit("freeze");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("staging waits: frozen until 2100-01-01"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+    let r = apply(&f, store.path(), &["--override-freeze", "hotfix INC-42"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h3").as_deref(), Some("2.0.0"));
+    let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("override-freeze") && audit.contains("hotfix INC-42"));
+}
