@@ -176,3 +176,75 @@ fn a_freeze_makes_changes_wait_with_exit_3_unless_overridden() {
     let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("override-freeze") && audit.contains("hotfix INC-42"));
 }
+
+/// staging (s1) and prod (p1, p2) both on greeter 1.0.0, then both asked for 2.0.0.
+fn promoted(runtime_extra: &str, prod_rollout: &str) -> (TestFleet, common::Keys, tempfile::TempDir) {
+    let (f, keys) = signed_fleet(runtime_extra);
+    f.host("hosts/s.toml", "s1", "staging", "");
+    f.host("hosts/p.toml", "p1", "prod", "canary = true");
+    f.host("hosts/p.toml", "p2", "prod", "");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.write("environments/prod.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0 everywhere");
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    f.write(
+        "environments/prod.toml",
+        &format!("[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\n{prod_rollout}"),
+    );
+    f.commit("2.0.0 everywhere");
+    (f, keys, store)
+}
+
+#[test]
+fn a_later_environment_goes_in_the_same_apply_once_the_earlier_one_converged() {
+    let (f, _keys, store) = promoted("", "");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for h in ["s1", "p1", "p2"] {
+        assert_eq!(current(&f, h).as_deref(), Some("2.0.0"), "{h}");
+    }
+    let records = std::fs::read_to_string(store.path().join("promotions.jsonl")).unwrap();
+    assert!(
+        records.contains("\"environment\":\"staging\"") && records.contains("\"version\":\"2.0.0\""),
+        "{records}"
+    );
+}
+
+#[test]
+fn a_version_that_failed_in_staging_never_reaches_prod() {
+    let (f, _keys, store) = promoted(
+        "[health]\ncommand = \"test \\\"$FLOTILLA_ENVIRONMENT\\\" != staging || test \\\"$FLOTILLA_VERSION\\\" = 1.0.0\"\n",
+        "",
+    );
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("p1 waits: greeter 2.0.0 waits on staging"),
+        "{}",
+        r.stdout
+    );
+    for h in ["s1", "p1", "p2"] {
+        assert_eq!(current(&f, h).as_deref(), Some("1.0.0"), "{h}");
+    }
+    // Targeting prod alone does not get around the gate.
+    let r = apply(&f, store.path(), &["--env", "prod"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "p1").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn promotion_soak_holds_the_later_environment() {
+    let (f, _keys, store) = promoted("", "promotion_soak = \"1h\"\n");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "s1").as_deref(), Some("2.0.0"));
+    assert!(
+        r.stdout.contains("greeter 2.0.0 soaks in staging until"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(current(&f, "p1").as_deref(), Some("1.0.0"));
+}

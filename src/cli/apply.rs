@@ -16,7 +16,7 @@ use crate::observe::Observation;
 use crate::plan::{self, Action, Kind, SavedPlan};
 use crate::repo::FleetRepo;
 use crate::resolve::DesiredHost;
-use crate::rollout::{self, Event, Gate, HostJob, RunSpec};
+use crate::rollout::{self, Event, Gate, HostJob, HostResult, Promotion, RunSpec};
 use crate::store::{AuditEvent, AuditFilter, DirStore, Holder, Store};
 use crate::target::Selector;
 use crate::transaction::{self, Outcome as TxnOutcome, Upload};
@@ -454,6 +454,18 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
         .filter_map(|e| by_env.remove(&e).map(|jobs| (e, jobs)))
         .collect();
 
+    let promoter = Promoter {
+        fleet: &loaded.fleet,
+        desired: &loaded.desired,
+        store: &store,
+        plan: &plan,
+        observed: &by_name,
+    };
+    // Environments with nothing to do are converged now: their records let later
+    // environments go in this same run.
+    for env in plan.environments.iter().filter(|e| e.waves.is_empty()) {
+        promoter.finished(&env.name, &[]);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let view = spawn_view(cli, rx);
     for (host, why) in &refused {
@@ -474,6 +486,7 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
             environments,
             gates,
             clock: jiff::Timestamp::now,
+            promotion: Some(&promoter),
             parallel,
             cancel: watch_signals(),
             pool: pool.clone(),
@@ -553,6 +566,9 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
     for (env, why) in &summary.waiting {
         println!("  {env} waits: {why}");
     }
+    for (host, why) in &summary.held {
+        println!("  {host} waits: {why}");
+    }
     for (host, why) in refused.iter().chain(&summary.skipped) {
         println!("  {host} skipped: {why}");
     }
@@ -565,7 +581,7 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
         summary.failed() > 0 || !refused.is_empty() || !summary.skipped.is_empty() || summary.interrupted;
     Ok(if failed || plan.summary.hosts_unreachable > 0 {
         Outcome::Failure
-    } else if !summary.waiting.is_empty() {
+    } else if !summary.waiting.is_empty() || !summary.held.is_empty() {
         Outcome::Waiting
     } else {
         Outcome::Success
@@ -646,4 +662,86 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
     })?;
     print!("{}", crate::store::render_history(&events, args.json));
     Ok(Outcome::Success)
+}
+
+/// Promotion for one apply: gates read the store's records fresh, so an environment that
+/// converged earlier in this run already counts.
+struct Promoter<'a> {
+    fleet: &'a crate::manifest::Fleet,
+    desired: &'a [DesiredHost],
+    store: &'a DirStore,
+    plan: &'a plan::Plan,
+    observed: &'a BTreeMap<&'a str, (&'a DesiredHost, &'a Observation)>,
+}
+
+impl Promotion for Promoter<'_> {
+    fn waits(&self, env: &str, job: &HostJob) -> Option<String> {
+        let records = self.store.promotions().unwrap_or_default();
+        // Versions active anywhere in the environment before this run are not gated.
+        let active: BTreeSet<(String, String)> = self
+            .observed
+            .values()
+            .filter(|(d, _)| d.environment.as_str() == env)
+            .flat_map(|(_, o)| {
+                o.runtimes
+                    .iter()
+                    .filter_map(|(rt, r)| Some((rt.clone(), r.current.clone()?)))
+            })
+            .collect();
+        let now = jiff::Timestamp::now();
+        rollout::promotion::waits(
+            self.fleet,
+            self.desired,
+            env,
+            &job.changes,
+            &active,
+            &records,
+            now,
+        )
+    }
+
+    fn finished(&self, env: &str, results: &[HostResult]) {
+        let hosts: Vec<&DesiredHost> = self
+            .desired
+            .iter()
+            .filter(|h| h.environment.as_str() == env)
+            .collect();
+        // Only a run that saw every host of the environment can say it converged.
+        if hosts.is_empty() || hosts.iter().any(|h| !self.observed.contains_key(h.name.as_str())) {
+            return;
+        }
+        let mut converged: BTreeMap<(String, String), bool> = BTreeMap::new();
+        for h in hosts {
+            let planned = self.plan.hosts.iter().find(|p| p.name == h.name.as_str());
+            for (rt, pin) in &h.runtimes {
+                let crate::manifest::model::Pin::Version(v) = &pin.value else {
+                    continue;
+                };
+                let pending = planned.is_some_and(|p| {
+                    p.changes
+                        .iter()
+                        .any(|c| c.kind == Kind::Runtime && c.name == rt.as_str())
+                });
+                let ok = !pending || results.iter().any(|r| r.host == h.name.as_str() && r.applied());
+                *converged.entry((rt.to_string(), v.to_string())).or_insert(true) &= ok;
+            }
+        }
+        let records = self.store.promotions().unwrap_or_default();
+        for ((runtime, version), ok) in converged {
+            let known = records
+                .iter()
+                .any(|r| r.environment == env && r.runtime == runtime && r.version == version);
+            if ok && !known {
+                let record = crate::store::PromotionRecord {
+                    environment: env.to_owned(),
+                    runtime,
+                    version,
+                    at: jiff::Timestamp::now(),
+                };
+                if let Err(e) = self.store.record_promotion(&record) {
+                    eprintln!("warning: cannot record the promotion of {env}: {e}");
+                }
+            }
+        }
+    }
 }

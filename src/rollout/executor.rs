@@ -44,6 +44,15 @@ pub struct Gate {
     pub freezes: Vec<Freeze>,
 }
 
+/// Promotion, seen from the executor: whether a host may start now, and word that an
+/// environment finished (so later environments can go in the same run).
+pub trait Promotion: Sync {
+    /// Why this host's changes wait for promotion, or `None`.
+    fn waits(&self, env: &str, job: &HostJob) -> Option<String>;
+    /// Called after each environment's rollout with what happened to its hosts.
+    fn finished(&self, env: &str, results: &[HostResult]);
+}
+
 pub struct RunSpec<'a> {
     pub fleet: &'a Fleet,
     pub fleet_dir: &'a Path,
@@ -63,6 +72,7 @@ pub struct RunSpec<'a> {
     pub pool: Arc<transport::Pool>,
     /// The clock, so tests and `--at`-style runs can move time; wall time otherwise.
     pub clock: fn() -> jiff::Timestamp,
+    pub promotion: Option<&'a dyn Promotion>,
 }
 
 /// What happened to one host.
@@ -78,7 +88,7 @@ pub struct HostResult {
 }
 
 impl HostResult {
-    fn applied(&self) -> bool {
+    pub fn applied(&self) -> bool {
         !self.reverted && self.report.as_ref().is_ok_and(|r| !r.outcome.failed())
     }
 }
@@ -91,6 +101,8 @@ pub struct Summary {
     /// Environments whose changes (or remaining waves) wait, and why.
     pub waiting: Vec<(String, String)>,
     pub halted: Vec<(String, String)>,
+    /// Hosts held back by promotion gates, and why.
+    pub held: Vec<(String, String)>,
     pub interrupted: bool,
 }
 
@@ -191,9 +203,25 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
         let total = jobs.len();
         let allowed = budget(env.rollout.max_failures, total);
         let mut waves: BTreeMap<usize, Vec<HostJob>> = BTreeMap::new();
+        let mut held: Option<String> = None;
         for j in jobs {
+            // Promotion is decided when the environment starts: an earlier environment may
+            // have converged a moment ago in this same run.
+            if let Some(why) = spec.promotion.and_then(|p| p.waits(&env_name, &j)) {
+                summary.held.push((j.desired.name.to_string(), why.clone()));
+                held.get_or_insert(why);
+                continue;
+            }
             waves.entry(j.wave).or_default().push(j);
         }
+        if let Some(why) = held {
+            emit(Event::EnvironmentWaiting {
+                env: env_name.clone(),
+                why: why.clone(),
+            });
+            summary.waiting.push((env_name.clone(), why));
+        }
+        let first_result = summary.results.len();
         let wave_count = waves.len();
         let mut started = false;
         let mut failures = 0usize;
@@ -430,6 +458,9 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                     rollback_all(&mut changed, &spec.pool, &mut summary, &emit).await;
                 }
             }
+        }
+        if let Some(p) = spec.promotion {
+            p.finished(&env_name, &summary.results[first_result..]);
         }
     }
     summary.interrupted = *spec.cancel.borrow();

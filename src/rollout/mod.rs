@@ -5,8 +5,9 @@
 //! `watch`'s metrics) all consume.
 
 mod executor;
+pub mod promotion;
 
-pub use executor::{Cancel, Gate, HostJob, HostResult, RunSpec, Summary, execute};
+pub use executor::{Cancel, Gate, HostJob, HostResult, Promotion, RunSpec, Summary, execute};
 
 use serde::Serialize;
 

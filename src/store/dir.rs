@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::fsutil::{create_atomic, io_err, read_optional, sync_dir, write_atomic, write_atomic_cache};
 use super::{
-    AuditEvent, AuditFilter, Holder, LockGuard, Observation, RolloutRecord, Store, StoreError,
-    check_file_name,
+    AuditEvent, AuditFilter, Holder, LockGuard, Observation, PromotionRecord, RolloutRecord, Store,
+    StoreError, check_file_name,
 };
 
 /// The layout version this build writes and the newest it reads.
@@ -38,6 +38,7 @@ const EPOCH: &str = "epoch";
 const LOCK: &str = "lock";
 const AUDIT: &str = "audit.jsonl";
 const ROLLOUTS: &str = "rollouts";
+const PROMOTIONS: &str = "promotions.jsonl";
 const OBSERVATIONS: &str = "observations";
 const CACHE: &str = "cache";
 const ARTIFACTS: &str = "artifacts";
@@ -556,8 +557,7 @@ impl Store for DirStore {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err(&dir.join(&name), "encode")(io::Error::other(e)))?;
         bytes.push(b'\n');
-        // A cache: atomic, but not worth two fsyncs per host on every run.
-        write_atomic_cache(&dir, &name, &bytes)
+        write_atomic(&dir, &name, &bytes)
     }
 
     fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -573,6 +573,34 @@ impl Store for DirStore {
                 problem: format!("the rollout record is not valid: {e}"),
                 fix: ROLLOUT_FIX,
             })
+    }
+
+    fn record_promotion(&self, record: &PromotionRecord) -> Result<(), StoreError> {
+        let path = self.dir.join(PROMOTIONS);
+        let mut line = serde_json::to_vec(record)
+            .map_err(|e| io_err(&path, "encode a record for")(io::Error::other(e)))?;
+        line.push(b'\n');
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path, "open"))?;
+        file.lock().map_err(io_err(&path, "lock"))?;
+        (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
+        file.sync_data().map_err(io_err(&path, "flush to disk"))
+    }
+
+    fn promotions(&self) -> Result<Vec<PromotionRecord>, StoreError> {
+        let path = self.dir.join(PROMOTIONS);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(Vec::new());
+        };
+        // A torn last line (a crash mid-append) is skipped, like the audit log's.
+        Ok(bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect())
     }
 
     fn artifact_cache_dir(&self) -> PathBuf {

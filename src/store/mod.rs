@@ -81,6 +81,13 @@ pub trait Store: Send + Sync {
     /// The directory of the content-addressed artifact cache; it exists. Artifacts are local
     /// files whatever the backend, so this is a path even for a remote store.
     fn artifact_cache_dir(&self) -> PathBuf;
+
+    /// Records that an environment converged, healthy, on a runtime version (DESIGN §6.4).
+    /// Records are never revoked.
+    fn record_promotion(&self, record: &PromotionRecord) -> Result<(), StoreError>;
+
+    /// Every promotion record, oldest first.
+    fn promotions(&self) -> Result<Vec<PromotionRecord>, StoreError>;
 }
 
 /// Proof of holding a store's apply lock; dropping it releases the lock.
@@ -229,6 +236,15 @@ pub struct RolloutRecord {
     #[serde(default)]
     pub halted: Option<String>,
     pub started_at: jiff::Timestamp,
+}
+
+/// An environment that had every host wanting `runtime` at `version` converged and healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionRecord {
+    pub environment: String,
+    pub runtime: String,
+    pub version: String,
+    pub at: jiff::Timestamp,
 }
 
 /// The last observation of one host.
