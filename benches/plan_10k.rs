@@ -141,6 +141,8 @@ fn main() {
             hosts: inputs,
             at: now,
             observed_at: now,
+            all_desired: &loaded.desired,
+            promotions: &[],
         });
         let t3 = Instant::now();
         let text = plan::text::render(&p, plan::text::TextOptions::default());

@@ -467,6 +467,12 @@ fn at_evaluates_windows_at_another_time() {
         "[runtimes]\ngreeter = \"1.0.0\"\n\n[[window]]\ndays = [\"sat\"]\nstart = \"02:00\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n",
     );
     f.commit("window");
+    // No promotion order here: this test is about windows alone.
+    f.write(
+        "flotilla.toml",
+        "[fleet]\nname = \"acme\"\n\n[defaults]\ntransport = \"local\"\n",
+    );
+    f.commit("no promotion");
     let prod = |at: &str| -> serde_json::Value {
         let r = run(flotilla()
             .args(["plan", "--format", "json", "--env", "prod", "--at", at])
@@ -530,4 +536,26 @@ fn interrupted_transactions_and_hostile_names_are_reported_safely() {
     std::fs::write(&state_path, "{ not json").unwrap();
     let r = run(flotilla().args(["plan", "--host", "stg-01"]).arg(f.path()));
     assert!(r.stdout.contains("state.json is not valid"), "{}", r.stdout);
+}
+
+#[test]
+fn plan_says_what_waits_on_promotion() {
+    let f = two_hosts();
+    f.commit("initial");
+    let r = run(flotilla().args(["plan", "--format", "json"]).arg(f.path()));
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let prod = plan["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "prod")
+        .unwrap()
+        .clone();
+    assert_eq!(prod["waiting"], "greeter 1.0.0 waits on staging", "{prod}");
+    let text = run(flotilla().arg("plan").arg(f.path()));
+    assert!(
+        text.stdout.contains("promotion: greeter 1.0.0 waits on staging"),
+        "{}",
+        text.stdout
+    );
 }

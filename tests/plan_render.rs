@@ -108,6 +108,8 @@ fn build(
         hosts,
         at: now,
         observed_at: now,
+        all_desired: &loaded.desired,
+        promotions: &[],
     })
 }
 

@@ -84,6 +84,8 @@ async fn apply_once(w: &World) -> transaction::Report {
         }],
         at: now,
         observed_at: now,
+        all_desired: &loaded.desired,
+        promotions: &[],
     });
     let cx = Context {
         fleet: &loaded.fleet,
@@ -245,6 +247,8 @@ async fn a_changed_host_is_stale_and_left_untouched() {
         }],
         at: now,
         observed_at: now,
+        all_desired: &loaded.desired,
+        promotions: &[],
     });
     // Someone writes the file between plan and apply.
     let root = w.fleet.root("h1");

@@ -256,11 +256,29 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
 
     let parallel = cli.global.parallel as usize;
     let mut now = jiff::Timestamp::now();
-    let (mut observations, mut plan) = observe_and_plan(&loaded, &repo, &targets, pool, parallel, now).await;
+    let (mut observations, mut plan) = observe_and_plan(
+        &loaded,
+        &repo,
+        &targets,
+        pool,
+        &store.promotions()?,
+        parallel,
+        now,
+    )
+    .await;
     // Hosts a killed transaction left `pending` are restored first, then planned as usual.
     if recover_interrupted(&repo, &targets, &observations, pool).await {
         now = jiff::Timestamp::now();
-        (observations, plan) = observe_and_plan(&loaded, &repo, &targets, pool, parallel, now).await;
+        (observations, plan) = observe_and_plan(
+            &loaded,
+            &repo,
+            &targets,
+            pool,
+            &store.promotions()?,
+            parallel,
+            now,
+        )
+        .await;
     }
     plan.no_longer_managed = super::commands::no_longer_managed(cli, &loaded);
 

@@ -126,6 +126,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         &repo,
         &targets,
         &pool,
+        &stored_promotions(cli, &loaded),
         cli.global.parallel as usize,
         at.unwrap_or(observed_at),
     )
@@ -172,6 +173,20 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     Ok(Outcome::Success)
 }
 
+/// The store's promotion records, when there is a store (a plan only reads it).
+pub(super) fn stored_promotions(cli: &Cli, loaded: &LoadedFleet) -> Vec<crate::store::PromotionRecord> {
+    use crate::store::Store as _;
+    let Ok(dir) = super::apply::store_dir(cli, loaded.fleet.name.as_str()) else {
+        return Vec::new();
+    };
+    if !dir.join("id").is_file() {
+        return Vec::new();
+    }
+    crate::store::DirStore::open(&dir)
+        .and_then(|s| s.promotions())
+        .unwrap_or_default()
+}
+
 /// Hosts the store has observed before that the manifests no longer name. A plan only reads
 /// the store, and only when it exists.
 pub(super) fn no_longer_managed(cli: &Cli, loaded: &LoadedFleet) -> Vec<String> {
@@ -197,6 +212,7 @@ pub(super) async fn observe_and_plan(
     repo: &FleetRepo,
     targets: &[&crate::resolve::DesiredHost],
     pool: &std::sync::Arc<crate::transport::Pool>,
+    promotions: &[crate::store::PromotionRecord],
     parallel: usize,
     at: jiff::Timestamp,
 ) -> (
@@ -219,6 +235,8 @@ pub(super) async fn observe_and_plan(
         hosts,
         at,
         observed_at,
+        all_desired: &loaded.desired,
+        promotions,
     });
     (observations, plan)
 }

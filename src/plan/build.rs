@@ -29,6 +29,11 @@ pub struct PlanInput<'a> {
     pub at: jiff::Timestamp,
     /// When the hosts were observed, for clock-skew warnings.
     pub observed_at: jiff::Timestamp,
+    /// Every host's desired state (not only the targeted ones): promotion asks which
+    /// environments use a runtime at all.
+    pub all_desired: &'a [DesiredHost],
+    /// The store's promotion records (empty without a store).
+    pub promotions: &'a [crate::store::PromotionRecord],
 }
 
 pub fn build(input: &PlanInput<'_>) -> Plan {
@@ -130,13 +135,37 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         if targets.last().map(String::as_str) != Some("100%") {
             targets.push("100%".into());
         }
-        let promotion = input
-            .fleet
-            .promotion
+        // Promotion gates, as apply would see them now (DESIGN §6.4).
+        let active: std::collections::BTreeSet<(String, String)> = idxs
             .iter()
-            .position(|e| e.as_str() == *env_name)
-            .filter(|&p| p > 0)
-            .map(|p| format!("promotes after {}", input.fleet.promotion[p - 1]));
+            .filter_map(|&i| input.hosts[i].observed.as_ref().ok())
+            .flat_map(|o| {
+                o.runtimes
+                    .iter()
+                    .filter_map(|(rt, r)| Some((rt.clone(), r.current.clone()?)))
+            })
+            .collect();
+        let gated = idxs.iter().find_map(|&i| {
+            crate::rollout::promotion::waits(
+                input.fleet,
+                input.all_desired,
+                env_name,
+                &hosts[i].changes,
+                &active,
+                input.promotions,
+                input.at,
+            )
+        });
+        let promotion = match &gated {
+            Some(why) => Some(format!("promotion: {why}")),
+            None => input
+                .fleet
+                .promotion
+                .iter()
+                .position(|e| e.as_str() == *env_name)
+                .filter(|&p| p > 0)
+                .map(|p| format!("promotes after {}", input.fleet.promotion[p - 1])),
+        };
         environments.push(EnvironmentPlan {
             name: (*env_name).to_owned(),
             window: WindowState {
@@ -145,7 +174,11 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 next_open: if a.open { None } else { a.next_open },
             },
             frozen: a.freeze.is_some(),
-            waiting: (has_changes && !a.open).then(|| window_text.clone()),
+            waiting: if has_changes && !a.open {
+                Some(window_text.clone())
+            } else {
+                gated.clone()
+            },
             waves,
             view: EnvironmentView {
                 window: window_text,
