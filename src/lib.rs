@@ -20,6 +20,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod schema;
 pub mod show;
+pub mod status;
 pub mod store;
 pub mod target;
 pub mod transaction;

@@ -79,6 +79,30 @@ fn past_max_failures_the_rollout_halts_and_rolls_back_every_host_it_changed() {
     assert!(h2 < h1, "{}", r.stderr);
     let plan = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
     assert_eq!(plan.code, 2, "the changes are still to do: {}", plan.stdout);
+    // `status` remembers the halt.
+    let st = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["status", "--json"])
+        .arg(f.path()));
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let staging = &st["environments"][0];
+    assert!(
+        staging["halted"]
+            .as_str()
+            .unwrap()
+            .contains("more than max_failures"),
+        "{staging}"
+    );
+    assert!(
+        staging["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["status"] == "halted"),
+        "{staging}"
+    );
 }
 
 #[test]
@@ -170,11 +194,27 @@ fn a_freeze_makes_changes_wait_with_exit_3_unless_overridden() {
         r.stdout
     );
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+    let st = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("status")
+        .arg(f.path()));
+    assert!(
+        st.stdout.contains("h1  waiting: frozen until 2100-01-01"),
+        "{}",
+        st.stdout
+    );
     let r = apply(&f, store.path(), &["--override-freeze", "hotfix INC-42"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(current(&f, "h3").as_deref(), Some("2.0.0"));
     let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("override-freeze") && audit.contains("hotfix INC-42"));
+    let st = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("status")
+        .arg(f.path()));
+    assert_eq!(st.stdout.matches("  converged").count(), 3, "{}", st.stdout);
 }
 
 /// staging (s1) and prod (p1, p2) both on greeter 1.0.0, then both asked for 2.0.0.

@@ -16,7 +16,7 @@ use crate::observe::Observation;
 use crate::plan::{self, Action, Kind, SavedPlan};
 use crate::repo::FleetRepo;
 use crate::resolve::DesiredHost;
-use crate::rollout::{self, Event, Gate, HostJob, HostResult, Promotion, RunSpec};
+use crate::rollout::{self, Event, Gate, HostJob, HostResult, Records, RunSpec};
 use crate::store::{AuditEvent, AuditFilter, DirStore, Holder, Store};
 use crate::target::Selector;
 use crate::transaction::{self, Outcome as TxnOutcome, Upload};
@@ -482,7 +482,7 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
     // Environments with nothing to do are converged now: their records let later
     // environments go in this same run.
     for env in plan.environments.iter().filter(|e| e.waves.is_empty()) {
-        promoter.finished(&env.name, &[]);
+        promoter.finished(&env.name, &[], None);
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let view = spawn_view(cli, rx);
@@ -504,7 +504,7 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
             environments,
             gates,
             clock: jiff::Timestamp::now,
-            promotion: Some(&promoter),
+            records: Some(&promoter),
             parallel,
             cancel: watch_signals(),
             pool: pool.clone(),
@@ -682,8 +682,8 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Promotion for one apply: gates read the store's records fresh, so an environment that
-/// converged earlier in this run already counts.
+/// The store's side of one apply: promotion gates read the records fresh, so an environment
+/// that converged earlier in this run already counts; finished rollouts are recorded.
 struct Promoter<'a> {
     fleet: &'a crate::manifest::Fleet,
     desired: &'a [DesiredHost],
@@ -692,8 +692,8 @@ struct Promoter<'a> {
     observed: &'a BTreeMap<&'a str, (&'a DesiredHost, &'a Observation)>,
 }
 
-impl Promotion for Promoter<'_> {
-    fn waits(&self, env: &str, job: &HostJob) -> Option<String> {
+impl Records for Promoter<'_> {
+    fn promotion_waits(&self, env: &str, job: &HostJob) -> Option<String> {
         let records = self.store.promotions().unwrap_or_default();
         // Versions active anywhere in the environment before this run are not gated.
         let active: BTreeSet<(String, String)> = self
@@ -718,7 +718,35 @@ impl Promotion for Promoter<'_> {
         )
     }
 
-    fn finished(&self, env: &str, results: &[HostResult]) {
+    fn finished(&self, env: &str, results: &[HostResult], halted: Option<&str>) {
+        // The rollout's outcome, for `flotilla status` (and `watch`, which does not retry a
+        // halted rollout until the manifests change or a person applies).
+        if let Some(p) = self
+            .plan
+            .environments
+            .iter()
+            .find(|e| e.name == env)
+            .filter(|e| !e.waves.is_empty())
+        {
+            let record = crate::store::RolloutRecord {
+                revision: self.plan.revision.clone(),
+                waves: p.waves.clone(),
+                waves_done: p
+                    .waves
+                    .iter()
+                    .take_while(|w| {
+                        w.iter()
+                            .all(|h| results.iter().any(|r| r.host == *h && r.applied()))
+                    })
+                    .count(),
+                bake_deadline: None,
+                halted: halted.map(str::to_owned),
+                started_at: self.plan.created_at,
+            };
+            if let Err(e) = self.store.save_rollout(env, &record) {
+                eprintln!("warning: cannot record the rollout of {env}: {e}");
+            }
+        }
         let hosts: Vec<&DesiredHost> = self
             .desired
             .iter()

@@ -62,6 +62,9 @@ pub enum Command {
     Show(ShowArgs),
     /// The audit log of applies.
     History(HistoryArgs),
+    /// Where every environment and host stands: converged, pending, waiting, failed, halted,
+    /// drifted, unreachable.
+    Status(StatusArgs),
     /// Write the JSON Schemas for manifests and plans.
     Schema(SchemaArgs),
 }
@@ -187,6 +190,17 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[command(flatten)]
+    pub targeting: Targeting,
+    /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

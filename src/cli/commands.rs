@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 
 use super::Outcome;
-use super::args::{Cli, Command, Format, PlanArgs, SchemaArgs, ShowArgs, Source};
+use super::args::{Cli, Command, Format, PlanArgs, SchemaArgs, ShowArgs, Source, StatusArgs};
 use crate::diagnostic;
 use crate::load::{LoadError, LoadedFleet, load};
 use crate::observe::observe_all;
@@ -19,6 +19,7 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
         Command::Show(args) => show(cli, args, color),
         Command::History(args) => super::apply::history(cli, args),
+        Command::Status(args) => status(cli, args, color).await,
         Command::Schema(args) => schema(args),
     }
 }
@@ -305,4 +306,62 @@ fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Failure);
     }
     Ok(Outcome::Success)
+}
+
+async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Outcome> {
+    use crate::store::Store as _;
+    let (repo, loaded) = match open(cli, &args.source, color)? {
+        Ok(x) => x,
+        Err(o) => return Ok(o),
+    };
+    let t = &args.targeting;
+    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
+    let targets: Vec<_> = loaded.desired.iter().filter(|h| selector.matches(h)).collect();
+    if targets.is_empty() && !selector.is_empty() {
+        anyhow::bail!(crate::target::TargetError::NothingMatches);
+    }
+    let store = super::apply::store_dir(cli, loaded.fleet.name.as_str())
+        .ok()
+        .filter(|d| d.join("id").is_file())
+        .and_then(|d| crate::store::DirStore::open(&d).ok());
+    let promotions = store
+        .as_ref()
+        .and_then(|s| s.promotions().ok())
+        .unwrap_or_default();
+    let pool = std::sync::Arc::new(crate::transport::Pool::new());
+    let now = jiff::Timestamp::now();
+    let (_, plan) = observe_and_plan(
+        &loaded,
+        &repo,
+        &targets,
+        &pool,
+        &promotions,
+        cli.global.parallel as usize,
+        now,
+    )
+    .await;
+    pool.close_all().await;
+    let events = store
+        .as_ref()
+        .and_then(|s| s.audit(&crate::store::AuditFilter::default()).ok())
+        .unwrap_or_default();
+    let last_event = |host: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e.host.as_deref() == Some(host))
+            .cloned()
+    };
+    let rollout = |env: &str| store.as_ref().and_then(|s| s.rollout(env).ok().flatten());
+    let status = crate::status::build(&plan, &rollout, &last_event);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", crate::status::render_text(&status));
+    }
+    Ok(if plan.summary.hosts_unreachable > 0 {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }

@@ -44,13 +44,15 @@ pub struct Gate {
     pub freezes: Vec<Freeze>,
 }
 
-/// Promotion, seen from the executor: whether a host may start now, and word that an
-/// environment finished (so later environments can go in the same run).
-pub trait Promotion: Sync {
+/// What the executor needs from the records kept between runs (the store), without knowing
+/// about the store: whether promotion lets a host start now, and word that an environment's
+/// rollout finished, so its outcome is recorded and later environments can go in the same run.
+pub trait Records: Sync {
     /// Why this host's changes wait for promotion, or `None`.
-    fn waits(&self, env: &str, job: &HostJob) -> Option<String>;
-    /// Called after each environment's rollout with what happened to its hosts.
-    fn finished(&self, env: &str, results: &[HostResult]);
+    fn promotion_waits(&self, env: &str, job: &HostJob) -> Option<String>;
+    /// Called after each environment's rollout: what happened to its hosts, and why it
+    /// halted if it did.
+    fn finished(&self, env: &str, results: &[HostResult], halted: Option<&str>);
 }
 
 pub struct RunSpec<'a> {
@@ -72,7 +74,7 @@ pub struct RunSpec<'a> {
     pub pool: Arc<transport::Pool>,
     /// The clock, so tests and `--at`-style runs can move time; wall time otherwise.
     pub clock: fn() -> jiff::Timestamp,
-    pub promotion: Option<&'a dyn Promotion>,
+    pub records: Option<&'a dyn Records>,
 }
 
 /// What happened to one host.
@@ -207,7 +209,7 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
         for j in jobs {
             // Promotion is decided when the environment starts: an earlier environment may
             // have converged a moment ago in this same run.
-            if let Some(why) = spec.promotion.and_then(|p| p.waits(&env_name, &j)) {
+            if let Some(why) = spec.records.and_then(|p| p.promotion_waits(&env_name, &j)) {
                 summary.held.push((j.desired.name.to_string(), why.clone()));
                 held.get_or_insert(why);
                 continue;
@@ -459,8 +461,13 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                 }
             }
         }
-        if let Some(p) = spec.promotion {
-            p.finished(&env_name, &summary.results[first_result..]);
+        if let Some(p) = spec.records {
+            let why = summary
+                .halted
+                .iter()
+                .find(|(e, _)| *e == env_name)
+                .map(|(_, w)| w.as_str());
+            p.finished(&env_name, &summary.results[first_result..], why);
         }
     }
     summary.interrupted = *spec.cancel.borrow();

@@ -7,7 +7,7 @@
 mod executor;
 pub mod promotion;
 
-pub use executor::{Cancel, Gate, HostJob, HostResult, Promotion, RunSpec, Summary, execute};
+pub use executor::{Cancel, Gate, HostJob, HostResult, Records, RunSpec, Summary, execute};
 
 use serde::Serialize;
 

@@ -1,0 +1,152 @@
+//! `flotilla status`: where every environment and host stands, from a fresh plan and the
+//! store's records — converged, pending, waiting (why, until when), failed, halted, drifted or
+//! unreachable — with each environment's window. Pure: the plan and the records are inputs.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::plan::{Plan, WindowState};
+use crate::store::{AuditEvent, RolloutRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    Converged,
+    Pending,
+    Waiting,
+    Failed,
+    Halted,
+    Drifted,
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostLine {
+    pub name: String,
+    pub status: HostStatus,
+    /// Why, for every status but converged and pending.
+    pub reason: Option<String>,
+    /// When a waiting host may go.
+    pub until: Option<jiff::Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentStatus {
+    pub name: String,
+    pub window: WindowState,
+    pub frozen: bool,
+    pub waiting: Option<String>,
+    pub halted: Option<String>,
+    pub hosts: Vec<HostLine>,
+    #[serde(skip)]
+    window_text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub format_version: &'static str,
+    pub fleet: String,
+    pub revision: Option<String>,
+    pub environments: Vec<EnvironmentStatus>,
+}
+
+const FAILED_EVENTS: [&str; 5] = [
+    "host-failed",
+    "rolled-back",
+    "host-broken",
+    "host-unhealthy",
+    "host-skipped",
+];
+
+/// `rollouts(env)` and `last_event(host)` come from the store.
+pub fn build(
+    plan: &Plan,
+    rollout: &dyn Fn(&str) -> Option<RolloutRecord>,
+    last_event: &dyn Fn(&str) -> Option<AuditEvent>,
+) -> Status {
+    let environments = plan
+        .environments
+        .iter()
+        .map(|env| {
+            // A halt matters while its changes are still to do.
+            let pending = plan
+                .hosts
+                .iter()
+                .any(|h| h.environment == env.name && !h.changes.is_empty());
+            let halted = rollout(&env.name).and_then(|r| r.halted).filter(|_| pending);
+            let hosts = plan
+                .hosts
+                .iter()
+                .filter(|h| h.environment == env.name)
+                .map(|h| {
+                    let (status, reason, until) = if let Some(e) = &h.error {
+                        (HostStatus::Unreachable, Some(e.clone()), None)
+                    } else if h.changes.is_empty() {
+                        (HostStatus::Converged, None, None)
+                    } else if let Some(why) = &halted {
+                        (HostStatus::Halted, Some(why.clone()), None)
+                    } else if let Some(e) =
+                        last_event(&h.name).filter(|e| FAILED_EVENTS.contains(&e.event.as_str()))
+                    {
+                        (HostStatus::Failed, Some(e.error.unwrap_or(e.event)), None)
+                    } else if h.changes.iter().any(|c| c.drift) {
+                        (HostStatus::Drifted, Some("changed outside Flotilla".into()), None)
+                    } else if let Some(why) = &env.waiting {
+                        (HostStatus::Waiting, Some(why.clone()), env.window.next_open)
+                    } else {
+                        (HostStatus::Pending, None, None)
+                    };
+                    HostLine {
+                        name: h.name.clone(),
+                        status,
+                        reason,
+                        until,
+                    }
+                })
+                .collect();
+            EnvironmentStatus {
+                name: env.name.clone(),
+                window: env.window.clone(),
+                frozen: env.frozen,
+                waiting: env.waiting.clone(),
+                halted,
+                hosts,
+                window_text: env.view.window.clone(),
+            }
+        })
+        .collect();
+    Status {
+        format_version: "1",
+        fleet: plan.fleet.clone(),
+        revision: plan.revision.clone(),
+        environments,
+    }
+}
+
+pub fn render_text(s: &Status) -> String {
+    let mut out = String::new();
+    for env in &s.environments {
+        let _ = writeln!(out, "Environment {} · {}", env.name, env.window_text);
+        if let Some(h) = &env.halted {
+            let _ = writeln!(out, "  rollout HALTED: {h}");
+        }
+        let width = env.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+        for h in &env.hosts {
+            let status = serde_json::to_value(h.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = write!(out, "  {:<width$}  {status}", h.name);
+            if let Some(r) = &h.reason {
+                let _ = write!(out, ": {r}");
+            }
+            if let Some(u) = h.until {
+                let _ = write!(out, " (until {})", u.strftime("%Y-%m-%d %H:%M UTC"));
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
