@@ -288,3 +288,34 @@ fn promotion_soak_holds_the_later_environment() {
     );
     assert_eq!(current(&f, "p1").as_deref(), Some("1.0.0"));
 }
+
+#[test]
+fn wait_sleeps_through_a_freeze_that_ends_in_a_few_seconds_then_applies() {
+    // Real time, on purpose: the one end-to-end check that --wait wakes up and applies.
+    let (f, _keys, store) = three_hosts("", "waves = [1, \"100%\"]\n");
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let env = std::fs::read_to_string(f.path().join("environments/staging.toml")).unwrap();
+    f.write(
+        "environments/staging.toml",
+        &format!(
+            "{env}\n[[freeze]]\nfrom = \"2020-01-01T00:00:00Z\"\nuntil = \"{}\"\nreason = \"a short one\"\n",
+            until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
+    );
+    f.commit("short freeze");
+    let started = std::time::Instant::now();
+    let r = apply(&f, store.path(), &["--wait"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("Waiting until"),
+        "a visible countdown: {}",
+        r.stderr
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "it did wait"
+    );
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(current(&f, h).as_deref(), Some("2.0.0"));
+    }
+}

@@ -171,14 +171,62 @@ fn refusal(
 }
 
 pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<Outcome> {
-    // One session per host for the whole apply, closed on every way out.
-    let pool = Arc::new(Pool::new());
-    let result = apply_with(cli, args, color, &pool).await;
-    pool.close_all().await;
-    result
+    loop {
+        // One session per host for the whole apply, closed on every way out.
+        let pool = Arc::new(Pool::new());
+        let mut wake = None;
+        let result = apply_with(cli, args, color, &pool, &mut wake).await;
+        pool.close_all().await;
+        match result {
+            Ok(Outcome::Waiting) if args.wait => sleep_until(wake).await?,
+            other => return other,
+        }
+    }
 }
 
-async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) -> anyhow::Result<Outcome> {
+/// `--wait`: sleeps, holding no lock and no connection, until the next moment changes may go,
+/// with a countdown; then the apply starts over (observing again).
+async fn sleep_until(wake: Option<jiff::Timestamp>) -> anyhow::Result<()> {
+    // Promotion soaks and holds without a known time are re-checked every minute.
+    let wake = wake.unwrap_or_else(|| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60));
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = None;
+    loop {
+        let left = wake.duration_since(jiff::Timestamp::now());
+        if left <= jiff::SignedDuration::ZERO {
+            if terminal {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        let text = format!(
+            "Waiting until {} ({}); Ctrl-C to stop",
+            wake.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            crate::schedule::window::format_countdown(left)
+        );
+        if terminal {
+            eprint!("\r{text}   ");
+        } else if last_line
+            .is_none_or(|at: jiff::Timestamp| jiff::Timestamp::now().duration_since(at).as_secs() >= 60)
+        {
+            eprintln!("{text}");
+            last_line = Some(jiff::Timestamp::now());
+        }
+        let step = std::time::Duration::from_secs(1).min(left.unsigned_abs());
+        tokio::select! {
+            _ = tokio::time::sleep(step) => {}
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("stopped while waiting; nothing was changed while waiting"),
+        }
+    }
+}
+
+async fn apply_with(
+    cli: &Cli,
+    args: &ApplyArgs,
+    color: bool,
+    pool: &Arc<Pool>,
+    wake: &mut Option<jiff::Timestamp>,
+) -> anyhow::Result<Outcome> {
     let saved: Option<SavedPlan> = match &args.plan {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -597,6 +645,17 @@ async fn apply_with(cli: &Cli, args: &ApplyArgs, color: bool, pool: &Arc<Pool>) 
     }
     let failed =
         summary.failed() > 0 || !refused.is_empty() || !summary.skipped.is_empty() || summary.interrupted;
+    *wake = summary
+        .waiting
+        .iter()
+        .filter_map(|(env, _)| {
+            plan.environments
+                .iter()
+                .find(|e| e.name == *env)?
+                .window
+                .next_open
+        })
+        .min();
     Ok(if failed || plan.summary.hosts_unreachable > 0 {
         Outcome::Failure
     } else if !summary.waiting.is_empty() || !summary.held.is_empty() {

@@ -173,6 +173,10 @@ pub struct ApplyArgs {
     /// Ignore freezes (audited with REASON).
     #[arg(long, value_name = "REASON")]
     pub override_freeze: Option<String>,
+    /// When changes wait (window, freeze, promotion), sleep until they can go and apply then,
+    /// instead of exiting 3.
+    #[arg(long)]
+    pub wait: bool,
     #[arg(long, value_enum, default_value_t = Format::Text, hide = true)]
     pub format: Format,
 }
