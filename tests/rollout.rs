@@ -319,3 +319,41 @@ fn wait_sleeps_through_a_freeze_that_ends_in_a_few_seconds_then_applies() {
         assert_eq!(current(&f, h).as_deref(), Some("2.0.0"));
     }
 }
+
+#[test]
+fn an_interrupted_rollout_resumes_with_its_stored_wave_layout() {
+    let (f, _keys, store) = three_hosts("[hooks]\nactivate = \"sleep 1\"\n", "waves = [1, 2, 3]\n");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stop it while the canary (wave 1) is in flight.
+    let started = std::time::Instant::now();
+    while current(&f, "h1").as_deref() != Some("2.0.0") && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(1));
+    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"));
+    let record = std::fs::read_to_string(store.path().join("rollouts/staging.json")).unwrap();
+    assert!(record.contains("\"waves_done\": 1"), "{record}");
+    // The resumed run keeps h2 in wave 2 and h3 in wave 3, rather than starting a new layout.
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("wave 2 (1 host(s)): h2"), "{}", r.stderr);
+    assert!(r.stderr.contains("wave 3 (1 host(s)): h3"), "{}", r.stderr);
+    let record = std::fs::read_to_string(store.path().join("rollouts/staging.json")).unwrap();
+    assert!(record.contains("\"waves_done\": 3"), "{record}");
+}

@@ -514,6 +514,40 @@ async fn apply_with(
             blocked,
         });
     }
+    // The wave layout is stored when a rollout starts and kept when it resumes (DESIGN §6.2):
+    // an unfinished rollout of this revision keeps its waves; hosts already converged have
+    // no job any more, and hosts new to it join its last wave.
+    for env in plan.environments.iter().filter(|e| !e.waves.is_empty()) {
+        let stored = store.rollout(&env.name)?.filter(|r| {
+            r.revision.is_some()
+                && r.revision == plan.revision
+                && r.halted.is_none()
+                && r.waves_done < r.waves.len()
+        });
+        match stored {
+            Some(record) => {
+                for job in by_env.get_mut(&env.name).into_iter().flatten() {
+                    let name = job.desired.name.as_str();
+                    job.wave = record
+                        .waves
+                        .iter()
+                        .position(|w| w.iter().any(|h| h == name))
+                        .map_or(record.waves.len(), |i| i + 1);
+                }
+            }
+            None => {
+                let record = crate::store::RolloutRecord {
+                    revision: plan.revision.clone(),
+                    waves: env.waves.clone(),
+                    waves_done: 0,
+                    bake_deadline: None,
+                    halted: None,
+                    started_at: now,
+                };
+                store.save_rollout(&env.name, &record)?;
+            }
+        }
+    }
     let order: Vec<String> = plan.environments.iter().map(|e| e.name.clone()).collect();
     let environments = order
         .into_iter()
@@ -787,20 +821,32 @@ impl Records for Promoter<'_> {
             .find(|e| e.name == env)
             .filter(|e| !e.waves.is_empty())
         {
+            let stored = self
+                .store
+                .rollout(env)
+                .ok()
+                .flatten()
+                .filter(|r| r.revision == self.plan.revision);
+            let waves = stored
+                .as_ref()
+                .map_or_else(|| p.waves.clone(), |r| r.waves.clone());
+            let started_at = stored.as_ref().map_or(self.plan.created_at, |r| r.started_at);
+            // A host is done when it applied now, or had nothing left to do.
+            let done = |h: &String| {
+                results.iter().any(|r| r.host == *h && r.applied())
+                    || self
+                        .plan
+                        .hosts
+                        .iter()
+                        .any(|p| p.name == *h && p.changes.is_empty() && p.error.is_none())
+            };
             let record = crate::store::RolloutRecord {
                 revision: self.plan.revision.clone(),
-                waves: p.waves.clone(),
-                waves_done: p
-                    .waves
-                    .iter()
-                    .take_while(|w| {
-                        w.iter()
-                            .all(|h| results.iter().any(|r| r.host == *h && r.applied()))
-                    })
-                    .count(),
+                waves_done: waves.iter().take_while(|w| w.iter().all(done)).count(),
+                waves,
                 bake_deadline: None,
                 halted: halted.map(str::to_owned),
-                started_at: self.plan.created_at,
+                started_at,
             };
             if let Err(e) = self.store.save_rollout(env, &record) {
                 eprintln!("warning: cannot record the rollout of {env}: {e}");
