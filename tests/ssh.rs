@@ -908,3 +908,43 @@ fn fan_out_to_fifty_hosts() {
     assert_eq!(r.code, 0, "{}", both(&r));
     eprintln!("50 hosts: plan {plan_time:?}, apply {apply_time:?}, no-op plan {noop_time:?}");
 }
+
+#[test]
+fn a_failing_canary_over_ssh_halts_the_rollout_and_rolls_back() {
+    let Some(lab) = lab("a_failing_canary_over_ssh_halts_the_rollout_and_rolls_back", 3) else {
+        return;
+    };
+    let hosts: String = (0..3)
+        .map(|i| lab.host_toml(i, &name(i), "staging", if i == 0 { "canary = true" } else { "" }))
+        .collect();
+    let rollout = "waves = [1, \"100%\"]\nmax_failures = 0\non_failure = \"rollback\"\n";
+    // 2.0.0 is unhealthy on the canary only.
+    let health = "[health]\ncommand = \"test \\\"$FLOTILLA_HOST\\\" != h01 || test \\\"$FLOTILLA_VERSION\\\" = 1.0.0\"\n";
+    let (f, _keys, _versions) = ssh_fleet(&lab, &env_text("1.0.0", rollout), &hosts, health);
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}", both(&r));
+    f.write("environments/staging.toml", &env_text("2.0.0", rollout));
+    f.commit("2.0.0");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}", both(&r));
+    assert!(
+        r.stderr.contains("h01: rolled back") && r.stderr.contains("HALTED"),
+        "{}",
+        both(&r)
+    );
+    for i in 0..3 {
+        assert_eq!(
+            current(&lab.hosts[i].root).as_deref(),
+            Some("1.0.0"),
+            "{}",
+            name(i)
+        );
+        assert!(!has_pending(&lab.hosts[i].root));
+    }
+    assert!(
+        r.stdout.contains("h02 skipped: the rollout in staging halted"),
+        "{}",
+        r.stdout
+    );
+}
