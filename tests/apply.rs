@@ -224,6 +224,12 @@ fn saved_plans_apply_only_unchanged_hosts() {
     let store = tempfile::tempdir().unwrap();
     f.host("hosts/a.toml", "h1", "staging", "");
     f.host("hosts/a.toml", "h2", "staging", "");
+    // A stale host counts against max_failures (DESIGN §6.3): allow one.
+    let env = std::fs::read_to_string(f.path().join("environments/staging.toml")).unwrap();
+    f.write(
+        "environments/staging.toml",
+        &format!("{env}\n[rollout]\nmax_failures = 1\n"),
+    );
     f.commit("two hosts");
     let saved = store
         .path()

@@ -357,3 +357,18 @@ fn an_interrupted_rollout_resumes_with_its_stored_wave_layout() {
     let record = std::fs::read_to_string(store.path().join("rollouts/staging.json")).unwrap();
     assert!(record.contains("\"waves_done\": 3"), "{record}");
 }
+
+#[test]
+fn an_unreachable_host_counts_against_max_failures() {
+    let (f, _keys, store) = three_hosts("", "waves = [1, 2, 3]\n");
+    let away = tempfile::tempdir().unwrap();
+    std::fs::rename(f.root("h3"), away.path().join("h3")).unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("failed before the first wave"), "{}", r.stderr);
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("1.0.0"),
+        "with max_failures = 0 nothing starts"
+    );
+}

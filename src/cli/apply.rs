@@ -548,6 +548,13 @@ async fn apply_with(
             }
         }
     }
+    // Hosts that cannot take part count against their environment's failure budget.
+    let mut prior_failures: BTreeMap<String, usize> = BTreeMap::new();
+    for h in &plan.hosts {
+        if h.error.is_some() || refused.iter().any(|(n, _)| *n == h.name) {
+            *prior_failures.entry(h.environment.clone()).or_default() += 1;
+        }
+    }
     let order: Vec<String> = plan.environments.iter().map(|e| e.name.clone()).collect();
     let environments = order
         .into_iter()
@@ -585,6 +592,7 @@ async fn apply_with(
             artifacts: &artifacts,
             environments,
             gates,
+            prior_failures,
             clock: jiff::Timestamp::now,
             records: Some(&promoter),
             parallel,

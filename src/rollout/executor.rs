@@ -67,6 +67,9 @@ pub struct RunSpec<'a> {
     pub environments: Vec<(String, Vec<HostJob>)>,
     /// Per environment, the windows and freezes waves must respect.
     pub gates: BTreeMap<String, Gate>,
+    /// Per environment, hosts that already failed before any wave (unreachable, stale,
+    /// refused): they count against `max_failures` too (DESIGN §6.3).
+    pub prior_failures: BTreeMap<String, usize>,
     /// Hosts changed at once across the fleet.
     pub parallel: usize,
     pub cancel: Cancel,
@@ -202,8 +205,10 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
             continue;
         };
         let gate = spec.gates.get(&env_name).cloned().unwrap_or_default();
+        let prior = spec.prior_failures.get(&env_name).copied().unwrap_or(0);
+        // The budget's base is every host taking part, the ones that already failed included.
         let total = jobs.len();
-        let allowed = budget(env.rollout.max_failures, total);
+        let allowed = budget(env.rollout.max_failures, total + prior);
         let mut waves: BTreeMap<usize, Vec<HostJob>> = BTreeMap::new();
         let mut held: Option<String> = None;
         for j in jobs {
@@ -226,8 +231,19 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
         let first_result = summary.results.len();
         let wave_count = waves.len();
         let mut started = false;
-        let mut failures = 0usize;
+        let mut failures = prior;
         let mut halted: Option<String> = None;
+        if failures > allowed {
+            let why = format!(
+                "{failures} host(s) failed before the first wave (unreachable, stale or refused), more than max_failures allows ({allowed})"
+            );
+            emit(Event::Halted {
+                env: env_name.clone(),
+                why: why.clone(),
+            });
+            summary.halted.push((env_name.clone(), why));
+            halted = Some(format!("the rollout in {env_name} halted"));
+        }
         let mut waiting: Option<String> = None;
         let mut changed: Vec<Changed> = Vec::new();
         for (wave, jobs) in waves {
