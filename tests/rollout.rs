@@ -372,3 +372,39 @@ fn an_unreachable_host_counts_against_max_failures() {
         "with max_failures = 0 nothing starts"
     );
 }
+
+#[test]
+fn a_rollout_killed_during_its_bake_waits_out_the_rest_when_it_resumes() {
+    let (f, _keys, store) = three_hosts("", "waves = [1, 2, 3]\nbake = \"3s\"\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let record = store.path().join("rollouts/staging.json");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .contains("\"bake_deadline\": \"")
+        && started.elapsed().as_secs() < 20
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of the canary's bake
+    child.wait().unwrap();
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"));
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("finishing the bake of the interrupted rollout"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(current(&f, "h3").as_deref(), Some("2.0.0"));
+}

@@ -794,6 +794,27 @@ struct Promoter<'a> {
 }
 
 impl Records for Promoter<'_> {
+    fn wave_done(&self, env: &str, waves_done: usize, bake_deadline: Option<jiff::Timestamp>) {
+        let Ok(Some(mut record)) = self.store.rollout(env) else {
+            return;
+        };
+        if record.revision != self.plan.revision {
+            return;
+        }
+        record.waves_done = record.waves_done.max(waves_done);
+        record.bake_deadline = bake_deadline;
+        if let Err(e) = self.store.save_rollout(env, &record) {
+            eprintln!("warning: cannot record the progress of the rollout in {env}: {e}");
+        }
+    }
+
+    fn unfinished_bake(&self, env: &str) -> Option<jiff::Timestamp> {
+        let record = self.store.rollout(env).ok().flatten()?;
+        (record.revision == self.plan.revision && record.halted.is_none())
+            .then_some(record.bake_deadline)
+            .flatten()
+    }
+
     fn promotion_waits(&self, env: &str, job: &HostJob) -> Option<String> {
         let records = self.store.promotions().unwrap_or_default();
         // Versions active anywhere in the environment before this run are not gated.

@@ -53,6 +53,11 @@ pub trait Records: Sync {
     /// Called after each environment's rollout: what happened to its hosts, and why it
     /// halted if it did.
     fn finished(&self, env: &str, results: &[HostResult], halted: Option<&str>);
+    /// Called when a wave's hosts are done: how many waves are done, and until when the
+    /// bake after it runs, so a rollout interrupted during a bake waits out the rest on resume.
+    fn wave_done(&self, env: &str, waves_done: usize, bake_deadline: Option<jiff::Timestamp>);
+    /// A bake an earlier, interrupted run of this rollout did not finish.
+    fn unfinished_bake(&self, env: &str) -> Option<jiff::Timestamp>;
 }
 
 pub struct RunSpec<'a> {
@@ -229,6 +234,22 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
             summary.waiting.push((env_name.clone(), why));
         }
         let first_result = summary.results.len();
+        if let Some(deadline) = spec.records.and_then(|r| r.unfinished_bake(&env_name)) {
+            let left = deadline.duration_since((spec.clock)());
+            if left > jiff::SignedDuration::ZERO && !waves.is_empty() {
+                emit(Event::HostStep {
+                    host: env_name.clone(),
+                    step: format!(
+                        "finishing the bake of the interrupted rollout ({})",
+                        crate::schedule::window::format_countdown(left)
+                    ),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(left.unsigned_abs()) => {}
+                    _ = cancel.wait_for(|c| *c) => {}
+                }
+            }
+        }
         let wave_count = waves.len();
         let mut started = false;
         let mut failures = prior;
@@ -420,8 +441,17 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
                 });
             }
 
+            let baking = !env.rollout.bake.is_zero() && failures <= allowed && !changed.is_empty();
+            if let Some(r) = spec.records {
+                let deadline = baking.then(|| {
+                    (spec.clock)()
+                        + jiff::SignedDuration::try_from(env.rollout.bake)
+                            .unwrap_or(jiff::SignedDuration::MAX)
+                });
+                r.wave_done(&env_name, wave, deadline);
+            }
             // Bake, then re-check the health of every host changed so far.
-            if !env.rollout.bake.is_zero() && failures <= allowed && !changed.is_empty() {
+            if baking {
                 emit(Event::HostStep {
                     host: format!("{env_name} (wave {wave})"),
                     step: format!(
