@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{Keys, TestFleet, flotilla, run, signed_fleet};
+use common::{Keys, TestFleet, apply, current, flotilla, run, signed_fleet, spawn_apply};
 
 fn with_host(runtime_extra: &str) -> (TestFleet, Keys, tempfile::TempDir) {
     let (f, keys) = signed_fleet(runtime_extra);
@@ -15,41 +14,12 @@ fn with_host(runtime_extra: &str) -> (TestFleet, Keys, tempfile::TempDir) {
     (f, keys, tempfile::tempdir().unwrap())
 }
 
-fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
-    run(flotilla()
-        .arg("--state-dir")
-        .arg(store)
-        .args(["apply", "--auto-approve"])
-        .args(extra)
-        .arg(f.path()))
-}
-
-/// Starts `flotilla apply --auto-approve` in the background.
-fn spawn_apply(f: &TestFleet, store: &Path, output: fn() -> std::process::Stdio) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store)
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(output())
-        .stderr(output())
-        .spawn()
-        .unwrap()
-}
-
 /// Waits (at most 20 s) until a transaction has started on `host`.
 fn wait_for_transaction(f: &TestFleet, host: &str) {
     let started = std::time::Instant::now();
     while !f.root(host).join("var/lib/flotilla/txn").exists() && started.elapsed().as_secs() < 20 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-fn current(f: &TestFleet, host: &str) -> Option<String> {
-    std::fs::read_link(f.root(host).join("opt/flotilla/runtimes/greeter/current"))
-        .ok()
-        .map(|p| p.display().to_string())
 }
 
 #[test]

@@ -3,24 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{TestFleet, flotilla, run, signed_fleet};
-
-fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
-    run(flotilla()
-        .arg("--state-dir")
-        .arg(store)
-        .args(["apply", "--auto-approve"])
-        .args(extra)
-        .arg(f.path()))
-}
-
-fn current(f: &TestFleet, host: &str) -> Option<String> {
-    std::fs::read_link(f.root(host).join("opt/flotilla/runtimes/greeter/current"))
-        .ok()
-        .map(|p| p.display().to_string())
-}
+use common::{TestFleet, apply, current, flotilla, run, signed_fleet, spawn_apply};
 
 /// Three staging hosts on greeter 1.0.0, ready to move to 2.0.0 in waves [1, 2, 3].
 fn three_hosts(runtime_extra: &str, rollout: &str) -> (TestFleet, common::Keys, tempfile::TempDir) {
@@ -323,16 +306,7 @@ fn wait_sleeps_through_a_freeze_that_ends_in_a_few_seconds_then_applies() {
 #[test]
 fn an_interrupted_rollout_resumes_with_its_stored_wave_layout() {
     let (f, _keys, store) = three_hosts("[hooks]\nactivate = \"sleep 1\"\n", "waves = [1, 2, 3]\n");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store.path())
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_apply(&f, store.path(), std::process::Stdio::null);
     // Stop it while the canary (wave 1) is in flight.
     let started = std::time::Instant::now();
     while current(&f, "h1").as_deref() != Some("2.0.0") && started.elapsed().as_secs() < 20 {
@@ -376,16 +350,7 @@ fn an_unreachable_host_counts_against_max_failures() {
 #[test]
 fn a_rollout_killed_during_its_bake_waits_out_the_rest_when_it_resumes() {
     let (f, _keys, store) = three_hosts("", "waves = [1, 2, 3]\nbake = \"3s\"\n");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(store.path())
-        .args(["apply", "--auto-approve"])
-        .arg(f.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_apply(&f, store.path(), std::process::Stdio::null);
     let record = store.path().join("rollouts/staging.json");
     let started = std::time::Instant::now();
     while !std::fs::read_to_string(&record)

@@ -18,7 +18,6 @@ use crate::repo::FleetRepo;
 use crate::resolve::DesiredHost;
 use crate::rollout::{self, Event, Gate, HostJob, HostResult, Records, RunSpec};
 use crate::store::{AuditEvent, AuditFilter, DirStore, Holder, Store};
-use crate::target::Selector;
 use crate::transaction::{self, Outcome as TxnOutcome, Upload};
 use crate::transport::{self, Pool};
 use std::sync::Arc;
@@ -284,49 +283,32 @@ async fn apply_with(
     };
     let _lock = store.lock(&holder)?;
 
-    let t = &args.targeting;
-    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
-    let targets: Vec<&DesiredHost> = loaded
-        .desired
-        .iter()
-        .filter(|h| match &saved {
-            Some(s) => s
-                .plan
-                .hosts
-                .iter()
-                .any(|p| p.name == h.name.as_str() && !p.changes.is_empty()),
-            None => selector.matches(h),
-        })
-        .collect();
-    if targets.is_empty() && !selector.is_empty() {
-        bail!(crate::target::TargetError::NothingMatches);
-    }
+    // A saved plan names its hosts; otherwise the targeting flags pick them.
+    let targets: Vec<&DesiredHost> = match &saved {
+        Some(s) => loaded
+            .desired
+            .iter()
+            .filter(|h| {
+                s.plan
+                    .hosts
+                    .iter()
+                    .any(|p| p.name == h.name.as_str() && !p.changes.is_empty())
+            })
+            .collect(),
+        None => super::commands::select(&loaded, &args.targeting)?,
+    };
 
     let parallel = cli.global.parallel as usize;
     let mut now = jiff::Timestamp::now();
-    let (mut observations, mut plan) = observe_and_plan(
-        &loaded,
-        &repo,
-        &targets,
-        pool,
-        &store.promotions()?,
-        parallel,
-        now,
-    )
-    .await;
+    let observe = async |now| {
+        let promotions = store.promotions()?;
+        anyhow::Ok(observe_and_plan(&loaded, &repo, &targets, pool, &promotions, parallel, now).await)
+    };
+    let (mut observations, mut plan) = observe(now).await?;
     // Hosts a killed transaction left `pending` are restored first, then planned as usual.
     if recover_interrupted(&repo, &targets, &observations, pool).await {
         now = jiff::Timestamp::now();
-        (observations, plan) = observe_and_plan(
-            &loaded,
-            &repo,
-            &targets,
-            pool,
-            &store.promotions()?,
-            parallel,
-            now,
-        )
-        .await;
+        (observations, plan) = observe(now).await?;
     }
     plan.no_longer_managed = super::commands::no_longer_managed(cli, &loaded);
 

@@ -114,12 +114,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
-    let t = &args.targeting;
-    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
-    let targets: Vec<_> = loaded.desired.iter().filter(|h| selector.matches(h)).collect();
-    if targets.is_empty() && !selector.is_empty() {
-        anyhow::bail!(crate::target::TargetError::NothingMatches);
-    }
+    let targets = select(&loaded, &args.targeting)?;
     let observed_at = jiff::Timestamp::now();
     let pool = std::sync::Arc::new(crate::transport::Pool::new());
     let (_, mut plan) = observe_and_plan(
@@ -172,6 +167,20 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         return Ok(Outcome::Changes);
     }
     Ok(Outcome::Success)
+}
+
+/// The hosts the targeting flags pick; flags that pick nothing are an error, so a typo never
+/// plans or applies "nothing".
+pub(super) fn select<'a>(
+    loaded: &'a LoadedFleet,
+    t: &super::args::Targeting,
+) -> anyhow::Result<Vec<&'a crate::resolve::DesiredHost>> {
+    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
+    let targets: Vec<_> = loaded.desired.iter().filter(|h| selector.matches(h)).collect();
+    if targets.is_empty() && !selector.is_empty() {
+        anyhow::bail!(crate::target::TargetError::NothingMatches);
+    }
+    Ok(targets)
 }
 
 /// The store's promotion records, when there is a store (a plan only reads it).
@@ -314,12 +323,7 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
-    let t = &args.targeting;
-    let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
-    let targets: Vec<_> = loaded.desired.iter().filter(|h| selector.matches(h)).collect();
-    if targets.is_empty() && !selector.is_empty() {
-        anyhow::bail!(crate::target::TargetError::NothingMatches);
-    }
+    let targets = select(&loaded, &args.targeting)?;
     let store = super::apply::store_dir(cli, loaded.fleet.name.as_str())
         .ok()
         .filter(|d| d.join("id").is_file())

@@ -257,3 +257,34 @@ pub fn signed_fleet(runtime_extra: &str) -> (TestFleet, Keys) {
     );
     (f, keys)
 }
+
+/// `flotilla --state-dir STORE apply --auto-approve EXTRA… FLEET`.
+pub fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> Run {
+    run(flotilla()
+        .arg("--state-dir")
+        .arg(store)
+        .args(["apply", "--auto-approve"])
+        .args(extra)
+        .arg(f.path()))
+}
+
+/// Starts `flotilla apply --auto-approve` in the background.
+pub fn spawn_apply(f: &TestFleet, store: &Path, output: fn() -> std::process::Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store)
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .expect("spawn flotilla")
+}
+
+/// Where `greeter`'s `current` link points on a host, if anywhere.
+pub fn current(f: &TestFleet, host: &str) -> Option<String> {
+    std::fs::read_link(f.root(host).join("opt/flotilla/runtimes/greeter/current"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
