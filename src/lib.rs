@@ -4,8 +4,11 @@
 //! time as an argument; I/O lives at the edges — [`repo`], [`transport`], [`observe`]. The
 //! `flotilla` binary is a thin shell over [`cli`]. DESIGN.md §12 describes the layout.
 
+pub mod apply;
 pub mod artifact;
+pub mod cancel;
 pub mod cli;
+pub mod clock;
 pub mod diagnostic;
 pub mod duration;
 pub mod hoststate;

@@ -173,6 +173,10 @@ pub struct ApplyArgs {
     /// Ignore freezes (audited with REASON).
     #[arg(long, value_name = "REASON")]
     pub override_freeze: Option<String>,
+    /// Start again a rollout that halted at this revision (DESIGN §6.3); the reason goes to
+    /// the audit log.
+    #[arg(long, value_name = "REASON")]
+    pub retry: Option<String>,
     /// When changes wait (window, freeze, promotion), sleep until they can go and apply then,
     /// instead of exiting 3.
     #[arg(long)]

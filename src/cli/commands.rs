@@ -7,8 +7,7 @@ use super::Outcome;
 use super::args::{Cli, Command, Format, PlanArgs, SchemaArgs, ShowArgs, Source, StatusArgs};
 use crate::diagnostic;
 use crate::load::{LoadError, LoadedFleet, load};
-use crate::observe::observe_all;
-use crate::plan::{self, HostInput, PlanInput};
+use crate::plan;
 use crate::repo::FleetRepo;
 use crate::target::Selector;
 
@@ -115,20 +114,8 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let observed_at = jiff::Timestamp::now();
-    let pool = std::sync::Arc::new(crate::transport::Pool::new());
-    let (_, mut plan) = observe_and_plan(
-        &loaded,
-        &repo,
-        &targets,
-        &pool,
-        &stored_promotions(cli, &loaded),
-        cli.global.parallel as usize,
-        at.unwrap_or(observed_at),
-    )
-    .await;
-    pool.close_all().await;
-    plan.no_longer_managed = no_longer_managed(cli, &loaded);
+    let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
+    let plan = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), at).await?;
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
         std::fs::write(out, saved + "\n")
@@ -183,72 +170,31 @@ pub(super) fn select<'a>(
     Ok(targets)
 }
 
-/// The store's promotion records, when there is a store (a plan only reads it).
-pub(super) fn stored_promotions(cli: &Cli, loaded: &LoadedFleet) -> Vec<crate::store::PromotionRecord> {
-    use crate::store::Store as _;
-    let Ok(dir) = super::apply::store_dir(cli, loaded.fleet.name.as_str()) else {
-        return Vec::new();
-    };
-    if !dir.join("id").is_file() {
-        return Vec::new();
-    }
-    crate::store::DirStore::open(&dir)
-        .and_then(|s| s.promotions())
-        .unwrap_or_default()
-}
-
-/// Hosts the store has observed before that the manifests no longer name. A plan only reads
-/// the store, and only when it exists.
-pub(super) fn no_longer_managed(cli: &Cli, loaded: &LoadedFleet) -> Vec<String> {
-    use crate::store::Store as _;
-    let Ok(dir) = super::apply::store_dir(cli, loaded.fleet.name.as_str()) else {
-        return Vec::new();
-    };
-    if !dir.join("id").is_file() {
-        return Vec::new();
-    }
-    let known = crate::store::DirStore::open(&dir)
-        .and_then(|s| s.known_hosts())
-        .unwrap_or_default();
-    known
-        .into_iter()
-        .filter(|h| loaded.fleet.host(h).is_none())
-        .collect()
-}
-
-/// Observes `targets` and plans them; observations come back in the order of `targets`.
-pub(super) async fn observe_and_plan(
+/// Observes and plans `targets` through the engine (read-only: no lock, no host changed).
+async fn plan_with_engine(
+    cli: &Cli,
     loaded: &LoadedFleet,
     repo: &FleetRepo,
     targets: &[&crate::resolve::DesiredHost],
-    pool: &std::sync::Arc<crate::transport::Pool>,
-    promotions: &[crate::store::PromotionRecord],
-    parallel: usize,
-    at: jiff::Timestamp,
-) -> (
-    Vec<Result<crate::observe::Observation, crate::observe::ObserveError>>,
-    plan::Plan,
-) {
-    let observed_at = jiff::Timestamp::now();
-    let observations = observe_all(targets, repo.fleet_dir(), pool, parallel).await;
-    let hosts = targets
-        .iter()
-        .zip(&observations)
-        .map(|(d, o)| HostInput {
-            desired: d,
-            observed: o.as_ref().map_err(ToString::to_string),
-        })
-        .collect();
-    let plan = plan::build(&PlanInput {
-        fleet: &loaded.fleet,
-        revision: repo.revision().map(str::to_owned),
-        hosts,
+    store: Option<&dyn crate::store::Store>,
+    at: Option<jiff::Timestamp>,
+) -> anyhow::Result<plan::Plan> {
+    let pool = std::sync::Arc::new(crate::transport::Pool::new());
+    let request = crate::apply::Request {
+        fleet: loaded,
+        repo,
+        scope: crate::apply::Scope::Hosts(targets),
+        overrides: Default::default(),
+        store,
+        pool: pool.clone(),
+        clock: crate::clock::Clock::wall(),
+        cancel: super::signals::cancel(),
+        parallel: cli.global.parallel as usize,
         at,
-        observed_at,
-        all_desired: &loaded.desired,
-        promotions,
-    });
-    (observations, plan)
+    };
+    let planned = crate::apply::prepare(&request).await;
+    pool.close_all().await;
+    Ok(planned?.plan)
 }
 
 /// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.
@@ -318,33 +264,13 @@ fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Outcome> {
-    use crate::store::Store as _;
     let (repo, loaded) = match open(cli, &args.source, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let store = super::apply::store_dir(cli, loaded.fleet.name.as_str())
-        .ok()
-        .filter(|d| d.join("id").is_file())
-        .and_then(|d| crate::store::DirStore::open(&d).ok());
-    let promotions = store
-        .as_ref()
-        .and_then(|s| s.promotions().ok())
-        .unwrap_or_default();
-    let pool = std::sync::Arc::new(crate::transport::Pool::new());
-    let now = jiff::Timestamp::now();
-    let (_, plan) = observe_and_plan(
-        &loaded,
-        &repo,
-        &targets,
-        &pool,
-        &promotions,
-        cli.global.parallel as usize,
-        now,
-    )
-    .await;
-    pool.close_all().await;
+    let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
+    let plan = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), None).await?;
     let events = store
         .as_ref()
         .and_then(|s| s.audit(&crate::store::AuditFilter::default()).ok())

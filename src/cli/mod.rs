@@ -4,6 +4,8 @@
 mod apply;
 mod args;
 mod commands;
+mod signals;
+mod views;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -23,6 +25,16 @@ pub enum Outcome {
     Changes,
     /// 3: `apply`: nothing failed, but changes wait (window, freeze).
     Waiting,
+}
+
+impl From<crate::apply::Outcome> for Outcome {
+    fn from(o: crate::apply::Outcome) -> Outcome {
+        match o {
+            crate::apply::Outcome::Success => Outcome::Success,
+            crate::apply::Outcome::Failure => Outcome::Failure,
+            crate::apply::Outcome::Waiting => Outcome::Waiting,
+        }
+    }
 }
 
 impl From<Outcome> for ExitCode {

@@ -1,564 +1,732 @@
-//! The executor: runs the plan's hosts as transactions, in environment and wave order, and
-//! emits events. Failures on one host are data; only a broken host (its rollback failed)
-//! stops everything.
-//!
-//! Within an environment: each wave starts only while its window is open and no freeze
-//! covers the moment (hosts in flight finish regardless); after each wave the executor waits
-//! `bake` and re-runs the health checks of every host changed so far; past `max_failures` the
-//! rollout halts, and with `on_failure = "rollback"` every host it changed is rolled back
-//! from its transaction journal, last wave first (rollbacks ignore windows and freezes).
+//! The driver: runs each environment's hosts as transactions, wave by wave, asking
+//! [`policy`](super::policy) before every host start and after every result, and emits events.
+//! It decides nothing itself; failures on one host are data, and only a broken host (its
+//! rollback failed) stops every environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use jiff::Timestamp;
+use tokio::sync::{Semaphore, mpsc};
 
-use super::Event;
+use super::policy::{self, Budget, Gate, Hold, SkipKind, Start};
+use super::{Event, FailureKind, Halt, HostOutcome, HostResult};
+use crate::cancel::{Cancel, Stop};
+use crate::clock::Clock;
 use crate::manifest::model::Fleet;
-use crate::manifest::raw::{CountOrPercent, OnFailure};
+use crate::manifest::raw::OnFailure;
 use crate::observe::Observation;
 use crate::plan::Change;
 use crate::resolve::DesiredHost;
-use crate::schedule::window::{Freeze, Window, availability, describe};
-use crate::transaction::{self, Context, Outcome, Report, Upload};
-use crate::transport::{self, Target};
-
-/// Set to true (Ctrl-C, SIGTERM): no new host starts; in-flight hosts finish.
-pub type Cancel = watch::Receiver<bool>;
+use crate::transaction::{self, Context, Outcome, Report};
+use crate::transport::{Pool, Session, Target};
 
 /// One host to change.
+#[derive(Debug, Clone)]
 pub struct HostJob {
     pub desired: DesiredHost,
     pub observed: Observation,
     pub changes: Vec<Change>,
+    /// 1-based wave of the rollout's layout.
     pub wave: usize,
     /// Why the host may not be touched (an artifact it needs failed its checks).
     pub blocked: Option<String>,
 }
 
-/// When an environment may start a wave: its windows and freezes (empty when overridden).
-#[derive(Debug, Clone, Default)]
-pub struct Gate {
-    pub windows: Vec<Window>,
-    pub freezes: Vec<Freeze>,
+/// A host a rollout changed: enough to re-check it after a bake or roll it back on halt.
+#[derive(Debug, Clone)]
+pub struct Touched {
+    pub desired: DesiredHost,
+    pub wave: usize,
+    pub txn: String,
 }
 
-/// What the executor needs from the records kept between runs (the store), without knowing
-/// about the store: whether promotion lets a host start now, and word that an environment's
-/// rollout finished, so its outcome is recorded and later environments can go in the same run.
+/// One environment's part of a run.
+#[derive(Debug, Clone)]
+pub struct EnvRun {
+    pub name: String,
+    pub jobs: Vec<HostJob>,
+    pub gate: Gate,
+    /// Hosts that already failed (unreachable, stale, refused): they count against
+    /// `max_failures` too (DESIGN §6.3).
+    pub failed_before: usize,
+    /// Hosts an earlier, interrupted run of this rollout changed: re-checked after bakes and
+    /// rolled back if the rollout halts.
+    pub earlier: Vec<Touched>,
+    /// The end of a bake that an earlier, interrupted run of this rollout did not finish.
+    pub bake_until: Option<Timestamp>,
+}
+
+/// What the driver needs from the records kept between runs, without knowing the store.
 pub trait Records: Sync {
-    /// Why this host's changes wait for promotion, or `None`.
-    fn promotion_waits(&self, env: &str, job: &HostJob) -> Option<String>;
-    /// Called after each environment's rollout: what happened to its hosts, and why it
-    /// halted if it did.
-    fn finished(&self, env: &str, results: &[HostResult], halted: Option<&str>);
-    /// Called when a wave's hosts are done: how many waves are done, and until when the
-    /// bake after it runs, so a rollout interrupted during a bake waits out the rest on resume.
-    fn wave_done(&self, env: &str, waves_done: usize, bake_deadline: Option<jiff::Timestamp>);
-    /// A bake an earlier, interrupted run of this rollout did not finish.
-    fn unfinished_bake(&self, env: &str) -> Option<jiff::Timestamp>;
+    /// Per job, why its changes wait for promotion (`None`: they may go). Asked once per
+    /// environment as it starts, so an environment that converged a moment ago in this run
+    /// already counts.
+    fn promotion_waits(&self, env: &str, jobs: &[HostJob]) -> Vec<Option<String>>;
+    /// A host was changed: recorded at once, so a later run can re-check or roll it back.
+    fn host_changed(&self, env: &str, touched: &Touched);
+    /// A wave is done; `bake_until` is when the bake after it ends.
+    fn wave_done(&self, env: &str, waves_done: usize, bake_until: Option<Timestamp>);
+    /// The environment's part of the run is over.
+    fn finished(&self, env: &str, end: &EnvEnd<'_>);
 }
 
+/// How an environment's part of a run ended, for [`Records::finished`].
+#[derive(Debug)]
+pub struct EnvEnd<'a> {
+    pub results: &'a [HostResult],
+    pub halt: Option<&'a Halt>,
+    /// Every wave done, nothing waiting, halted or interrupted.
+    pub completed: bool,
+}
+
+/// Everything one run needs.
 pub struct RunSpec<'a> {
     pub fleet: &'a Fleet,
     pub fleet_dir: &'a Path,
-    pub revision: Option<&'a str>,
-    pub store_id: &'a str,
-    pub epoch: u64,
-    pub now: jiff::Timestamp,
-    pub artifacts: &'a BTreeMap<(String, String), Upload>,
-    /// Environments in the order they go, each with its changing hosts.
-    pub environments: Vec<(String, Vec<HostJob>)>,
-    /// Per environment, the windows and freezes waves must respect.
-    pub gates: BTreeMap<String, Gate>,
-    /// Per environment, hosts that already failed before any wave (unreachable, stale,
-    /// refused): they count against `max_failures` too (DESIGN §6.3).
-    pub prior_failures: BTreeMap<String, usize>,
+    /// What every transaction of this run carries (revision, store id, epoch, artifacts).
+    pub txn: Context<'a>,
+    /// Environments in the order they go.
+    pub environments: Vec<EnvRun>,
     /// Hosts changed at once across the fleet.
     pub parallel: usize,
     pub cancel: Cancel,
     /// Sessions opened while observing, reused for the transactions.
-    pub pool: Arc<transport::Pool>,
-    /// The clock, so tests and `--at`-style runs can move time; wall time otherwise.
-    pub clock: fn() -> jiff::Timestamp,
-    pub records: Option<&'a dyn Records>,
+    pub pool: Arc<Pool>,
+    pub clock: Clock,
+    pub records: &'a dyn Records,
 }
 
-/// What happened to one host.
-#[derive(Debug, Clone)]
-pub struct HostResult {
-    pub host: String,
-    pub environment: String,
-    pub changes: Vec<Change>,
-    /// `Err` when the transaction could not run at all (connection, upload).
-    pub report: Result<Report, String>,
-    /// Applied, then rolled back with the rest of its halted rollout.
-    pub reverted: bool,
-}
-
-impl HostResult {
-    pub fn applied(&self) -> bool {
-        !self.reverted && self.report.as_ref().is_ok_and(|r| !r.outcome.failed())
-    }
-}
-
+/// What a run did.
 #[derive(Debug, Default)]
 pub struct Summary {
     pub results: Vec<HostResult>,
-    /// Hosts not started, and why.
-    pub skipped: Vec<(String, String)>,
-    /// Environments whose changes (or remaining waves) wait, and why.
-    pub waiting: Vec<(String, String)>,
-    pub halted: Vec<(String, String)>,
-    /// Hosts held back by promotion gates, and why.
-    pub held: Vec<(String, String)>,
+    pub halts: Vec<(String, Halt)>,
+    /// Environments whose remaining hosts wait, and why.
+    pub holds: Vec<(String, Hold)>,
+    /// A stop was requested.
     pub interrupted: bool,
 }
 
-impl Summary {
-    pub fn applied(&self) -> usize {
-        self.results.iter().filter(|r| r.applied()).count()
-    }
-    pub fn failed(&self) -> usize {
-        self.results.len() - self.applied()
-    }
-    pub fn rolled_back(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| {
-                r.reverted || matches!(r.report.as_ref().map(|r| &r.outcome), Ok(Outcome::RolledBack(_)))
-            })
-            .count()
-    }
-    pub fn broken(&self) -> bool {
-        self.results
-            .iter()
-            .any(|r| matches!(r.report.as_ref().map(|r| &r.outcome), Ok(Outcome::Broken(_))))
+/// Where events go: the views, the audit log. A closed receiver is not an error.
+#[derive(Clone)]
+struct Events(mpsc::UnboundedSender<Event>);
+
+impl Events {
+    fn send(&self, e: Event) {
+        let _ = self.0.send(e);
     }
 }
 
-fn budget(max: CountOrPercent, hosts: usize) -> usize {
-    match max {
-        CountOrPercent::Count(n) => n as usize,
-        CountOrPercent::Percent(p) => hosts * usize::from(p) / 100,
+type Emit<'e> = &'e Events;
+
+/// Runs every environment in order.
+pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) -> Summary {
+    let emit = Events(events);
+    let mut summary = Summary::default();
+    let mut broken: Option<String> = None;
+    for env in spec.environments.iter() {
+        let Some(cfg) = spec.fleet.environments.get(env.name.as_str()) else {
+            continue;
+        };
+        let first = summary.results.len();
+        let end = run_env(&spec, env, cfg, &mut broken, &mut summary, &emit).await;
+        spec.records.finished(
+            &env.name,
+            &EnvEnd {
+                results: &summary.results[first..],
+                halt: end.halt.as_ref(),
+                completed: end.completed,
+            },
+        );
+        if let Some(h) = end.halt {
+            summary.halts.push((env.name.clone(), h));
+        }
+        if let Some(h) = end.hold {
+            summary.holds.push((env.name.clone(), h));
+        }
     }
+    summary.interrupted = spec.cancel.draining();
+    summary
 }
 
-/// A host changed by this rollout: enough to re-check or roll it back later.
-struct Changed {
-    wave: usize,
-    index: usize,
-    desired: DesiredHost,
-    target: Target,
-    txn: String,
+struct EnvEndOwned {
+    halt: Option<Halt>,
+    hold: Option<Hold>,
+    completed: bool,
 }
 
-/// Runs `f` on each host's pooled session, at most `limit` at once.
-async fn on_hosts<F, Fut>(
-    hosts: &[&Changed],
-    pool: &Arc<transport::Pool>,
-    limit: usize,
-    f: F,
-) -> Vec<Result<Report, String>>
-where
-    F: Fn(Box<dyn transport::Session>, DesiredHost, String) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = (Box<dyn transport::Session>, Result<Report, String>)> + Send,
-{
-    let permits = Arc::new(Semaphore::new(limit.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for (i, c) in hosts.iter().enumerate() {
-        let (pool, permits, f) = (pool.clone(), permits.clone(), f.clone());
-        let (target, desired, txn) = (c.target.clone(), c.desired.clone(), c.txn.clone());
-        set.spawn(async move {
-            let _p = permits.acquire_owned().await;
-            let session = match pool.take(&target).await {
-                Ok(s) => s,
-                Err(e) => return (i, Err(e.to_string())),
-            };
-            let (session, r) = f(session, desired, txn).await;
-            pool.put(&target.host, session).await;
-            (i, r)
+async fn run_env(
+    spec: &RunSpec<'_>,
+    env: &EnvRun,
+    cfg: &crate::manifest::model::Environment,
+    broken: &mut Option<String>,
+    summary: &mut Summary,
+    emit: Emit<'_>,
+) -> EnvEndOwned {
+    let name = env.name.as_str();
+    let rollout = &cfg.rollout;
+    let waits = spec.records.promotion_waits(name, &env.jobs);
+    // Promotion holds single hosts (all of a host's changes go together); the others go on.
+    let mut held: Option<Hold> = None;
+    let mut hold: Option<Hold> = None;
+    let mut waves: BTreeMap<usize, Vec<&HostJob>> = BTreeMap::new();
+    for (job, wait) in env.jobs.iter().zip(waits.into_iter().chain(std::iter::repeat(None))) {
+        match wait {
+            Some(why) => {
+                let h = Hold::Promotion { why };
+                summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+                held.get_or_insert(h);
+            }
+            None => waves.entry(job.wave).or_default().push(job),
+        }
+    }
+    if let Some(h) = &held {
+        emit.send(Event::EnvironmentWaiting {
+            env: name.to_owned(),
+            why: h.why(),
+            until: h.until(),
         });
     }
-    let mut out: Vec<Result<Report, String>> =
-        hosts.iter().map(|_| Err("the task failed".to_owned())).collect();
-    while let Some(Ok((i, r))) = set.join_next().await {
-        out[i] = r;
+    let taking_part = waves.values().map(Vec::len).sum::<usize>();
+    let mut budget = Budget::new(rollout.max_failures, taking_part, env.failed_before);
+    let mut halt: Option<Halt> = budget.halted().map(|why| Halt {
+        wave: 0,
+        reason: why.to_owned(),
+    });
+    if let Some(h) = &halt {
+        emit.send(Event::Halted {
+            env: name.to_owned(),
+            wave: 0,
+            why: h.reason.clone(),
+        });
+    }
+    let mut touched: Vec<Touched> = env.earlier.clone();
+    // The rest of a bake an interrupted run of this rollout did not finish.
+    if let Some(until) = env.bake_until.filter(|u| *u > spec.clock.now())
+        && taking_part > 0
+        && halt.is_none()
+    {
+        let wave = waves.keys().next().map_or(0, |w| w.saturating_sub(1));
+        if bake(spec, name, wave, until, true, emit).await {
+            let limit = rollout.max_parallel as usize;
+            if let Some(why) = recheck(spec, name, limit, &touched, &mut budget, summary, emit).await {
+                halt = Some(halted(name, wave, why, emit));
+            }
+        }
+    }
+    let mut started = false;
+    let last_wave = waves.keys().last().copied().unwrap_or(0);
+    for (wave, jobs) in waves {
+        if let Some(h) = &hold {
+            for job in jobs {
+                summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+            }
+            continue;
+        }
+        if !started && budget.halted().is_none() && !spec.cancel.draining() && broken.is_none() {
+            emit.send(Event::EnvironmentStarted {
+                env: name.to_owned(),
+                waves: last_wave,
+                hosts: taking_part,
+            });
+            started = true;
+        }
+        let mut announced = false;
+        let limit = (rollout.max_parallel as usize).min(spec.parallel).max(1);
+        let mut queue = jobs.into_iter();
+        let mut set = tokio::task::JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, (&HostJob, String)> = HashMap::new();
+        loop {
+            while set.len() < limit && hold.is_none() {
+                let Some(job) = queue.next() else { break };
+                let decision = policy::next_start(
+                    &budget,
+                    spec.cancel.state(),
+                    broken.as_deref(),
+                    job.blocked.as_deref(),
+                    &env.gate,
+                    spec.clock.now(),
+                );
+                match decision {
+                    Start::Go => {
+                        if !announced {
+                            emit.send(Event::WaveStarted {
+                                env: name.to_owned(),
+                                wave,
+                                hosts: std::iter::once(job.desired.name.to_string())
+                                    .chain(queue.clone().map(|j| j.desired.name.to_string()))
+                                    .collect(),
+                            });
+                            announced = true;
+                        }
+                        let txn = transaction::build(&job.desired, &job.observed, &job.changes, &spec.txn);
+                        let id = txn.id.clone();
+                        let handle = set.spawn(run_host(spec, job, txn, emit));
+                        in_flight.insert(handle.id(), (job, id));
+                    }
+                    Start::Hold(h) => {
+                        emit.send(Event::EnvironmentWaiting {
+                            env: name.to_owned(),
+                            why: h.why(),
+                            until: h.until(),
+                        });
+                        summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+                        hold = Some(h);
+                    }
+                    Start::Skip(kind, why) => {
+                        let why = match kind {
+                            SkipKind::Halted => format!("the rollout in {name} halted"),
+                            _ => why,
+                        };
+                        if kind == SkipKind::Blocked
+                            && let Some(why) = budget.fail()
+                        {
+                            halt = Some(halted(name, wave, why, emit));
+                        }
+                        emit.send(Event::HostSkipped {
+                            host: job.desired.name.to_string(),
+                            env: name.to_owned(),
+                            kind,
+                            why: why.clone(),
+                        });
+                        summary.results.push(result(job, None, HostOutcome::Skipped { kind, why }));
+                    }
+                }
+            }
+            if set.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                biased;
+                _ = spec.cancel.reached(Stop::Abort) => None,
+                j = set.join_next_with_id() => j,
+            };
+            let Some(joined) = joined else {
+                // A second stop: in-flight hosts are left to finish or roll back on the host.
+                set.abort_all();
+                for (_, (job, txn)) in in_flight.drain() {
+                    let error = "aborted while in flight: its transaction finishes or rolls back on the host by itself; the next plan shows where it ended".to_owned();
+                    emit.send(Event::HostFailed {
+                        host: job.desired.name.to_string(),
+                        env: name.to_owned(),
+                        kind: FailureKind::Aborted,
+                        error: error.clone(),
+                    });
+                    summary.results.push(result(
+                        job,
+                        Some(txn),
+                        HostOutcome::Failed {
+                            kind: FailureKind::Aborted,
+                            error,
+                        },
+                    ));
+                }
+                break;
+            };
+            let (id, report) = match joined {
+                Ok((id, r)) => (id, r),
+                Err(e) => (e.id(), Err((FailureKind::Panicked, panic_message(e)))),
+            };
+            let Some((job, txn)) = in_flight.remove(&id) else {
+                continue;
+            };
+            let outcome = host_outcome(report);
+            let host = job.desired.name.to_string();
+            match &outcome {
+                HostOutcome::Applied { warning } => {
+                    emit.send(Event::HostApplied {
+                        host,
+                        env: name.to_owned(),
+                        changes: job.changes.len(),
+                        warning: warning.clone(),
+                    });
+                    let t = Touched {
+                        desired: job.desired.clone(),
+                        wave,
+                        txn: txn.clone(),
+                    };
+                    spec.records.host_changed(name, &t);
+                    touched.push(t);
+                }
+                HostOutcome::Failed { kind, error } => {
+                    if *kind == FailureKind::Broken {
+                        broken.get_or_insert(format!("host {host} is broken (its rollback failed)"));
+                    }
+                    let event = if *kind == FailureKind::RolledBack {
+                        Event::RolledBack {
+                            host,
+                            env: name.to_owned(),
+                            why: error.clone(),
+                        }
+                    } else {
+                        Event::HostFailed {
+                            host,
+                            env: name.to_owned(),
+                            kind: *kind,
+                            error: error.clone(),
+                        }
+                    };
+                    emit.send(event);
+                    if let Some(why) = budget.fail() {
+                        halt = Some(halted(name, wave, why, emit));
+                    }
+                }
+                _ => {}
+            }
+            summary.results.push(result(job, Some(txn), outcome));
+        }
+        if spec.cancel.state() == Stop::Abort {
+            for job in queue {
+                let why = "interrupted before it started".to_owned();
+                summary.results.push(result(
+                    job,
+                    None,
+                    HostOutcome::Skipped {
+                        kind: SkipKind::Interrupted,
+                        why,
+                    },
+                ));
+            }
+            break;
+        }
+        if let Some(h) = &hold {
+            for job in queue {
+                summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+            }
+            continue;
+        }
+        // Bake, then re-check the health of every host this rollout changed so far.
+        let until = policy::bake_until(rollout.bake, &budget, touched.len(), spec.clock.now());
+        spec.records.wave_done(name, wave, until);
+        if let Some(until) = until
+            && !spec.cancel.draining()
+            && bake(spec, name, wave, until, false, emit).await
+        {
+            let limit = rollout.max_parallel as usize;
+            if let Some(why) = recheck(spec, name, limit, &touched, &mut budget, summary, emit).await {
+                halt.get_or_insert(halted(name, wave, why, emit));
+            }
+        }
+        if halt.is_some() && rollout.on_failure == OnFailure::Rollback && !touched.is_empty() {
+            let limit = rollout.max_parallel as usize;
+            roll_back(spec, name, limit, std::mem::take(&mut touched), broken, summary, emit).await;
+        }
+    }
+    let hold = hold.or(held);
+    let completed = halt.is_none() && hold.is_none() && !spec.cancel.draining() && broken.is_none();
+    if completed {
+        finish(spec, name, &touched, emit).await;
+    }
+    EnvEndOwned {
+        halt,
+        hold,
+        completed,
+    }
+}
+
+fn halted(env: &str, wave: usize, why: String, emit: Emit<'_>) -> Halt {
+    emit.send(Event::Halted {
+        env: env.to_owned(),
+        wave,
+        why: why.clone(),
+    });
+    Halt { wave, reason: why }
+}
+
+fn result(job: &HostJob, txn: Option<String>, outcome: HostOutcome) -> HostResult {
+    HostResult {
+        host: job.desired.name.to_string(),
+        environment: job.desired.environment.to_string(),
+        changes: job.changes.clone(),
+        txn,
+        outcome,
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "the host's task was cancelled".into();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error (a bug in Flotilla, please report it): the host's task panicked: {text}")
+}
+
+type HostRun = Result<Report, (FailureKind, String)>;
+
+/// One host's transaction on its pooled session.
+fn run_host(
+    spec: &RunSpec<'_>,
+    job: &HostJob,
+    txn: transaction::Transaction,
+    emit: Emit<'_>,
+) -> impl std::future::Future<Output = HostRun> + Send + 'static {
+    let target = Target::for_host(&job.desired, spec.fleet_dir);
+    let desired = job.desired.clone();
+    let pool = spec.pool.clone();
+    let events = emit.clone();
+    let progress_host = desired.name.to_string();
+    async move {
+        let progress = move |step: &str| {
+            events.send(Event::HostStep {
+                host: progress_host.clone(),
+                step: step.to_owned(),
+            });
+        };
+        let mut session = pool
+            .take(&target)
+            .await
+            .map_err(|e| (FailureKind::Connection, e.to_string()))?;
+        let r = transaction::run(session.as_mut(), &desired, &target.root, &txn, &progress).await;
+        // A session that failed mid-transaction is closed, not reused.
+        match r {
+            Ok(rep) => {
+                pool.put(&target.host, session).await;
+                Ok(rep)
+            }
+            Err(e) => {
+                let _ = session.close().await;
+                Err((FailureKind::Connection, e.to_string()))
+            }
+        }
+    }
+}
+
+fn host_outcome(r: HostRun) -> HostOutcome {
+    let rep = match r {
+        Ok(rep) => rep,
+        Err((kind, error)) => return HostOutcome::Failed { kind, error },
+    };
+    let kind = match &rep.outcome {
+        Outcome::Applied => return HostOutcome::Applied { warning: None },
+        Outcome::AppliedWithErrors(w) => return HostOutcome::Applied { warning: Some(w.clone()) },
+        Outcome::RolledBack(_) => FailureKind::RolledBack,
+        Outcome::Broken(_) => FailureKind::Broken,
+        Outcome::Stale(_) => FailureKind::Stale,
+        Outcome::Locked(_) => FailureKind::Locked,
+        Outcome::Unhealthy(_) => FailureKind::Unhealthy,
+    };
+    HostOutcome::Failed {
+        kind,
+        error: transaction::describe_failure(&rep),
+    }
+}
+
+/// Waits until `until` unless a stop comes first; returns whether the bake ran to its end.
+async fn bake(spec: &RunSpec<'_>, env: &str, wave: usize, until: Timestamp, resumed: bool, emit: Emit<'_>) -> bool {
+    emit.send(Event::Baking {
+        env: env.to_owned(),
+        wave,
+        until,
+        resumed,
+    });
+    tokio::select! {
+        _ = spec.clock.sleep_until(until) => true,
+        _ = spec.cancel.reached(Stop::Drain) => false,
+    }
+}
+
+/// Runs `f` on each host's pooled session, at most `limit` at once; results in input order.
+async fn on_hosts<F, Fut>(spec: &RunSpec<'_>, hosts: &[&Touched], limit: usize, f: F) -> Vec<HostRun>
+where
+    F: Fn(Box<dyn Session>, DesiredHost, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (Box<dyn Session>, Result<Report, transaction::TxnError>)> + Send,
+{
+    let permits = Arc::new(Semaphore::new(limit.min(spec.parallel).max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let mut ids = HashMap::new();
+    for (i, t) in hosts.iter().enumerate() {
+        let (pool, permits, f) = (spec.pool.clone(), permits.clone(), f.clone());
+        let target = Target::for_host(&t.desired, spec.fleet_dir);
+        let (desired, txn) = (t.desired.clone(), t.txn.clone());
+        let handle = set.spawn(async move {
+            let _p = permits.acquire_owned().await;
+            let session = pool
+                .take(&target)
+                .await
+                .map_err(|e| (FailureKind::Connection, e.to_string()))?;
+            let (session, r) = f(session, desired, txn).await;
+            match r {
+                Ok(rep) => {
+                    pool.put(&target.host, session).await;
+                    Ok(rep)
+                }
+                Err(e) => {
+                    let _ = session.close().await;
+                    Err((FailureKind::Connection, e.to_string()))
+                }
+            }
+        });
+        ids.insert(handle.id(), i);
+    }
+    let mut out: Vec<HostRun> = hosts
+        .iter()
+        .map(|_| Err((FailureKind::Panicked, "the task did not finish".to_owned())))
+        .collect();
+    loop {
+        let joined = tokio::select! {
+            biased;
+            _ = spec.cancel.reached(Stop::Abort) => { set.abort_all(); break }
+            j = set.join_next_with_id() => j,
+        };
+        match joined {
+            None => break,
+            Some(Ok((id, r))) => out[ids[&id]] = r,
+            Some(Err(e)) => {
+                let i = ids[&e.id()];
+                out[i] = Err((FailureKind::Panicked, panic_message(e)));
+            }
+        }
     }
     out
 }
 
-pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) -> Summary {
-    let emit = |e: Event| {
-        let _ = events.send(e);
-    };
-    let mut summary = Summary::default();
-    let fleet_permits = Arc::new(Semaphore::new(spec.parallel.max(1)));
-    let cx = Context {
-        fleet: spec.fleet,
-        revision: spec.revision,
-        store_id: spec.store_id,
-        epoch: spec.epoch,
-        now: spec.now,
-        artifacts: spec.artifacts,
-    };
-    let mut stop_all: Option<String> = None;
-    let mut cancel = spec.cancel.clone();
-    for (env_name, jobs) in spec.environments {
-        let Some(env) = spec.fleet.environments.get(env_name.as_str()) else {
+/// After a bake: the health checks of every host changed so far, again. Returns why the
+/// rollout halts, if a failure takes it past its budget.
+async fn recheck(
+    spec: &RunSpec<'_>,
+    env: &str,
+    limit: usize,
+    touched: &[Touched],
+    budget: &mut Budget,
+    summary: &mut Summary,
+    emit: Emit<'_>,
+) -> Option<String> {
+    let hosts: Vec<&Touched> = touched.iter().collect();
+    let checks = on_hosts(spec, &hosts, limit, |mut s, d, txn| async move {
+        let r = transaction::recheck(s.as_mut(), &d, &txn).await;
+        (s, r)
+    })
+    .await;
+    let mut halt = None;
+    for (t, r) in touched.iter().zip(checks) {
+        let HostOutcome::Failed { kind, error } = host_outcome(r) else {
             continue;
         };
-        let gate = spec.gates.get(&env_name).cloned().unwrap_or_default();
-        let prior = spec.prior_failures.get(&env_name).copied().unwrap_or(0);
-        // The budget's base is every host taking part, the ones that already failed included.
-        let total = jobs.len();
-        let allowed = budget(env.rollout.max_failures, total + prior);
-        let mut waves: BTreeMap<usize, Vec<HostJob>> = BTreeMap::new();
-        let mut held: Option<String> = None;
-        for j in jobs {
-            // Promotion is decided when the environment starts: an earlier environment may
-            // have converged a moment ago in this same run.
-            if let Some(why) = spec.records.and_then(|p| p.promotion_waits(&env_name, &j)) {
-                summary.held.push((j.desired.name.to_string(), why.clone()));
-                held.get_or_insert(why);
-                continue;
-            }
-            waves.entry(j.wave).or_default().push(j);
+        let kind = if kind == FailureKind::Stale {
+            FailureKind::Stale
+        } else {
+            FailureKind::Unhealthy
+        };
+        let host = t.desired.name.to_string();
+        emit.send(Event::HostFailed {
+            host: host.clone(),
+            env: env.to_owned(),
+            kind,
+            error: error.clone(),
+        });
+        let outcome = HostOutcome::Failed { kind, error };
+        match summary.results.iter_mut().rev().find(|r| r.host == host) {
+            Some(r) => r.outcome = outcome,
+            None => summary.results.push(HostResult {
+                host,
+                environment: env.to_owned(),
+                changes: Vec::new(),
+                txn: Some(t.txn.clone()),
+                outcome,
+            }),
         }
-        if let Some(why) = held {
-            emit(Event::EnvironmentWaiting {
-                env: env_name.clone(),
-                why: why.clone(),
-            });
-            summary.waiting.push((env_name.clone(), why));
-        }
-        let first_result = summary.results.len();
-        if let Some(deadline) = spec.records.and_then(|r| r.unfinished_bake(&env_name)) {
-            let left = deadline.duration_since((spec.clock)());
-            if left > jiff::SignedDuration::ZERO && !waves.is_empty() {
-                emit(Event::HostStep {
-                    host: env_name.clone(),
-                    step: format!(
-                        "finishing the bake of the interrupted rollout ({})",
-                        crate::schedule::window::format_countdown(left)
-                    ),
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(left.unsigned_abs()) => {}
-                    _ = cancel.wait_for(|c| *c) => {}
-                }
-            }
-        }
-        let wave_count = waves.len();
-        let mut started = false;
-        let mut failures = prior;
-        let mut halted: Option<String> = None;
-        if failures > allowed {
-            let why = format!(
-                "{failures} host(s) failed before the first wave (unreachable, stale or refused), more than max_failures allows ({allowed})"
-            );
-            emit(Event::Halted {
-                env: env_name.clone(),
-                why: why.clone(),
-            });
-            summary.halted.push((env_name.clone(), why));
-            halted = Some(format!("the rollout in {env_name} halted"));
-        }
-        let mut waiting: Option<String> = None;
-        let mut changed: Vec<Changed> = Vec::new();
-        for (wave, jobs) in waves {
-            // A wave starts only inside a window and outside freezes; in-flight hosts finish.
-            if halted.is_none() && stop_all.is_none() && waiting.is_none() {
-                let now = (spec.clock)();
-                let a = availability(&gate.windows, &gate.freezes, now);
-                if !a.open {
-                    let why = describe(&gate.windows, &gate.freezes, &a, now);
-                    emit(Event::EnvironmentWaiting {
-                        env: env_name.clone(),
-                        why: why.clone(),
-                    });
-                    summary.waiting.push((env_name.clone(), why.clone()));
-                    waiting = Some(why);
-                }
-            }
-            if waiting.is_some() {
-                continue;
-            }
-            if halted.is_some() || stop_all.is_some() || *cancel.borrow() {
-                let why = halted
-                    .clone()
-                    .or(stop_all.clone())
-                    .unwrap_or_else(|| "interrupted".into());
-                for j in jobs {
-                    summary.skipped.push((j.desired.name.to_string(), why.clone()));
-                    emit(Event::HostSkipped {
-                        host: j.desired.name.to_string(),
-                        why: why.clone(),
-                    });
-                }
-                continue;
-            }
-            if !started {
-                emit(Event::EnvironmentStarted {
-                    env: env_name.clone(),
-                    waves: wave_count,
-                    hosts: total,
-                });
-                started = true;
-            }
-            emit(Event::WaveStarted {
-                env: env_name.clone(),
-                wave,
-                hosts: jobs.iter().map(|j| j.desired.name.to_string()).collect(),
-            });
-            let wave_permits = Arc::new(Semaphore::new(env.rollout.max_parallel.max(1) as usize));
-            let mut set = tokio::task::JoinSet::new();
-            for job in jobs {
-                let host = job.desired.name.to_string();
-                if let Some(why) = &job.blocked {
-                    summary.skipped.push((host.clone(), why.clone()));
-                    emit(Event::HostSkipped {
-                        host,
-                        why: why.clone(),
-                    });
-                    failures += 1;
-                    continue;
-                }
-                let txn = transaction::build(&job.desired, &job.observed, &job.changes, &cx);
-                let target = Target::for_host(&job.desired, spec.fleet_dir);
-                let (wave_permits, fleet_permits) = (wave_permits.clone(), fleet_permits.clone());
-                let pool = spec.pool.clone();
-                let events = events.clone();
-                let cancel = spec.cancel.clone();
-                set.spawn(async move {
-                    let _w = wave_permits.acquire_owned().await;
-                    let _f = fleet_permits.acquire_owned().await;
-                    if *cancel.borrow() {
-                        return (job, target, txn.id, None);
-                    }
-                    let progress = {
-                        let events = events.clone();
-                        let host = host.clone();
-                        move |step: &str| {
-                            let _ = events.send(Event::HostStep {
-                                host: host.clone(),
-                                step: step.to_owned(),
-                            });
-                        }
-                    };
-                    let report = async {
-                        let mut session = pool.take(&target).await.map_err(|e| e.to_string())?;
-                        let r =
-                            transaction::run(session.as_mut(), &job.desired, &target.root, &txn, &progress)
-                                .await;
-                        // A session that failed mid-transaction is closed, not reused.
-                        match &r {
-                            Ok(_) => pool.put(&target.host, session).await,
-                            Err(_) => {
-                                let _ = session.close().await;
-                            }
-                        }
-                        r.map_err(|e| e.to_string())
-                    }
-                    .await;
-                    (job, target, txn.id, Some(report))
-                });
-            }
-            while let Some(joined) = set.join_next().await {
-                let Ok((job, target, txn_id, report)) = joined else {
-                    continue;
-                };
-                let host = job.desired.name.to_string();
-                let Some(report) = report else {
-                    summary
-                        .skipped
-                        .push((host.clone(), "interrupted before it started".into()));
-                    emit(Event::HostSkipped {
-                        host,
-                        why: "interrupted before it started".into(),
-                    });
-                    continue;
-                };
-                let changes = job.changes.len();
-                match &report {
-                    Ok(r) => match &r.outcome {
-                        Outcome::Applied | Outcome::AppliedWithErrors(_) => {
-                            let warning = match &r.outcome {
-                                Outcome::AppliedWithErrors(w) => Some(w.clone()),
-                                _ => None,
-                            };
-                            emit(Event::HostApplied {
-                                host: host.clone(),
-                                changes,
-                                warning,
-                            });
-                            changed.push(Changed {
-                                wave,
-                                index: summary.results.len(),
-                                desired: job.desired.clone(),
-                                target,
-                                txn: txn_id,
-                            });
-                        }
-                        Outcome::RolledBack(_) => {
-                            failures += 1;
-                            emit(Event::RolledBack {
-                                host: host.clone(),
-                                why: transaction::describe_failure(r),
-                            });
-                        }
-                        Outcome::Broken(_) => {
-                            failures += 1;
-                            stop_all = Some(format!("host {host} is broken (its rollback failed)"));
-                            emit(Event::HostFailed {
-                                host: host.clone(),
-                                error: transaction::describe_failure(r),
-                            });
-                        }
-                        Outcome::Stale(_) | Outcome::Locked(_) | Outcome::Unhealthy(_) => {
-                            failures += 1;
-                            emit(Event::HostFailed {
-                                host: host.clone(),
-                                error: transaction::describe_failure(r),
-                            });
-                        }
-                    },
-                    Err(e) => {
-                        failures += 1;
-                        emit(Event::HostFailed {
-                            host: host.clone(),
-                            error: e.clone(),
-                        });
-                    }
-                }
-                summary.results.push(HostResult {
-                    host,
-                    environment: env_name.clone(),
-                    changes: job.changes,
-                    report,
-                    reverted: false,
-                });
-            }
-
-            let baking = !env.rollout.bake.is_zero() && failures <= allowed && !changed.is_empty();
-            if let Some(r) = spec.records {
-                let deadline = baking.then(|| {
-                    (spec.clock)()
-                        + jiff::SignedDuration::try_from(env.rollout.bake)
-                            .unwrap_or(jiff::SignedDuration::MAX)
-                });
-                r.wave_done(&env_name, wave, deadline);
-            }
-            // Bake, then re-check the health of every host changed so far.
-            if baking {
-                emit(Event::HostStep {
-                    host: format!("{env_name} (wave {wave})"),
-                    step: format!(
-                        "baking for {}",
-                        crate::duration::format_duration(env.rollout.bake)
-                    ),
-                });
-                let baked = tokio::select! {
-                    _ = tokio::time::sleep(env.rollout.bake) => true,
-                    _ = cancel.wait_for(|c| *c) => false,
-                };
-                if baked {
-                    let hosts: Vec<&Changed> = changed.iter().collect();
-                    let checks = on_hosts(
-                        &hosts,
-                        &spec.pool,
-                        env.rollout.max_parallel as usize,
-                        |mut s, d, txn| async move {
-                            let r = transaction::recheck(s.as_mut(), &d, &txn)
-                                .await
-                                .map_err(|e| e.to_string());
-                            (s, r)
-                        },
-                    )
-                    .await;
-                    for (c, r) in changed.iter().zip(checks) {
-                        let bad = match &r {
-                            Ok(rep) if !rep.outcome.failed() => None,
-                            Ok(rep) => Some(transaction::describe_failure(rep)),
-                            Err(e) => Some(e.clone()),
-                        };
-                        if let Some(why) = bad {
-                            failures += 1;
-                            emit(Event::HostFailed {
-                                host: c.desired.name.to_string(),
-                                error: why,
-                            });
-                        }
-                    }
-                }
-            }
-
-            if failures > allowed && halted.is_none() {
-                let why = format!("{failures} failed host(s), more than max_failures allows ({allowed})");
-                emit(Event::Halted {
-                    env: env_name.clone(),
-                    why: why.clone(),
-                });
-                summary.halted.push((env_name.clone(), why.clone()));
-                halted = Some(format!("the rollout in {env_name} halted"));
-                if env.rollout.on_failure == OnFailure::Rollback && !changed.is_empty() {
-                    rollback_all(&mut changed, &spec.pool, &mut summary, &emit).await;
-                }
-            }
-        }
-        if let Some(p) = spec.records {
-            let why = summary
-                .halted
-                .iter()
-                .find(|(e, _)| *e == env_name)
-                .map(|(_, w)| w.as_str());
-            p.finished(&env_name, &summary.results[first_result..], why);
+        if let Some(why) = budget.fail() {
+            halt.get_or_insert(why);
         }
     }
-    summary.interrupted = *spec.cancel.borrow();
-    summary
+    halt
 }
 
-/// Rolls back every host of a halted rollout from its transaction journal, last wave first.
-async fn rollback_all(
-    changed: &mut Vec<Changed>,
-    pool: &Arc<transport::Pool>,
+/// Rolls back every host a halted rollout changed, last wave first, at most `limit` at once
+/// (rollbacks ignore windows and freezes). Each rollback is fenced on the host: one whose
+/// `state.json` a later transaction wrote is left alone and reported.
+async fn roll_back(
+    spec: &RunSpec<'_>,
+    env: &str,
+    limit: usize,
+    mut touched: Vec<Touched>,
+    broken: &mut Option<String>,
     summary: &mut Summary,
-    emit: &impl Fn(Event),
+    emit: Emit<'_>,
 ) {
-    changed.sort_by_key(|c| std::cmp::Reverse(c.wave));
-    let mut waves: Vec<usize> = changed.iter().map(|c| c.wave).collect();
+    touched.sort_by_key(|t| std::cmp::Reverse(t.wave));
+    let mut waves: Vec<usize> = touched.iter().map(|t| t.wave).collect();
     waves.dedup();
     for wave in waves {
-        let hosts: Vec<&Changed> = changed.iter().filter(|c| c.wave == wave).collect();
-        let results = on_hosts(&hosts, pool, hosts.len(), |mut s, d, txn| async move {
-            let r = transaction::recover(s.as_mut(), &d, &txn)
-                .await
-                .map_err(|e| e.to_string());
+        let hosts: Vec<&Touched> = touched.iter().filter(|t| t.wave == wave).collect();
+        let results = on_hosts(spec, &hosts, limit, |mut s, d, txn| async move {
+            let r = transaction::recover(s.as_mut(), &d, &txn).await;
             (s, r)
         })
         .await;
-        for (c, r) in hosts.iter().zip(results) {
-            let host = c.desired.name.to_string();
-            match r {
-                Ok(rep) if !rep.outcome.failed() => {
-                    summary.results[c.index].reverted = true;
-                    emit(Event::RolledBack {
-                        host,
-                        why: "its rollout halted (on_failure = \"rollback\")".into(),
+        for (t, r) in hosts.iter().zip(results) {
+            let host = t.desired.name.to_string();
+            let outcome = match host_outcome(r) {
+                HostOutcome::Applied { .. } => {
+                    let why = "its rollout halted (on_failure = \"rollback\")".to_owned();
+                    emit.send(Event::RolledBack {
+                        host: host.clone(),
+                        env: env.to_owned(),
+                        why: why.clone(),
                     });
+                    HostOutcome::Reverted { why }
                 }
-                Ok(rep) => emit(Event::HostFailed {
+                HostOutcome::Failed { kind, error } => {
+                    let kind = if kind == FailureKind::Stale {
+                        FailureKind::Stale
+                    } else {
+                        broken.get_or_insert(format!("host {host} is broken (its rollback failed)"));
+                        FailureKind::Broken
+                    };
+                    let error = format!("rollback failed: {error}");
+                    emit.send(Event::HostFailed {
+                        host: host.clone(),
+                        env: env.to_owned(),
+                        kind,
+                        error: error.clone(),
+                    });
+                    HostOutcome::Failed { kind, error }
+                }
+                other => other,
+            };
+            match summary.results.iter_mut().rev().find(|r| r.host == host) {
+                Some(r) if r.applied() => r.outcome = outcome,
+                Some(_) => {}
+                None => summary.results.push(HostResult {
                     host,
-                    error: format!("rollback failed: {}", transaction::describe_failure(&rep)),
-                }),
-                Err(e) => emit(Event::HostFailed {
-                    host,
-                    error: format!("rollback failed: {e}"),
+                    environment: env.to_owned(),
+                    changes: Vec::new(),
+                    txn: Some(t.txn.clone()),
+                    outcome,
                 }),
             }
         }
     }
-    changed.clear();
+}
+
+/// After a rollout completed: versions kept only so the rollout could roll back
+/// (`keep_versions = 1`) are pruned now.
+async fn finish(spec: &RunSpec<'_>, env: &str, touched: &[Touched], emit: Emit<'_>) {
+    let hosts: Vec<&Touched> = touched
+        .iter()
+        .filter(|t| t.desired.settings.keep_versions.value < 2)
+        .collect();
+    if hosts.is_empty() {
+        return;
+    }
+    let results = on_hosts(spec, &hosts, spec.parallel, |mut s, d, txn| async move {
+        let r = transaction::finish(s.as_mut(), &d, &txn).await;
+        (s, r)
+    })
+    .await;
+    for (t, r) in hosts.iter().zip(results) {
+        if let HostOutcome::Failed { error, .. } = host_outcome(r) {
+            emit.send(Event::HostStep {
+                host: t.desired.name.to_string(),
+                step: format!("warning: in {env}, pruning old versions failed: {error}"),
+            });
+        }
+    }
 }

@@ -1,17 +1,96 @@
 //! Rollouts: a plan's changing hosts applied environment by environment, wave by wave, at most
-//! `max_parallel` at once, failures counted against `max_failures`. The executor decides
-//! nothing the plan did not: it runs each host's planned changes as a transaction and reports
-//! what happened as [`Event`]s, which the terminal, plain-line and JSON views (and later
-//! `watch`'s metrics) all consume.
+//! `max_parallel` at once, failures counted against `max_failures`.
+//!
+//! The rules are pure decisions in [`policy`]; [`execute`] is the thin tokio driver that asks
+//! them at every host start and after every result, runs each host's planned changes as a
+//! transaction, and reports what happened as [`Event`]s — which the terminal, plain-line and
+//! JSON views, the audit log and (later) `watch`'s metrics all consume.
 
 mod executor;
+pub mod policy;
 pub mod promotion;
+#[cfg(test)]
+mod tests;
 
-pub use executor::{Cancel, Gate, HostJob, HostResult, Records, RunSpec, Summary, execute};
+pub use executor::{EnvEnd, EnvRun, HostJob, Records, RunSpec, Summary, Touched, execute};
+pub use policy::{Gate, Hold, SkipKind};
 
 use serde::Serialize;
 
-/// What the executor reports, in the order it happens.
+use crate::plan::Change;
+
+/// Why a host that started did not end up changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A step failed and the host is back where it was.
+    RolledBack,
+    /// A step failed and so did the rollback: the host needs a person.
+    Broken,
+    /// A health re-check after a bake failed.
+    Unhealthy,
+    /// The host changed since it was observed; it was left untouched.
+    Stale,
+    /// Another transaction held the host's lock; it was left untouched.
+    Locked,
+    /// The connection failed or was lost (the on-host transaction finishes or rolls back by
+    /// itself).
+    Connection,
+    /// The task running the host panicked (a bug): counted as a failed host.
+    Panicked,
+    /// The run was aborted (a second Ctrl-C) while the host was in flight.
+    Aborted,
+}
+
+/// What happened to one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum HostOutcome {
+    Applied {
+        /// A deletion or prune after the commit failed.
+        warning: Option<String>,
+    },
+    Failed {
+        kind: FailureKind,
+        error: String,
+    },
+    /// Applied, then rolled back with the rest of its halted rollout.
+    Reverted { why: String },
+    /// Not started.
+    Skipped { kind: SkipKind, why: String },
+    /// Not started yet: it may go later.
+    Waiting { hold: Hold },
+}
+
+/// One host's result, with the changes it was to make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostResult {
+    pub host: String,
+    pub environment: String,
+    #[serde(skip)]
+    pub changes: Vec<Change>,
+    /// The transaction that changed the host, when one ran.
+    pub txn: Option<String>,
+    #[serde(flatten)]
+    pub outcome: HostOutcome,
+}
+
+impl HostResult {
+    /// Whether the host ends this run changed as planned.
+    pub fn applied(&self) -> bool {
+        matches!(self.outcome, HostOutcome::Applied { .. })
+    }
+}
+
+/// Why an environment's rollout halted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Halt {
+    /// The wave during or after which it halted (0: before the first wave).
+    pub wave: usize,
+    pub reason: String,
+}
+
+/// What the driver reports, in the order it happens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -20,15 +99,24 @@ pub enum Event {
         waves: usize,
         hosts: usize,
     },
-    /// Changes in this environment wait (window, freeze); nothing starts.
+    /// Changes in this environment wait (window, freeze, pause, promotion).
     EnvironmentWaiting {
         env: String,
         why: String,
+        until: Option<jiff::Timestamp>,
     },
     WaveStarted {
         env: String,
         wave: usize,
         hosts: Vec<String>,
+    },
+    /// The bake after a wave, or the rest of one an interrupted run did not finish.
+    Baking {
+        env: String,
+        wave: usize,
+        until: jiff::Timestamp,
+        /// The rest of a bake an interrupted run did not finish.
+        resumed: bool,
     },
     HostStep {
         host: String,
@@ -36,36 +124,56 @@ pub enum Event {
     },
     HostApplied {
         host: String,
+        env: String,
         changes: usize,
         warning: Option<String>,
     },
     HostFailed {
         host: String,
+        env: String,
+        kind: FailureKind,
         error: String,
     },
+    /// A host rolled back with its halted rollout.
     RolledBack {
         host: String,
+        env: String,
         why: String,
     },
     /// Not started: stale, blocked by an artifact, halted rollout, interruption.
     HostSkipped {
         host: String,
+        env: String,
+        kind: SkipKind,
         why: String,
     },
     Halted {
         env: String,
+        wave: usize,
         why: String,
     },
 }
 
 impl Event {
+    /// The host the event is about, if it is about one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Event::HostStep { host, .. }
+            | Event::HostApplied { host, .. }
+            | Event::HostFailed { host, .. }
+            | Event::RolledBack { host, .. }
+            | Event::HostSkipped { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+
     /// One plain line, for logs and non-terminal output.
     pub fn line(&self) -> String {
         match self {
             Event::EnvironmentStarted { env, waves, hosts } => {
                 format!("environment {env}: {hosts} host(s) in {waves} wave(s)")
             }
-            Event::EnvironmentWaiting { env, why } => format!("environment {env}: waiting: {why}"),
+            Event::EnvironmentWaiting { env, why, .. } => format!("environment {env}: waiting: {why}"),
             Event::WaveStarted { env, wave, hosts } => {
                 format!(
                     "environment {env}: wave {wave} ({} host(s)): {}",
@@ -73,23 +181,34 @@ impl Event {
                     hosts.join(", ")
                 )
             }
+            Event::Baking {
+                env,
+                wave,
+                until,
+                resumed: false,
+            } => format!("environment {env}: baking after wave {wave} until {until:.0}"),
+            Event::Baking {
+                env, until, resumed: true, ..
+            } => format!("environment {env}: finishing the bake of the interrupted rollout (until {until:.0})"),
             Event::HostStep { host, step } => format!("  {host}: {step}"),
             Event::HostApplied {
                 host,
                 changes,
                 warning: None,
+                ..
             } => format!("  {host}: applied {changes} change(s)"),
             Event::HostApplied {
                 host,
                 changes,
                 warning: Some(w),
+                ..
             } => {
                 format!("  {host}: applied {changes} change(s), but {w}")
             }
-            Event::HostFailed { host, error } => format!("  {host}: FAILED: {error}"),
-            Event::RolledBack { host, why } => format!("  {host}: rolled back: {why}"),
-            Event::HostSkipped { host, why } => format!("  {host}: skipped: {why}"),
-            Event::Halted { env, why } => format!("environment {env}: HALTED: {why}"),
+            Event::HostFailed { host, error, .. } => format!("  {host}: FAILED: {error}"),
+            Event::RolledBack { host, why, .. } => format!("  {host}: rolled back: {why}"),
+            Event::HostSkipped { host, why, .. } => format!("  {host}: skipped: {why}"),
+            Event::Halted { env, why, .. } => format!("environment {env}: HALTED: {why}"),
         }
     }
 }

@@ -24,9 +24,41 @@ use serde::{Deserialize, Serialize};
 mod dir;
 mod fsutil;
 mod history;
+mod memory;
 
 pub use dir::DirStore;
 pub use history::render_history;
+pub use memory::MemStore;
+
+/// Where a store lives (DESIGN §7): a directory (the embedded default), or a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(PathBuf),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Dir(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+/// Opens (creating it if needed) the store at `location`. The one place that names backends.
+pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
+    match location {
+        Location::Dir(d) => Ok(Box::new(DirStore::open(d)?)),
+    }
+}
+
+/// Opens the store at `location` only if it exists: commands that only read (plan, status,
+/// history) never create one.
+pub fn open_existing(location: &Location) -> Result<Option<Box<dyn Store>>, StoreError> {
+    match location {
+        Location::Dir(d) if !d.join("id").is_file() => Ok(None),
+        Location::Dir(_) => open(location).map(Some),
+    }
+}
 
 /// The reconciler's state, behind one interface (DESIGN §7). Implementations are shared across
 /// threads and tasks, hence `Send + Sync`; every method does its own locking.
@@ -235,7 +267,25 @@ pub struct RolloutRecord {
     /// Why the rollout halted, if it did; `watch` does not retry a halted rollout.
     #[serde(default)]
     pub halted: Option<String>,
+    /// The wave during or after which it halted (0: before the first wave).
+    #[serde(default)]
+    pub halted_wave: Option<usize>,
+    /// When it halted.
+    #[serde(default)]
+    pub halted_at: Option<jiff::Timestamp>,
     pub started_at: jiff::Timestamp,
+    /// Every host this rollout changed so far, recorded as it happened: a later run of the
+    /// same rollout re-checks them after bakes and rolls them back if it halts.
+    #[serde(default)]
+    pub changed: Vec<ChangedHost>,
+}
+
+/// A host a rollout changed, and the transaction that did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedHost {
+    pub host: String,
+    pub wave: usize,
+    pub txn: String,
 }
 
 /// An environment that had every host wanting `runtime` at `version` converged and healthy.

@@ -1,0 +1,222 @@
+//! `Plan()`: observe the targeted hosts and plan them, with what the store knows (promotion
+//! records, halted rollouts, hosts no longer managed) and which hosts this store may not touch.
+//! Reads the store, never writes it; touches no host beyond the read-only probe.
+
+use std::collections::BTreeMap;
+
+use super::{EngineError, Request, Scope};
+use crate::observe::{Observation, ObserveError, observe_all};
+use crate::plan::{self, HostInput, Plan, PlanInput, SavedPlan};
+use crate::resolve::DesiredHost;
+use crate::store::RolloutRecord;
+
+/// A plan, and what `apply` needs to carry it out.
+pub struct Planned<'a> {
+    /// The plan of the hosts as they are now.
+    pub plan: Plan,
+    /// The hosts observed, in the order of `observations`.
+    pub targets: Vec<&'a DesiredHost>,
+    pub observations: Vec<Result<Observation, ObserveError>>,
+    /// Hosts this store may not change, and why (DESIGN §4, §7).
+    pub refused: BTreeMap<String, String>,
+    /// With a saved plan: hosts that changed since it was saved, and how.
+    pub stale: BTreeMap<String, String>,
+    /// Each environment's last rollout record, as read when planning.
+    pub rollouts: BTreeMap<String, RolloutRecord>,
+    /// The saved plan this run carries out, if any.
+    pub saved: Option<&'a SavedPlan>,
+}
+
+impl Planned<'_> {
+    /// The plan to show before confirming: the saved one when applying a saved plan (the
+    /// person approved that one), the fresh one otherwise.
+    pub fn shown(&self) -> &Plan {
+        self.saved.map_or(&self.plan, |s| &s.plan)
+    }
+
+    /// Whether `apply` has anything to do or report: changes, hosts an interrupted
+    /// transaction left `pending` (to restore), or hosts that will be reported stale.
+    pub fn has_work(&self) -> bool {
+        let interrupted = self
+            .targets
+            .iter()
+            .zip(&self.observations)
+            .any(|(d, o)| {
+                !self.refused.contains_key(d.name.as_str()) && o.as_ref().is_ok_and(Observation::interrupted)
+            });
+        self.plan.has_changes() || !self.stale.is_empty() || interrupted
+    }
+}
+
+/// Observes the request's hosts and plans them.
+pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> {
+    let (targets, saved): (Vec<&'a DesiredHost>, _) = match req.scope {
+        Scope::Hosts(h) => (h.to_vec(), None),
+        Scope::Saved(s) => {
+            if s.plan.fleet != req.fleet.fleet.name.as_str() {
+                return Err(EngineError::OtherFleet {
+                    saved: s.plan.fleet.clone(),
+                    found: req.fleet.fleet.name.to_string(),
+                });
+            }
+            // A saved plan names its hosts: those it would change.
+            let hosts = req
+                .fleet
+                .desired
+                .iter()
+                .filter(|h| {
+                    s.plan
+                        .hosts
+                        .iter()
+                        .any(|p| p.name == h.name.as_str() && !p.changes.is_empty())
+                })
+                .collect();
+            (hosts, Some(s))
+        }
+    };
+    let store = req.store;
+    let promotions = match store {
+        Some(s) => s.promotions()?,
+        None => Vec::new(),
+    };
+    let mut rollouts = BTreeMap::new();
+    if let Some(s) = store {
+        for env in req.fleet.fleet.environments.keys() {
+            if let Some(r) = s.rollout(env.as_str())? {
+                rollouts.insert(env.to_string(), r);
+            }
+        }
+    }
+    let observed_at = req.clock.now();
+    let observations = observe_all(&targets, req.repo.fleet_dir(), &req.pool, req.parallel).await;
+    let store_id = store.map(|s| s.id().to_owned());
+    let take_over = req.overrides.take_over.is_some();
+    let mut refused = BTreeMap::new();
+    for (d, o) in targets.iter().zip(&observations) {
+        if let Ok(o) = o
+            && let Some(why) = refusal(d, o, req.fleet.fleet.name.as_str(), store_id.as_deref(), None, take_over)
+        {
+            refused.insert(d.name.to_string(), why);
+        }
+    }
+    let mut plan = build_plan(req, &targets, &observations, &promotions, observed_at);
+    plan.no_longer_managed = match store {
+        Some(s) => s
+            .known_hosts()?
+            .into_iter()
+            .filter(|h| req.fleet.fleet.host(h).is_none())
+            .collect(),
+        None => Vec::new(),
+    };
+    let stale = saved.map(|s| stale_hosts(s, &plan)).unwrap_or_default();
+    Ok(Planned {
+        plan,
+        targets,
+        observations,
+        refused,
+        stale,
+        rollouts,
+        saved,
+    })
+}
+
+/// The pure part: desired × observed → plan.
+pub(super) fn build_plan(
+    req: &Request<'_>,
+    targets: &[&DesiredHost],
+    observations: &[Result<Observation, ObserveError>],
+    promotions: &[crate::store::PromotionRecord],
+    observed_at: jiff::Timestamp,
+) -> Plan {
+    let hosts = targets
+        .iter()
+        .zip(observations)
+        .map(|(d, o)| HostInput {
+            desired: d,
+            observed: o.as_ref().map_err(ToString::to_string),
+        })
+        .collect();
+    plan::build(&PlanInput {
+        fleet: &req.fleet.fleet,
+        revision: req.repo.revision().map(str::to_owned),
+        hosts,
+        at: req.at.unwrap_or(observed_at),
+        observed_at,
+        all_desired: &req.fleet.desired,
+        promotions,
+    })
+}
+
+/// With a saved plan, a host changes only if it is exactly as it was planned: hosts whose
+/// observation changed since are stale, even when they now need nothing.
+fn stale_hosts(saved: &SavedPlan, now: &Plan) -> BTreeMap<String, String> {
+    let mut stale = BTreeMap::new();
+    for old in saved.plan.hosts.iter().filter(|h| !h.changes.is_empty()) {
+        let Some(h) = now.hosts.iter().find(|h| h.name == old.name) else {
+            continue;
+        };
+        let why = if h.error.is_some() {
+            continue;
+        } else if old.fingerprint != h.fingerprint {
+            "the host changed since the plan was saved"
+        } else if saved.digests.get(&h.name) != Some(&crate::transaction::change_digest(&h.changes)) {
+            "its changes are no longer the ones the plan saved"
+        } else {
+            continue;
+        };
+        stale.insert(h.name.clone(), why.to_owned());
+    }
+    stale
+}
+
+/// Why this store may not change the host (DESIGN §4, §7), or `None`. `epoch` is the running
+/// apply's (a plan has none yet).
+pub(super) fn refusal(
+    d: &DesiredHost,
+    o: &Observation,
+    fleet: &str,
+    store_id: Option<&str>,
+    epoch: Option<u64>,
+    take_over: bool,
+) -> Option<String> {
+    use crate::plan::sanitize;
+    if let Some(e) = &o.state_error
+        && !take_over
+    {
+        return Some(format!(
+            "{}; run `flotilla apply --take-over REASON` to start this host over",
+            sanitize(e)
+        ));
+    }
+    let s = o.state.as_ref()?;
+    if s.fleet != fleet || s.host != d.name.as_str() {
+        return Some(format!(
+            "state.json names fleet {:?} and host {:?}: this host belongs to another fleet or name; fix the manifests or clear the host",
+            sanitize(&s.fleet),
+            sanitize(&s.host)
+        ));
+    }
+    let store_id = store_id?;
+    if s.store_id != store_id && !take_over {
+        return Some(format!(
+            "last written by another store ({}); run `flotilla apply --take-over REASON` if this store should own it",
+            sanitize(&s.store_id)
+        ));
+    }
+    let pending_epoch = s
+        .pending
+        .as_ref()
+        .and_then(|p| p.get("epoch"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if let Some(epoch) = epoch
+        && s.store_id == store_id
+        && s.epoch.max(pending_epoch) > epoch
+    {
+        return Some(format!(
+            "written by a newer apply of this store (epoch {} > {epoch}); left untouched",
+            s.epoch.max(pending_epoch)
+        ));
+    }
+    None
+}

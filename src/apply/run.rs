@@ -1,0 +1,527 @@
+//! `Apply(plan)`: everything after the person said yes. In order: every artifact the run
+//! needs is fetched and checked (one failure refuses the whole run, nothing touched); an epoch
+//! is taken; hosts a killed transaction left `pending` are restored (only hosts this store
+//! owns); halted rollouts stay halted unless retried; the rollout runs with every host event
+//! audited as it happens; the report says what happened and when to come back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::sync::mpsc;
+
+use super::audit::AuditLog;
+use super::prepare::{Planned, build_plan, refusal};
+use super::records::StoreRecords;
+use super::{ApplyOptions, EngineError, Report, Request, Wait};
+use crate::artifact::{ArtifactCache, ArtifactRequest, DEFAULT_MAX_UNPACKED};
+use crate::observe::{Observation, observe_all};
+use crate::plan::{Action as ChangeAction, Change, Kind};
+use crate::resolve::DesiredHost;
+use crate::rollout::policy::{self, Gate, SkipKind};
+use crate::rollout::{EnvRun, Event, HostJob, HostOutcome, HostResult, Records as _, RunSpec, Touched};
+use crate::store::{RolloutRecord, Store};
+use crate::transaction::{self, Context, Upload};
+use crate::transport::Target;
+
+/// Runs blocking work (file I/O, hashing) without stalling other tasks on a multi-threaded
+/// runtime; inline on a current-thread one (tests), where `block_in_place` would panic.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Carries out `planned`. `view` hears every event (the CLI's progress views).
+pub async fn apply<'a>(
+    req: &Request<'a>,
+    mut planned: Planned<'a>,
+    opts: &ApplyOptions,
+    view: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<Report, EngineError> {
+    let store = req.store.ok_or(EngineError::NoStore)?;
+    let fleet = &req.fleet.fleet;
+    let revision = req.repo.revision().map(str::to_owned);
+    let log = AuditLog {
+        store,
+        actor: opts.actor.clone(),
+        revision: revision.clone(),
+        dirty: opts.dirty,
+        clock: req.clock,
+    };
+    let mut report = Report {
+        hosts: Vec::new(),
+        waits: Vec::new(),
+        halts: Vec::new(),
+        artifact_errors: Vec::new(),
+        unreachable: planned.plan.summary.hosts_unreachable,
+        interrupted: false,
+        next: super::Action::default(),
+        outcome: super::Outcome::Success,
+    };
+
+    // Every artifact is fetched and verified before any host is touched.
+    let (artifacts, errors) = prepare_artifacts(req, &planned, store, opts);
+    if !errors.is_empty() {
+        let mut e = log.event("apply-refused");
+        e.error = Some(errors.join("; "));
+        store.append_audit(&e)?;
+        report.artifact_errors = errors;
+        report.decide();
+        return Ok(report);
+    }
+
+    let epoch = store.next_epoch()?;
+    let mut started = log.event("apply-started");
+    started.changes = vec![serde_json::json!({ "epoch": epoch, "hosts": planned.plan.summary.hosts_changed })];
+    store.append_audit(&started)?;
+    for (flag, reason) in [
+        ("override-windows", &req.overrides.windows),
+        ("override-freeze", &req.overrides.freeze),
+    ] {
+        if let Some(r) = reason {
+            let mut e = log.event(flag);
+            e.reason = Some(r.clone());
+            store.append_audit(&e)?;
+        }
+    }
+
+    // Ownership, now with this run's epoch: refused hosts are never touched, not even to
+    // restore an interrupted transaction.
+    let take_over = req.overrides.take_over.is_some();
+    for (d, o) in planned.targets.iter().zip(&planned.observations) {
+        let Ok(o) = o else { continue };
+        match refusal(d, o, fleet.name.as_str(), Some(store.id()), Some(epoch), take_over) {
+            Some(why) => {
+                planned.refused.insert(d.name.to_string(), why);
+            }
+            None if take_over && o.state.as_ref().is_some_and(|s| s.store_id != store.id()) || take_over && o.state_error.is_some() => {
+                let mut e = log.event("take-over");
+                e.host = Some(d.name.to_string());
+                e.environment = Some(d.environment.to_string());
+                e.reason = req.overrides.take_over.clone();
+                store.append_audit(&e)?;
+            }
+            None => {}
+        }
+    }
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let changes: BTreeMap<String, Vec<Change>> = planned
+        .plan
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.changes.clone()))
+        .collect();
+    let tee = log.tee(rx, view, &changes);
+    let work = async {
+        let result = run(req, &mut planned, epoch, &artifacts, &log, &tx, &mut report).await;
+        drop(tx);
+        result
+    };
+    let (result, audit_errors) = tokio::join!(work, tee);
+    result?;
+    for e in audit_errors {
+        tracing::warn!("{e}");
+    }
+
+    // The observation cache, off the rollout's critical path.
+    let now = req.clock.now();
+    blocking(|| {
+        for (d, o) in planned.targets.iter().zip(&planned.observations) {
+            if let Ok(o) = o {
+                let _ = store.save_observation(d.name.as_str(), &o.fingerprint(), now);
+            }
+        }
+    });
+    report.decide();
+    let mut finished = log.event("apply-finished");
+    finished.changes = vec![serde_json::json!({
+        "applied": report.applied(), "failed": report.failed(), "rolled_back": report.rolled_back(),
+        "skipped": report.skipped(), "waiting": report.waiting(), "interrupted": report.interrupted,
+    })];
+    store.append_audit(&finished)?;
+    Ok(report)
+}
+
+/// The part that touches hosts; its events go to `tx` (views and audit).
+async fn run(
+    req: &Request<'_>,
+    planned: &mut Planned<'_>,
+    epoch: u64,
+    artifacts: &BTreeMap<(String, String), Upload>,
+    log: &AuditLog<'_>,
+    tx: &mpsc::UnboundedSender<Event>,
+    report: &mut Report,
+) -> Result<(), EngineError> {
+    let store = log.store;
+    let emit = |e: Event| {
+        let _ = tx.send(e);
+    };
+    // Hosts a killed transaction left `pending` are restored to where they were, then
+    // observed and planned again.
+    let recovered = recover_interrupted(req, planned, &emit).await;
+    if !recovered.is_empty() {
+        let subset: Vec<&DesiredHost> = recovered.iter().map(|&i| planned.targets[i]).collect();
+        let again = observe_all(&subset, req.repo.fleet_dir(), &req.pool, req.parallel).await;
+        for (&i, o) in recovered.iter().zip(again) {
+            planned.observations[i] = o;
+        }
+        let promotions = store.promotions()?;
+        let fresh = build_plan(req, &planned.targets, &planned.observations, &promotions, req.clock.now());
+        planned.plan.hosts = fresh.hosts;
+        planned.plan.environments = fresh.environments;
+        planned.plan.summary = fresh.summary;
+    }
+
+    let plan = &planned.plan;
+    let by_name: BTreeMap<&str, (&DesiredHost, &Observation)> = planned
+        .targets
+        .iter()
+        .zip(&planned.observations)
+        .filter_map(|(d, o)| Some((d.name.as_str(), (*d, o.as_ref().ok()?))))
+        .collect();
+
+    // Hosts that cannot take part: reported, and counted against their environment's budget.
+    let mut failed_before: BTreeMap<String, usize> = BTreeMap::new();
+    for h in &plan.hosts {
+        let skip = if let Some(why) = planned.stale.get(&h.name) {
+            Some((SkipKind::Stale, format!("stale: {why}")))
+        } else {
+            planned
+                .refused
+                .get(&h.name)
+                .filter(|_| !h.changes.is_empty() || h.wave.is_some())
+                .map(|why| (SkipKind::Refused, why.clone()))
+        };
+        if h.error.is_some() {
+            *failed_before.entry(h.environment.clone()).or_default() += 1;
+        }
+        let Some((kind, why)) = skip else { continue };
+        *failed_before.entry(h.environment.clone()).or_default() += 1;
+        emit(Event::HostSkipped {
+            host: h.name.clone(),
+            env: h.environment.clone(),
+            kind,
+            why: why.clone(),
+        });
+        report.hosts.push(HostResult {
+            host: h.name.clone(),
+            environment: h.environment.clone(),
+            changes: h.changes.clone(),
+            txn: None,
+            outcome: HostOutcome::Skipped { kind, why },
+        });
+    }
+
+    let records = StoreRecords {
+        fleet: &req.fleet.fleet,
+        desired: &req.fleet.desired,
+        store,
+        plan,
+        observed: &by_name,
+        clock: req.clock,
+        warnings: Default::default(),
+    };
+    let mut environments = Vec::new();
+    for env in &plan.environments {
+        let jobs: Vec<HostJob> = plan
+            .hosts
+            .iter()
+            .filter(|h| h.environment == env.name && h.wave.is_some() && !h.changes.is_empty())
+            .filter(|h| !planned.stale.contains_key(&h.name) && !planned.refused.contains_key(&h.name))
+            .filter_map(|h| {
+                let (d, o) = by_name.get(h.name.as_str())?;
+                Some(HostJob {
+                    desired: (*d).clone(),
+                    observed: (*o).clone(),
+                    changes: h.changes.clone(),
+                    wave: h.wave?,
+                    blocked: None,
+                })
+            })
+            .collect();
+        if jobs.is_empty() {
+            if failed_before.get(&env.name).copied().unwrap_or(0) == 0 {
+                // Converged now: its records let later environments go in this same run.
+                records.finished(
+                    &env.name,
+                    &crate::rollout::EnvEnd {
+                        results: &[],
+                        halt: None,
+                        completed: true,
+                    },
+                );
+            }
+            continue;
+        }
+        let stored = store.rollout(&env.name)?;
+        let halted_here = |retry| {
+            policy::halted_at_revision(
+                stored.as_ref().and_then(|r| r.halted.as_deref()),
+                stored.as_ref().and_then(|r| r.revision.as_deref()),
+                plan.revision.as_deref(),
+                retry,
+            )
+        };
+        let halted = halted_here(req.overrides.retry.is_some());
+        if halted_here(false).is_some()
+            && let Some(reason) = &req.overrides.retry
+        {
+            let mut e = log.event("retry");
+            e.environment = Some(env.name.clone());
+            e.reason = Some(reason.clone());
+            store.append_audit(&e)?;
+        }
+        if let Some(why) = halted {
+            for j in &jobs {
+                emit(Event::HostSkipped {
+                    host: j.desired.name.to_string(),
+                    env: env.name.clone(),
+                    kind: SkipKind::Halted,
+                    why: why.clone(),
+                });
+                report.hosts.push(HostResult {
+                    host: j.desired.name.to_string(),
+                    environment: env.name.clone(),
+                    changes: j.changes.clone(),
+                    txn: None,
+                    outcome: HostOutcome::Skipped {
+                        kind: SkipKind::Halted,
+                        why: why.clone(),
+                    },
+                });
+            }
+            continue;
+        }
+        environments.push(env_run(req, env, jobs, stored, &failed_before, store)?);
+    }
+
+    let spec = RunSpec {
+        fleet: &req.fleet.fleet,
+        fleet_dir: req.repo.fleet_dir(),
+        txn: Context {
+            fleet: &req.fleet.fleet,
+            revision: plan.revision.as_deref(),
+            store_id: store.id(),
+            epoch,
+            now: req.clock.now(),
+            artifacts,
+        },
+        environments,
+        parallel: req.parallel,
+        cancel: req.cancel.clone(),
+        pool: req.pool.clone(),
+        clock: req.clock,
+        records: &records,
+    };
+    let summary = crate::rollout::execute(spec, tx.clone()).await;
+    report.hosts.extend(summary.results);
+    report.halts = summary.halts;
+    report.waits = summary
+        .holds
+        .into_iter()
+        .map(|(environment, hold)| Wait { environment, hold })
+        .collect();
+    report.interrupted = summary.interrupted;
+    for w in records.warnings.into_inner().unwrap_or_default() {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
+/// One environment's run: its jobs in their waves (the stored layout when an unfinished
+/// rollout of this revision resumes), its gate and what an earlier run left.
+fn env_run(
+    req: &Request<'_>,
+    env: &crate::plan::EnvironmentPlan,
+    mut jobs: Vec<HostJob>,
+    stored: Option<RolloutRecord>,
+    failed_before: &BTreeMap<String, usize>,
+    store: &dyn Store,
+) -> Result<EnvRun, EngineError> {
+    let revision = req.repo.revision();
+    let resumable = stored.filter(|r| {
+        r.revision.is_some()
+            && r.revision.as_deref() == revision
+            && r.halted.is_none()
+            && r.waves_done < r.waves.len()
+    });
+    let mut earlier = Vec::new();
+    let mut bake_until = None;
+    match resumable {
+        Some(record) => {
+            for job in &mut jobs {
+                let name = job.desired.name.as_str();
+                job.wave = record
+                    .waves
+                    .iter()
+                    .position(|w| w.iter().any(|h| h == name))
+                    .map_or(record.waves.len(), |i| i + 1);
+            }
+            earlier = record
+                .changed
+                .iter()
+                .filter_map(|c| {
+                    let desired = req.fleet.desired.iter().find(|d| d.name.as_str() == c.host)?;
+                    Some(Touched {
+                        desired: desired.clone(),
+                        wave: c.wave,
+                        txn: c.txn.clone(),
+                    })
+                })
+                .collect();
+            bake_until = record.bake_deadline;
+        }
+        None => {
+            let record = RolloutRecord {
+                revision: revision.map(str::to_owned),
+                waves: env.waves.clone(),
+                waves_done: 0,
+                bake_deadline: None,
+                halted: None,
+                halted_wave: None,
+                halted_at: None,
+                started_at: req.clock.now(),
+                changed: Vec::new(),
+            };
+            store.save_rollout(&env.name, &record)?;
+        }
+    }
+    let cfg = req.fleet.fleet.environments.get(env.name.as_str());
+    let gate = Gate {
+        windows: match (&req.overrides.windows, cfg) {
+            (None, Some(e)) => e.windows.clone(),
+            _ => Vec::new(),
+        },
+        freezes: match (&req.overrides.freeze, cfg) {
+            (None, Some(e)) => e.freezes.clone(),
+            _ => Vec::new(),
+        },
+        paused: None,
+    };
+    Ok(EnvRun {
+        name: env.name.clone(),
+        jobs,
+        gate,
+        failed_before: failed_before.get(&env.name).copied().unwrap_or(0),
+        earlier,
+        bake_until,
+    })
+}
+
+/// Fetches and checks every artifact the planned hosts need; returns the verified uploads
+/// and, separately, every failure (each names runtime, version and why).
+fn prepare_artifacts(
+    req: &Request<'_>,
+    planned: &Planned<'_>,
+    store: &dyn Store,
+    opts: &ApplyOptions,
+) -> (BTreeMap<(String, String), Upload>, Vec<String>) {
+    let observed: BTreeMap<&str, &Observation> = planned
+        .targets
+        .iter()
+        .zip(&planned.observations)
+        .filter_map(|(d, o)| Some((d.name.as_str(), o.as_ref().ok()?)))
+        .collect();
+    let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
+    for h in planned.plan.hosts.iter().filter(|h| !planned.refused.contains_key(&h.name)) {
+        let Some(o) = observed.get(h.name.as_str()) else {
+            continue;
+        };
+        for c in &h.changes {
+            if let (Kind::Runtime, ChangeAction::Create | ChangeAction::Update, Some(v)) = (c.kind, c.action, &c.after)
+                && !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v))
+            {
+                needed.insert((c.name.clone(), v.clone()));
+            }
+        }
+    }
+    // An interrupted host is restored first, which may remove what its killed transaction
+    // unpacked: it may need any version it wants, and that is checked before any host too.
+    for (d, o) in planned.targets.iter().zip(&planned.observations) {
+        if planned.refused.contains_key(d.name.as_str()) || !o.as_ref().is_ok_and(Observation::interrupted) {
+            continue;
+        }
+        for (rt, pin) in &d.runtimes {
+            if let crate::manifest::model::Pin::Version(v) = &pin.value {
+                needed.insert((rt.to_string(), v.to_string()));
+            }
+        }
+    }
+    let cache = ArtifactCache::new(store.artifact_cache_dir());
+    let (mut ok, mut errors) = (BTreeMap::new(), Vec::new());
+    for (rt, v) in needed {
+        let Some(version) = req
+            .fleet
+            .fleet
+            .runtimes
+            .get(rt.as_str())
+            .and_then(|r| r.versions.get(v.as_str()))
+        else {
+            continue;
+        };
+        let request = ArtifactRequest {
+            runtime: &rt,
+            version: &v,
+            artifact: &version.artifact,
+            signature: &version.signature,
+            sha256: &version.sha256,
+        };
+        match blocking(|| cache.prepare(&request, req.repo, &opts.trust, DEFAULT_MAX_UNPACKED)) {
+            Ok(p) => {
+                ok.insert(
+                    (rt.clone(), v.clone()),
+                    Upload {
+                        sha256: p.sha256,
+                        local_path: p.path,
+                    },
+                );
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (ok, errors)
+}
+
+/// Restores hosts a killed transaction left `pending` (DESIGN §6.1), only hosts this store may
+/// change; the restore is fenced on the host like every rollback. Returns the indexes (into
+/// `planned.targets`) of the hosts restored.
+async fn recover_interrupted(req: &Request<'_>, planned: &Planned<'_>, emit: &impl Fn(Event)) -> Vec<usize> {
+    let mut restored = Vec::new();
+    for (i, (d, o)) in planned.targets.iter().zip(&planned.observations).enumerate() {
+        if planned.refused.contains_key(d.name.as_str()) {
+            continue;
+        }
+        let Some(txn) = o
+            .as_ref()
+            .ok()
+            .and_then(|o| o.state.as_ref())
+            .and_then(transaction::pending_txn)
+        else {
+            continue;
+        };
+        let host = d.name.to_string();
+        emit(Event::HostStep {
+            host: host.clone(),
+            step: format!("restoring the state from before interrupted transaction {txn}"),
+        });
+        let target = Target::for_host(d, req.repo.fleet_dir());
+        let result = async {
+            let mut session = req.pool.take(&target).await.map_err(|e| e.to_string())?;
+            let r = transaction::recover(session.as_mut(), d, &txn).await;
+            req.pool.put(&target.host, session).await;
+            r.map_err(|e| e.to_string())
+        }
+        .await;
+        let step = match result {
+            Ok(r) if !r.outcome.failed() => {
+                restored.push(i);
+                "restored".to_owned()
+            }
+            Ok(r) => format!("recovery failed: {}", transaction::describe_failure(&r)),
+            Err(e) => format!("recovery failed: {e}"),
+        };
+        emit(Event::HostStep { host, step });
+    }
+    restored
+}
