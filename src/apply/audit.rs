@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::plan::Change;
 use crate::rollout::{Event, FailureKind};
-use crate::store::{AuditEvent, Store, StoreError};
+use crate::store::{AuditEvent, Store};
 
 /// Who, at which revision: what every audit line of a run carries.
 pub(super) struct AuditLog<'a> {
