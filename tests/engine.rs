@@ -1,0 +1,159 @@
+//! The engine's rules end to end, through the binary, on the local transport with real
+//! tarballs, real minisign signatures and real Git repositories: halted rollouts stay halted
+//! until retried, a freeze that begins mid-wave, saved plans of hosts that changed since,
+//! the audit log written as hosts change, and hosts whose state cannot be read.
+
+mod common;
+
+use common::{TestFleet, apply, current, flotilla, run, signed_fleet};
+
+fn with_store(f: &TestFleet, store: &std::path::Path, args: &[&str]) -> common::Run {
+    run(flotilla().arg("--state-dir").arg(store).args(args).arg(f.path()))
+}
+
+/// `hosts` staging hosts on greeter 1.0.0, the manifests then moved to 2.0.0 with `rollout`.
+fn fleet(hosts: &[&str], runtime_extra: &str, rollout: &str) -> (TestFleet, common::Keys, tempfile::TempDir) {
+    let (f, keys) = signed_fleet(runtime_extra);
+    for h in hosts {
+        f.host("hosts/a.toml", h, "staging", "");
+    }
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    f.write(
+        "environments/staging.toml",
+        &format!("[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\n{rollout}"),
+    );
+    f.commit("2.0.0");
+    (f, keys, store)
+}
+
+#[test]
+fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
+    // h1's health check fails on 2.0.0; the rollout halts after it (max_failures = 0).
+    let (f, _keys, store) = fleet(
+        &["h1", "h2"],
+        "[health]\ncommand = \"test \\\"$FLOTILLA_VERSION\\\" = 1.0.0 || test -e \\\"$FLOTILLA_ROOT/ok\\\"\"\n",
+        "waves = [1, \"100%\"]\non_failure = \"halt\"\n",
+    );
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("HALTED"), "{}", r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "h1 rolled back on its own");
+    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"), "h2 never started");
+
+    // The same revision again: refused, and the output says how to retry.
+    std::fs::write(f.root("h1").join("ok"), "").unwrap();
+    std::fs::write(f.root("h2").join("ok"), "").unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("--retry REASON"), "{}", r.stdout);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "nothing started");
+
+    // `status` shows the halt with its wave.
+    let st = with_store(&f, store.path(), &["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert!(st["environments"][0]["halted"].as_str().is_some(), "{st}");
+
+    // A person retries, with a reason that goes to the audit log.
+    let r = apply(&f, store.path(), &["--retry", "health check fixed, INC-9"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    assert_eq!(current(&f, "h2").as_deref(), Some("2.0.0"));
+    let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"event\":\"retry\"") && audit.contains("INC-9"),
+        "{audit}"
+    );
+    assert!(audit.contains("\"event\":\"rollout-halted\""), "{audit}");
+}
+
+#[test]
+fn a_freeze_that_begins_mid_wave_leaves_the_rest_of_the_wave_untouched() {
+    // One wave of three, one host at a time; each activation takes four seconds, and the
+    // freeze begins two to three seconds after the apply starts, while h1 is in flight.
+    let (f, _keys, store) = fleet(&["h1", "h2", "h3"], "[hooks]\nactivate = \"sleep 4\"\n", "");
+    let from = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let until = from + jiff::SignedDuration::from_hours(1);
+    f.write(
+        "environments/staging.toml",
+        &format!(
+            "[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\nwaves = [\"100%\"]\nmax_parallel = 1\n\n\
+             [[freeze]]\nfrom = \"{from:.0}\"\nuntil = \"{until:.0}\"\nreason = \"sudden freeze\"\n"
+        ),
+    );
+    f.commit("a freeze soon");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "changes wait: {}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"), "the host in flight finished");
+    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"), "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h3").as_deref(), Some("1.0.0"));
+    assert!(r.stdout.contains("sudden freeze"), "{}", r.stdout);
+}
+
+#[test]
+fn a_saved_plan_of_a_host_that_changed_since_is_stale_even_when_it_needs_nothing_now() {
+    let (f, _keys, store) = fleet(&["h1", "h2"], "", "max_failures = 1\n");
+    let saved = store.path().join("..").join(format!("engine-plan-{}.json", std::process::id()));
+    let r = with_store(&f, store.path(), &["plan", "--out", saved.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Someone else applies h2 after the plan was saved: it now needs nothing.
+    let r = with_store(&f, store.path(), &["apply", "--auto-approve", "--host", "h2"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = with_store(&f, store.path(), &["apply", "--auto-approve", "--plan", saved.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("h2 skipped: stale"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Plan: 0 to add, 2 to change, 0 to destroy."),
+        "the plan shown is the saved one: {}",
+        r.stdout
+    );
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let _ = std::fs::remove_file(saved);
+}
+
+#[test]
+fn a_controller_killed_mid_apply_has_already_audited_every_host_it_changed() {
+    let (f, _keys, store) = fleet(
+        &["h1", "h2"],
+        "[hooks]\nactivate = \"test \\\"$FLOTILLA_HOST\\\" = h1 || sleep 30\"\n",
+        "waves = [1, \"100%\"]\n",
+    );
+    let mut child = common::spawn_apply(&f, store.path(), std::process::Stdio::null);
+    let audit = store.path().join("audit.jsonl");
+    let started = std::time::Instant::now();
+    let seen = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.contains("\"host\":\"h1\"") && text.contains("host-applied") {
+            break true;
+        }
+        if started.elapsed().as_secs() > 20 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Killed while h2's hook sleeps: the run never reaches its end.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::process::Command::new("pkill").args(["-9", "-f", "^sleep 30$"]).status();
+    assert!(seen, "h1's event was on disk while the apply still ran");
+}
+
+#[test]
+fn a_host_whose_state_cannot_be_read_is_refused_until_taken_over() {
+    let (f, _keys, store) = fleet(&["h1"], "", "");
+    let state = f.root("h1").join("var/lib/flotilla/state.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    let r = with_store(&f, store.path(), &["plan"]);
+    assert!(r.stdout.contains("refused") && r.stdout.contains("--take-over"), "{}", r.stdout);
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{ not json", "untouched");
+    let r = apply(&f, store.path(), &["--take-over", "state lost in INC-12"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("INC-12"), "{audit}");
+}
