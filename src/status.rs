@@ -74,7 +74,16 @@ pub fn build(
                 .hosts
                 .iter()
                 .any(|h| h.environment == env.name && !h.changes.is_empty());
-            let halted = rollout(&env.name).and_then(|r| r.halted).filter(|_| pending);
+            // Halts hold for their revision (DESIGN §6.3): a new revision is a new rollout.
+            let halted = rollout(&env.name)
+                .filter(|r| r.revision == plan.revision)
+                .and_then(|r| {
+                    let why = r.halted?;
+                    let wave = r.halted_wave.map(|w| format!(" at wave {w}")).unwrap_or_default();
+                    let when = r.halted_at.map(|t| format!(" (since {t:.0})")).unwrap_or_default();
+                    Some(format!("halted{wave}: {why}{when}; `flotilla apply --retry REASON` starts it again"))
+                })
+                .filter(|_| pending);
             let hosts = plan
                 .hosts
                 .iter()
