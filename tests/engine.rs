@@ -74,7 +74,7 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
 fn a_freeze_that_begins_mid_wave_leaves_the_rest_of_the_wave_untouched() {
     // One wave of three, one host at a time; each activation takes four seconds, and the
     // freeze begins two to three seconds after the apply starts, while h1 is in flight.
-    let (f, _keys, store) = fleet(&["h1", "h2", "h3"], "[hooks]\nactivate = \"sleep 4\"\n", "");
+    let (f, _keys, store) = fleet(&["h1", "h2", "h3"], "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 4\"\n", "");
     let from = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
     let until = from + jiff::SignedDuration::from_hours(1);
     f.write(
@@ -156,4 +156,112 @@ fn a_host_whose_state_cannot_be_read_is_refused_until_taken_over() {
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
     let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("INC-12"), "{audit}");
+}
+
+/// Sends `sig` to `child` with kill(1).
+fn signal(child: &std::process::Child, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits up to `secs` for `child` to exit; its exit code and output.
+fn finish_within(child: std::process::Child, secs: u64) -> (Option<i32>, String, String) {
+    let started = std::time::Instant::now();
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            panic!("still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(started.elapsed().as_secs() < 30, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_during_a_bake_stops_the_rollout_promptly() {
+    let (f, _keys, store) = fleet(&["h1", "h2"], "", "waves = [1, \"100%\"]\nbake = \"1h\"\n");
+    let child = common::spawn_apply(&f, store.path(), std::process::Stdio::piped);
+    let record = store.path().join("rollouts/staging.json");
+    wait_until("the bake", || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .contains("\"bake_deadline\": \"")
+    });
+    signal(&child, "-TERM");
+    let (code, stdout, _) = finish_within(child, 10);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("Apply interrupted"), "{stdout}");
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"), "no new host started");
+}
+
+#[test]
+fn sigterm_ends_apply_wait_and_nothing_changes() {
+    let (f, _keys, store) = fleet(&["h1"], "", "");
+    let now = jiff::Timestamp::now();
+    f.write(
+        "environments/staging.toml",
+        &format!(
+            "[runtimes]\ngreeter = \"2.0.0\"\n\n[[freeze]]\nfrom = \"{:.0}\"\nuntil = \"{:.0}\"\nreason = \"long freeze\"\n",
+            now - jiff::SignedDuration::from_hours(1),
+            now + jiff::SignedDuration::from_hours(1)
+        ),
+    );
+    f.commit("frozen for an hour");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve", "--wait"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    signal(&child, "-TERM");
+    let (code, _, stderr) = finish_within(child, 10);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("stopped while waiting"), "{stderr}");
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
+    let (f, _keys, store) = fleet(&["h1"], "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 20\"\n", "");
+    let child = common::spawn_apply(&f, store.path(), std::process::Stdio::piped);
+    let txn = f.root("h1").join("var/lib/flotilla/txn");
+    wait_until("the activate hook", || {
+        std::fs::read_dir(&txn)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("steps")).ok())
+            .any(|s| s.contains("activate greeter 2.0.0"))
+    });
+    let started = std::time::Instant::now();
+    signal(&child, "-INT");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    signal(&child, "-INT");
+    let (code, stdout, stderr) = finish_within(child, 10);
+    assert!(started.elapsed().as_secs() < 8, "prompt");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("1 failed"), "the in-flight host is reported: {stdout}");
+    let _ = std::process::Command::new("pkill").args(["-f", "^sleep 20$"]).status();
 }
