@@ -657,7 +657,14 @@ fn rollout() -> RolloutRecord {
         waves_done: 1,
         bake_deadline: Some(ts("2026-11-22T08:10:00Z")),
         halted: None,
+        halted_wave: None,
+        halted_at: None,
         started_at: ts("2026-11-22T07:40:00Z"),
+        changed: vec![flotilla::store::ChangedHost {
+            host: "web-01".into(),
+            wave: 1,
+            txn: "7-00ff".into(),
+        }],
     }
 }
 

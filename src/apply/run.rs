@@ -94,7 +94,9 @@ pub async fn apply<'a>(
             Some(why) => {
                 planned.refused.insert(d.name.to_string(), why);
             }
-            None if take_over && o.state.as_ref().is_some_and(|s| s.store_id != store.id()) || take_over && o.state_error.is_some() => {
+            None if take_over
+                && (o.state_error.is_some() || o.state.as_ref().is_some_and(|s| s.store_id != store.id())) =>
+            {
                 let mut e = log.event("take-over");
                 e.host = Some(d.name.to_string());
                 e.environment = Some(d.environment.to_string());

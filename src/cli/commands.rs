@@ -188,7 +188,8 @@ async fn plan_with_engine(
         store,
         pool: pool.clone(),
         clock: crate::clock::Clock::wall(),
-        cancel: super::signals::cancel(),
+        // A plan changes nothing: Ctrl-C ends it the default way, at once.
+        cancel: crate::cancel::Cancel::never(),
         parallel: cli.global.parallel as usize,
         at,
     };
