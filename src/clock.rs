@@ -11,7 +11,10 @@ pub enum Clock {
     /// The system clock.
     Wall,
     /// `start` at the tokio instant `at`, advancing with tokio's (possibly paused) time.
-    Tokio { start: Timestamp, at: tokio::time::Instant },
+    Tokio {
+        start: Timestamp,
+        at: tokio::time::Instant,
+    },
 }
 
 impl Clock {

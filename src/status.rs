@@ -80,8 +80,13 @@ pub fn build(
                 .and_then(|r| {
                     let why = r.halted?;
                     let wave = r.halted_wave.map(|w| format!(" at wave {w}")).unwrap_or_default();
-                    let when = r.halted_at.map(|t| format!(" (since {t:.0})")).unwrap_or_default();
-                    Some(format!("halted{wave}: {why}{when}; `flotilla apply --retry REASON` starts it again"))
+                    let when = r
+                        .halted_at
+                        .map(|t| format!(" (since {t:.0})"))
+                        .unwrap_or_default();
+                    Some(format!(
+                        "halted{wave}: {why}{when}; `flotilla apply --retry REASON` starts it again"
+                    ))
                 })
                 .filter(|_| pending);
             let hosts = plan

@@ -41,7 +41,11 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("HALTED"), "{}", r.stderr);
-    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "h1 rolled back on its own");
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("1.0.0"),
+        "h1 rolled back on its own"
+    );
     assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"), "h2 never started");
 
     // The same revision again: refused, and the output says how to retry.
@@ -74,7 +78,11 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
 fn a_freeze_that_begins_mid_wave_leaves_the_rest_of_the_wave_untouched() {
     // One wave of three, one host at a time; each activation takes four seconds, and the
     // freeze begins two to three seconds after the apply starts, while h1 is in flight.
-    let (f, _keys, store) = fleet(&["h1", "h2", "h3"], "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 4\"\n", "");
+    let (f, _keys, store) = fleet(
+        &["h1", "h2", "h3"],
+        "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 4\"\n",
+        "",
+    );
     let from = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
     let until = from + jiff::SignedDuration::from_hours(1);
     f.write(
@@ -87,8 +95,18 @@ fn a_freeze_that_begins_mid_wave_leaves_the_rest_of_the_wave_untouched() {
     f.commit("a freeze soon");
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 3, "changes wait: {}{}", r.stdout, r.stderr);
-    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"), "the host in flight finished");
-    assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"), "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        current(&f, "h1").as_deref(),
+        Some("2.0.0"),
+        "the host in flight finished"
+    );
+    assert_eq!(
+        current(&f, "h2").as_deref(),
+        Some("1.0.0"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
     assert_eq!(current(&f, "h3").as_deref(), Some("1.0.0"));
     assert!(r.stdout.contains("sudden freeze"), "{}", r.stdout);
 }
@@ -96,13 +114,20 @@ fn a_freeze_that_begins_mid_wave_leaves_the_rest_of_the_wave_untouched() {
 #[test]
 fn a_saved_plan_of_a_host_that_changed_since_is_stale_even_when_it_needs_nothing_now() {
     let (f, _keys, store) = fleet(&["h1", "h2"], "", "max_failures = 1\n");
-    let saved = store.path().join("..").join(format!("engine-plan-{}.json", std::process::id()));
+    let saved = store
+        .path()
+        .join("..")
+        .join(format!("engine-plan-{}.json", std::process::id()));
     let r = with_store(&f, store.path(), &["plan", "--out", saved.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // Someone else applies h2 after the plan was saved: it now needs nothing.
     let r = with_store(&f, store.path(), &["apply", "--auto-approve", "--host", "h2"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let r = with_store(&f, store.path(), &["apply", "--auto-approve", "--plan", saved.to_str().unwrap()]);
+    let r = with_store(
+        &f,
+        store.path(),
+        &["apply", "--auto-approve", "--plan", saved.to_str().unwrap()],
+    );
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("h2 skipped: stale"), "{}", r.stdout);
     assert!(
@@ -137,7 +162,9 @@ fn a_controller_killed_mid_apply_has_already_audited_every_host_it_changed() {
     // Killed while h2's hook sleeps: the run never reaches its end.
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = std::process::Command::new("pkill").args(["-9", "-f", "^sleep 30$"]).status();
+    let _ = std::process::Command::new("pkill")
+        .args(["-9", "-f", "^sleep 30$"])
+        .status();
     assert!(seen, "h1's event was on disk while the apply still ran");
 }
 
@@ -147,10 +174,18 @@ fn a_host_whose_state_cannot_be_read_is_refused_until_taken_over() {
     let state = f.root("h1").join("var/lib/flotilla/state.json");
     std::fs::write(&state, "{ not json").unwrap();
     let r = with_store(&f, store.path(), &["plan"]);
-    assert!(r.stdout.contains("refused") && r.stdout.contains("--take-over"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("refused") && r.stdout.contains("--take-over"),
+        "{}",
+        r.stdout
+    );
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{ not json", "untouched");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{ not json",
+        "untouched"
+    );
     let r = apply(&f, store.path(), &["--take-over", "state lost in INC-12"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
@@ -244,7 +279,11 @@ fn sigterm_ends_apply_wait_and_nothing_changes() {
 
 #[test]
 fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
-    let (f, _keys, store) = fleet(&["h1"], "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 20\"\n", "");
+    let (f, _keys, store) = fleet(
+        &["h1"],
+        "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 20\"\n",
+        "",
+    );
     let child = common::spawn_apply(&f, store.path(), std::process::Stdio::piped);
     let txn = f.root("h1").join("var/lib/flotilla/txn");
     wait_until("the activate hook", || {
@@ -262,6 +301,11 @@ fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
     let (code, stdout, stderr) = finish_within(child, 10);
     assert!(started.elapsed().as_secs() < 8, "prompt");
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("1 failed"), "the in-flight host is reported: {stdout}");
-    let _ = std::process::Command::new("pkill").args(["-f", "^sleep 20$"]).status();
+    assert!(
+        stdout.contains("1 failed"),
+        "the in-flight host is reported: {stdout}"
+    );
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "^sleep 20$"])
+        .status();
 }

@@ -31,7 +31,10 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
     // prod's only window opens at the next 03:00 UTC: it is closed for most of the day.
     let now = jiff::Timestamp::now();
     let start = now + jiff::SignedDuration::from_hours(2);
-    let hm = start.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:00").to_string();
+    let hm = start
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%H:00")
+        .to_string();
     f.write(
         "environments/prod.toml",
         &format!("[runtimes]\ngreeter = \"2.0.0\"\n\n[[window]]\nstart = \"{hm}\"\nduration = \"30m\"\n"),
@@ -69,13 +72,19 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
     let h2 = report.hosts.iter().find(|h| h.host == "h2").unwrap();
     assert!(matches!(h2.outcome, HostOutcome::Waiting { .. }), "{h2:?}");
     let wake = report.next.requeue_at.expect("a known wake-up");
-    let wake_hm = wake.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:%M").to_string();
+    let wake_hm = wake
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%H:%M")
+        .to_string();
     assert_eq!(wake_hm, hm, "the next wake-up is when prod's window opens");
 
     // The in-memory store has the audit trail and the rollout record.
     let audit = store.audit(&AuditFilter::default()).unwrap();
     let events: Vec<&str> = audit.iter().map(|e| e.event.as_str()).collect();
-    assert!(events.contains(&"apply-started") && events.contains(&"apply-finished"), "{events:?}");
+    assert!(
+        events.contains(&"apply-started") && events.contains(&"apply-finished"),
+        "{events:?}"
+    );
     assert!(
         audit
             .iter()
@@ -84,5 +93,8 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
     );
     let record = store.rollout("staging").unwrap().unwrap();
     assert_eq!(record.waves_done, record.waves.len());
-    assert!(record.changed.is_empty(), "a completed rollout leaves nothing to re-check");
+    assert!(
+        record.changed.is_empty(),
+        "a completed rollout leaves nothing to re-check"
+    );
 }

@@ -31,9 +31,15 @@ impl AuditLog<'_> {
     /// The audit line for a rollout event, if it is one that is audited.
     fn line(&self, e: &Event, changes: &BTreeMap<String, Vec<Change>>) -> Option<AuditEvent> {
         let (name, host, env, error) = match e {
-            Event::HostApplied { host, env, warning, .. } => ("host-applied", host, env, warning.clone()),
+            Event::HostApplied {
+                host, env, warning, ..
+            } => ("host-applied", host, env, warning.clone()),
             Event::HostFailed {
-                host, env, kind, error, ..
+                host,
+                env,
+                kind,
+                error,
+                ..
             } => {
                 let name = match kind {
                     FailureKind::RolledBack => "rolled-back",

@@ -37,13 +37,9 @@ impl Planned<'_> {
     /// Whether `apply` has anything to do or report: changes, hosts an interrupted
     /// transaction left `pending` (to restore), or hosts that will be reported stale.
     pub fn has_work(&self) -> bool {
-        let interrupted = self
-            .targets
-            .iter()
-            .zip(&self.observations)
-            .any(|(d, o)| {
-                !self.refused.contains_key(d.name.as_str()) && o.as_ref().is_ok_and(Observation::interrupted)
-            });
+        let interrupted = self.targets.iter().zip(&self.observations).any(|(d, o)| {
+            !self.refused.contains_key(d.name.as_str()) && o.as_ref().is_ok_and(Observation::interrupted)
+        });
         self.plan.has_changes() || !self.stale.is_empty() || interrupted
     }
 }
@@ -94,7 +90,14 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
     let mut refused = BTreeMap::new();
     for (d, o) in targets.iter().zip(&observations) {
         if let Ok(o) = o
-            && let Some(why) = refusal(d, o, req.fleet.fleet.name.as_str(), store_id.as_deref(), None, take_over)
+            && let Some(why) = refusal(
+                d,
+                o,
+                req.fleet.fleet.name.as_str(),
+                store_id.as_deref(),
+                None,
+                take_over,
+            )
         {
             refused.insert(d.name.to_string(), why);
         }

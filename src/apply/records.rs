@@ -159,7 +159,11 @@ impl StoreRecords<'_> {
                         .iter()
                         .any(|c| c.kind == Kind::Runtime && c.name == rt.as_str())
                 });
-                let ok = !pending || end.results.iter().any(|r| r.host == h.name.as_str() && r.applied());
+                let ok = !pending
+                    || end
+                        .results
+                        .iter()
+                        .any(|r| r.host == h.name.as_str() && r.applied());
                 *converged.entry((rt.to_string(), v.to_string())).or_insert(true) &= ok;
             }
         }

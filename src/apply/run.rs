@@ -72,7 +72,8 @@ pub async fn apply<'a>(
 
     let epoch = store.next_epoch()?;
     let mut started = log.event("apply-started");
-    started.changes = vec![serde_json::json!({ "epoch": epoch, "hosts": planned.plan.summary.hosts_changed })];
+    started.changes =
+        vec![serde_json::json!({ "epoch": epoch, "hosts": planned.plan.summary.hosts_changed })];
     store.append_audit(&started)?;
     for (flag, reason) in [
         ("override-windows", &req.overrides.windows),
@@ -90,12 +91,20 @@ pub async fn apply<'a>(
     let take_over = req.overrides.take_over.is_some();
     for (d, o) in planned.targets.iter().zip(&planned.observations) {
         let Ok(o) = o else { continue };
-        match refusal(d, o, fleet.name.as_str(), Some(store.id()), Some(epoch), take_over) {
+        match refusal(
+            d,
+            o,
+            fleet.name.as_str(),
+            Some(store.id()),
+            Some(epoch),
+            take_over,
+        ) {
             Some(why) => {
                 planned.refused.insert(d.name.to_string(), why);
             }
             None if take_over
-                && (o.state_error.is_some() || o.state.as_ref().is_some_and(|s| s.store_id != store.id())) =>
+                && (o.state_error.is_some()
+                    || o.state.as_ref().is_some_and(|s| s.store_id != store.id())) =>
             {
                 let mut e = log.event("take-over");
                 e.host = Some(d.name.to_string());
@@ -169,7 +178,13 @@ async fn run(
             planned.observations[i] = o;
         }
         let promotions = store.promotions()?;
-        let fresh = build_plan(req, &planned.targets, &planned.observations, &promotions, req.clock.now());
+        let fresh = build_plan(
+            req,
+            &planned.targets,
+            &planned.observations,
+            &promotions,
+            req.clock.now(),
+        );
         planned.plan.hosts = fresh.hosts;
         planned.plan.environments = fresh.environments;
         planned.plan.summary = fresh.summary;
@@ -426,12 +441,18 @@ fn prepare_artifacts(
         .filter_map(|(d, o)| Some((d.name.as_str(), o.as_ref().ok()?)))
         .collect();
     let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
-    for h in planned.plan.hosts.iter().filter(|h| !planned.refused.contains_key(&h.name)) {
+    for h in planned
+        .plan
+        .hosts
+        .iter()
+        .filter(|h| !planned.refused.contains_key(&h.name))
+    {
         let Some(o) = observed.get(h.name.as_str()) else {
             continue;
         };
         for c in &h.changes {
-            if let (Kind::Runtime, ChangeAction::Create | ChangeAction::Update, Some(v)) = (c.kind, c.action, &c.after)
+            if let (Kind::Runtime, ChangeAction::Create | ChangeAction::Update, Some(v)) =
+                (c.kind, c.action, &c.after)
                 && !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v))
             {
                 needed.insert((c.name.clone(), v.clone()));

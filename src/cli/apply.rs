@@ -53,7 +53,8 @@ fn confirm() -> anyhow::Result<bool> {
 }
 
 fn read_saved(p: &PathBuf) -> anyhow::Result<SavedPlan> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading the saved plan {}", p.display()))?;
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("reading the saved plan {}", p.display()))?;
     let saved: SavedPlan = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a plan saved by `flotilla plan --out`", p.display()))?;
     if saved.plan.revision.is_none() {
@@ -85,7 +86,8 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     }
     let pinned = match &args.trusted_keys {
         Some(p) => Some(
-            std::fs::read_to_string(p).with_context(|| format!("reading trusted keys from {}", p.display()))?,
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading trusted keys from {}", p.display()))?,
         ),
         None => None,
     };
@@ -139,7 +141,11 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             );
             if !planned.has_work() {
                 let unreachable = planned.plan.summary.hosts_unreachable > 0;
-                return Ok(Round::Done(if unreachable { Outcome::Failure } else { Outcome::Success }));
+                return Ok(Round::Done(if unreachable {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }));
             }
             // `--wait` asks once: a later round goes on without asking only if its changes
             // are the ones confirmed.

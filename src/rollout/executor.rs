@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use super::policy::{self, Budget, Gate, Hold, SkipKind, Start};
+use super::sweep::{finish, recheck, roll_back};
 use super::{Event, FailureKind, Halt, HostOutcome, HostResult};
 use crate::cancel::{Cancel, Stop};
 use crate::clock::Clock;
@@ -20,7 +21,7 @@ use crate::observe::Observation;
 use crate::plan::Change;
 use crate::resolve::DesiredHost;
 use crate::transaction::{self, Context, Outcome, Report};
-use crate::transport::{Pool, Session, Target};
+use crate::transport::{Pool, Target};
 
 /// One host to change.
 #[derive(Debug, Clone)]
@@ -111,15 +112,15 @@ pub struct Summary {
 
 /// Where events go: the views, the audit log. A closed receiver is not an error.
 #[derive(Clone)]
-struct Events(mpsc::UnboundedSender<Event>);
+pub(super) struct Events(mpsc::UnboundedSender<Event>);
 
 impl Events {
-    fn send(&self, e: Event) {
+    pub(super) fn send(&self, e: Event) {
         let _ = self.0.send(e);
     }
 }
 
-type Emit<'e> = &'e Events;
+pub(super) type Emit<'e> = &'e Events;
 
 /// Runs every environment in order.
 pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) -> Summary {
@@ -172,11 +173,17 @@ async fn run_env(
     let mut held: Option<Hold> = None;
     let mut hold: Option<Hold> = None;
     let mut waves: BTreeMap<usize, Vec<&HostJob>> = BTreeMap::new();
-    for (job, wait) in env.jobs.iter().zip(waits.into_iter().chain(std::iter::repeat(None))) {
+    for (job, wait) in env
+        .jobs
+        .iter()
+        .zip(waits.into_iter().chain(std::iter::repeat(None)))
+    {
         match wait {
             Some(why) => {
                 let h = Hold::Promotion { why };
-                summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+                summary
+                    .results
+                    .push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
                 held.get_or_insert(h);
             }
             None => waves.entry(job.wave).or_default().push(job),
@@ -221,7 +228,9 @@ async fn run_env(
     for (wave, jobs) in waves {
         if let Some(h) = &hold {
             for job in jobs {
-                summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+                summary
+                    .results
+                    .push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
             }
             continue;
         }
@@ -272,7 +281,9 @@ async fn run_env(
                             why: h.why(),
                             until: h.until(),
                         });
-                        summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+                        summary
+                            .results
+                            .push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
                         hold = Some(h);
                     }
                     Start::Skip(kind, why) => {
@@ -291,7 +302,9 @@ async fn run_env(
                             kind,
                             why: why.clone(),
                         });
-                        summary.results.push(result(job, None, HostOutcome::Skipped { kind, why }));
+                        summary
+                            .results
+                            .push(result(job, None, HostOutcome::Skipped { kind, why }));
                     }
                 }
             }
@@ -393,7 +406,9 @@ async fn run_env(
         }
         if let Some(h) = &hold {
             for job in queue {
-                summary.results.push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
+                summary
+                    .results
+                    .push(result(job, None, HostOutcome::Waiting { hold: h.clone() }));
             }
             continue;
         }
@@ -411,7 +426,16 @@ async fn run_env(
         }
         if halt.is_some() && rollout.on_failure == OnFailure::Rollback && !touched.is_empty() {
             let limit = rollout.max_parallel as usize;
-            roll_back(spec, name, limit, std::mem::take(&mut touched), broken, summary, emit).await;
+            roll_back(
+                spec,
+                name,
+                limit,
+                std::mem::take(&mut touched),
+                broken,
+                summary,
+                emit,
+            )
+            .await;
         }
     }
     let hold = hold.or(held);
@@ -445,7 +469,7 @@ fn result(job: &HostJob, txn: Option<String>, outcome: HostOutcome) -> HostResul
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
+pub(super) fn panic_message(e: tokio::task::JoinError) -> String {
     if e.is_cancelled() {
         return "the host's task was cancelled".into();
     }
@@ -458,7 +482,7 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     format!("internal error (a bug in Flotilla, please report it): the host's task panicked: {text}")
 }
 
-type HostRun = Result<Report, (FailureKind, String)>;
+pub(super) type HostRun = Result<Report, (FailureKind, String)>;
 
 /// One host's transaction on its pooled session.
 fn run_host(
@@ -498,14 +522,18 @@ fn run_host(
     }
 }
 
-fn host_outcome(r: HostRun) -> HostOutcome {
+pub(super) fn host_outcome(r: HostRun) -> HostOutcome {
     let rep = match r {
         Ok(rep) => rep,
         Err((kind, error)) => return HostOutcome::Failed { kind, error },
     };
     let kind = match &rep.outcome {
         Outcome::Applied => return HostOutcome::Applied { warning: None },
-        Outcome::AppliedWithErrors(w) => return HostOutcome::Applied { warning: Some(w.clone()) },
+        Outcome::AppliedWithErrors(w) => {
+            return HostOutcome::Applied {
+                warning: Some(w.clone()),
+            };
+        }
         Outcome::RolledBack(_) => FailureKind::RolledBack,
         Outcome::Broken(_) => FailureKind::Broken,
         Outcome::Stale(_) => FailureKind::Stale,
@@ -519,7 +547,14 @@ fn host_outcome(r: HostRun) -> HostOutcome {
 }
 
 /// Waits until `until` unless a stop comes first; returns whether the bake ran to its end.
-async fn bake(spec: &RunSpec<'_>, env: &str, wave: usize, until: Timestamp, resumed: bool, emit: Emit<'_>) -> bool {
+async fn bake(
+    spec: &RunSpec<'_>,
+    env: &str,
+    wave: usize,
+    until: Timestamp,
+    resumed: bool,
+    emit: Emit<'_>,
+) -> bool {
     emit.send(Event::Baking {
         env: env.to_owned(),
         wave,
@@ -529,204 +564,5 @@ async fn bake(spec: &RunSpec<'_>, env: &str, wave: usize, until: Timestamp, resu
     tokio::select! {
         _ = spec.clock.sleep_until(until) => true,
         _ = spec.cancel.reached(Stop::Drain) => false,
-    }
-}
-
-/// Runs `f` on each host's pooled session, at most `limit` at once; results in input order.
-async fn on_hosts<F, Fut>(spec: &RunSpec<'_>, hosts: &[&Touched], limit: usize, f: F) -> Vec<HostRun>
-where
-    F: Fn(Box<dyn Session>, DesiredHost, String) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = (Box<dyn Session>, Result<Report, transaction::TxnError>)> + Send,
-{
-    let permits = Arc::new(Semaphore::new(limit.min(spec.parallel).max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    let mut ids = HashMap::new();
-    for (i, t) in hosts.iter().enumerate() {
-        let (pool, permits, f) = (spec.pool.clone(), permits.clone(), f.clone());
-        let target = Target::for_host(&t.desired, spec.fleet_dir);
-        let (desired, txn) = (t.desired.clone(), t.txn.clone());
-        let handle = set.spawn(async move {
-            let _p = permits.acquire_owned().await;
-            let session = pool
-                .take(&target)
-                .await
-                .map_err(|e| (FailureKind::Connection, e.to_string()))?;
-            let (session, r) = f(session, desired, txn).await;
-            match r {
-                Ok(rep) => {
-                    pool.put(&target.host, session).await;
-                    Ok(rep)
-                }
-                Err(e) => {
-                    let _ = session.close().await;
-                    Err((FailureKind::Connection, e.to_string()))
-                }
-            }
-        });
-        ids.insert(handle.id(), i);
-    }
-    let mut out: Vec<HostRun> = hosts
-        .iter()
-        .map(|_| Err((FailureKind::Panicked, "the task did not finish".to_owned())))
-        .collect();
-    loop {
-        let joined = tokio::select! {
-            biased;
-            _ = spec.cancel.reached(Stop::Abort) => { set.abort_all(); break }
-            j = set.join_next_with_id() => j,
-        };
-        match joined {
-            None => break,
-            Some(Ok((id, r))) => out[ids[&id]] = r,
-            Some(Err(e)) => {
-                let i = ids[&e.id()];
-                out[i] = Err((FailureKind::Panicked, panic_message(e)));
-            }
-        }
-    }
-    out
-}
-
-/// After a bake: the health checks of every host changed so far, again. Returns why the
-/// rollout halts, if a failure takes it past its budget.
-async fn recheck(
-    spec: &RunSpec<'_>,
-    env: &str,
-    limit: usize,
-    touched: &[Touched],
-    budget: &mut Budget,
-    summary: &mut Summary,
-    emit: Emit<'_>,
-) -> Option<String> {
-    let hosts: Vec<&Touched> = touched.iter().collect();
-    let checks = on_hosts(spec, &hosts, limit, |mut s, d, txn| async move {
-        let r = transaction::recheck(s.as_mut(), &d, &txn).await;
-        (s, r)
-    })
-    .await;
-    let mut halt = None;
-    for (t, r) in touched.iter().zip(checks) {
-        let HostOutcome::Failed { kind, error } = host_outcome(r) else {
-            continue;
-        };
-        let kind = if kind == FailureKind::Stale {
-            FailureKind::Stale
-        } else {
-            FailureKind::Unhealthy
-        };
-        let host = t.desired.name.to_string();
-        emit.send(Event::HostFailed {
-            host: host.clone(),
-            env: env.to_owned(),
-            kind,
-            error: error.clone(),
-        });
-        let outcome = HostOutcome::Failed { kind, error };
-        match summary.results.iter_mut().rev().find(|r| r.host == host) {
-            Some(r) => r.outcome = outcome,
-            None => summary.results.push(HostResult {
-                host,
-                environment: env.to_owned(),
-                changes: Vec::new(),
-                txn: Some(t.txn.clone()),
-                outcome,
-            }),
-        }
-        if let Some(why) = budget.fail() {
-            halt.get_or_insert(why);
-        }
-    }
-    halt
-}
-
-/// Rolls back every host a halted rollout changed, last wave first, at most `limit` at once
-/// (rollbacks ignore windows and freezes). Each rollback is fenced on the host: one whose
-/// `state.json` a later transaction wrote is left alone and reported.
-async fn roll_back(
-    spec: &RunSpec<'_>,
-    env: &str,
-    limit: usize,
-    mut touched: Vec<Touched>,
-    broken: &mut Option<String>,
-    summary: &mut Summary,
-    emit: Emit<'_>,
-) {
-    touched.sort_by_key(|t| std::cmp::Reverse(t.wave));
-    let mut waves: Vec<usize> = touched.iter().map(|t| t.wave).collect();
-    waves.dedup();
-    for wave in waves {
-        let hosts: Vec<&Touched> = touched.iter().filter(|t| t.wave == wave).collect();
-        let results = on_hosts(spec, &hosts, limit, |mut s, d, txn| async move {
-            let r = transaction::recover(s.as_mut(), &d, &txn).await;
-            (s, r)
-        })
-        .await;
-        for (t, r) in hosts.iter().zip(results) {
-            let host = t.desired.name.to_string();
-            let outcome = match host_outcome(r) {
-                HostOutcome::Applied { .. } => {
-                    let why = "its rollout halted (on_failure = \"rollback\")".to_owned();
-                    emit.send(Event::RolledBack {
-                        host: host.clone(),
-                        env: env.to_owned(),
-                        why: why.clone(),
-                    });
-                    HostOutcome::Reverted { why }
-                }
-                HostOutcome::Failed { kind, error } => {
-                    let kind = if kind == FailureKind::Stale {
-                        FailureKind::Stale
-                    } else {
-                        broken.get_or_insert(format!("host {host} is broken (its rollback failed)"));
-                        FailureKind::Broken
-                    };
-                    let error = format!("rollback failed: {error}");
-                    emit.send(Event::HostFailed {
-                        host: host.clone(),
-                        env: env.to_owned(),
-                        kind,
-                        error: error.clone(),
-                    });
-                    HostOutcome::Failed { kind, error }
-                }
-                other => other,
-            };
-            match summary.results.iter_mut().rev().find(|r| r.host == host) {
-                Some(r) if r.applied() => r.outcome = outcome,
-                Some(_) => {}
-                None => summary.results.push(HostResult {
-                    host,
-                    environment: env.to_owned(),
-                    changes: Vec::new(),
-                    txn: Some(t.txn.clone()),
-                    outcome,
-                }),
-            }
-        }
-    }
-}
-
-/// After a rollout completed: versions kept only so the rollout could roll back
-/// (`keep_versions = 1`) are pruned now.
-async fn finish(spec: &RunSpec<'_>, env: &str, touched: &[Touched], emit: Emit<'_>) {
-    let hosts: Vec<&Touched> = touched
-        .iter()
-        .filter(|t| t.desired.settings.keep_versions.value < 2)
-        .collect();
-    if hosts.is_empty() {
-        return;
-    }
-    let results = on_hosts(spec, &hosts, spec.parallel, |mut s, d, txn| async move {
-        let r = transaction::finish(s.as_mut(), &d, &txn).await;
-        (s, r)
-    })
-    .await;
-    for (t, r) in hosts.iter().zip(results) {
-        if let HostOutcome::Failed { error, .. } = host_outcome(r) {
-            emit.send(Event::HostStep {
-                host: t.desired.name.to_string(),
-                step: format!("warning: in {env}, pruning old versions failed: {error}"),
-            });
-        }
     }
 }

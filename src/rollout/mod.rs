@@ -9,6 +9,7 @@
 mod executor;
 pub mod policy;
 pub mod promotion;
+mod sweep;
 #[cfg(test)]
 mod tests;
 
@@ -55,11 +56,18 @@ pub enum HostOutcome {
         error: String,
     },
     /// Applied, then rolled back with the rest of its halted rollout.
-    Reverted { why: String },
+    Reverted {
+        why: String,
+    },
     /// Not started.
-    Skipped { kind: SkipKind, why: String },
+    Skipped {
+        kind: SkipKind,
+        why: String,
+    },
     /// Not started yet: it may go later.
-    Waiting { hold: Hold },
+    Waiting {
+        hold: Hold,
+    },
 }
 
 /// One host's result, with the changes it was to make.
@@ -188,8 +196,13 @@ impl Event {
                 resumed: false,
             } => format!("environment {env}: baking after wave {wave} until {until:.0}"),
             Event::Baking {
-                env, until, resumed: true, ..
-            } => format!("environment {env}: finishing the bake of the interrupted rollout (until {until:.0})"),
+                env,
+                until,
+                resumed: true,
+                ..
+            } => {
+                format!("environment {env}: finishing the bake of the interrupted rollout (until {until:.0})")
+            }
             Event::HostStep { host, step } => format!("  {host}: {step}"),
             Event::HostApplied {
                 host,

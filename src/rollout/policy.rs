@@ -372,9 +372,11 @@ mod tests {
     #[test]
     fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
         let why = Some("2 failed host(s)");
-        assert!(halted_at_revision(why, Some("abc"), Some("abc"), false)
-            .unwrap()
-            .contains("--retry"));
+        assert!(
+            halted_at_revision(why, Some("abc"), Some("abc"), false)
+                .unwrap()
+                .contains("--retry")
+        );
         assert_eq!(halted_at_revision(why, Some("abc"), Some("abc"), true), None);
         assert_eq!(halted_at_revision(why, Some("abc"), Some("def"), false), None);
         assert_eq!(halted_at_revision(None, Some("abc"), Some("abc"), false), None);

@@ -66,7 +66,11 @@ impl Session for Fake {
         }
         tokio::time::sleep(self.lab.took).await;
         *self.lab.in_flight.lock().unwrap().get_mut(&mode).unwrap() -= 1;
-        self.lab.calls.lock().unwrap().push((self.host.clone(), mode.clone()));
+        self.lab
+            .calls
+            .lock()
+            .unwrap()
+            .push((self.host.clone(), mode.clone()));
         let behave = self.lab.behave.get(&self.host).copied().unwrap_or(Behave::Ok);
         let result = match (behave, mode.as_str()) {
             (Behave::Panic, "apply") => panic!("boom on {}", self.host),
@@ -81,7 +85,11 @@ impl Session for Fake {
         })
     }
 
-    async fn upload(&mut self, _: &mut (dyn AsyncRead + Unpin + Send), _: &str) -> Result<u64, TransportError> {
+    async fn upload(
+        &mut self,
+        _: &mut (dyn AsyncRead + Unpin + Send),
+        _: &str,
+    ) -> Result<u64, TransportError> {
         Ok(0)
     }
 
@@ -173,7 +181,12 @@ fn jobs(loaded: &LoadedFleet, waves: &[usize]) -> Vec<HostJob> {
         .iter()
         .enumerate()
         .map(|(i, &wave)| HostJob {
-            desired: loaded.desired.iter().find(|d| d.name.as_str() == format!("h{}", i + 1)).unwrap().clone(),
+            desired: loaded
+                .desired
+                .iter()
+                .find(|d| d.name.as_str() == format!("h{}", i + 1))
+                .unwrap()
+                .clone(),
             observed: Observation::default(),
             changes: upgrade(),
             wave,
@@ -248,7 +261,11 @@ fn env_run(jobs: Vec<HostJob>) -> EnvRun {
 }
 
 fn outcome<'a>(s: &'a Summary, host: &str) -> &'a HostOutcome {
-    &s.results.iter().rfind(|r| r.host == host).unwrap_or_else(|| panic!("no result for {host}")).outcome
+    &s.results
+        .iter()
+        .rfind(|r| r.host == host)
+        .unwrap_or_else(|| panic!("no result for {host}"))
+        .outcome
 }
 
 fn calls(lab: &Lab, mode: &str) -> Vec<String> {
@@ -281,7 +298,12 @@ async fn a_freeze_that_begins_mid_wave_leaves_the_hosts_not_yet_started_untouche
     assert!(r.summary.results[0].applied());
     for h in ["h2", "h3"] {
         assert!(
-            matches!(outcome(&r.summary, h), HostOutcome::Waiting { hold: Hold::Schedule { .. } }),
+            matches!(
+                outcome(&r.summary, h),
+                HostOutcome::Waiting {
+                    hold: Hold::Schedule { .. }
+                }
+            ),
             "{h}: {:?}",
             outcome(&r.summary, h)
         );
@@ -309,26 +331,44 @@ async fn a_panicking_host_is_a_failed_host_and_the_others_finish() {
     ));
     assert!(outcome(&r.summary, "h1") == &HostOutcome::Applied { warning: None });
     assert!(outcome(&r.summary, "h3") == &HostOutcome::Applied { warning: None });
-    assert!(r.summary.halts.is_empty(), "one failure is within max_failures = 1");
+    assert!(
+        r.summary.halts.is_empty(),
+        "one failure is within max_failures = 1"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_halt_rolls_back_last_wave_first_at_most_max_parallel_at_once() {
     // Wave 1: h1-h4 apply; wave 2: h5 fails and the rollout halts.
-    let (_dir, loaded) = fleet(5, "waves = [4, \"100%\"]\nmax_parallel = 2\non_failure = \"rollback\"");
+    let (_dir, loaded) = fleet(
+        5,
+        "waves = [4, \"100%\"]\nmax_parallel = 2\non_failure = \"rollback\"",
+    );
     let lab = Lab {
         behave: [("h5".to_owned(), Behave::Fail)].into(),
         took: Duration::from_secs(5),
         ..Lab::default()
     };
-    let r = run(&loaded, env_run(jobs(&loaded, &[1, 1, 1, 1, 2])), lab, Cancel::never()).await;
+    let r = run(
+        &loaded,
+        env_run(jobs(&loaded, &[1, 1, 1, 1, 2])),
+        lab,
+        Cancel::never(),
+    )
+    .await;
     let (env, halt) = &r.summary.halts[0];
     assert_eq!((env.as_str(), halt.wave), ("staging", 2));
     for h in ["h1", "h2", "h3", "h4"] {
-        assert!(matches!(outcome(&r.summary, h), HostOutcome::Reverted { .. }), "{h}");
+        assert!(
+            matches!(outcome(&r.summary, h), HostOutcome::Reverted { .. }),
+            "{h}"
+        );
     }
     assert_eq!(calls(&r.lab, "recover").len(), 4);
-    assert!(r.lab.most.lock().unwrap()["recover"] <= 2, "rollbacks respect max_parallel");
+    assert!(
+        r.lab.most.lock().unwrap()["recover"] <= 2,
+        "rollbacks respect max_parallel"
+    );
     assert!(r.lab.most.lock().unwrap()["apply"] <= 2);
 }
 
@@ -357,7 +397,11 @@ async fn bake_rechecks_include_hosts_an_earlier_run_changed() {
         outcome(&r.summary, "h1"),
         HostOutcome::Reverted { .. } | HostOutcome::Failed { .. }
     ));
-    assert_eq!(calls(&r.lab, "recover"), ["h1"], "and rolled back with the halted rollout");
+    assert_eq!(
+        calls(&r.lab, "recover"),
+        ["h1"],
+        "and rolled back with the halted rollout"
+    );
     assert!(matches!(
         outcome(&r.summary, "h2"),
         HostOutcome::Skipped {
@@ -407,9 +451,19 @@ async fn a_drain_starts_no_host_and_an_abort_stops_waiting_for_in_flight_ones() 
 #[tokio::test(start_paused = true)]
 async fn promotion_is_asked_once_per_environment_and_hosts_changed_are_recorded_as_they_go() {
     let (_dir, loaded) = fleet(4, "waves = [1, \"100%\"]");
-    let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2, 2])), Lab::default(), Cancel::never()).await;
+    let r = run(
+        &loaded,
+        env_run(jobs(&loaded, &[1, 2, 2, 2])),
+        Lab::default(),
+        Cancel::never(),
+    )
+    .await;
     assert_eq!(*r.rec.promotion_asked.lock().unwrap(), ["staging"]);
     assert_eq!(r.rec.changed.lock().unwrap().len(), 4);
     assert!(r.rec.ended.lock().unwrap()[0].1, "completed");
-    assert!(r.events.iter().any(|e| matches!(e, Event::WaveStarted { wave: 2, .. })));
+    assert!(
+        r.events
+            .iter()
+            .any(|e| matches!(e, Event::WaveStarted { wave: 2, .. }))
+    );
 }
