@@ -204,11 +204,7 @@ async fn run(
         let skip = if let Some(why) = planned.stale.get(&h.name) {
             Some((SkipKind::Stale, format!("stale: {why}")))
         } else {
-            planned
-                .refused
-                .get(&h.name)
-                .filter(|_| !h.changes.is_empty() || h.wave.is_some())
-                .map(|why| (SkipKind::Refused, why.clone()))
+            planned.refused.get(&h.name).map(|why| (SkipKind::Refused, why.clone()))
         };
         if h.error.is_some() {
             *failed_before.entry(h.environment.clone()).or_default() += 1;
