@@ -140,12 +140,9 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
                 plan::text::render(planned.shown(), plan::text::TextOptions { color, detail: false })
             );
             if !planned.has_work() {
-                let unreachable = planned.plan.summary.hosts_unreachable > 0;
-                return Ok(Round::Done(if unreachable {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                }));
+                // Hosts that could not be observed or are refused are not "applied".
+                let failed = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();
+                return Ok(Round::Done(if failed { Outcome::Failure } else { Outcome::Success }));
             }
             // `--wait` asks once: a later round goes on without asking only if its changes
             // are the ones confirmed.
