@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla::diagnostic::{Diagnostic, Sources, render};
+use flotilla::manifest::model::TransportKind;
 use flotilla::manifest::model::{HostPath, Pin};
-use flotilla::manifest::raw::TransportKind;
 use flotilla::manifest::{Fleet, LoadContext, ManifestFile, RepoEntry, RepoFiles};
 use flotilla::names::{EnvName, RuntimeName, Version};
 use flotilla::resolve::{DesiredHost, Layer, resolve_all};

@@ -150,14 +150,14 @@ fn refusal(
     if s.fleet != fleet || s.host != d.name.as_str() {
         return Some(format!(
             "state.json names fleet {:?} and host {:?}: this host belongs to another fleet or name; fix the manifests or clear the host",
-            plan::sanitize(&s.fleet),
-            plan::sanitize(&s.host)
+            crate::text::sanitize(&s.fleet),
+            crate::text::sanitize(&s.host)
         ));
     }
     if s.store_id != store_id && !take_over {
         return Some(format!(
             "last written by another store ({}); run `flotilla apply --take-over REASON` if this store should own it",
-            plan::sanitize(&s.store_id)
+            crate::text::sanitize(&s.store_id)
         ));
     }
     if s.store_id == store_id && s.epoch > epoch {
@@ -811,7 +811,7 @@ impl Records for Promoter<'_> {
             })
             .collect();
         let now = jiff::Timestamp::now();
-        rollout::promotion::waits(
+        plan::promotion::waits(
             self.fleet,
             self.desired,
             env,

@@ -33,7 +33,7 @@ pub struct PlanInput<'a> {
     /// environments use a runtime at all.
     pub all_desired: &'a [DesiredHost],
     /// The store's promotion records (empty without a store).
-    pub promotions: &'a [crate::store::PromotionRecord],
+    pub promotions: &'a [super::promotion::PromotionRecord],
 }
 
 pub fn build(input: &PlanInput<'_>) -> Plan {
@@ -146,7 +146,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             })
             .collect();
         let gated = idxs.iter().find_map(|&i| {
-            crate::rollout::promotion::waits(
+            super::promotion::waits(
                 input.fleet,
                 input.all_desired,
                 env_name,

@@ -5,11 +5,14 @@
 mod build;
 pub mod fold;
 pub mod markdown;
+pub mod promotion;
 pub mod text;
 
 pub use build::{HostInput, PlanInput, build};
 
 use serde::{Deserialize, Serialize};
+
+use crate::text::sanitize;
 
 pub const FORMAT_VERSION: &str = "1";
 
@@ -146,32 +149,16 @@ impl SavedPlan {
             .hosts
             .iter()
             .filter(|h| h.error.is_none())
-            .map(|h| (h.name.clone(), crate::transaction::change_digest(&h.changes)))
+            .map(|h| (h.name.clone(), change_digest(&h.changes)))
             .collect();
         SavedPlan { plan, digests }
     }
 }
 
-/// Escapes control characters (`\n`, `\u{1b}`) so untrusted text stays on one line and cannot
-/// drive a terminal, while still showing what was there.
-pub fn escape_controls(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Strips control characters (but newlines and tabs) from text that came from a host, so it
-/// cannot move the cursor, recolour or rewrite what a reviewer sees.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect()
+/// Digest of a host's changes, saved with a plan so `apply --plan` can tell whether the same
+/// changes are still what the manifests and the host call for.
+pub fn change_digest(changes: &[Change]) -> String {
+    crate::resolve::sha256_hex(serde_json::to_string(changes).unwrap_or_default().as_bytes())
 }
 
 impl Plan {

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::Event;
 use crate::manifest::model::Fleet;
-use crate::manifest::raw::{CountOrPercent, OnFailure};
+use crate::manifest::model::{CountOrPercent, OnFailure};
 use crate::observe::Observation;
 use crate::plan::Change;
 use crate::resolve::DesiredHost;

@@ -5,7 +5,6 @@
 //! `watch`'s metrics) all consume.
 
 mod executor;
-pub mod promotion;
 
 pub use executor::{Cancel, Gate, HostJob, HostResult, Records, RunSpec, Summary, execute};
 
