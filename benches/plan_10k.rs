@@ -133,6 +133,8 @@ fn main() {
             .map(|(d, o)| HostInput {
                 desired: d,
                 observed: Ok(o),
+                refused: None,
+                take_over: false,
             })
             .collect();
         let p = plan::build(&PlanInput {

@@ -65,7 +65,10 @@ struct HostSchema {
     /// 1-based; null when unchanged.
     wave: Option<u32>,
     fingerprint: Option<String>,
+    /// Why the host could not be observed, or null.
     error: Option<String>,
+    /// Why apply will refuse the host, or null; a refused host has no changes and no wave.
+    refused: Option<String>,
     changes: Vec<ChangeSchema>,
 }
 

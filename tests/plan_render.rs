@@ -89,6 +89,21 @@ fn build(
     loaded: &flotilla::load::LoadedFleet,
     observed: &BTreeMap<String, Result<Observation, String>>,
 ) -> plan::Plan {
+    build_with(loaded, observed, &Extra::default())
+}
+
+/// What a caller knows beyond the observations: refusals, `--take-over`.
+#[derive(Default)]
+struct Extra {
+    refused: BTreeMap<&'static str, String>,
+    take_over: bool,
+}
+
+fn build_with(
+    loaded: &flotilla::load::LoadedFleet,
+    observed: &BTreeMap<String, Result<Observation, String>>,
+    extra: &Extra,
+) -> plan::Plan {
     let now: jiff::Timestamp = NOW.parse().unwrap();
     let hosts = loaded
         .desired
@@ -100,6 +115,8 @@ fn build(
                 Some(Err(e)) => Err(e.clone()),
                 None => Err("not observed".into()),
             },
+            refused: extra.refused.get(d.name.as_str()).cloned(),
+            take_over: extra.take_over,
         })
         .collect();
     plan::build(&PlanInput {
@@ -222,7 +239,15 @@ fn json_plan_has_exactly_the_documented_keys() {
     );
     assert_eq!(
         keys(&json["hosts"][0]),
-        ["changes", "environment", "error", "fingerprint", "name", "wave"]
+        [
+            "changes",
+            "environment",
+            "error",
+            "fingerprint",
+            "name",
+            "refused",
+            "wave"
+        ]
     );
     for h in json["hosts"].as_array().unwrap() {
         for c in h["changes"].as_array().unwrap() {
@@ -330,4 +355,139 @@ fn no_changes_line_is_exact() {
         plan::text::render(&p, TextOptions::default())
             .ends_with("No changes. The fleet matches the manifests.\n")
     );
+}
+
+/// Five prod hosts that all want greeter 1.0.0 over 0.9.0.
+fn five_prod_hosts() -> (TestFleet, BTreeMap<String, Result<Observation, String>>) {
+    let f = TestFleet::new();
+    for i in 1..=5 {
+        f.host("hosts/p.toml", &format!("web-0{i}"), "prod", "");
+    }
+    let obs = (1..=5)
+        .map(|i| {
+            let mut o = Observation::default();
+            o.runtimes.insert("greeter".into(), runtime("0.9.0", &["0.9.0"]));
+            (format!("web-0{i}"), Ok(o))
+        })
+        .collect();
+    (f, obs)
+}
+
+#[test]
+fn refused_hosts_are_shown_with_why_and_count_no_changes() {
+    let (f, obs) = five_prod_hosts();
+    let loaded = load(&f);
+    let other = "state.json names fleet \"evil\u{1b}[2J\" and host \"web-01\": this host belongs to another fleet or name".to_owned();
+    let extra = Extra {
+        refused: BTreeMap::from([
+            ("web-01", other.clone()),
+            ("web-02", other.clone()),
+            ("web-03", other),
+            (
+                "web-05",
+                "written by a newer apply of this store (epoch 9 > 3); left untouched".into(),
+            ),
+        ]),
+        take_over: false,
+    };
+    let p = build_with(&loaded, &obs, &extra);
+
+    assert_eq!(p.summary.hosts_total, 5);
+    assert_eq!(p.summary.hosts_changed, 1);
+    assert_eq!(p.summary.hosts_unreachable, 0);
+    assert_eq!(p.summary.change, 1, "refused hosts count no changes");
+    assert_eq!(p.environments[0].waves, [vec!["web-04".to_owned()]]);
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    for h in json["hosts"].as_array().unwrap() {
+        if h["name"] == "web-04" {
+            assert_eq!(h["refused"], serde_json::Value::Null);
+            assert_eq!(h["wave"], 1);
+        } else {
+            assert!(h["refused"].is_string(), "{h}");
+            assert_eq!(h["wave"], serde_json::Value::Null, "{h}");
+            assert_eq!(h["changes"], serde_json::json!([]), "{h}");
+            assert!(h["fingerprint"].is_string(), "a refused host was observed: {h}");
+        }
+    }
+    assert!(!p.to_json().contains('\u{1b}'));
+    // A saved plan confirms no changes for a refused host.
+    let saved = plan::SavedPlan::new(p.clone());
+    assert_eq!(saved.digests.keys().collect::<Vec<_>>(), ["web-04"]);
+
+    let text = plan::text::render(&p, TextOptions::default());
+    insta::assert_snapshot!(text);
+    assert!(
+        text.contains("  # hosts web-[01-03] (3 hosts) refused: state.json names fleet \"evil\\u{1b}[2J\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("  # host web-05 refused: written by a newer apply"),
+        "{text}"
+    );
+    let md = plan::markdown::render(&p, &Default::default());
+    assert!(md.contains("# hosts web-[01-03] (3 hosts) refused: "), "{md}");
+    assert!(md.contains("4 host(s) will be refused by apply"), "{md}");
+    for out in [&text, &md] {
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_state_json_is_refused_unless_taking_over() {
+    let (f, mut obs) = five_prod_hosts();
+    let loaded = load(&f);
+    if let Some(Ok(o)) = obs.get_mut("web-02") {
+        o.state_error = Some("state.json is not valid JSON: expected value at line 1\u{7}".into());
+    }
+    let p = build(&loaded, &obs);
+    let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
+    assert_eq!(
+        h.refused.as_deref(),
+        Some(
+            "state.json cannot be read (state.json is not valid JSON: expected value at line 1\\u{7}); run `flotilla apply --take-over REASON` to start this host over"
+        )
+    );
+    assert!(h.changes.is_empty() && h.wave.is_none());
+    assert_eq!(p.summary.hosts_changed, 4);
+    assert!(!p.environments[0].waves.concat().contains(&"web-02".to_owned()));
+
+    // The caller's reason wins over the unreadable state.json.
+    let extra = Extra {
+        refused: BTreeMap::from([("web-02", "another store".to_owned())]),
+        take_over: false,
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
+    assert_eq!(h.refused.as_deref(), Some("another store"));
+
+    // With --take-over the host is planned as fresh, and the plan still says why.
+    let extra = Extra {
+        take_over: true,
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
+    assert_eq!(h.refused, None);
+    assert_eq!(h.changes.len(), 1);
+    assert!(h.wave.is_some());
+    assert!(
+        h.warnings.iter().any(|w| w.contains("not valid JSON")),
+        "{:?}",
+        h.warnings
+    );
+    assert_eq!(p.summary.hosts_changed, 5);
+
+    // A host that could not be observed is unreachable, not refused.
+    obs.insert("web-03".into(), Err("connection refused".into()));
+    let extra = Extra {
+        refused: BTreeMap::from([("web-03", "another store".to_owned())]),
+        take_over: false,
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let h = p.hosts.iter().find(|h| h.name == "web-03").unwrap();
+    assert_eq!(
+        (h.refused.as_deref(), h.error.as_deref()),
+        (None, Some("connection refused"))
+    );
+    assert_eq!(p.summary.hosts_unreachable, 1);
 }

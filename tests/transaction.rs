@@ -81,6 +81,8 @@ async fn apply_once(w: &World) -> transaction::Report {
         hosts: vec![HostInput {
             desired: d,
             observed: Ok(&obs),
+            refused: None,
+            take_over: false,
         }],
         at: now,
         observed_at: now,
@@ -244,6 +246,8 @@ async fn a_changed_host_is_stale_and_left_untouched() {
         hosts: vec![HostInput {
             desired: d,
             observed: Ok(&obs),
+            refused: None,
+            take_over: false,
         }],
         at: now,
         observed_at: now,

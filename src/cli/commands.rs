@@ -237,6 +237,8 @@ pub(super) async fn observe_and_plan(
         .map(|(d, o)| HostInput {
             desired: d,
             observed: o.as_ref().map_err(ToString::to_string),
+            refused: None,
+            take_over: false,
         })
         .collect();
     let plan = plan::build(&PlanInput {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::text::{change_line, diff_lines, fold_hosts, group_header};
+use super::text::{change_line, diff_lines, fold_hosts, group_header, refused_header};
 use super::{HostPlan, Plan};
 
 /// A pull-request comment's limit is 65,536 characters; stay clearly below it.
@@ -38,6 +38,13 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             plan.summary.hosts_unreachable
         );
     }
+    let refused = plan.hosts.iter().filter(|h| h.refused.is_some()).count();
+    if refused > 0 {
+        let _ = writeln!(
+            head,
+            "> [!CAUTION]\n> {refused} host(s) will be refused by apply; they count no changes.\n"
+        );
+    }
     let _ = writeln!(
         head,
         "| Environment | Hosts changed | Waves | Window | Earliest start |\n|---|---|---|---|---|"
@@ -69,7 +76,10 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
         let hosts: Vec<&HostPlan> = plan
             .hosts
             .iter()
-            .filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some()))
+            .filter(|h| {
+                h.environment == env.name
+                    && (!h.changes.is_empty() || h.error.is_some() || h.refused.is_some())
+            })
             .collect();
         if hosts.is_empty() {
             continue;
@@ -79,6 +89,10 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             let h = group[0];
             if let Some(e) = &h.error {
                 let _ = writeln!(body, "# host {}: could not be observed: {e}", h.name);
+                continue;
+            }
+            if h.refused.is_some() {
+                let _ = writeln!(body, "{}\n", refused_header(&group));
                 continue;
             }
             let _ = writeln!(body, "{}", group_header(&group));

@@ -12,7 +12,7 @@ pub use build::{HostInput, PlanInput, build};
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::sanitize;
+use crate::text::{escape_controls, sanitize};
 
 pub const FORMAT_VERSION: &str = "1";
 
@@ -80,6 +80,10 @@ pub struct HostPlan {
     pub fingerprint: Option<String>,
     /// Why the host could not be observed.
     pub error: Option<String>,
+    /// Why `apply` will refuse the host (another fleet, host or store; a higher epoch; an
+    /// unreadable `state.json`), or null. A refused host has no changes and no wave.
+    #[serde(default)]
+    pub refused: Option<String>,
     pub changes: Vec<Change>,
     /// Presentation only: interrupted transactions, clock skew.
     #[serde(skip)]
@@ -148,7 +152,7 @@ impl SavedPlan {
         let digests = plan
             .hosts
             .iter()
-            .filter(|h| h.error.is_none())
+            .filter(|h| h.error.is_none() && h.refused.is_none())
             .map(|h| (h.name.clone(), change_digest(&h.changes)))
             .collect();
         SavedPlan { plan, digests }
