@@ -145,6 +145,7 @@ fn main() {
             observed_at: now,
             all_desired: &loaded.desired,
             promotions: &[],
+            halts: &Default::default(),
         });
         let t3 = Instant::now();
         let text = plan::text::render(&p, plan::text::TextOptions::default());

@@ -41,10 +41,24 @@ struct EnvironmentSchema {
     name: String,
     window: WindowSchema,
     frozen: bool,
+    /// The rollout of this revision halted: where, why and when; null when not.
+    halted: Option<HaltSchema>,
     /// Why changes wait, or null.
     waiting: Option<String>,
     /// Host names per wave.
     waves: Vec<Vec<String>>,
+}
+
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HaltSchema {
+    /// The wave (1-based) the rollout halted in.
+    wave: u32,
+    /// Why it halted.
+    reason: String,
+    /// When it halted, RFC 3339.
+    at: String,
 }
 
 #[allow(dead_code)]

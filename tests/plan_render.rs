@@ -97,6 +97,7 @@ fn build(
 struct Extra {
     refused: BTreeMap<&'static str, String>,
     take_over: bool,
+    halts: BTreeMap<String, plan::Halt>,
 }
 
 fn build_with(
@@ -127,6 +128,7 @@ fn build_with(
         observed_at: now,
         all_desired: &loaded.desired,
         promotions: &[],
+        halts: &extra.halts,
     })
 }
 
@@ -231,7 +233,7 @@ fn json_plan_has_exactly_the_documented_keys() {
     );
     assert_eq!(
         keys(&json["environments"][0]),
-        ["frozen", "name", "waiting", "waves", "window"]
+        ["frozen", "halted", "name", "waiting", "waves", "window"]
     );
     assert_eq!(
         keys(&json["environments"][0]["window"]),
@@ -388,7 +390,7 @@ fn refused_hosts_are_shown_with_why_and_count_no_changes() {
                 "written by a newer apply of this store (epoch 9 > 3); left untouched".into(),
             ),
         ]),
-        take_over: false,
+        ..Extra::default()
     };
     let p = build_with(&loaded, &obs, &extra);
 
@@ -454,7 +456,7 @@ fn an_unreadable_state_json_is_refused_unless_taking_over() {
     // The caller's reason wins over the unreadable state.json.
     let extra = Extra {
         refused: BTreeMap::from([("web-02", "another store".to_owned())]),
-        take_over: false,
+        ..Extra::default()
     };
     let p = build_with(&loaded, &obs, &extra);
     let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
@@ -481,7 +483,7 @@ fn an_unreadable_state_json_is_refused_unless_taking_over() {
     obs.insert("web-03".into(), Err("connection refused".into()));
     let extra = Extra {
         refused: BTreeMap::from([("web-03", "another store".to_owned())]),
-        take_over: false,
+        ..Extra::default()
     };
     let p = build_with(&loaded, &obs, &extra);
     let h = p.hosts.iter().find(|h| h.name == "web-03").unwrap();
@@ -490,4 +492,72 @@ fn an_unreadable_state_json_is_refused_unless_taking_over() {
         (None, Some("connection refused"))
     );
     assert_eq!(p.summary.hosts_unreachable, 1);
+}
+
+#[test]
+fn a_halted_rollout_is_shown_with_wave_reason_and_when() {
+    let (f, obs) = five_prod_hosts();
+    let loaded = load(&f);
+    let extra = Extra {
+        halts: BTreeMap::from([(
+            "prod".to_owned(),
+            plan::Halt {
+                wave: 2,
+                reason: "2 failures (max 1): web-03: health check failed\u{1b}[31m".into(),
+                at: "2026-11-23T09:15:00Z".parse().unwrap(),
+            },
+        )]),
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let env = &p.environments[0];
+    let reason = "2 failures (max 1): web-03: health check failed\\u{1b}[31m";
+    assert_eq!(
+        env.halted.as_ref().map(|h| (h.wave, h.reason.as_str())),
+        Some((2, reason))
+    );
+    assert_eq!(
+        env.waiting.as_deref(),
+        Some(
+            format!("halted at wave 2: {reason}; run `flotilla apply --retry REASON` to start it again")
+                .as_str()
+        )
+    );
+    // The changes still count: they wait.
+    assert_eq!(p.summary.change, 5);
+
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    assert_eq!(
+        json["environments"][0]["halted"],
+        serde_json::json!({"wave": 2, "reason": reason, "at": "2026-11-23T09:15:00Z"})
+    );
+    let back: plan::Plan = serde_json::from_str(&p.to_json()).unwrap();
+    assert_eq!(back.environments[0].halted, env.halted);
+
+    let text = plan::text::render(&p, TextOptions::default());
+    insta::assert_snapshot!(text);
+    assert!(
+        text.starts_with(&format!(
+            "Environment prod · HALTED at wave 2 ({reason}, since 2026-11-23 09:15 UTC) · "
+        )),
+        "{text}"
+    );
+    let md = plan::markdown::render(&p, &Default::default());
+    assert!(md.contains("The rollout in prod is halted at wave 2"), "{md}");
+    assert!(
+        md.contains("| prod | 5 | 3 | no window (any time) | halted |"),
+        "{md}"
+    );
+    for out in [&text, &md] {
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+    }
+
+    // Only the environment that halted; without changes nothing waits on it.
+    let mut converged = obs.clone();
+    for o in converged.values_mut().flatten() {
+        o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
+    }
+    let p = build_with(&loaded, &converged, &extra);
+    assert!(p.environments[0].halted.is_some());
+    assert_eq!(p.environments[0].waiting, None);
 }

@@ -88,6 +88,7 @@ async fn apply_once(w: &World) -> transaction::Report {
         observed_at: now,
         all_desired: &loaded.desired,
         promotions: &[],
+        halts: &Default::default(),
     });
     let cx = Context {
         fleet: &loaded.fleet,
@@ -253,6 +254,7 @@ async fn a_changed_host_is_stale_and_left_untouched() {
         observed_at: now,
         all_desired: &loaded.desired,
         promotions: &[],
+        halts: &Default::default(),
     });
     // Someone writes the file between plan and apply.
     let root = w.fleet.root("h1");

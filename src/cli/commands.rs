@@ -249,6 +249,7 @@ pub(super) async fn observe_and_plan(
         observed_at,
         all_desired: &loaded.desired,
         promotions,
+        halts: &std::collections::BTreeMap::new(),
     });
     (observations, plan)
 }

@@ -62,6 +62,9 @@ pub struct PlanInput<'a> {
     pub all_desired: &'a [DesiredHost],
     /// The store's promotion records (empty without a store).
     pub promotions: &'a [super::promotion::PromotionRecord],
+    /// Halted rollouts: environment name → halt. The caller passes only halts of the
+    /// revision being planned (a revision that changes an environment starts a new rollout).
+    pub halts: &'a BTreeMap<String, Halt>,
 }
 
 pub fn build(input: &PlanInput<'_>) -> Plan {
@@ -210,6 +213,19 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 .filter(|&p| p > 0)
                 .map(|p| format!("promotes after {}", input.fleet.promotion[p - 1])),
         };
+        let halted = input.halts.get(*env_name).map(|h| Halt {
+            wave: h.wave,
+            reason: escape_controls(&h.reason),
+            at: h.at,
+        });
+        let waiting = match &halted {
+            Some(h) if has_changes => Some(format!(
+                "halted at wave {}: {}; run `flotilla apply --retry REASON` to start it again",
+                h.wave, h.reason
+            )),
+            _ if has_changes && !a.open => Some(window_text.clone()),
+            _ => gated.clone(),
+        };
         environments.push(EnvironmentPlan {
             name: (*env_name).to_owned(),
             window: WindowState {
@@ -218,11 +234,8 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 next_open: if a.open { None } else { a.next_open },
             },
             frozen: a.freeze.is_some(),
-            waiting: if has_changes && !a.open {
-                Some(window_text.clone())
-            } else {
-                gated.clone()
-            },
+            halted,
+            waiting,
             waves,
             view: EnvironmentView {
                 window: window_text,

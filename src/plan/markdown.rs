@@ -38,6 +38,18 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             plan.summary.hosts_unreachable
         );
     }
+    for env in &plan.environments {
+        if let Some(h) = &env.halted {
+            let _ = writeln!(
+                head,
+                "> [!CAUTION]\n> The rollout in {} is halted at wave {} ({}, since {}); `flotilla apply --retry REASON` starts it again.\n",
+                cell(&env.name),
+                h.wave,
+                cell(&h.reason),
+                h.at.strftime("%Y-%m-%d %H:%M UTC")
+            );
+        }
+    }
     let refused = plan.hosts.iter().filter(|h| h.refused.is_some()).count();
     if refused > 0 {
         let _ = writeln!(
@@ -57,6 +69,7 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             .count();
         let earliest = match (changed, env.waiting.is_some(), env.window.next_open) {
             (0, _, _) => "—".to_owned(),
+            _ if env.halted.is_some() => "halted".to_owned(),
             (_, false, _) => "now".to_owned(),
             (_, true, Some(t)) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
             (_, true, None) => "not within the horizon".to_owned(),

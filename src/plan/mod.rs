@@ -42,11 +42,26 @@ pub struct Summary {
     pub hosts_unreachable: usize,
 }
 
+/// A halted rollout (DESIGN §6.3): past `max_failures` it stopped, and it stays halted for
+/// that revision until `apply --retry REASON`. JSON: `{"wave": N, "reason": "...", "at": "RFC 3339"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Halt {
+    /// The wave (1-based) the rollout halted in.
+    pub wave: usize,
+    /// Why it halted, as recorded (may carry host text; plans escape control characters).
+    pub reason: String,
+    /// When it halted.
+    pub at: jiff::Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvironmentPlan {
     pub name: String,
     pub window: WindowState,
     pub frozen: bool,
+    /// The environment's rollout of this revision halted: where, why and when; null when not.
+    #[serde(default)]
+    pub halted: Option<Halt>,
     /// Why this environment's changes wait, or null.
     pub waiting: Option<String>,
     /// Host names per wave, canaries first.

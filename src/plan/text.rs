@@ -159,9 +159,18 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
     let p = Paint { on: opts.color };
     let mut out = String::new();
     for env in &plan.environments {
+        let halted = env.halted.as_ref().map_or(String::new(), |h| {
+            let text = format!(
+                "HALTED at wave {} ({}, since {})",
+                h.wave,
+                h.reason,
+                h.at.strftime("%Y-%m-%d %H:%M UTC")
+            );
+            format!(" · {}", p.action(Action::Delete, &text))
+        });
         let _ = writeln!(
             out,
-            "{} {} · {} · waves {}",
+            "{} {}{halted} · {} · waves {}",
             p.bold("Environment"),
             p.bold(&env.name),
             env.view.window,
