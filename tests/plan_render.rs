@@ -561,3 +561,96 @@ fn a_halted_rollout_is_shown_with_wave_reason_and_when() {
     assert!(p.environments[0].halted.is_some());
     assert_eq!(p.environments[0].waiting, None);
 }
+
+/// Plans are pure functions of time: whatever the durations (validated ones stop at 100 years,
+/// but the model holds any), instants and host clocks, building and rendering never panics.
+#[test]
+fn plans_never_panic_on_extreme_durations_and_times() {
+    use flotilla::plan::promotion::PromotionRecord;
+    use flotilla::schedule::window::{Freeze, WindowLength};
+    use jiff::{SignedDuration, Timestamp};
+    use proptest::prelude::*;
+
+    let f = TestFleet::new();
+    f.write(
+        "environments/prod.toml",
+        "[runtimes]\ngreeter = \"1.0.0\"\n\n[rollout]\nwaves = [1, \"50%\"]\n\n[[window]]\nstart = \"02:00\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n",
+    );
+    f.host("hosts/s.toml", "stg-01", "staging", "");
+    f.host("hosts/p.toml", "prod-01", "prod", "");
+    f.host("hosts/p.toml", "prod-02", "prod", "");
+    let loaded = load(&f);
+    let mut obs = Observation::default();
+    obs.runtimes
+        .insert("greeter".into(), runtime("0.9.0", &["0.9.0"]));
+
+    let instant = (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())
+        .prop_map(|s| Timestamp::from_second(s).unwrap());
+    let extreme_secs = prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(0i64),
+        any::<i64>(),
+        -10_000i64..10_000
+    ];
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        at in instant.clone(),
+        record_at in instant.clone(),
+        halt_at in instant,
+        soak in any::<u64>(),
+        bake in any::<u64>(),
+        window_len in extreme_secs.clone(),
+        clock in extreme_secs,
+        freeze in prop::option::of((-400i64..400, 0i64..400)),
+    )| {
+        let mut fleet = loaded.fleet.clone();
+        for env in fleet.environments.values_mut() {
+            env.rollout.promotion_soak = std::time::Duration::from_secs(soak);
+            env.rollout.bake = std::time::Duration::from_secs(bake);
+            for w in &mut env.windows {
+                w.length = WindowLength::Duration(SignedDuration::from_secs(window_len));
+            }
+            if let Some((from_days, len_days)) = freeze {
+                let day = SignedDuration::from_hours(24);
+                let from = at.checked_add(day * from_days as i32).unwrap_or(at);
+                let until = from.checked_add(day * len_days as i32).unwrap_or(from);
+                env.freezes.push(Freeze { from, until, reason: "x".into() });
+            }
+        }
+        let mut o = obs.clone();
+        o.clock = Some(clock);
+        o.state_error = (clock % 3 == 0).then(|| "state.json is not valid".to_owned());
+        let records = [PromotionRecord {
+            environment: "staging".into(),
+            runtime: "greeter".into(),
+            version: "1.0.0".into(),
+            at: record_at,
+        }];
+        let halts = BTreeMap::from([(
+            "prod".to_owned(),
+            plan::Halt { wave: usize::MAX, reason: "r".into(), at: halt_at },
+        )]);
+        let p = plan::build(&PlanInput {
+            fleet: &fleet,
+            revision: None,
+            hosts: loaded
+                .desired
+                .iter()
+                .map(|d| HostInput { desired: d, observed: Ok(&o), refused: None, take_over: clock % 2 == 0 })
+                .collect(),
+            at,
+            observed_at: at,
+            all_desired: &loaded.desired,
+            promotions: &records,
+            halts: &halts,
+        });
+        let _ = plan::text::render(&p, TextOptions::default());
+        let _ = plan::markdown::render(&p, &Default::default());
+        let back: plan::Plan = serde_json::from_str(&p.to_json()).unwrap();
+        prop_assert_eq!(back.summary, p.summary);
+    });
+}

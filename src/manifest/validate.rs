@@ -193,7 +193,11 @@ impl Validator<'_> {
                 self.err(file, s.span(), format!("invalid duration `{}`", s.get()))
                     .label = Some(e.why.to_owned());
                 if let Some(d) = self.diags.last_mut() {
-                    d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into());
+                    d.help = Some(if e.why == crate::duration::TOO_LONG {
+                        "durations may be at most 100 years (\"36525d\"); use a shorter one".into()
+                    } else {
+                        "write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into()
+                    });
                 }
                 None
             }

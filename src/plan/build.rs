@@ -95,10 +95,11 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                         warnings.push(sanitize(e));
                     }
                     if let Some(clock) = o.clock {
-                        let skew = clock - input.observed_at.as_second();
-                        if skew.abs() > MAX_SKEW_SECS {
+                        // The clock is the host's word: any i64, so no arithmetic may overflow.
+                        let skew = clock.saturating_sub(input.observed_at.as_second());
+                        if skew.saturating_abs() > MAX_SKEW_SECS {
                             let d = crate::schedule::window::format_countdown(
-                                jiff::SignedDuration::from_secs(skew.abs()),
+                                jiff::SignedDuration::from_secs(skew.saturating_abs()),
                             );
                             let dir = if skew > 0 { "ahead of" } else { "behind" };
                             warnings.push(format!(

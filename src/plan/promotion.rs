@@ -70,8 +70,7 @@ pub fn waits(
             match record {
                 None => return Some(format!("{} {version} waits on {earlier}", c.name)),
                 Some(at) => {
-                    let ready =
-                        at + jiff::SignedDuration::try_from(soak).unwrap_or(jiff::SignedDuration::MAX);
+                    let ready = crate::duration::saturating_add(at, soak);
                     if ready > now {
                         return Some(format!(
                             "{} {version} soaks in {earlier} until {}",

@@ -443,11 +443,8 @@ pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) ->
 
             let baking = !env.rollout.bake.is_zero() && failures <= allowed && !changed.is_empty();
             if let Some(r) = spec.records {
-                let deadline = baking.then(|| {
-                    (spec.clock)()
-                        + jiff::SignedDuration::try_from(env.rollout.bake)
-                            .unwrap_or(jiff::SignedDuration::MAX)
-                });
+                let deadline =
+                    baking.then(|| crate::duration::saturating_add((spec.clock)(), env.rollout.bake));
                 r.wave_done(&env_name, wave, deadline);
             }
             // Bake, then re-check the health of every host changed so far.

@@ -185,7 +185,7 @@ impl SshSession {
             b.user_known_hosts_file(expand(kh));
         }
         // ssh's own ConnectTimeout covers the TCP connect; this bounds the whole handshake.
-        let limit = t.connect_timeout + Duration::from_secs(5);
+        let limit = t.connect_timeout.saturating_add(Duration::from_secs(5));
         let session = match tokio::time::timeout(limit, b.connect_mux(&t.address)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(classify(t, &e)),
