@@ -133,6 +133,8 @@ fn main() {
             .map(|(d, o)| HostInput {
                 desired: d,
                 observed: Ok(o),
+                refused: None,
+                take_over: false,
             })
             .collect();
         let p = plan::build(&PlanInput {
@@ -143,6 +145,7 @@ fn main() {
             observed_at: now,
             all_desired: &loaded.desired,
             promotions: &[],
+            halts: &Default::default(),
         });
         let t3 = Instant::now();
         let text = plan::text::render(&p, plan::text::TextOptions::default());

@@ -10,7 +10,24 @@ pub struct DurationError {
     pub why: &'static str,
 }
 
-/// Parses a sequence of `<number><unit>` with units `d`, `h`, `m`, `s` and `ms`, largest first.
+/// The longest duration a manifest may give: 100 years (36525 days). Anything longer would
+/// overflow the timestamps it is added to (DESIGN §3), so every parsed duration is at most this.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// [`DurationError::why`] for a duration over [`MAX_DURATION`].
+pub const TOO_LONG: &str = "it is over 100 years, longer than a timestamp can hold";
+
+/// `t + d`, or [`jiff::Timestamp::MAX`] when that is past what a timestamp can hold: for
+/// deadlines (`bake`, `promotion_soak`), where "never" is the right reading of an overflow.
+pub fn saturating_add(t: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// Parses a sequence of `<number><unit>` with units `d`, `h`, `m`, `s` and `ms`, largest first,
+/// up to [`MAX_DURATION`].
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = |why| DurationError {
         input: input.to_owned(),
@@ -51,8 +68,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         let part = u32::try_from(n)
             .ok()
             .and_then(|n| unit.checked_mul(n))
-            .ok_or_else(|| err("it is too long"))?;
-        total = total.checked_add(part).ok_or_else(|| err("it is too long"))?;
+            .ok_or_else(|| err(TOO_LONG))?;
+        total = total.checked_add(part).ok_or_else(|| err(TOO_LONG))?;
+    }
+    if total > MAX_DURATION {
+        return Err(err(TOO_LONG));
     }
     Ok(total)
 }
@@ -106,6 +126,40 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_stop_at_one_hundred_years() {
+        assert_eq!(parse_duration("36525d"), Ok(MAX_DURATION));
+        for long in [
+            "36525d1ms",
+            "36526d",
+            "876601h",
+            "4294967295d",
+            "18446744073709551615s",
+        ] {
+            assert_eq!(parse_duration(long).map_err(|e| e.why), Err(TOO_LONG), "{long}");
+        }
+    }
+
+    #[test]
+    fn saturating_add_never_panics() {
+        let t: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            saturating_add(t, Duration::from_secs(60)),
+            "2026-11-23T10:01:00Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        assert_eq!(saturating_add(t, Duration::MAX), jiff::Timestamp::MAX);
+        assert_eq!(
+            saturating_add(jiff::Timestamp::MAX, Duration::from_secs(1)),
+            jiff::Timestamp::MAX
+        );
+        assert_eq!(
+            saturating_add(jiff::Timestamp::MIN, MAX_DURATION),
+            jiff::Timestamp::MIN
+                .checked_add(jiff::SignedDuration::try_from(MAX_DURATION).unwrap())
+                .unwrap()
+        );
     }
 
     #[test]

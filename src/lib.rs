@@ -26,5 +26,6 @@ pub mod show;
 pub mod status;
 pub mod store;
 pub mod target;
+pub mod text;
 pub mod transaction;
 pub mod transport;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::Diagnostic;
+use crate::manifest::model::{Become, TransportKind};
 use crate::manifest::model::{Environment, FileBody, FileSpec, Fleet, Host, HostPath, Pin, Settings};
-use crate::manifest::raw::{Become, TransportKind};
 use crate::manifest::template::Vars;
 use crate::names::{EnvName, HostName, RuntimeName};
 

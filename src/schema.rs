@@ -41,10 +41,24 @@ struct EnvironmentSchema {
     name: String,
     window: WindowSchema,
     frozen: bool,
+    /// The rollout of this revision halted: where, why and when; null when not.
+    halted: Option<HaltSchema>,
     /// Why changes wait, or null.
     waiting: Option<String>,
     /// Host names per wave.
     waves: Vec<Vec<String>>,
+}
+
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HaltSchema {
+    /// The wave (1-based) the rollout halted in.
+    wave: u32,
+    /// Why it halted.
+    reason: String,
+    /// When it halted, RFC 3339.
+    at: String,
 }
 
 #[allow(dead_code)]
@@ -65,7 +79,10 @@ struct HostSchema {
     /// 1-based; null when unchanged.
     wave: Option<u32>,
     fingerprint: Option<String>,
+    /// Why the host could not be observed, or null.
     error: Option<String>,
+    /// Why apply will refuse the host, or null; a refused host has no changes and no wave.
+    refused: Option<String>,
     changes: Vec<ChangeSchema>,
 }
 

@@ -35,12 +35,12 @@ pub fn render(h: &DesiredHost, origin: &str) -> String {
     let _ = writeln!(out, "\nsettings:");
     let opt = |o: &Sourced<Option<String>>| o.value.clone().unwrap_or_else(|| "(ssh default)".into());
     let transport = match s.transport.value {
-        crate::manifest::raw::TransportKind::Ssh => "ssh",
-        crate::manifest::raw::TransportKind::Local => "local",
+        crate::manifest::model::TransportKind::Ssh => "ssh",
+        crate::manifest::model::TransportKind::Local => "local",
     };
     let become_ = match s.become_.value {
-        crate::manifest::raw::Become::None => "none",
-        crate::manifest::raw::Become::Sudo => "sudo",
+        crate::manifest::model::Become::None => "none",
+        crate::manifest::model::Become::Sudo => "sudo",
     };
     row(&mut out, "transport", transport, &s.transport.from);
     row(&mut out, "user", &s.user.value, &s.user.from);

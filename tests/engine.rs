@@ -56,6 +56,14 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
     assert!(r.stdout.contains("--retry REASON"), "{}", r.stdout);
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "nothing started");
 
+    // `plan` shows the halt with its wave, reason and time.
+    let p = with_store(&f, store.path(), &["plan"]);
+    assert!(p.stdout.contains("HALTED at wave 1"), "{}", p.stdout);
+    let p = with_store(&f, store.path(), &["plan", "--format", "json"]);
+    let p: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    assert_eq!(p["environments"][0]["halted"]["wave"], 1, "{p}");
+    assert!(p["environments"][0]["halted"]["at"].is_string(), "{p}");
+
     // `status` shows the halt with its wave.
     let st = with_store(&f, store.path(), &["status", "--json"]);
     let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
@@ -308,4 +316,29 @@ fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
     let _ = std::process::Command::new("pkill")
         .args(["-f", "^sleep 20$"])
         .status();
+}
+
+#[test]
+fn a_host_another_store_wrote_is_planned_as_refused_with_no_changes() {
+    let (f, _keys, store) = fleet(&["h1"], "", "");
+    let other = tempfile::tempdir().unwrap();
+    flotilla::store::open(&flotilla::store::Location::Dir(other.path().to_path_buf())).unwrap();
+    let r = with_store(&f, other.path(), &["plan", "--format", "json"]);
+    let p: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let h1 = &p["hosts"][0];
+    assert!(h1["refused"].as_str().unwrap().contains("another store"), "{h1}");
+    assert_eq!(h1["changes"].as_array().unwrap().len(), 0, "{h1}");
+    assert_eq!(p["summary"]["change"], 0, "{p}");
+    let r = with_store(&f, other.path(), &["plan"]);
+    assert!(
+        r.stdout
+            .contains("# host h1 refused: last written by another store"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("- runtime"), "{}", r.stdout);
+    let r = apply(&f, other.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "untouched");
+    drop(store);
 }

@@ -89,6 +89,22 @@ fn build(
     loaded: &flotilla::load::LoadedFleet,
     observed: &BTreeMap<String, Result<Observation, String>>,
 ) -> plan::Plan {
+    build_with(loaded, observed, &Extra::default())
+}
+
+/// What a caller knows beyond the observations: refusals, `--take-over`.
+#[derive(Default)]
+struct Extra {
+    refused: BTreeMap<&'static str, String>,
+    take_over: bool,
+    halts: BTreeMap<String, plan::Halt>,
+}
+
+fn build_with(
+    loaded: &flotilla::load::LoadedFleet,
+    observed: &BTreeMap<String, Result<Observation, String>>,
+    extra: &Extra,
+) -> plan::Plan {
     let now: jiff::Timestamp = NOW.parse().unwrap();
     let hosts = loaded
         .desired
@@ -100,6 +116,8 @@ fn build(
                 Some(Err(e)) => Err(e.clone()),
                 None => Err("not observed".into()),
             },
+            refused: extra.refused.get(d.name.as_str()).cloned(),
+            take_over: extra.take_over,
         })
         .collect();
     plan::build(&PlanInput {
@@ -110,6 +128,7 @@ fn build(
         observed_at: now,
         all_desired: &loaded.desired,
         promotions: &[],
+        halts: &extra.halts,
     })
 }
 
@@ -214,7 +233,7 @@ fn json_plan_has_exactly_the_documented_keys() {
     );
     assert_eq!(
         keys(&json["environments"][0]),
-        ["frozen", "name", "waiting", "waves", "window"]
+        ["frozen", "halted", "name", "waiting", "waves", "window"]
     );
     assert_eq!(
         keys(&json["environments"][0]["window"]),
@@ -222,7 +241,15 @@ fn json_plan_has_exactly_the_documented_keys() {
     );
     assert_eq!(
         keys(&json["hosts"][0]),
-        ["changes", "environment", "error", "fingerprint", "name", "wave"]
+        [
+            "changes",
+            "environment",
+            "error",
+            "fingerprint",
+            "name",
+            "refused",
+            "wave"
+        ]
     );
     for h in json["hosts"].as_array().unwrap() {
         for c in h["changes"].as_array().unwrap() {
@@ -330,4 +357,300 @@ fn no_changes_line_is_exact() {
         plan::text::render(&p, TextOptions::default())
             .ends_with("No changes. The fleet matches the manifests.\n")
     );
+}
+
+/// Five prod hosts that all want greeter 1.0.0 over 0.9.0.
+fn five_prod_hosts() -> (TestFleet, BTreeMap<String, Result<Observation, String>>) {
+    let f = TestFleet::new();
+    for i in 1..=5 {
+        f.host("hosts/p.toml", &format!("web-0{i}"), "prod", "");
+    }
+    let obs = (1..=5)
+        .map(|i| {
+            let mut o = Observation::default();
+            o.runtimes.insert("greeter".into(), runtime("0.9.0", &["0.9.0"]));
+            (format!("web-0{i}"), Ok(o))
+        })
+        .collect();
+    (f, obs)
+}
+
+#[test]
+fn refused_hosts_are_shown_with_why_and_count_no_changes() {
+    let (f, obs) = five_prod_hosts();
+    let loaded = load(&f);
+    let other = "state.json names fleet \"evil\u{1b}[2J\" and host \"web-01\": this host belongs to another fleet or name".to_owned();
+    let extra = Extra {
+        refused: BTreeMap::from([
+            ("web-01", other.clone()),
+            ("web-02", other.clone()),
+            ("web-03", other),
+            (
+                "web-05",
+                "written by a newer apply of this store (epoch 9 > 3); left untouched".into(),
+            ),
+        ]),
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+
+    assert_eq!(p.summary.hosts_total, 5);
+    assert_eq!(p.summary.hosts_changed, 1);
+    assert_eq!(p.summary.hosts_unreachable, 0);
+    assert_eq!(p.summary.change, 1, "refused hosts count no changes");
+    assert_eq!(p.environments[0].waves, [vec!["web-04".to_owned()]]);
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    for h in json["hosts"].as_array().unwrap() {
+        if h["name"] == "web-04" {
+            assert_eq!(h["refused"], serde_json::Value::Null);
+            assert_eq!(h["wave"], 1);
+        } else {
+            assert!(h["refused"].is_string(), "{h}");
+            assert_eq!(h["wave"], serde_json::Value::Null, "{h}");
+            assert_eq!(h["changes"], serde_json::json!([]), "{h}");
+            assert!(h["fingerprint"].is_string(), "a refused host was observed: {h}");
+        }
+    }
+    assert!(!p.to_json().contains('\u{1b}'));
+    // A saved plan confirms no changes for a refused host.
+    let saved = plan::SavedPlan::new(p.clone());
+    assert_eq!(saved.digests.keys().collect::<Vec<_>>(), ["web-04"]);
+
+    let text = plan::text::render(&p, TextOptions::default());
+    insta::assert_snapshot!(text);
+    assert!(
+        text.contains("  # hosts web-[01-03] (3 hosts) refused: state.json names fleet \"evil\\u{1b}[2J\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("  # host web-05 refused: written by a newer apply"),
+        "{text}"
+    );
+    let md = plan::markdown::render(&p, &Default::default());
+    assert!(md.contains("# hosts web-[01-03] (3 hosts) refused: "), "{md}");
+    assert!(md.contains("4 host(s) will be refused by apply"), "{md}");
+    for out in [&text, &md] {
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_state_json_is_refused_unless_taking_over() {
+    let (f, mut obs) = five_prod_hosts();
+    let loaded = load(&f);
+    if let Some(Ok(o)) = obs.get_mut("web-02") {
+        o.state_error = Some("state.json is not valid JSON: expected value at line 1\u{7}".into());
+    }
+    let p = build(&loaded, &obs);
+    let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
+    assert_eq!(
+        h.refused.as_deref(),
+        Some(
+            "state.json cannot be read (state.json is not valid JSON: expected value at line 1\\u{7}); run `flotilla apply --take-over REASON` to start this host over"
+        )
+    );
+    assert!(h.changes.is_empty() && h.wave.is_none());
+    assert_eq!(p.summary.hosts_changed, 4);
+    assert!(!p.environments[0].waves.concat().contains(&"web-02".to_owned()));
+
+    // The caller's reason wins over the unreadable state.json.
+    let extra = Extra {
+        refused: BTreeMap::from([("web-02", "another store".to_owned())]),
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
+    assert_eq!(h.refused.as_deref(), Some("another store"));
+
+    // With --take-over the host is planned as fresh, and the plan still says why.
+    let extra = Extra {
+        take_over: true,
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let h = p.hosts.iter().find(|h| h.name == "web-02").unwrap();
+    assert_eq!(h.refused, None);
+    assert_eq!(h.changes.len(), 1);
+    assert!(h.wave.is_some());
+    assert!(
+        h.warnings.iter().any(|w| w.contains("not valid JSON")),
+        "{:?}",
+        h.warnings
+    );
+    assert_eq!(p.summary.hosts_changed, 5);
+
+    // A host that could not be observed is unreachable, not refused.
+    obs.insert("web-03".into(), Err("connection refused".into()));
+    let extra = Extra {
+        refused: BTreeMap::from([("web-03", "another store".to_owned())]),
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let h = p.hosts.iter().find(|h| h.name == "web-03").unwrap();
+    assert_eq!(
+        (h.refused.as_deref(), h.error.as_deref()),
+        (None, Some("connection refused"))
+    );
+    assert_eq!(p.summary.hosts_unreachable, 1);
+}
+
+#[test]
+fn a_halted_rollout_is_shown_with_wave_reason_and_when() {
+    let (f, obs) = five_prod_hosts();
+    let loaded = load(&f);
+    let extra = Extra {
+        halts: BTreeMap::from([(
+            "prod".to_owned(),
+            plan::Halt {
+                wave: 2,
+                reason: "2 failures (max 1): web-03: health check failed\u{1b}[31m".into(),
+                at: "2026-11-23T09:15:00Z".parse().unwrap(),
+            },
+        )]),
+        ..Extra::default()
+    };
+    let p = build_with(&loaded, &obs, &extra);
+    let env = &p.environments[0];
+    let reason = "2 failures (max 1): web-03: health check failed\\u{1b}[31m";
+    assert_eq!(
+        env.halted.as_ref().map(|h| (h.wave, h.reason.as_str())),
+        Some((2, reason))
+    );
+    assert_eq!(
+        env.waiting.as_deref(),
+        Some(
+            format!("halted at wave 2: {reason}; run `flotilla apply --retry REASON` to start it again")
+                .as_str()
+        )
+    );
+    // The changes still count: they wait.
+    assert_eq!(p.summary.change, 5);
+
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    assert_eq!(
+        json["environments"][0]["halted"],
+        serde_json::json!({"wave": 2, "reason": reason, "at": "2026-11-23T09:15:00Z"})
+    );
+    let back: plan::Plan = serde_json::from_str(&p.to_json()).unwrap();
+    assert_eq!(back.environments[0].halted, env.halted);
+
+    let text = plan::text::render(&p, TextOptions::default());
+    insta::assert_snapshot!(text);
+    assert!(
+        text.starts_with(&format!(
+            "Environment prod · HALTED at wave 2 ({reason}, since 2026-11-23 09:15 UTC) · "
+        )),
+        "{text}"
+    );
+    let md = plan::markdown::render(&p, &Default::default());
+    assert!(md.contains("The rollout in prod is halted at wave 2"), "{md}");
+    assert!(
+        md.contains("| prod | 5 | 3 | no window (any time) | halted |"),
+        "{md}"
+    );
+    for out in [&text, &md] {
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+    }
+
+    // Only the environment that halted; without changes nothing waits on it.
+    let mut converged = obs.clone();
+    for o in converged.values_mut().flatten() {
+        o.runtimes.insert("greeter".into(), runtime("1.0.0", &["1.0.0"]));
+    }
+    let p = build_with(&loaded, &converged, &extra);
+    assert!(p.environments[0].halted.is_some());
+    assert_eq!(p.environments[0].waiting, None);
+}
+
+/// Plans are pure functions of time: whatever the durations (validated ones stop at 100 years,
+/// but the model holds any), instants and host clocks, building and rendering never panics.
+#[test]
+fn plans_never_panic_on_extreme_durations_and_times() {
+    use flotilla::plan::promotion::PromotionRecord;
+    use flotilla::schedule::window::{Freeze, WindowLength};
+    use jiff::{SignedDuration, Timestamp};
+    use proptest::prelude::*;
+
+    let f = TestFleet::new();
+    f.write(
+        "environments/prod.toml",
+        "[runtimes]\ngreeter = \"1.0.0\"\n\n[rollout]\nwaves = [1, \"50%\"]\n\n[[window]]\nstart = \"02:00\"\nduration = \"3h\"\ntimezone = \"Europe/Berlin\"\n",
+    );
+    f.host("hosts/s.toml", "stg-01", "staging", "");
+    f.host("hosts/p.toml", "prod-01", "prod", "");
+    f.host("hosts/p.toml", "prod-02", "prod", "");
+    let loaded = load(&f);
+    let mut obs = Observation::default();
+    obs.runtimes
+        .insert("greeter".into(), runtime("0.9.0", &["0.9.0"]));
+
+    let instant = (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())
+        .prop_map(|s| Timestamp::from_second(s).unwrap());
+    let extreme_secs = prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(0i64),
+        any::<i64>(),
+        -10_000i64..10_000
+    ];
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        at in instant.clone(),
+        record_at in instant.clone(),
+        halt_at in instant,
+        soak in any::<u64>(),
+        bake in any::<u64>(),
+        window_len in extreme_secs.clone(),
+        clock in extreme_secs,
+        freeze in prop::option::of((-400i64..400, 0i64..400)),
+    )| {
+        let mut fleet = loaded.fleet.clone();
+        for env in fleet.environments.values_mut() {
+            env.rollout.promotion_soak = std::time::Duration::from_secs(soak);
+            env.rollout.bake = std::time::Duration::from_secs(bake);
+            for w in &mut env.windows {
+                w.length = WindowLength::Duration(SignedDuration::from_secs(window_len));
+            }
+            if let Some((from_days, len_days)) = freeze {
+                let day = SignedDuration::from_hours(24);
+                let from = at.checked_add(day * from_days as i32).unwrap_or(at);
+                let until = from.checked_add(day * len_days as i32).unwrap_or(from);
+                env.freezes.push(Freeze { from, until, reason: "x".into() });
+            }
+        }
+        let mut o = obs.clone();
+        o.clock = Some(clock);
+        o.state_error = (clock % 3 == 0).then(|| "state.json is not valid".to_owned());
+        let records = [PromotionRecord {
+            environment: "staging".into(),
+            runtime: "greeter".into(),
+            version: "1.0.0".into(),
+            at: record_at,
+        }];
+        let halts = BTreeMap::from([(
+            "prod".to_owned(),
+            plan::Halt { wave: usize::MAX, reason: "r".into(), at: halt_at },
+        )]);
+        let p = plan::build(&PlanInput {
+            fleet: &fleet,
+            revision: None,
+            hosts: loaded
+                .desired
+                .iter()
+                .map(|d| HostInput { desired: d, observed: Ok(&o), refused: None, take_over: clock % 2 == 0 })
+                .collect(),
+            at,
+            observed_at: at,
+            all_desired: &loaded.desired,
+            promotions: &records,
+            halts: &halts,
+        });
+        let _ = plan::text::render(&p, TextOptions::default());
+        let _ = plan::markdown::render(&p, &Default::default());
+        let back: plan::Plan = serde_json::from_str(&p.to_json()).unwrap();
+        prop_assert_eq!(back.summary, p.summary);
+    });
 }

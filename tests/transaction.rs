@@ -81,11 +81,14 @@ async fn apply_once(w: &World) -> transaction::Report {
         hosts: vec![HostInput {
             desired: d,
             observed: Ok(&obs),
+            refused: None,
+            take_over: false,
         }],
         at: now,
         observed_at: now,
         all_desired: &loaded.desired,
         promotions: &[],
+        halts: &Default::default(),
     });
     let cx = Context {
         fleet: &loaded.fleet,
@@ -244,11 +247,14 @@ async fn a_changed_host_is_stale_and_left_untouched() {
         hosts: vec![HostInput {
             desired: d,
             observed: Ok(&obs),
+            refused: None,
+            take_over: false,
         }],
         at: now,
         observed_at: now,
         all_desired: &loaded.desired,
         promotions: &[],
+        halts: &Default::default(),
     });
     // Someone writes the file between plan and apply.
     let root = w.fleet.root("h1");

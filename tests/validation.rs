@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla::diagnostic::{Diagnostic, Sources, render};
+use flotilla::manifest::model::TransportKind;
 use flotilla::manifest::model::{HostPath, Pin};
-use flotilla::manifest::raw::TransportKind;
 use flotilla::manifest::{Fleet, LoadContext, ManifestFile, RepoEntry, RepoFiles};
 use flotilla::names::{EnvName, RuntimeName, Version};
 use flotilla::resolve::{DesiredHost, Layer, resolve_all};
@@ -944,6 +944,53 @@ fn bad_duration() {
         &[help],
     );
     assert_count(&report, 4);
+}
+
+#[test]
+fn durations_over_a_hundred_years_are_rejected() {
+    // Every duration key goes through the same check; a window's duration too.
+    let m = Manifests::minimal()
+        .append(
+            "environments/prod.toml",
+            "\n[rollout]\nbake = \"99999999d\"\npromotion_soak = \"36525d1s\"\n\
+             \n[[window]]\nstart = \"02:00\"\nduration = \"40000d\"\n",
+        )
+        .append(
+            "flotilla.toml",
+            "\n[defaults]\nconnect_timeout = \"36526d\"\ncommand_timeout = \"876601h\"\n",
+        )
+        .append(
+            "runtimes/greeter.toml",
+            "\n[health]\ncommand = \"true\"\ntimeout = \"5s\"\ninterval = \"18446744073709551615s\"\n",
+        );
+    let report = m.errors();
+    let label = "it is over 100 years, longer than a timestamp can hold";
+    let help = "help: durations may be at most 100 years (\"36525d\"); use a shorter one";
+    for (file, value) in [
+        ("environments/prod.toml", "99999999d"),
+        ("environments/prod.toml", "36525d1s"),
+        ("environments/prod.toml", "40000d"),
+        ("flotilla.toml", "36526d"),
+        ("flotilla.toml", "876601h"),
+        ("runtimes/greeter.toml", "18446744073709551615s"),
+    ] {
+        assert_diag(
+            &report,
+            &format!("invalid duration `{value}`"),
+            &m.at(file, &format!("\"{value}\"")),
+            &[label, help],
+        );
+    }
+    assert_count(&report, 6);
+
+    // Exactly 100 years is allowed (and then planned without overflow).
+    Manifests::minimal()
+        .append(
+            "environments/prod.toml",
+            "\n[rollout]\nbake = \"36525d\"\npromotion_soak = \"36525d\"\n",
+        )
+        .append("flotilla.toml", "\n[defaults]\ncommand_timeout = \"36525d\"\n")
+        .desired();
 }
 
 #[test]

@@ -102,7 +102,14 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
             refused.insert(d.name.to_string(), why);
         }
     }
-    let mut plan = build_plan(req, &targets, &observations, &promotions, observed_at);
+    let mut plan = build_plan(
+        req,
+        (&targets, &observations),
+        &refused,
+        &rollouts,
+        &promotions,
+        observed_at,
+    );
     plan.no_longer_managed = match store {
         Some(s) => s
             .known_hosts()?
@@ -123,30 +130,52 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
     })
 }
 
-/// The pure part: desired × observed → plan.
+/// The pure part: desired × observed → plan, with the hosts this store may not change and
+/// the rollouts halted at this revision.
 pub(super) fn build_plan(
     req: &Request<'_>,
-    targets: &[&DesiredHost],
-    observations: &[Result<Observation, ObserveError>],
+    planned: (&[&DesiredHost], &[Result<Observation, ObserveError>]),
+    refused: &BTreeMap<String, String>,
+    rollouts: &BTreeMap<String, RolloutRecord>,
     promotions: &[crate::store::PromotionRecord],
     observed_at: jiff::Timestamp,
 ) -> Plan {
+    let (targets, observations) = planned;
+    let revision = req.repo.revision().map(str::to_owned);
     let hosts = targets
         .iter()
         .zip(observations)
         .map(|(d, o)| HostInput {
             desired: d,
             observed: o.as_ref().map_err(ToString::to_string),
+            refused: refused.get(d.name.as_str()).cloned(),
+            take_over: req.overrides.take_over.is_some(),
+        })
+        .collect();
+    // Halts hold for their revision (DESIGN §6.3); a retry lifts them.
+    let halts: BTreeMap<String, plan::Halt> = rollouts
+        .iter()
+        .filter(|(_, r)| req.overrides.retry.is_none() && r.revision.is_some() && r.revision == revision)
+        .filter_map(|(env, r)| {
+            Some((
+                env.clone(),
+                plan::Halt {
+                    wave: r.halted_wave.unwrap_or(0),
+                    reason: r.halted.clone()?,
+                    at: r.halted_at.unwrap_or(r.started_at),
+                },
+            ))
         })
         .collect();
     plan::build(&PlanInput {
         fleet: &req.fleet.fleet,
-        revision: req.repo.revision().map(str::to_owned),
+        revision,
         hosts,
         at: req.at.unwrap_or(observed_at),
         observed_at,
         all_desired: &req.fleet.desired,
         promotions,
+        halts: &halts,
     })
 }
 
@@ -182,7 +211,7 @@ pub(super) fn refusal(
     epoch: Option<u64>,
     take_over: bool,
 ) -> Option<String> {
-    use crate::plan::sanitize;
+    use crate::text::sanitize;
     if let Some(e) = &o.state_error
         && !take_over
     {

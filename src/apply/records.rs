@@ -74,7 +74,7 @@ impl Records for StoreRecords<'_> {
         let now = self.clock.now();
         jobs.iter()
             .map(|job| {
-                crate::rollout::promotion::waits(
+                crate::plan::promotion::waits(
                     self.fleet,
                     self.desired,
                     env,

@@ -180,8 +180,9 @@ async fn run(
         let promotions = store.promotions()?;
         let fresh = build_plan(
             req,
-            &planned.targets,
-            &planned.observations,
+            (&planned.targets, &planned.observations),
+            &planned.refused,
+            &planned.rollouts,
             &promotions,
             req.clock.now(),
         );
@@ -204,7 +205,10 @@ async fn run(
         let skip = if let Some(why) = planned.stale.get(&h.name) {
             Some((SkipKind::Stale, format!("stale: {why}")))
         } else {
-            planned.refused.get(&h.name).map(|why| (SkipKind::Refused, why.clone()))
+            planned
+                .refused
+                .get(&h.name)
+                .map(|why| (SkipKind::Refused, why.clone()))
         };
         if h.error.is_some() {
             *failed_before.entry(h.environment.clone()).or_default() += 1;

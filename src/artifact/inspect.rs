@@ -549,7 +549,7 @@ fn has_control(name: &[u8]) -> bool {
 fn show(name: &[u8]) -> String {
     let text = String::from_utf8_lossy(name);
     let cut: String = text.chars().take(200).collect();
-    let mut out = crate::plan::escape_controls(&cut);
+    let mut out = crate::text::escape_controls(&cut);
     if text.chars().nth(200).is_some() {
         out.push('…');
     }

@@ -142,7 +142,11 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             if !planned.has_work() {
                 // Hosts that could not be observed or are refused are not "applied".
                 let failed = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();
-                return Ok(Round::Done(if failed { Outcome::Failure } else { Outcome::Success }));
+                return Ok(Round::Done(if failed {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }));
             }
             // `--wait` asks once: a later round goes on without asking only if its changes
             // are the ones confirmed.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::raw::{Become, CountOrPercent, OnFailure, TransportKind};
 use super::template::Template;
 use crate::diagnostic::Location;
 use crate::names::{EnvName, FleetName, HostName, RuntimeName, Version};
@@ -251,4 +250,93 @@ pub struct Health {
 pub struct Hooks {
     pub activate: Option<String>,
     pub remove: Option<String>,
+}
+
+// Small serde enums the manifests use and the rest of the code matches on. They live here,
+// not in `raw`, so code past validation never names a raw type.
+
+/// How Flotilla reaches a host (`transport`): `ssh` (openssh), or `local` (`sh` on the
+/// controller itself).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Ssh,
+    Local,
+}
+
+/// How commands on a host gain root (`become`): `none` (they run as the connecting user) or
+/// `sudo` (`sudo -n`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Become {
+    None,
+    Sudo,
+}
+
+/// What a rollout does past `max_failures` (`on_failure`): `halt`, or `rollback` (halt and roll
+/// back every host the rollout changed in the environment, last wave first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    Rollback,
+    Halt,
+}
+
+/// A host count (`3`) or a share of hosts (`"25%"`), as `waves` and `max_failures` take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
+#[schemars(untagged)]
+pub enum CountOrPercent {
+    Count(u32),
+    /// "N%"
+    #[schemars(with = "String")]
+    Percent(u8),
+}
+
+impl<'de> serde::Deserialize<'de> for CountOrPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CpVisitor;
+        impl<'de> serde::de::Visitor<'de> for CpVisitor {
+            type Value = CountOrPercent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a host count such as 1, or a percentage such as \"25%\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CountOrPercent, E> {
+                u32::try_from(v).map(CountOrPercent::Count).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is not a host count: use a number from 0 up, or \"N%\""
+                    ))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CountOrPercent, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CountOrPercent, E> {
+                let bad = || {
+                    E::custom(format!(
+                        "`{v}` is not a percentage: write \"N%\" with N from 0 to 100"
+                    ))
+                };
+                let n = v.strip_suffix('%').ok_or_else(bad)?;
+                let n: u8 = n.trim().parse().map_err(|_| bad())?;
+                if n > 100 {
+                    return Err(bad());
+                }
+                Ok(CountOrPercent::Percent(n))
+            }
+        }
+        d.deserialize_any(CpVisitor)
+    }
+}
+
+impl fmt::Display for CountOrPercent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CountOrPercent::Count(n) => write!(f, "{n}"),
+            CountOrPercent::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }

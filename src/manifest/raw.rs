@@ -9,8 +9,10 @@ use std::fmt;
 use std::ops::Range;
 
 use schemars::JsonSchema;
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+
+use super::model::{Become, CountOrPercent, OnFailure, TransportKind};
 
 /// A value with the byte range it came from, so errors can point at it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -107,20 +109,6 @@ macro_rules! with_settings {
             }
         }
     };
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    Ssh,
-    Local,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Become {
-    None,
-    Sudo,
 }
 
 with_settings! {
@@ -249,13 +237,6 @@ pub struct RawRollout {
     pub health_command: Option<Str>,
     #[serde(default)]
     pub promotion_soak: Option<Str>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    Rollback,
-    Halt,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -404,60 +385,5 @@ impl<'de> Deserialize<'de> for RuntimePin {
             }
         }
         d.deserialize_any(PinVisitor)
-    }
-}
-
-/// A host count (`3`) or a share of hosts (`"25%"`), as `waves` and `max_failures` take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
-#[schemars(untagged)]
-pub enum CountOrPercent {
-    Count(u32),
-    /// "N%"
-    #[schemars(with = "String")]
-    Percent(u8),
-}
-
-impl<'de> Deserialize<'de> for CountOrPercent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct CpVisitor;
-        impl<'de> Visitor<'de> for CpVisitor {
-            type Value = CountOrPercent;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a host count such as 1, or a percentage such as \"25%\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CountOrPercent, E> {
-                u32::try_from(v).map(CountOrPercent::Count).map_err(|_| {
-                    E::custom(format!(
-                        "{v} is not a host count: use a number from 0 up, or \"N%\""
-                    ))
-                })
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CountOrPercent, E> {
-                self.visit_i64(i64::try_from(v).unwrap_or(-1))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<CountOrPercent, E> {
-                let bad = || {
-                    E::custom(format!(
-                        "`{v}` is not a percentage: write \"N%\" with N from 0 to 100"
-                    ))
-                };
-                let n = v.strip_suffix('%').ok_or_else(bad)?;
-                let n: u8 = n.trim().parse().map_err(|_| bad())?;
-                if n > 100 {
-                    return Err(bad());
-                }
-                Ok(CountOrPercent::Percent(n))
-            }
-        }
-        d.deserialize_any(CpVisitor)
-    }
-}
-
-impl fmt::Display for CountOrPercent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CountOrPercent::Count(n) => write!(f, "{n}"),
-            CountOrPercent::Percent(p) => write!(f, "{p}%"),
-        }
     }
 }

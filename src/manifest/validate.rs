@@ -193,7 +193,11 @@ impl Validator<'_> {
                 self.err(file, s.span(), format!("invalid duration `{}`", s.get()))
                     .label = Some(e.why.to_owned());
                 if let Some(d) = self.diags.last_mut() {
-                    d.help = Some("write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into());
+                    d.help = Some(if e.why == crate::duration::TOO_LONG {
+                        "durations may be at most 100 years (\"36525d\"); use a shorter one".into()
+                    } else {
+                        "write durations like \"90s\", \"5m\", \"2h\" or \"1h30m\"".into()
+                    });
                 }
                 None
             }
@@ -842,21 +846,21 @@ impl Validator<'_> {
         let mut out = Rollout::default();
         if let Some(waves) = &r.waves {
             let mut targets = Vec::new();
-            let mut last: Option<(raw::CountOrPercent, std::ops::Range<usize>)> = None;
+            let mut last: Option<(CountOrPercent, std::ops::Range<usize>)> = None;
             for w in waves.get() {
                 let target = match *w.get() {
-                    raw::CountOrPercent::Count(0) | raw::CountOrPercent::Percent(0) => {
+                    CountOrPercent::Count(0) | CountOrPercent::Percent(0) => {
                         self.err(file, w.span(), "a wave must contain at least one host")
                             .label = Some("use 1 or more, or 1% to 100%".into());
                         continue;
                     }
-                    raw::CountOrPercent::Count(n) => WaveTarget::Count(n),
-                    raw::CountOrPercent::Percent(p) => WaveTarget::Percent(p),
+                    CountOrPercent::Count(n) => WaveTarget::Count(n),
+                    CountOrPercent::Percent(p) => WaveTarget::Percent(p),
                 };
                 if let Some((prev, _)) = &last {
                     let decreases = match (prev, w.get()) {
-                        (raw::CountOrPercent::Count(a), raw::CountOrPercent::Count(b)) => b < a,
-                        (raw::CountOrPercent::Percent(a), raw::CountOrPercent::Percent(b)) => b < a,
+                        (CountOrPercent::Count(a), CountOrPercent::Count(b)) => b < a,
+                        (CountOrPercent::Percent(a), CountOrPercent::Percent(b)) => b < a,
                         _ => false,
                     };
                     if decreases {

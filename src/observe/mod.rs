@@ -173,7 +173,7 @@ async fn run_probe(
         })
         .await?;
     if out.status != 0 {
-        let stderr = crate::plan::sanitize(&String::from_utf8_lossy(&out.stderr));
+        let stderr = crate::text::sanitize(&String::from_utf8_lossy(&out.stderr));
         let tail: String = stderr
             .lines()
             .rev()
@@ -254,7 +254,7 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
                 let observed = match tag {
                     "file-missing" => ObservedFile::Missing,
                     "file-other" => ObservedFile::Other {
-                        what: crate::plan::sanitize(&text()),
+                        what: crate::text::sanitize(&text()),
                     },
                     _ => parse_file(&text())?,
                 };

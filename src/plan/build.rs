@@ -17,8 +17,36 @@ const MAX_SKEW_SECS: i64 = 120;
 
 /// One host to plan: its desired state and what observing it gave.
 pub struct HostInput<'a> {
+    /// What the manifests want on the host.
     pub desired: &'a DesiredHost,
+    /// What the probe found, or why the host could not be observed.
     pub observed: Result<&'a Observation, String>,
+    /// Why `apply` will refuse this host (its `state.json` names another fleet, host or store,
+    /// or a higher epoch), as the caller found out; `None` when it will not. A refused host is
+    /// planned with no changes and in no wave (DESIGN §5). Ignored when the host could not be
+    /// observed: that is reported as the error instead.
+    pub refused: Option<String>,
+    /// `apply --take-over`: a `state.json` that cannot be read does not refuse the host, which
+    /// is then planned as fresh. Without it, [`build`] refuses such a host itself.
+    pub take_over: bool,
+}
+
+impl HostInput<'_> {
+    /// Why apply will refuse this observed host: the caller's reason, else an unreadable
+    /// `state.json` (unless taking over). Control characters are escaped: the reason can carry
+    /// text from the host.
+    fn refusal(&self, o: &Observation) -> Option<String> {
+        if let Some(why) = &self.refused {
+            return Some(escape_controls(why));
+        }
+        match &o.state_error {
+            Some(e) if !self.take_over => Some(format!(
+                "state.json cannot be read ({}); run `flotilla apply --take-over REASON` to start this host over",
+                escape_controls(e)
+            )),
+            _ => None,
+        }
+    }
 }
 
 pub struct PlanInput<'a> {
@@ -33,61 +61,80 @@ pub struct PlanInput<'a> {
     /// environments use a runtime at all.
     pub all_desired: &'a [DesiredHost],
     /// The store's promotion records (empty without a store).
-    pub promotions: &'a [crate::store::PromotionRecord],
+    pub promotions: &'a [super::promotion::PromotionRecord],
+    /// Halted rollouts: environment name → halt. The caller passes only halts of the
+    /// revision being planned (a revision that changes an environment starts a new rollout).
+    pub halts: &'a BTreeMap<String, Halt>,
 }
 
 pub fn build(input: &PlanInput<'_>) -> Plan {
     let mut hosts: Vec<HostPlan> = input
         .hosts
         .iter()
-        .map(|h| match &h.observed {
-            Ok(o) => {
-                let mut warnings = Vec::new();
-                if o.interrupted() {
-                    warnings.push(
-                        "a transaction was interrupted here: its pending state is restored first".to_owned(),
-                    );
-                }
-                if let Some(e) = &o.state_error {
-                    warnings.push(sanitize(e));
-                }
-                if let Some(clock) = o.clock {
-                    let skew = clock - input.observed_at.as_second();
-                    if skew.abs() > MAX_SKEW_SECS {
-                        let d = crate::schedule::window::format_countdown(jiff::SignedDuration::from_secs(
-                            skew.abs(),
-                        ));
-                        let dir = if skew > 0 { "ahead of" } else { "behind" };
-                        warnings.push(format!(
-                            "clock is {} {dir} the controller's",
-                            d.trim_start_matches("in ")
-                        ));
-                    }
-                }
-                if !o.missing_tools.is_empty() {
-                    let tools: Vec<String> = o.missing_tools.iter().map(|t| sanitize(t)).collect();
-                    warnings.push(format!("missing tools Flotilla needs: {}", tools.join(", ")));
-                }
-                HostPlan {
+        .map(
+            |h| match (&h.observed, h.observed.as_ref().ok().and_then(|o| h.refusal(o))) {
+                (Ok(o), Some(why)) => HostPlan {
                     name: h.desired.name.to_string(),
                     environment: h.desired.environment.to_string(),
                     wave: None,
                     fingerprint: Some(o.fingerprint()),
                     error: None,
-                    changes: host_changes(h.desired, o),
-                    warnings,
+                    refused: Some(why),
+                    changes: Vec::new(),
+                    warnings: Vec::new(),
+                },
+                (Ok(o), None) => {
+                    let mut warnings = Vec::new();
+                    if o.interrupted() {
+                        warnings.push(
+                            "a transaction was interrupted here: its pending state is restored first"
+                                .to_owned(),
+                        );
+                    }
+                    if let Some(e) = &o.state_error {
+                        warnings.push(sanitize(e));
+                    }
+                    if let Some(clock) = o.clock {
+                        // The clock is the host's word: any i64, so no arithmetic may overflow.
+                        let skew = clock.saturating_sub(input.observed_at.as_second());
+                        if skew.saturating_abs() > MAX_SKEW_SECS {
+                            let d = crate::schedule::window::format_countdown(
+                                jiff::SignedDuration::from_secs(skew.saturating_abs()),
+                            );
+                            let dir = if skew > 0 { "ahead of" } else { "behind" };
+                            warnings.push(format!(
+                                "clock is {} {dir} the controller's",
+                                d.trim_start_matches("in ")
+                            ));
+                        }
+                    }
+                    if !o.missing_tools.is_empty() {
+                        let tools: Vec<String> = o.missing_tools.iter().map(|t| sanitize(t)).collect();
+                        warnings.push(format!("missing tools Flotilla needs: {}", tools.join(", ")));
+                    }
+                    HostPlan {
+                        name: h.desired.name.to_string(),
+                        environment: h.desired.environment.to_string(),
+                        wave: None,
+                        fingerprint: Some(o.fingerprint()),
+                        error: None,
+                        refused: None,
+                        changes: host_changes(h.desired, o),
+                        warnings,
+                    }
                 }
-            }
-            Err(e) => HostPlan {
-                name: h.desired.name.to_string(),
-                environment: h.desired.environment.to_string(),
-                wave: None,
-                fingerprint: None,
-                error: Some(sanitize(e)),
-                changes: Vec::new(),
-                warnings: Vec::new(),
+                (Err(e), _) => HostPlan {
+                    name: h.desired.name.to_string(),
+                    environment: h.desired.environment.to_string(),
+                    wave: None,
+                    fingerprint: None,
+                    error: Some(sanitize(e)),
+                    refused: None,
+                    changes: Vec::new(),
+                    warnings: Vec::new(),
+                },
             },
-        })
+        )
         .collect();
 
     let mut by_env: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -138,6 +185,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         // Promotion gates, as apply would see them now (DESIGN §6.4).
         let active: std::collections::BTreeSet<(String, String)> = idxs
             .iter()
+            .filter(|&&i| hosts[i].refused.is_none())
             .filter_map(|&i| input.hosts[i].observed.as_ref().ok())
             .flat_map(|o| {
                 o.runtimes
@@ -146,7 +194,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             })
             .collect();
         let gated = idxs.iter().find_map(|&i| {
-            crate::rollout::promotion::waits(
+            super::promotion::waits(
                 input.fleet,
                 input.all_desired,
                 env_name,
@@ -166,6 +214,19 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 .filter(|&p| p > 0)
                 .map(|p| format!("promotes after {}", input.fleet.promotion[p - 1])),
         };
+        let halted = input.halts.get(*env_name).map(|h| Halt {
+            wave: h.wave,
+            reason: escape_controls(&h.reason),
+            at: h.at,
+        });
+        let waiting = match &halted {
+            Some(h) if has_changes => Some(format!(
+                "halted at wave {}: {}; run `flotilla apply --retry REASON` to start it again",
+                h.wave, h.reason
+            )),
+            _ if has_changes && !a.open => Some(window_text.clone()),
+            _ => gated.clone(),
+        };
         environments.push(EnvironmentPlan {
             name: (*env_name).to_owned(),
             window: WindowState {
@@ -174,11 +235,8 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 next_open: if a.open { None } else { a.next_open },
             },
             frozen: a.freeze.is_some(),
-            waiting: if has_changes && !a.open {
-                Some(window_text.clone())
-            } else {
-                gated.clone()
-            },
+            halted,
+            waiting,
             waves,
             view: EnvironmentView {
                 window: window_text,
@@ -196,6 +254,9 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     for h in &hosts {
         if h.error.is_some() {
             summary.hosts_unreachable += 1;
+            continue;
+        }
+        if h.refused.is_some() {
             continue;
         }
         if !h.changes.is_empty() {

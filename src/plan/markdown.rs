@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::text::{change_line, diff_lines, fold_hosts, group_header};
+use super::text::{change_line, diff_lines, fold_hosts, group_header, refused_header};
 use super::{HostPlan, Plan};
 
 /// A pull-request comment's limit is 65,536 characters; stay clearly below it.
@@ -38,6 +38,25 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             plan.summary.hosts_unreachable
         );
     }
+    for env in &plan.environments {
+        if let Some(h) = &env.halted {
+            let _ = writeln!(
+                head,
+                "> [!CAUTION]\n> The rollout in {} is halted at wave {} ({}, since {}); `flotilla apply --retry REASON` starts it again.\n",
+                cell(&env.name),
+                h.wave,
+                cell(&h.reason),
+                h.at.strftime("%Y-%m-%d %H:%M UTC")
+            );
+        }
+    }
+    let refused = plan.hosts.iter().filter(|h| h.refused.is_some()).count();
+    if refused > 0 {
+        let _ = writeln!(
+            head,
+            "> [!CAUTION]\n> {refused} host(s) will be refused by apply; they count no changes.\n"
+        );
+    }
     let _ = writeln!(
         head,
         "| Environment | Hosts changed | Waves | Window | Earliest start |\n|---|---|---|---|---|"
@@ -50,6 +69,7 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             .count();
         let earliest = match (changed, env.waiting.is_some(), env.window.next_open) {
             (0, _, _) => "—".to_owned(),
+            _ if env.halted.is_some() => "halted".to_owned(),
             (_, false, _) => "now".to_owned(),
             (_, true, Some(t)) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
             (_, true, None) => "not within the horizon".to_owned(),
@@ -69,7 +89,10 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
         let hosts: Vec<&HostPlan> = plan
             .hosts
             .iter()
-            .filter(|h| h.environment == env.name && (!h.changes.is_empty() || h.error.is_some()))
+            .filter(|h| {
+                h.environment == env.name
+                    && (!h.changes.is_empty() || h.error.is_some() || h.refused.is_some())
+            })
             .collect();
         if hosts.is_empty() {
             continue;
@@ -79,6 +102,10 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             let h = group[0];
             if let Some(e) = &h.error {
                 let _ = writeln!(body, "# host {}: could not be observed: {e}", h.name);
+                continue;
+            }
+            if h.refused.is_some() {
+                let _ = writeln!(body, "{}\n", refused_header(&group));
                 continue;
             }
             let _ = writeln!(body, "{}", group_header(&group));

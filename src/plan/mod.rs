@@ -5,11 +5,14 @@
 mod build;
 pub mod fold;
 pub mod markdown;
+pub mod promotion;
 pub mod text;
 
 pub use build::{HostInput, PlanInput, build};
 
 use serde::{Deserialize, Serialize};
+
+use crate::text::{escape_controls, sanitize};
 
 pub const FORMAT_VERSION: &str = "1";
 
@@ -39,11 +42,26 @@ pub struct Summary {
     pub hosts_unreachable: usize,
 }
 
+/// A halted rollout (DESIGN §6.3): past `max_failures` it stopped, and it stays halted for
+/// that revision until `apply --retry REASON`. JSON: `{"wave": N, "reason": "...", "at": "RFC 3339"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Halt {
+    /// The wave (1-based) the rollout halted in.
+    pub wave: usize,
+    /// Why it halted, as recorded (may carry host text; plans escape control characters).
+    pub reason: String,
+    /// When it halted.
+    pub at: jiff::Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvironmentPlan {
     pub name: String,
     pub window: WindowState,
     pub frozen: bool,
+    /// The environment's rollout of this revision halted: where, why and when; null when not.
+    #[serde(default)]
+    pub halted: Option<Halt>,
     /// Why this environment's changes wait, or null.
     pub waiting: Option<String>,
     /// Host names per wave, canaries first.
@@ -77,6 +95,10 @@ pub struct HostPlan {
     pub fingerprint: Option<String>,
     /// Why the host could not be observed.
     pub error: Option<String>,
+    /// Why `apply` will refuse the host (another fleet, host or store; a higher epoch; an
+    /// unreadable `state.json`), or null. A refused host has no changes and no wave.
+    #[serde(default)]
+    pub refused: Option<String>,
     pub changes: Vec<Change>,
     /// Presentation only: interrupted transactions, clock skew.
     #[serde(skip)]
@@ -145,33 +167,17 @@ impl SavedPlan {
         let digests = plan
             .hosts
             .iter()
-            .filter(|h| h.error.is_none())
-            .map(|h| (h.name.clone(), crate::transaction::change_digest(&h.changes)))
+            .filter(|h| h.error.is_none() && h.refused.is_none())
+            .map(|h| (h.name.clone(), change_digest(&h.changes)))
             .collect();
         SavedPlan { plan, digests }
     }
 }
 
-/// Escapes control characters (`\n`, `\u{1b}`) so untrusted text stays on one line and cannot
-/// drive a terminal, while still showing what was there.
-pub fn escape_controls(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Strips control characters (but newlines and tabs) from text that came from a host, so it
-/// cannot move the cursor, recolour or rewrite what a reviewer sees.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect()
+/// Digest of a host's changes, saved with a plan so `apply --plan` can tell whether the same
+/// changes are still what the manifests and the host call for.
+pub fn change_digest(changes: &[Change]) -> String {
+    crate::resolve::sha256_hex(serde_json::to_string(changes).unwrap_or_default().as_bytes())
 }
 
 impl Plan {

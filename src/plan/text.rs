@@ -98,6 +98,7 @@ pub fn fold_hosts<'a>(hosts: impl Iterator<Item = &'a HostPlan>, detail: bool) -
             continue;
         }
         let key = serde_json::to_string(&(
+            &h.refused,
             &h.changes,
             &h.warnings,
             h.changes.iter().map(|c| &c.notes).collect::<Vec<_>>(),
@@ -112,6 +113,19 @@ pub fn fold_hosts<'a>(hosts: impl Iterator<Item = &'a HostPlan>, detail: bool) -
         }
     }
     groups
+}
+
+/// "# host web-01 refused: REASON", "# hosts web-[01-03] (3 hosts) refused: REASON": a group
+/// of hosts that apply will refuse, which all share the reason of the first.
+pub fn refused_header(group: &[&HostPlan]) -> String {
+    let why = group[0].refused.as_deref().unwrap_or_default();
+    if group.len() == 1 {
+        format!("# host {} refused: {why}", group[0].name)
+    } else {
+        let names: Vec<&str> = group.iter().map(|h| h.name.as_str()).collect();
+        let folded = join_limited(&fold_names(&names), 10);
+        format!("# hosts {folded} ({} hosts) refused: {why}", group.len())
+    }
 }
 
 /// "(wave 1)", "(39 hosts, waves 2-3)".
@@ -145,9 +159,18 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
     let p = Paint { on: opts.color };
     let mut out = String::new();
     for env in &plan.environments {
+        let halted = env.halted.as_ref().map_or(String::new(), |h| {
+            let text = format!(
+                "HALTED at wave {} ({}, since {})",
+                h.wave,
+                h.reason,
+                h.at.strftime("%Y-%m-%d %H:%M UTC")
+            );
+            format!(" · {}", p.action(Action::Delete, &text))
+        });
         let _ = writeln!(
             out,
-            "{} {} · {} · waves {}",
+            "{} {}{halted} · {} · waves {}",
             p.bold("Environment"),
             p.bold(&env.name),
             env.view.window,
@@ -161,7 +184,10 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
             .iter()
             .filter(|h| {
                 h.environment == env.name
-                    && (!h.changes.is_empty() || h.error.is_some() || !h.warnings.is_empty())
+                    && (!h.changes.is_empty()
+                        || h.error.is_some()
+                        || h.refused.is_some()
+                        || !h.warnings.is_empty())
             })
             .collect();
         if hosts.is_empty() {
@@ -178,6 +204,10 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
                     p.action(Action::Delete, "could not be observed")
                 );
                 let _ = writeln!(out, "      {err}");
+                continue;
+            }
+            if head.refused.is_some() {
+                let _ = writeln!(out, "  {}", p.action(Action::Delete, &refused_header(&group)));
                 continue;
             }
             let _ = writeln!(out, "  {}", p.bold(&group_header(&group)));
@@ -220,6 +250,16 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
             } else {
                 "their changes are"
             }
+        );
+    }
+    let refused = plan.hosts.iter().filter(|h| h.refused.is_some()).count();
+    if refused > 0 {
+        let _ = writeln!(
+            out,
+            "{} {refused} host{} will be refused by apply (see above); {} no changes.",
+            p.action(Action::Update, "warning:"),
+            if refused == 1 { "" } else { "s" },
+            if refused == 1 { "it counts" } else { "they count" }
         );
     }
     let _ = writeln!(out, "{}", p.bold(&plan.summary_line()));

@@ -16,7 +16,7 @@ use super::{Event, FailureKind, Halt, HostOutcome, HostResult};
 use crate::cancel::{Cancel, Stop};
 use crate::clock::Clock;
 use crate::manifest::model::Fleet;
-use crate::manifest::raw::OnFailure;
+use crate::manifest::model::OnFailure;
 use crate::observe::Observation;
 use crate::plan::Change;
 use crate::resolve::DesiredHost;

@@ -8,7 +8,6 @@
 
 mod executor;
 pub mod policy;
-pub mod promotion;
 mod sweep;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::cancel::Stop;
-use crate::manifest::raw::CountOrPercent;
+use crate::manifest::model::CountOrPercent;
 use crate::schedule::window::{Freeze, Window, availability, describe};
 
 /// When an environment's hosts may start: its windows and freezes (empty when overridden),

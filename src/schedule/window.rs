@@ -1359,6 +1359,31 @@ mod tests {
                 let text = describe(&windows, &freezes, &a, now);
                 prop_assert!(!text.is_empty());
             }
+
+            /// Whatever the window length (validation stops at a week, the model holds any
+            /// duration) and wherever `now` is in the timestamp range, nothing panics.
+            #[test]
+            fn extreme_lengths_and_instants_never_panic(
+                mut windows in prop::collection::vec(window(), 0..3),
+                lengths in prop::collection::vec(prop_oneof![Just(i64::MIN), Just(i64::MAX), any::<i64>()], 3),
+                now in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+                freeze in prop::option::of(freeze()),
+            ) {
+                for (w, len) in windows.iter_mut().zip(lengths) {
+                    w.length = WindowLength::Duration(SignedDuration::from_secs(len));
+                }
+                let now = Timestamp::from_second(now).unwrap();
+                let freezes: Vec<Freeze> = freeze
+                    .map(|(off, len)| {
+                        let from = add(now, SignedDuration::from_secs(off));
+                        Freeze { from, until: add(from, SignedDuration::from_secs(len)), reason: "x".into() }
+                    })
+                    .into_iter()
+                    .collect();
+                let a = availability(&windows, &freezes, now);
+                let _ = describe(&windows, &freezes, &a, now);
+                let _ = format_countdown(SignedDuration::from_secs(now.as_second()));
+            }
         }
     }
 }

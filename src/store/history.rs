@@ -118,7 +118,7 @@ fn details(e: &AuditEvent) -> String {
 
 /// Escapes control characters (newlines, tabs, terminal escapes) so one event stays one line.
 fn clean(s: &str) -> String {
-    crate::plan::escape_controls(s)
+    crate::text::escape_controls(s)
 }
 
 #[cfg(test)]

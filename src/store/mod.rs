@@ -288,14 +288,7 @@ pub struct ChangedHost {
     pub txn: String,
 }
 
-/// An environment that had every host wanting `runtime` at `version` converged and healthy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PromotionRecord {
-    pub environment: String,
-    pub runtime: String,
-    pub version: String,
-    pub at: jiff::Timestamp,
-}
+pub use crate::plan::promotion::PromotionRecord;
 
 /// The last observation of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,11 +84,7 @@ pub enum TxnError {
     Bundle { host: String, source: std::io::Error },
 }
 
-/// Digest of a host's changes, saved with a plan so `apply --plan` can tell whether the same
-/// changes are still what the manifests and the host call for.
-pub fn change_digest(changes: &[Change]) -> String {
-    sha256_hex(serde_json::to_string(changes).unwrap_or_default().as_bytes())
-}
+pub use crate::plan::change_digest;
 
 fn field(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
@@ -189,8 +185,8 @@ pub fn build(
         // would otherwise be root's.
         let owner = match (&f.owner, desired.settings.become_.value) {
             (Some(o), _) => o.clone(),
-            (None, crate::manifest::raw::Become::Sudo) => desired.settings.user.value.clone(),
-            (None, crate::manifest::raw::Become::None) => "-".into(),
+            (None, crate::manifest::model::Become::Sudo) => desired.settings.user.value.clone(),
+            (None, crate::manifest::model::Become::None) => "-".into(),
         };
         line(&[
             "file",
@@ -388,7 +384,7 @@ pub struct Report {
 }
 
 fn parse_report(host: &str, stdout: &[u8]) -> Result<Report, TxnError> {
-    let text = crate::plan::sanitize(&String::from_utf8_lossy(stdout));
+    let text = crate::text::sanitize(&String::from_utf8_lossy(stdout));
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
     let result = first

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-use crate::manifest::raw::TransportKind;
+use crate::manifest::model::TransportKind;
 use crate::resolve::DesiredHost;
 
 /// A script and its inputs. The script is Flotilla's own constant text; `env` and `stdin`
@@ -124,7 +124,7 @@ pub struct Target {
     pub command_timeout: Duration,
     pub identity_file: Option<String>,
     pub known_hosts: Option<String>,
-    pub become_: crate::manifest::raw::Become,
+    pub become_: crate::manifest::model::Become,
 }
 
 impl Target {

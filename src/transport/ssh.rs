@@ -16,7 +16,7 @@ use openssh::{KnownHosts, SessionBuilder, Stdio};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::{Output, Script, Session, Target, TransportError};
-use crate::manifest::raw::Become;
+use crate::manifest::model::Become;
 
 /// Reads `NAME LEN\n<LEN bytes>\n` records up to a `--` line, exports them (only FLOTILLA_*
 /// and LC_ALL), then runs the script given as `$1` with what is left of stdin.
@@ -65,7 +65,7 @@ fn classify(t: &Target, err: &openssh::Error) -> TransportError {
         openssh::Error::Connect(e) | openssh::Error::Master(e) => e.to_string(),
         other => other.to_string(),
     };
-    let msg = crate::plan::sanitize(text.trim());
+    let msg = crate::text::sanitize(text.trim());
     let lower = msg.to_ascii_lowercase();
     let host = t.host.clone();
     let kh = t
@@ -185,7 +185,7 @@ impl SshSession {
             b.user_known_hosts_file(expand(kh));
         }
         // ssh's own ConnectTimeout covers the TCP connect; this bounds the whole handshake.
-        let limit = t.connect_timeout + Duration::from_secs(5);
+        let limit = t.connect_timeout.saturating_add(Duration::from_secs(5));
         let session = match tokio::time::timeout(limit, b.connect_mux(&t.address)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(classify(t, &e)),
@@ -288,7 +288,7 @@ impl SshSession {
                 return Err(TransportError::Sudo {
                     host: t.host.clone(),
                     user: t.user.clone(),
-                    detail: crate::plan::sanitize(stderr.trim()),
+                    detail: crate::text::sanitize(stderr.trim()),
                 });
             }
         }
@@ -327,7 +327,7 @@ impl Session for SshSession {
                 host: self.target.host.clone(),
                 what: format!("writing {path}"),
                 status: out.status,
-                stderr: crate::plan::sanitize(String::from_utf8_lossy(&out.stderr).trim()),
+                stderr: crate::text::sanitize(String::from_utf8_lossy(&out.stderr).trim()),
             }),
         }
     }

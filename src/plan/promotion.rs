@@ -8,7 +8,20 @@ use std::collections::BTreeSet;
 use crate::manifest::model::{Fleet, Pin};
 use crate::plan::{Action, Change, Kind};
 use crate::resolve::DesiredHost;
-use crate::store::PromotionRecord;
+
+/// An environment that had every host wanting `runtime` at `version` converged and healthy:
+/// the store keeps these, and [`waits`] reads them. Records are never revoked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PromotionRecord {
+    /// The environment that converged.
+    pub environment: String,
+    /// The runtime's name.
+    pub runtime: String,
+    /// The version every host of the environment wanting the runtime had active and healthy.
+    pub version: String,
+    /// When the environment converged; the soak of later environments counts from here.
+    pub at: jiff::Timestamp,
+}
 
 /// Does any host of `env` pin `runtime` to a version?
 pub fn uses(desired: &[DesiredHost], env: &str, runtime: &str) -> bool {
@@ -57,8 +70,7 @@ pub fn waits(
             match record {
                 None => return Some(format!("{} {version} waits on {earlier}", c.name)),
                 Some(at) => {
-                    let ready =
-                        at + jiff::SignedDuration::try_from(soak).unwrap_or(jiff::SignedDuration::MAX);
+                    let ready = crate::duration::saturating_add(at, soak);
                     if ready > now {
                         return Some(format!(
                             "{} {version} soaks in {earlier} until {}",
