@@ -35,8 +35,9 @@ if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
       artifact:*[!0-9a-f]*:* | artifact:*:*[!0-9]* | artifact::* | artifact:*:) kind=bad ;;
     esac
     [ "$kind" = artifact ] && [ "${#sha}" = 64 ] || { say "error malformed upload header"; exit 0; }
-    # GNU head reads exactly $size bytes from a pipe, leaving the rest of stdin in place.
-    head -c "$size" > "$S/staging/$sha.$FLOTILLA_TXN.part" ||
+    # Exactly $size bytes, leaving the rest of stdin in place, in 128 KiB reads: `head -c`
+    # does the same in 8 KiB ones, about 5000 syscalls for a 20 MB artifact.
+    dd bs=128k iflag=fullblock,count_bytes count="$size" status=none of="$S/staging/$sha.$FLOTILLA_TXN.part" ||
       { say "error cannot write $FLOTILLA_STATE_DIR/staging/$sha.$FLOTILLA_TXN.part (disk full?)"; exit 0; }
   done
   # Root's only: undo copies and file contents may be sensitive.

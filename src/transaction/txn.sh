@@ -124,6 +124,16 @@ fail() { # step message
 # `keep` versions in all (never fewer than active + previous); removes the rest.
 prune() { # runtime active previous|- keep
   n=$(( $4 - 1 )); [ "$3" = - ] || n=$((n - 1))
+  # Nothing to remove (the usual case) is found with a glob, without the `ls` fork: the
+  # runtime holds no more entries than `current`, active, previous and n others.
+  rt=$1 act=$2 prev=$3
+  allowed=$n; [ "$allowed" -ge 0 ] || allowed=0
+  allowed=$((allowed + 1)) # active
+  [ "$prev" = - ] || allowed=$((allowed + 1))
+  [ -L "$RT/$rt/current" ] && allowed=$((allowed + 1))
+  set -- "$RT/$rt"/*
+  [ "$#" -gt "$allowed" ] || return 0
+  set -- "$rt" "$act" "$prev"
   for v in $(ls -1t "$RT/$1" 2>/dev/null); do
     case $v in current|.*|*[!A-Za-z0-9._+-]*) continue ;; esac
     [ -d "$RT/$1/$v" ] || continue
@@ -138,6 +148,9 @@ prune() { # runtime active previous|- keep
 # without a result yet: one in flight); artifacts stay while their version is unpacked here.
 housekeep() {
   k=0
+  set -- "$S"/txn/*
+  [ "$#" -gt 5 ] || set -- # five or fewer journals: no `ls` fork
+  [ "$#" = 0 ] ||
   for t in $(ls -1t "$S/txn"); do
     k=$((k + 1))
     [ "$k" -le 5 ] || [ "$t" = "$FLOTILLA_TXN" ] && continue
