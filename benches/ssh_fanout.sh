@@ -5,11 +5,17 @@
 #   (b) a full rollout of a 20 MB runtime (upload, sha256 on the host, unpack, switch
 #       `current`, health check, state file)  vs  one plain ssh per host streaming the
 #       artifact on stdin
-# Prints wall time, controller CPU (user+sys of everything on the controller side) and the
-# peak RSS summed over flotilla and its ssh processes. Needs openssh-server, minisign, root.
+# Both sides use the same key exchange (curve25519-sha256, what Flotilla's generated ssh config
+# prefers): OpenSSH 9.2's default sntrup761x25519 costs about 3x the CPU per connection and,
+# on the raw side only, used to hide Flotilla's own overhead. Each side runs RUNS times (default
+# 3) from the same starting point (hosts emptied before each rollout); prints each run's wall
+# time, controller CPU (user+sys of everything on the controller side) and the peak RSS summed
+# over flotilla and its ssh processes, then the medians and flotilla/raw ratios.
+# Needs openssh-server, minisign, root.
 #   bash benches/ssh_fanout.sh [HOSTS]   (build first: cargo build --release)
 set -euo pipefail
 N=${1:-50}
+RUNS=${RUNS:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 FL=${FLOTILLA:-$here/target/release/flotilla}
 [ -x "$FL" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -69,7 +75,7 @@ printf '[[version]]\nversion = "1.0.0"\nartifact = "artifacts/big-1.0.0.tar.gz"\
 git -C "$lab/fleet" init -q && git -C "$lab/fleet" add -A && git -C "$lab/fleet" -c user.name=b -c user.email=b@b commit -qm bench
 
 hosts() { for i in $(seq 0 $((N - 1))); do echo "127.0.0.$((10 + i)) $((base + i)) $i"; done; }
-SSH="ssh -i $lab/client -o UserKnownHostsFile=$lab/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR"
+SSH="ssh -o KexAlgorithms=curve25519-sha256 -i $lab/client -o UserKnownHostsFile=$lab/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR"
 export SSH lab sha
 
 # Runs a command, sampling the summed RSS of flotilla and ssh processes; prints
@@ -92,14 +98,26 @@ measure() {
 }
 cpu_now() { awk '{print ($16 + $17) / 100}' /proc/$$/stat; }
 
-run_timed() { # label command...
-  local c0 c1 t0 t1 peak
+run_timed() { # label command...; also appends the wall time to $lab/times-<label>
+  local c0 c1 t0 t1 peak wall
   sync # start each run with no dirty pages from the previous one (fsyncs would wait on them)
   c0=$(cpu_now); t0=$(date +%s.%N)
   read -r _ _ peak < <(measure "${@:2}")
   t1=$(date +%s.%N); c1=$(cpu_now)
+  wall=$(echo "$t1 - $t0" | bc)
+  echo "$wall" >> "$lab/times-${1// /_}"
   printf '%-34s wall %6.2f s  controller CPU %6.2f s (%5.3f s/host)  peak RSS %4d MiB\n' \
-    "$1" "$(echo "$t1 - $t0" | bc)" "$(echo "$c1 - $c0" | bc)" "$(echo "($c1 - $c0) / $N" | bc -l)" "$peak"
+    "$1" "$wall" "$(echo "$c1 - $c0" | bc)" "$(echo "($c1 - $c0) / $N" | bc -l)" "$peak"
+}
+median() { sort -n "$lab/times-${1// /_}" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+summary() { # label raw-label flotilla-label
+  local r f; r=$(median "$2"); f=$(median "$3")
+  printf '%s: median of %d  raw %.2f s  flotilla %.2f s  ratio %.3f\n' "$1" "$RUNS" "$r" "$f" "$(echo "$f / $r" | bc -l)"
+}
+# Every host back to empty (both sides), so each rollout run does the full work.
+reset_hosts() {
+  for i in $(seq 0 $((N - 1))); do rm -rf "$lab/roots/h$i" "$lab/raw/h$i"; mkdir -p "$lab/roots/h$i" "$lab/raw/h$i"; done
+  rm -rf "$lab/store"
 }
 
 raw_rollout() {
@@ -111,15 +129,24 @@ raw_rollout() {
       (cd \$d/current && ./bin/check) >/dev/null; echo {\\\"big\\\":\\\"1.0.0\\\"} > $r/state.json" \
       < "$lab/fleet/artifacts/big-1.0.0.tar.gz"'
 }
+# The raw probe reads the same converged host roots the plan reads (FLOTILLA_ROOT is set per
+# host), so both sides do the same work on the host.
+sed -n "/^export LC_ALL=C/,\$p" "$here/src/observe/probe.sh" > "$lab/probe.sh"
 raw_probe() {
-  hosts | xargs -P "$N" -L 1 sh -c '$SSH -p "$1" "root@$0" sh -s < "$lab/probe.sh" > /dev/null'
+  hosts | xargs -P "$N" -L 1 sh -c '$SSH -p "$1" "root@$0" "FLOTILLA_ROOT=$lab/roots/h$2 FLOTILLA_RUNTIMES_DIR=/opt/flotilla/runtimes FLOTILLA_STATE_DIR=/var/lib/flotilla FLOTILLA_PROBE_FULL=1 sh -s" < "$lab/probe.sh" > /dev/null'
 }
-{ echo "FLOTILLA_ROOT=/nonexistent FLOTILLA_RUNTIMES_DIR=/opt/rt FLOTILLA_STATE_DIR=/var/lib/flotilla FLOTILLA_PROBE_FULL=1"; sed -n "/^export LC_ALL=C/,\$p" "$here/src/observe/probe.sh"; } > "$lab/probe.sh"
 
-echo "== $N hosts, 20 MB runtime, $(ssh -V 2>&1)"
-run_timed "(b) raw: ssh + stdin, xargs -P $N" raw_rollout
-run_timed "(b) flotilla apply" "$FL" --state-dir "$lab/store" --parallel "$N" apply --auto-approve "$lab/fleet"
-grep -q "Apply complete: $N applied" "$lab/out.log" || { echo "apply did not converge:" >&2; tail -5 "$lab/out.log" >&2; }
-run_timed "(a) raw: probe over ssh, xargs -P $N" raw_probe
-run_timed "(a) flotilla plan (no-op)" "$FL" --parallel "$N" plan "$lab/fleet"
-grep -q "No changes" "$lab/out.log" || echo "plan was not a no-op" >&2
+echo "== $N hosts, 20 MB runtime, $(ssh -V 2>&1), KexAlgorithms=curve25519-sha256 on both sides, $RUNS runs each"
+for run in $(seq 1 "$RUNS"); do
+  reset_hosts
+  run_timed "(b) raw: ssh + stdin, xargs -P $N" raw_rollout
+  run_timed "(b) flotilla apply" "$FL" --state-dir "$lab/store" --parallel "$N" apply --auto-approve "$lab/fleet"
+  grep -q "Apply complete: $N applied" "$lab/out.log" || { echo "apply did not converge:" >&2; tail -5 "$lab/out.log" >&2; }
+done
+for run in $(seq 1 "$RUNS"); do
+  run_timed "(a) raw: probe over ssh, xargs -P $N" raw_probe
+  run_timed "(a) flotilla plan (no-op)" "$FL" --parallel "$N" plan "$lab/fleet"
+  grep -q "No changes" "$lab/out.log" || echo "plan was not a no-op" >&2
+done
+summary "(a) no-op plan vs raw probe" "(a) raw: probe over ssh, xargs -P $N" "(a) flotilla plan (no-op)"
+summary "(b) rollout vs raw rollout " "(b) raw: ssh + stdin, xargs -P $N" "(b) flotilla apply"

@@ -68,6 +68,11 @@ fn world(runtime_extra: &str, env_extra: &str) -> World {
 
 /// Observes, plans and applies host h1 once; returns the outcome.
 async fn apply_once(w: &World) -> transaction::Report {
+    apply_txn(w).await.0
+}
+
+/// Observes, plans and applies host h1 once; returns the outcome and the transaction's id.
+async fn apply_txn(w: &World) -> (transaction::Report, String) {
     let repo = flotilla::repo::FleetRepo::open(w.fleet.path(), None).unwrap();
     let loaded = flotilla::load::load(&repo).expect("valid fleet");
     let d = &loaded.desired[0];
@@ -103,7 +108,44 @@ async fn apply_once(w: &World) -> transaction::Report {
         .await
         .unwrap();
     session.close().await.unwrap();
-    report
+    (report, txn.id)
+}
+
+/// Runs `recover`, `recheck` or `finish` of a transaction on host h1.
+async fn later(w: &World, mode: &str, txn: &str) -> transaction::Report {
+    let repo = flotilla::repo::FleetRepo::open(w.fleet.path(), None).unwrap();
+    let loaded = flotilla::load::load(&repo).expect("valid fleet");
+    let d = &loaded.desired[0];
+    let target = Target::for_host(d, repo.fleet_dir());
+    let mut session = transport::connect(&target).await.unwrap();
+    let r = match mode {
+        "recover" => transaction::recover(session.as_mut(), d, txn).await,
+        "recheck" => transaction::recheck(session.as_mut(), d, txn).await,
+        "finish" => transaction::finish(session.as_mut(), d, txn).await,
+        _ => unreachable!(),
+    };
+    session.close().await.unwrap();
+    r.unwrap()
+}
+
+fn set_version(w: &World, v: &str) {
+    w.fleet.write("environments/staging.toml", &format!("[runtimes]\ngreeter = \"{v}\"\n\n[[file]]\npath = \"/etc/app.conf\"\ncontent = \"workers = 8\\n\"\n"));
+}
+
+fn versions(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(w.fleet.root("h1").join("opt/flotilla/runtimes/greeter"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "current")
+        .collect();
+    v.sort();
+    v
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
 /// Every file under a directory with its content (links as "-> target"), for byte-for-byte
@@ -281,4 +323,221 @@ async fn a_changed_host_is_stale_and_left_untouched() {
         "hand-made\n"
     );
     assert!(!root.join("opt/flotilla/runtimes/greeter/1.0.0").exists());
+}
+
+#[tokio::test]
+async fn recover_of_an_older_transaction_after_a_newer_one_is_stale_and_touches_nothing() {
+    let w = world("", "");
+    let (r, a) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    set_version(&w, "2.0.0");
+    let (r, _b) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    let root = w.fleet.root("h1");
+    let before = snapshot(&root);
+    // A's rollout halts and rolls A back, but B (another operator's) has since committed.
+    let r = later(&w, "recover", &a).await;
+    assert!(
+        matches!(&r.outcome, Outcome::Stale(why) if why.contains("written by a later transaction")),
+        "{r:?}"
+    );
+    assert_eq!(snapshot(&root), before, "the host is unchanged byte for byte");
+    assert_eq!(common::current(&w.fleet, "h1").as_deref(), Some("2.0.0"));
+}
+
+#[tokio::test]
+async fn recheck_of_an_older_transaction_after_a_newer_one_is_stale() {
+    let w = world(
+        "[health]\ncommand = \"echo checked >> \\\"$FLOTILLA_ROOT/checks\\\"\"\n",
+        "",
+    );
+    let (r, a) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert_eq!(
+        later(&w, "recheck", &a).await.outcome,
+        Outcome::Applied,
+        "A's own re-check runs"
+    );
+    set_version(&w, "2.0.0");
+    assert_eq!(apply_txn(&w).await.0.outcome, Outcome::Applied);
+    let root = w.fleet.root("h1");
+    let checks = std::fs::read_to_string(root.join("checks")).unwrap();
+    let r = later(&w, "recheck", &a).await;
+    assert!(
+        matches!(&r.outcome, Outcome::Stale(why) if why.contains("written by a later transaction")),
+        "{r:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("checks")).unwrap(),
+        checks,
+        "no health check ran"
+    );
+}
+
+#[tokio::test]
+async fn recover_without_the_transaction_or_its_journal_is_stale() {
+    let w = world("", "");
+    let (r, a) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    let root = w.fleet.root("h1");
+    let before = snapshot(&root);
+    let r = later(&w, "recover", "1-00000000deadbeef").await;
+    assert!(
+        matches!(&r.outcome, Outcome::Stale(why) if why.contains("not on this host")),
+        "{r:?}"
+    );
+    std::fs::remove_file(root.join("var/lib/flotilla/txn").join(&a).join("journal")).unwrap();
+    let r = later(&w, "recover", &a).await;
+    assert!(
+        matches!(&r.outcome, Outcome::Stale(why) if why.contains("no journal")),
+        "{r:?}"
+    );
+    assert_eq!(snapshot(&root), before);
+}
+
+#[tokio::test]
+async fn recover_rolls_back_the_latest_committed_transaction_once() {
+    let w = world("", "");
+    assert_eq!(apply_txn(&w).await.0.outcome, Outcome::Applied);
+    let root = w.fleet.root("h1");
+    let before = snapshot(&root);
+    set_version(&w, "2.0.0");
+    let (r, b) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    let r = later(&w, "recover", &b).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    // 2.0.0 was a fresh install: its directory goes with the rollback.
+    assert_eq!(snapshot(&root), before);
+    // A second rollback of the same transaction finds the state it restored: stale.
+    let r = later(&w, "recover", &b).await;
+    assert!(matches!(&r.outcome, Outcome::Stale(_)), "{r:?}");
+}
+
+#[tokio::test]
+async fn keep_versions_1_keeps_the_previous_version_for_rollback_until_finish() {
+    let w = world("", "");
+    w.fleet.write("hosts/a.toml", "");
+    w.fleet.host("hosts/a.toml", "h1", "staging", "keep_versions = 1");
+    assert_eq!(apply_txn(&w).await.0.outcome, Outcome::Applied);
+    set_version(&w, "2.0.0");
+    let (r, b) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert_eq!(
+        versions(&w),
+        ["1.0.0", "2.0.0"],
+        "1.0.0 stays while the rollout may roll back"
+    );
+
+    // The rollout halts: the rollback finds 1.0.0 intact.
+    let r = later(&w, "recover", &b).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert_eq!(common::current(&w.fleet, "h1").as_deref(), Some("1.0.0"));
+    let out = std::process::Command::new(
+        w.fleet
+            .root("h1")
+            .join("opt/flotilla/runtimes/greeter/current/bin/hello"),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.0.0\n");
+
+    // Upgrade again, and this time the rollout completes: finish prunes to keep_versions.
+    let (r, c) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert_eq!(versions(&w), ["1.0.0", "2.0.0"]);
+    let r = later(&w, "finish", &c).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert_eq!(versions(&w), ["2.0.0"]);
+    assert_eq!(common::current(&w.fleet, "h1").as_deref(), Some("2.0.0"));
+    // Only 2.0.0's artifact stays in staging.
+    let staging: Vec<String> = std::fs::read_dir(w.fleet.root("h1").join("var/lib/flotilla/staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    let sha2 = &w.artifacts[&("greeter".to_owned(), "2.0.0".to_owned())].sha256;
+    assert_eq!(staging, [format!("{sha2}.tar.gz")]);
+    // finish of an older transaction is fenced like recover.
+    let r = later(&w, "finish", &b).await;
+    assert!(matches!(&r.outcome, Outcome::Stale(_)), "{r:?}");
+}
+
+#[tokio::test]
+async fn housekeeping_keeps_five_journals_and_leaves_no_interrupted_upload_or_unpack() {
+    let w = world("", "");
+    assert_eq!(apply_txn(&w).await.0.outcome, Outcome::Applied);
+    let root = w.fleet.root("h1");
+    let sd = root.join("var/lib/flotilla");
+    // An interrupted upload and an interrupted unpack.
+    std::fs::write(
+        sd.join("staging")
+            .join(format!("{}.1-0000000000000001.part", "a".repeat(64))),
+        "half",
+    )
+    .unwrap();
+    let inc = root.join("opt/flotilla/runtimes/greeter/.incoming-1-0000000000000001");
+    std::fs::create_dir_all(inc.join("bin")).unwrap();
+    let mut last = String::new();
+    for n in 0..6 {
+        w.fleet.write("environments/staging.toml", &format!("[runtimes]\ngreeter = \"1.0.0\"\n\n[[file]]\npath = \"/etc/app.conf\"\ncontent = \"workers = {n}\\n\"\n"));
+        let (r, id) = apply_txn(&w).await;
+        assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+        if n == 0 {
+            assert!(
+                !inc.exists(),
+                "the next transaction removes an interrupted unpack"
+            );
+            let parts: Vec<_> = std::fs::read_dir(sd.join("staging"))
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                .collect();
+            assert!(parts.is_empty(), "and interrupted uploads: {parts:?}");
+        }
+        last = id;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let journals: Vec<String> = std::fs::read_dir(sd.join("txn"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(journals.len(), 5, "{journals:?}");
+    assert!(journals.contains(&last));
+    // The artifact of the version on the host stays.
+    let sha1 = &w.artifacts[&("greeter".to_owned(), "1.0.0".to_owned())].sha256;
+    assert!(sd.join("staging").join(format!("{sha1}.tar.gz")).is_file());
+}
+
+#[tokio::test]
+async fn journals_of_sensitive_files_are_root_only_and_rollback_restores_the_mode() {
+    let w = world("", "");
+    let root = w.fleet.root("h1");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/app.conf"), "original\n").unwrap();
+    common::set_mode(&root.join("etc/app.conf"), 0o644);
+    w.fleet.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n\n[[file]]\npath = \"/etc/app.conf\"\ncontent = \"password = hunter2\\n\"\nmode = \"0600\"\nsensitive = true\n");
+    let (r, a) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    let tx = root.join("var/lib/flotilla/txn").join(&a);
+    assert_eq!(mode_of(&tx), 0o700, "the transaction directory is root's only");
+    assert_eq!(mode_of(&tx.join("undo")), 0o700);
+    assert_eq!(
+        mode_of(&tx.join("undo/0")),
+        0o600,
+        "the copy of the replaced file too"
+    );
+    assert_eq!(mode_of(&tx.join("files/0")), 0o600);
+    let r = later(&w, "recover", &a).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/app.conf")).unwrap(),
+        "original\n"
+    );
+    assert_eq!(
+        mode_of(&root.join("etc/app.conf")),
+        0o644,
+        "the original mode comes back"
+    );
 }

