@@ -579,18 +579,3 @@ pub fn describe_failure(r: &Report) -> String {
     }
     out
 }
-
-/// After the environment's rollout completed: prunes the transaction's runtimes to exactly
-/// `keep_versions` (the previous version was kept until now so the rollout could roll back).
-pub async fn finish(
-    _session: &mut dyn Session,
-    _desired: &DesiredHost,
-    _txn_id: &str,
-) -> Result<Report, TxnError> {
-    // Placeholder until the host-side `finish` mode lands (same change set).
-    Ok(Report {
-        outcome: Outcome::Applied,
-        steps: Vec::new(),
-        log_tail: Vec::new(),
-    })
-}
