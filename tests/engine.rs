@@ -342,3 +342,41 @@ fn a_host_another_store_wrote_is_planned_as_refused_with_no_changes() {
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "untouched");
     drop(store);
 }
+
+fn versions_on(f: &TestFleet, host: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(f.root(host).join("opt/flotilla/runtimes/greeter"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "current" && !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn keep_versions_1_keeps_the_rollback_target_until_the_rollout_completes() {
+    // h2's health check fails on 2.0.0: the rollout halts and rolls h1 back.
+    let health = "[health]\ncommand = \"test $FLOTILLA_HOST != h2 || test $FLOTILLA_VERSION = 1.0.0\"\n";
+    let rollout = "waves = [1, \"100%\"]\n\n[defaults]\nkeep_versions = 1\n";
+    let (f, _keys, store) = fleet(&["h1", "h2"], health, rollout);
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "{}", r.stderr);
+    assert!(
+        f.root("h1")
+            .join("opt/flotilla/runtimes/greeter/current/VERSION")
+            .is_file(),
+        "not dangling"
+    );
+    let p = with_store(&f, store.path(), &["plan"]);
+    assert!(p.stdout.contains("\"1.0.0\" -> \"2.0.0\""), "{}", p.stdout);
+
+    // Without the failure the rollout completes, and only then is 1.0.0 pruned.
+    let (f, _keys, store) = fleet(&["h1", "h2"], "", rollout);
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for h in ["h1", "h2"] {
+        assert_eq!(versions_on(&f, h), ["2.0.0"], "{h}");
+    }
+}
