@@ -654,3 +654,33 @@ fn plans_never_panic_on_extreme_durations_and_times() {
         prop_assert_eq!(back.summary, p.summary);
     });
 }
+
+#[test]
+fn manifest_text_cannot_inject_control_characters_either() {
+    // An unmerged pull request's `content` with ESC[2K and a carriage return would erase the
+    // line before it on a reviewer's terminal.
+    let f = TestFleet::new();
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/etc/app.conf\"\ncontent = \"rm -rf /\\u001b[2K\\rlooks harmless\\n\"\n",
+    );
+    let loaded = load(&f);
+    let mut o = Observation::default();
+    o.files.insert(path("/etc/app.conf"), file("old\n", true));
+    o.state = Some(state("h1", &[], &[("/etc/app.conf", "x")]));
+    let obs = BTreeMap::from([("h1".to_owned(), Ok(o))]);
+    let p = build(&loaded, &obs);
+    for out in [
+        plan::text::render(&p, TextOptions::default()),
+        plan::markdown::render(&p, &Default::default()),
+        p.to_json(),
+    ] {
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(!out.contains("\\u001b"), "not in JSON either: {out}");
+        assert!(
+            out.contains("rm -rf /"),
+            "the dangerous part stays visible: {out}"
+        );
+    }
+}

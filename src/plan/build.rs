@@ -499,9 +499,13 @@ fn delete_runtime(name: &str, current: Option<String>, recorded: Option<&String>
     }
 }
 
-/// Hunks only (no file headers), as the plan shows them under the file's line.
+/// Hunks only (no file headers), as the plan shows them under the file's line. Both sides
+/// are stripped of control characters: the old side came from a host, and the new side from
+/// the manifests of a revision that may be an unmerged pull request (an `ESC[2K\r` in
+/// `content` would hide a line on a reviewer's terminal).
 fn unified(old: &str, new: &str) -> String {
-    let diff = TextDiff::from_lines(old, new);
+    let (old, new) = (sanitize(old), sanitize(new));
+    let diff = TextDiff::from_lines(&old, &new);
     let mut out = String::new();
     for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
         out.push_str(&hunk.to_string());
