@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::plan::{Plan, WindowState};
-use crate::store::{AuditEvent, RolloutRecord};
+use crate::store::AuditEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,12 +59,8 @@ const FAILED_EVENTS: [&str; 5] = [
     "host-skipped",
 ];
 
-/// `rollouts(env)` and `last_event(host)` come from the store.
-pub fn build(
-    plan: &Plan,
-    rollout: &dyn Fn(&str) -> Option<RolloutRecord>,
-    last_event: &dyn Fn(&str) -> Option<AuditEvent>,
-) -> Status {
+/// `last_event(host)` comes from the store; halts come with the plan.
+pub fn build(plan: &Plan, last_event: &dyn Fn(&str) -> Option<AuditEvent>) -> Status {
     let environments = plan
         .environments
         .iter()
@@ -74,19 +70,15 @@ pub fn build(
                 .hosts
                 .iter()
                 .any(|h| h.environment == env.name && !h.changes.is_empty());
-            // Halts hold for their revision (DESIGN §6.3): a new revision is a new rollout.
-            let halted = rollout(&env.name)
-                .filter(|r| r.revision == plan.revision)
-                .and_then(|r| {
-                    let why = r.halted?;
-                    let wave = r.halted_wave.map(|w| format!(" at wave {w}")).unwrap_or_default();
-                    let when = r
-                        .halted_at
-                        .map(|t| format!(" (since {t:.0})"))
-                        .unwrap_or_default();
-                    Some(format!(
-                        "halted{wave}: {why}{when}; `flotilla apply --retry REASON` starts it again"
-                    ))
+            // The engine's plan carries the halts that still hold (DESIGN §6.3).
+            let halted = env
+                .halted
+                .as_ref()
+                .map(|h| {
+                    format!(
+                        "halted at wave {}: {} (since {:.0}); `flotilla apply --retry REASON` starts it again",
+                        h.wave, h.reason, h.at
+                    )
                 })
                 .filter(|_| pending);
             let hosts = plan

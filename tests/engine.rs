@@ -48,7 +48,10 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
     );
     assert_eq!(current(&f, "h2").as_deref(), Some("1.0.0"), "h2 never started");
 
-    // The same revision again: refused, and the output says how to retry.
+    // A commit that does not change the environment's desired state is the same rollout.
+    f.write("NOTES.md", "unrelated\n");
+    f.commit("an unrelated commit");
+    // The same desired state again: refused, and the output says how to retry.
     std::fs::write(f.root("h1").join("ok"), "").unwrap();
     std::fs::write(f.root("h2").join("ok"), "").unwrap();
     let r = apply(&f, store.path(), &[]);

@@ -653,6 +653,7 @@ fn concurrent_audit_appends_never_interleave() {
 fn rollout() -> RolloutRecord {
     RolloutRecord {
         revision: Some("3f2a9c1e5b7d".into()),
+        desired: Some("9d1c".into()),
         waves: vec![vec!["web-01".into()], vec!["web-02".into(), "web-03".into()]],
         waves_done: 1,
         bake_deadline: Some(ts("2026-11-22T08:10:00Z")),

@@ -51,6 +51,12 @@ impl AuditLog<'_> {
                 (name, host, env, Some(error.clone()))
             }
             Event::RolledBack { host, env, why } => ("rolled-back", host, env, Some(why.clone())),
+            Event::HostRecovered { host, env, txn } => (
+                "host-recovered",
+                host,
+                env,
+                Some(format!("restored from before transaction {txn}")),
+            ),
             Event::HostSkipped { host, env, why, .. } => ("host-skipped", host, env, Some(why.clone())),
             Event::Halted { env, why, .. } => {
                 let mut a = self.event("rollout-halted");
@@ -79,7 +85,7 @@ impl AuditLog<'_> {
         &self,
         mut rx: mpsc::UnboundedReceiver<Event>,
         view: Option<mpsc::UnboundedSender<Event>>,
-        changes: &BTreeMap<String, Vec<Change>>,
+        changes: &std::sync::Mutex<BTreeMap<String, Vec<Change>>>,
     ) -> Vec<String> {
         let mut errors = Vec::new();
         while let Some(first) = rx.recv().await {
@@ -87,7 +93,10 @@ impl AuditLog<'_> {
             while let Ok(e) = rx.try_recv() {
                 batch.push(e);
             }
-            let lines: Vec<AuditEvent> = batch.iter().filter_map(|e| self.line(e, changes)).collect();
+            let lines: Vec<AuditEvent> = {
+                let changes = changes.lock().unwrap_or_else(|e| e.into_inner());
+                batch.iter().filter_map(|e| self.line(e, &changes)).collect()
+            };
             if !lines.is_empty()
                 && let Err(e) = super::run::blocking(|| self.store.append_audit_all(&lines))
             {

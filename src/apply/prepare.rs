@@ -152,10 +152,15 @@ pub(super) fn build_plan(
             take_over: req.overrides.take_over.is_some(),
         })
         .collect();
-    // Halts hold for their revision (DESIGN §6.3); a retry lifts them.
+    // Halts hold for the desired state they were rolling out to (DESIGN §6.3); a retry lifts
+    // them.
     let halts: BTreeMap<String, plan::Halt> = rollouts
         .iter()
-        .filter(|(_, r)| req.overrides.retry.is_none() && r.revision.is_some() && r.revision == revision)
+        .filter(|(env, r)| {
+            req.overrides.retry.is_none()
+                && r.identity()
+                    == Some(super::run::desired_digest(&req.fleet.fleet, &req.fleet.desired, env).as_str())
+        })
         .filter_map(|(env, r)| {
             Some((
                 env.clone(),

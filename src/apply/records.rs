@@ -22,6 +22,8 @@ pub(super) struct StoreRecords<'a> {
     pub plan: &'a Plan,
     /// Every targeted host that was observed.
     pub observed: &'a BTreeMap<&'a str, (&'a DesiredHost, &'a Observation)>,
+    /// Refused and stale hosts: observed, but not converged whatever their plan says.
+    pub left_out: BTreeSet<String>,
     pub clock: Clock,
     /// Warnings for the operator (a record that could not be written).
     pub warnings: Mutex<Vec<String>>,
@@ -33,10 +35,12 @@ impl StoreRecords<'_> {
         self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(w);
     }
 
-    /// Reads, changes and writes the rollout record of `env` for this plan's revision.
+    /// Reads, changes and writes the rollout record of `env`, if it is this rollout's (the
+    /// same desired state).
     fn update(&self, env: &str, f: impl FnOnce(&mut RolloutRecord)) {
+        let identity = super::run::desired_digest(self.fleet, self.desired, env);
         let record = match self.store.rollout(env) {
-            Ok(Some(r)) if r.revision == self.plan.revision => r,
+            Ok(Some(r)) if r.identity() == Some(identity.as_str()) => r,
             Ok(_) => return,
             Err(e) => return self.warn(format!("cannot read the rollout record of {env}: {e}")),
         };
@@ -108,16 +112,20 @@ impl Records for StoreRecords<'_> {
     fn finished(&self, env: &str, end: &EnvEnd<'_>) {
         let done = |h: &String| {
             end.results.iter().any(|r| r.host == *h && r.applied())
-                || self
-                    .plan
-                    .hosts
-                    .iter()
-                    .any(|p| p.name == *h && p.changes.is_empty() && p.error.is_none())
+                || (!self.left_out.contains(h)
+                    && self
+                        .plan
+                        .hosts
+                        .iter()
+                        .any(|p| p.name == *h && p.changes.is_empty() && p.error.is_none()))
         };
         let now = self.clock.now();
         self.update(env, |r| {
             r.waves_done = r.waves.iter().take_while(|w| w.iter().all(done)).count();
-            r.bake_deadline = None;
+            if end.completed {
+                // A bake interrupted by a stop is waited out (and re-checked) on resume.
+                r.bake_deadline = None;
+            }
             if let Some(h) = end.halt {
                 r.halted = Some(h.reason.clone());
                 r.halted_wave = Some(h.wave);
@@ -128,10 +136,11 @@ impl Records for StoreRecords<'_> {
                 r.changed.clear();
             }
         });
-        if end.halt.is_some() {
-            return;
+        // Only a completed rollout promotes: not a halted one, not one interrupted during a
+        // bake whose re-check has not run.
+        if end.completed {
+            self.record_promotions(env, end);
         }
-        self.record_promotions(env, end);
     }
 }
 
@@ -144,7 +153,11 @@ impl StoreRecords<'_> {
             .iter()
             .filter(|h| h.environment.as_str() == env)
             .collect();
-        if hosts.is_empty() || hosts.iter().any(|h| !self.observed.contains_key(h.name.as_str())) {
+        if hosts.is_empty()
+            || hosts.iter().any(|h| {
+                !self.observed.contains_key(h.name.as_str()) || self.left_out.contains(h.name.as_str())
+            })
+        {
             return;
         }
         let mut converged: BTreeMap<(String, String), bool> = BTreeMap::new();

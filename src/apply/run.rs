@@ -17,7 +17,9 @@ use crate::observe::{Observation, observe_all};
 use crate::plan::{Action as ChangeAction, Change, Kind};
 use crate::resolve::DesiredHost;
 use crate::rollout::policy::{self, Gate, SkipKind};
-use crate::rollout::{EnvRun, Event, HostJob, HostOutcome, HostResult, Records as _, RunSpec, Touched};
+use crate::rollout::{
+    EnvRun, Event, FailureKind, HostJob, HostOutcome, HostResult, Records as _, RunSpec, Touched,
+};
 use crate::store::{RolloutRecord, Store};
 use crate::transaction::{self, Context, Upload};
 use crate::transport::Target;
@@ -117,15 +119,21 @@ pub async fn apply<'a>(
     }
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let changes: BTreeMap<String, Vec<Change>> = planned
-        .plan
-        .hosts
-        .iter()
-        .map(|h| (h.name.clone(), h.changes.clone()))
-        .collect();
+    // Each host's changes, for its audit lines; replanned hosts update it.
+    let changes = std::sync::Mutex::new(changes_of(&planned.plan));
     let tee = log.tee(rx, view, &changes);
     let work = async {
-        let result = run(req, &mut planned, epoch, &artifacts, &log, &tx, &mut report).await;
+        let result = run(
+            req,
+            &mut planned,
+            epoch,
+            &artifacts,
+            &log,
+            &tx,
+            &changes,
+            &mut report,
+        )
+        .await;
         drop(tx);
         result
     };
@@ -154,7 +162,60 @@ pub async fn apply<'a>(
     Ok(report)
 }
 
+fn changes_of(plan: &crate::plan::Plan) -> BTreeMap<String, Vec<Change>> {
+    plan.hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.changes.clone()))
+        .collect()
+}
+
+/// A digest of what the manifests want in `env`: a rollout is one environment moving to one
+/// desired state (DESIGN §6.2), so a commit that changes nothing there continues the same
+/// rollout, and a halt holds until the desired state changes (§6.3).
+///
+/// It covers every host's resolved state (runtime versions, file digests, settings) and what
+/// the runtimes they use run on the host (artifact digests, hooks, health checks) and the
+/// environment's `health_command`: fixing a failing health check starts a new rollout, while
+/// a commit elsewhere in the repository does not. The rollout policy itself is not part of it:
+/// changing `max_failures` does not lift a halt (`--retry` does).
+pub(super) fn desired_digest(
+    fleet: &crate::manifest::model::Fleet,
+    desired: &[DesiredHost],
+    env: &str,
+) -> String {
+    use crate::manifest::model::Pin;
+    let hosts: Vec<&DesiredHost> = desired.iter().filter(|d| d.environment.as_str() == env).collect();
+    let mut text = serde_json::to_string(&hosts).unwrap_or_default();
+    let used: BTreeSet<(&str, &str)> = hosts
+        .iter()
+        .flat_map(|h| h.runtimes.iter())
+        .filter_map(|(rt, pin)| match &pin.value {
+            Pin::Version(v) => Some((rt.as_str(), v.as_str())),
+            Pin::Remove => None,
+        })
+        .collect();
+    for (rt, v) in used {
+        let Some(runtime) = fleet.runtimes.get(rt) else {
+            continue;
+        };
+        let sha = runtime
+            .versions
+            .get(v)
+            .map(|x| x.sha256.as_str())
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\n{rt} {v} {sha} {:?} {:?} {:?}",
+            runtime.hooks.activate, runtime.hooks.remove, runtime.health
+        ));
+    }
+    if let Some(e) = fleet.environments.get(env) {
+        text.push_str(&format!("\nhealth_command {:?}", e.rollout.health_command));
+    }
+    crate::resolve::sha256_hex(text.as_bytes())
+}
+
 /// The part that touches hosts; its events go to `tx` (views and audit).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     req: &Request<'_>,
     planned: &mut Planned<'_>,
@@ -162,6 +223,7 @@ async fn run(
     artifacts: &BTreeMap<(String, String), Upload>,
     log: &AuditLog<'_>,
     tx: &mpsc::UnboundedSender<Event>,
+    changes: &std::sync::Mutex<BTreeMap<String, Vec<Change>>>,
     report: &mut Report,
 ) -> Result<(), EngineError> {
     let store = log.store;
@@ -170,7 +232,16 @@ async fn run(
     };
     // Hosts a killed transaction left `pending` are restored to where they were, then
     // observed and planned again.
-    let recovered = recover_interrupted(req, planned, &emit).await;
+    let mut unrecovered = Vec::new();
+    let recovered = recover_interrupted(req, planned, &emit, &mut unrecovered).await;
+    for r in &unrecovered {
+        // A host that could not be restored takes no part in the rollout.
+        planned.refused.insert(
+            r.host.clone(),
+            "its interrupted transaction could not be restored".into(),
+        );
+    }
+    report.hosts.extend(unrecovered);
     if !recovered.is_empty() {
         let subset: Vec<&DesiredHost> = recovered.iter().map(|&i| planned.targets[i]).collect();
         let again = observe_all(&subset, req.repo.fleet_dir(), &req.pool, req.parallel).await;
@@ -189,6 +260,18 @@ async fn run(
         planned.plan.hosts = fresh.hosts;
         planned.plan.environments = fresh.environments;
         planned.plan.summary = fresh.summary;
+        report.unreachable = planned.plan.summary.hosts_unreachable;
+        *changes.lock().unwrap_or_else(|e| e.into_inner()) = changes_of(&planned.plan);
+        // A saved plan was approved for the host as it was: after the restore, its changes are
+        // new ones, which nobody approved.
+        if planned.saved.is_some() {
+            for &i in &recovered {
+                planned.stale.insert(
+                    planned.targets[i].name.to_string(),
+                    "an interrupted transaction was restored; plan again".into(),
+                );
+            }
+        }
     }
 
     let plan = &planned.plan;
@@ -236,6 +319,12 @@ async fn run(
         store,
         plan,
         observed: &by_name,
+        left_out: planned
+            .refused
+            .keys()
+            .chain(planned.stale.keys())
+            .cloned()
+            .collect(),
         clock: req.clock,
         warnings: Default::default(),
     };
@@ -257,8 +346,22 @@ async fn run(
                 })
             })
             .collect();
-        if jobs.is_empty() {
-            if failed_before.get(&env.name).copied().unwrap_or(0) == 0 {
+        let identity = desired_digest(&req.fleet.fleet, &req.fleet.desired, &env.name);
+        let stored = store.rollout(&env.name)?;
+        let unfinished = stored.as_ref().is_some_and(|r| {
+            r.identity() == Some(identity.as_str())
+                && r.halted.is_none()
+                && (r.bake_deadline.is_some() || (!r.changed.is_empty() && r.waves_done < r.waves.len()))
+        });
+        let whole_env = req
+            .fleet
+            .desired
+            .iter()
+            .filter(|d| d.environment.as_str() == env.name)
+            .all(|d| by_name.contains_key(d.name.as_str()));
+        if jobs.is_empty() && !unfinished {
+            // Only a run that saw every host of the environment may say it converged.
+            if whole_env && failed_before.get(&env.name).copied().unwrap_or(0) == 0 {
                 // Converged now: its records let later environments go in this same run.
                 records.finished(
                     &env.name,
@@ -271,12 +374,11 @@ async fn run(
             }
             continue;
         }
-        let stored = store.rollout(&env.name)?;
         let halted_here = |retry| {
             policy::halted_at_revision(
                 stored.as_ref().and_then(|r| r.halted.as_deref()),
-                stored.as_ref().and_then(|r| r.revision.as_deref()),
-                plan.revision.as_deref(),
+                stored.as_ref().and_then(RolloutRecord::identity),
+                Some(identity.as_str()),
                 retry,
             )
         };
@@ -310,7 +412,23 @@ async fn run(
             }
             continue;
         }
-        environments.push(env_run(req, env, jobs, stored, &failed_before, store)?);
+        let skip: BTreeSet<String> = jobs
+            .iter()
+            .map(|j| j.desired.name.to_string())
+            .chain(planned.refused.keys().cloned())
+            .chain(planned.stale.keys().cloned())
+            .collect();
+        let observed = |h: &str| by_name.contains_key(h) && !skip.contains(h);
+        environments.push(env_run(
+            req,
+            env,
+            jobs,
+            stored,
+            &identity,
+            &observed,
+            &failed_before,
+            store,
+        )?);
     }
 
     let spec = RunSpec {
@@ -348,20 +466,24 @@ async fn run(
 
 /// One environment's run: its jobs in their waves (the stored layout when an unfinished
 /// rollout of this revision resumes), its gate and what an earlier run left.
+/// `earlier_ok(host)`: whether a host an earlier run changed may be re-checked or rolled back
+/// by this one (observed, not refused or stale, and not changed again by this run).
+#[allow(clippy::too_many_arguments)]
 fn env_run(
     req: &Request<'_>,
     env: &crate::plan::EnvironmentPlan,
     mut jobs: Vec<HostJob>,
     stored: Option<RolloutRecord>,
+    identity: &str,
+    earlier_ok: &dyn Fn(&str) -> bool,
     failed_before: &BTreeMap<String, usize>,
     store: &dyn Store,
 ) -> Result<EnvRun, EngineError> {
     let revision = req.repo.revision();
     let resumable = stored.filter(|r| {
-        r.revision.is_some()
-            && r.revision.as_deref() == revision
+        r.identity() == Some(identity)
             && r.halted.is_none()
-            && r.waves_done < r.waves.len()
+            && (r.waves_done < r.waves.len() || r.bake_deadline.is_some())
     });
     let mut earlier = Vec::new();
     let mut bake_until = None;
@@ -378,6 +500,7 @@ fn env_run(
             earlier = record
                 .changed
                 .iter()
+                .filter(|c| earlier_ok(&c.host))
                 .filter_map(|c| {
                     let desired = req.fleet.desired.iter().find(|d| d.name.as_str() == c.host)?;
                     Some(Touched {
@@ -392,6 +515,7 @@ fn env_run(
         None => {
             let record = RolloutRecord {
                 revision: revision.map(str::to_owned),
+                desired: Some(identity.to_owned()),
                 waves: env.waves.clone(),
                 waves_done: 0,
                 bake_deadline: None,
@@ -509,11 +633,20 @@ fn prepare_artifacts(
 /// Restores hosts a killed transaction left `pending` (DESIGN §6.1), only hosts this store may
 /// change; the restore is fenced on the host like every rollback. Returns the indexes (into
 /// `planned.targets`) of the hosts restored.
-async fn recover_interrupted(req: &Request<'_>, planned: &Planned<'_>, emit: &impl Fn(Event)) -> Vec<usize> {
+async fn recover_interrupted(
+    req: &Request<'_>,
+    planned: &Planned<'_>,
+    emit: &impl Fn(Event),
+    failed: &mut Vec<HostResult>,
+) -> Vec<usize> {
     let mut restored = Vec::new();
     for (i, (d, o)) in planned.targets.iter().zip(&planned.observations).enumerate() {
-        if planned.refused.contains_key(d.name.as_str()) {
+        // Never a host this store may not change, nor one a saved plan found changed.
+        if planned.refused.contains_key(d.name.as_str()) || planned.stale.contains_key(d.name.as_str()) {
             continue;
+        }
+        if req.cancel.draining() {
+            break;
         }
         let Some(txn) = o
             .as_ref()
@@ -536,15 +669,38 @@ async fn recover_interrupted(req: &Request<'_>, planned: &Planned<'_>, emit: &im
             r.map_err(|e| e.to_string())
         }
         .await;
-        let step = match result {
+        let error = match result {
             Ok(r) if !r.outcome.failed() => {
                 restored.push(i);
-                "restored".to_owned()
+                emit(Event::HostRecovered {
+                    host,
+                    env: d.environment.to_string(),
+                    txn,
+                });
+                continue;
             }
-            Ok(r) => format!("recovery failed: {}", transaction::describe_failure(&r)),
-            Err(e) => format!("recovery failed: {e}"),
+            Ok(r) => format!(
+                "restoring interrupted transaction {txn} failed: {}",
+                transaction::describe_failure(&r)
+            ),
+            Err(e) => format!("restoring interrupted transaction {txn} failed: {e}"),
         };
-        emit(Event::HostStep { host, step });
+        emit(Event::HostFailed {
+            host: host.clone(),
+            env: d.environment.to_string(),
+            kind: FailureKind::Broken,
+            error: error.clone(),
+        });
+        failed.push(HostResult {
+            host,
+            environment: d.environment.to_string(),
+            changes: Vec::new(),
+            txn: Some(txn),
+            outcome: HostOutcome::Failed {
+                kind: FailureKind::Broken,
+                error,
+            },
+        });
     }
     restored
 }

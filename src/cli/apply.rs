@@ -150,8 +150,18 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             }
             // `--wait` asks once: a later round goes on without asking only if its changes
             // are the ones confirmed.
-            let digests = plan::SavedPlan::new(planned.plan.clone()).digests;
-            if !args.auto_approve && confirmed.as_ref() != Some(&digests) {
+            // Hosts applied in an earlier round have nothing left; the rest must be unchanged.
+            let digests: std::collections::BTreeMap<String, String> = planned
+                .plan
+                .hosts
+                .iter()
+                .filter(|h| !h.changes.is_empty())
+                .map(|h| (h.name.clone(), plan::change_digest(&h.changes)))
+                .collect();
+            let same = confirmed
+                .as_ref()
+                .is_some_and(|c| digests.iter().all(|(h, d)| c.get(h) == Some(d)));
+            if !args.auto_approve && !same {
                 if !confirm()? {
                     println!("Apply cancelled.");
                     return Ok(Round::Done(Outcome::Failure));

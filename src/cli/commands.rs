@@ -283,8 +283,7 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
             .find(|e| e.host.as_deref() == Some(host))
             .cloned()
     };
-    let rollout = |env: &str| store.as_ref().and_then(|s| s.rollout(env).ok().flatten());
-    let status = crate::status::build(&plan, &rollout, &last_event);
+    let status = crate::status::build(&plan, &last_event);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -97,10 +97,10 @@ pub fn apply_summary(r: &Report) -> String {
             HostOutcome::Waiting {
                 hold: crate::rollout::Hold::Promotion { why },
             } => {
-                let _ = writeln!(out, "  {} waits: {why}", h.host);
+                let _ = writeln!(out, "  {} waits: {}", h.host, crate::text::escape_controls(why));
             }
             HostOutcome::Skipped { why, .. } => {
-                let _ = writeln!(out, "  {} skipped: {why}", h.host);
+                let _ = writeln!(out, "  {} skipped: {}", h.host, crate::text::escape_controls(why));
             }
             _ => {}
         }

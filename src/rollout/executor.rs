@@ -210,10 +210,12 @@ async fn run_env(
         });
     }
     let mut touched: Vec<Touched> = env.earlier.clone();
-    // The rest of a bake an interrupted run of this rollout did not finish.
-    if let Some(until) = env.bake_until.filter(|u| *u > spec.clock.now())
-        && taking_part > 0
+    // The rest of a bake an interrupted run of this rollout did not finish, then its re-check
+    // (also when the deadline passed meanwhile, and when no job is left).
+    if let Some(until) = env.bake_until
         && halt.is_none()
+        && !touched.is_empty()
+        && !spec.cancel.draining()
     {
         let wave = waves.keys().next().map_or(0, |w| w.saturating_sub(1));
         if bake(spec, name, wave, until, true, emit).await {
@@ -424,19 +426,21 @@ async fn run_env(
                 halt.get_or_insert(halted(name, wave, why, emit));
             }
         }
-        if halt.is_some() && rollout.on_failure == OnFailure::Rollback && !touched.is_empty() {
-            let limit = rollout.max_parallel as usize;
-            roll_back(
-                spec,
-                name,
-                limit,
-                std::mem::take(&mut touched),
-                broken,
-                summary,
-                emit,
-            )
-            .await;
-        }
+    }
+    // After the waves (a halt starts no new host, so nothing is lost by waiting for the wave's
+    // in-flight hosts): every host this rollout changed, in this run or an earlier one.
+    if halt.is_some() && rollout.on_failure == OnFailure::Rollback && !touched.is_empty() {
+        let limit = rollout.max_parallel as usize;
+        roll_back(
+            spec,
+            name,
+            limit,
+            std::mem::take(&mut touched),
+            broken,
+            summary,
+            emit,
+        )
+        .await;
     }
     let hold = hold.or(held);
     let completed = halt.is_none() && hold.is_none() && !spec.cancel.draining() && broken.is_none();

@@ -18,6 +18,7 @@ pub use policy::{Gate, Hold, SkipKind};
 use serde::Serialize;
 
 use crate::plan::Change;
+use crate::text::escape_controls;
 
 /// Why a host that started did not end up changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,6 +142,12 @@ pub enum Event {
         kind: FailureKind,
         error: String,
     },
+    /// A host an interrupted transaction had left `pending` was restored to where it was.
+    HostRecovered {
+        host: String,
+        env: String,
+        txn: String,
+    },
     /// A host rolled back with its halted rollout.
     RolledBack {
         host: String,
@@ -166,6 +173,7 @@ impl Event {
     pub fn host(&self) -> Option<&str> {
         match self {
             Event::HostStep { host, .. }
+            | Event::HostRecovered { host, .. }
             | Event::HostApplied { host, .. }
             | Event::HostFailed { host, .. }
             | Event::RolledBack { host, .. }
@@ -202,7 +210,10 @@ impl Event {
             } => {
                 format!("environment {env}: finishing the bake of the interrupted rollout (until {until:.0})")
             }
-            Event::HostStep { host, step } => format!("  {host}: {step}"),
+            Event::HostStep { host, step } => format!("  {host}: {}", escape_controls(step)),
+            Event::HostRecovered { host, txn, .. } => {
+                format!("  {host}: restored the state from before interrupted transaction {txn}")
+            }
             Event::HostApplied {
                 host,
                 changes,
@@ -215,11 +226,15 @@ impl Event {
                 warning: Some(w),
                 ..
             } => {
-                format!("  {host}: applied {changes} change(s), but {w}")
+                format!(
+                    "  {host}: applied {changes} change(s), but {}",
+                    escape_controls(w)
+                )
             }
-            Event::HostFailed { host, error, .. } => format!("  {host}: FAILED: {error}"),
-            Event::RolledBack { host, why, .. } => format!("  {host}: rolled back: {why}"),
-            Event::HostSkipped { host, why, .. } => format!("  {host}: skipped: {why}"),
+            // Errors can carry host text (stderr): escaped, so a host cannot forge lines.
+            Event::HostFailed { host, error, .. } => format!("  {host}: FAILED: {}", escape_controls(error)),
+            Event::RolledBack { host, why, .. } => format!("  {host}: rolled back: {}", escape_controls(why)),
+            Event::HostSkipped { host, why, .. } => format!("  {host}: skipped: {}", escape_controls(why)),
             Event::Halted { env, why, .. } => format!("environment {env}: HALTED: {why}"),
         }
     }

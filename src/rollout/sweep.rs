@@ -49,9 +49,10 @@ where
         });
         ids.insert(handle.id(), i);
     }
+    // Whatever has not reported when a second stop request comes was aborted, not failed.
     let mut out: Vec<HostRun> = hosts
         .iter()
-        .map(|_| Err((FailureKind::Panicked, "the task did not finish".to_owned())))
+        .map(|_| Err((FailureKind::Aborted, "aborted before it reported".to_owned())))
         .collect();
     loop {
         let joined = tokio::select! {
@@ -93,6 +94,10 @@ pub(super) async fn recheck(
         let HostOutcome::Failed { kind, error } = host_outcome(r) else {
             continue;
         };
+        if kind == FailureKind::Aborted {
+            // Nothing failed on the host: the run was stopped before it answered.
+            continue;
+        }
         let kind = if kind == FailureKind::Stale {
             FailureKind::Stale
         } else {
@@ -158,8 +163,8 @@ pub(super) async fn roll_back(
                     HostOutcome::Reverted { why }
                 }
                 HostOutcome::Failed { kind, error } => {
-                    let kind = if kind == FailureKind::Stale {
-                        FailureKind::Stale
+                    let kind = if matches!(kind, FailureKind::Stale | FailureKind::Aborted) {
+                        kind
                     } else {
                         broken.get_or_insert(format!("host {host} is broken (its rollback failed)"));
                         FailureKind::Broken
@@ -176,8 +181,7 @@ pub(super) async fn roll_back(
                 other => other,
             };
             match summary.results.iter_mut().rev().find(|r| r.host == host) {
-                Some(r) if r.applied() => r.outcome = outcome,
-                Some(_) => {}
+                Some(r) => r.outcome = outcome,
                 None => summary.results.push(HostResult {
                     host,
                     environment: env.to_owned(),

@@ -257,6 +257,10 @@ pub struct RolloutRecord {
     /// The revision being rolled out.
     #[serde(default)]
     pub revision: Option<String>,
+    /// A digest of the environment's desired state: what makes a rollout one rollout. A
+    /// later commit that leaves it unchanged continues (and stays halted with) this one.
+    #[serde(default)]
+    pub desired: Option<String>,
     /// The hosts of each wave, the canary wave first.
     pub waves: Vec<Vec<String>>,
     /// How many waves have completed.
@@ -278,6 +282,13 @@ pub struct RolloutRecord {
     /// same rollout re-checks them after bakes and rolls them back if it halts.
     #[serde(default)]
     pub changed: Vec<ChangedHost>,
+}
+
+impl RolloutRecord {
+    /// What identifies the rollout: the digest of the desired state it moves to.
+    pub fn identity(&self) -> Option<&str> {
+        self.desired.as_deref()
+    }
 }
 
 /// A host a rollout changed, and the transaction that did it.
