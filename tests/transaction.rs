@@ -404,6 +404,13 @@ async fn recover_rolls_back_the_latest_committed_transaction_once() {
     set_version(&w, "2.0.0");
     let (r, b) = apply_txn(&w).await;
     assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    // The rollback runs the controller's txn.sh, not the bundle's (which an older Flotilla
+    // may have left): a bundle script that would do nothing changes nothing here.
+    std::fs::write(
+        root.join("var/lib/flotilla/txn").join(&b).join("txn.sh"),
+        "exit 0\n",
+    )
+    .unwrap();
     let r = later(&w, "recover", &b).await;
     assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
     // 2.0.0 was a fresh install: its directory goes with the rollback.

@@ -45,7 +45,15 @@ if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
     { say "error cannot unpack the transaction bundle into $TX"; exit 0; }
 fi
 rm -f "$TX/result"
-setsid sh "$TX/txn.sh" < /dev/null >> "$TX/log" 2>&1 &
+if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
+  setsid sh "$TX/txn.sh" < /dev/null >> "$TX/log" 2>&1 &
+else
+  # Later modes run the controller's txn.sh (sent on stdin), not the one in the bundle: a
+  # transaction left by an older Flotilla is recovered with today's fence and locking.
+  script=$(cat)
+  [ -n "$script" ] || script=$(cat "$TX/txn.sh")
+  setsid sh -c "$script" flotilla-txn < /dev/null >> "$TX/log" 2>&1 &
+fi
 wait $!
 if [ -f "$TX/result" ]; then
   IFS= read -r res < "$TX/result"

@@ -497,7 +497,7 @@ pub async fn recover(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "recover", &mut tokio::io::empty()).await
+    launch(session, desired, txn_id, "recover", &mut TXN_SH.as_bytes()).await
 }
 
 /// Re-runs a committed transaction's health checks (after a bake), changing nothing.
@@ -511,7 +511,7 @@ pub async fn recheck(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "health", &mut tokio::io::empty()).await
+    launch(session, desired, txn_id, "health", &mut TXN_SH.as_bytes()).await
 }
 
 /// Called once the environment's rollout completed without halting: nothing will roll this
@@ -528,7 +528,7 @@ pub async fn finish(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "finish", &mut tokio::io::empty()).await
+    launch(session, desired, txn_id, "finish", &mut TXN_SH.as_bytes()).await
 }
 
 async fn launch(
