@@ -80,22 +80,44 @@ impl Session for LocalSession {
             }
         };
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
+        let (out, err) = (child.stdout.take(), child.stderr.take());
         let run = async {
-            let ((), out) = tokio::join!(feed, child.wait_with_output());
-            out
+            let ((), out, err) = tokio::join!(
+                feed,
+                super::read_bounded(out, super::MAX_STDOUT),
+                super::read_bounded(err, super::MAX_STDERR)
+            );
+            (out, err)
         };
-        let out = tokio::time::timeout(timeout, run)
+        let (out, err) = tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| TransportError::Timeout {
                 host: self.target.host.clone(),
                 what: "a host script".into(),
                 timeout,
             })?;
-        let out = out.map_err(self.io("running sh"))?;
+        let ((stdout, over_out), (stderr, over_err)) = (
+            out.map_err(self.io("reading sh"))?,
+            err.map_err(self.io("reading sh"))?,
+        );
+        if over_out || over_err {
+            let _ = child.kill().await;
+            return Err(TransportError::OutputTooLarge {
+                host: self.target.host.clone(),
+                what: "a host script".into(),
+                stream: if over_out { "stdout" } else { "stderr" },
+                limit: if over_out {
+                    super::MAX_STDOUT
+                } else {
+                    super::MAX_STDERR
+                },
+            });
+        }
+        let status = child.wait().await.map_err(self.io("running sh"))?;
         Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: out.stdout,
-            stderr: out.stderr,
+            status: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
         })
     }
 

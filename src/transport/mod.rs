@@ -93,6 +93,40 @@ pub enum TransportError {
     },
     #[error("host {host}: ssh: {detail}")]
     Ssh { host: String, detail: String },
+    /// The host wrote more than Flotilla ever needs to read; the command was stopped.
+    #[error(
+        "host {host}: {what} wrote more than {limit} bytes to {stream}; stopped it (a probe or transaction never prints that much: check the host)"
+    )]
+    OutputTooLarge {
+        host: String,
+        what: String,
+        stream: &'static str,
+        limit: usize,
+    },
+}
+
+/// The most a host command may write to stdout. The largest legitimate output is a probe:
+/// `state.json` (at most 16 MiB) plus the content of managed files that differ (at most
+/// 256 KiB each). A host is untrusted (DESIGN §1): past this it is failed, not buffered.
+pub const MAX_STDOUT: usize = 64 << 20;
+/// The most a host command may write to stderr (only its tail is ever shown).
+pub const MAX_STDERR: usize = 1 << 20;
+
+/// Reads `r` to its end, keeping at most `limit` bytes. Returns what was kept and whether
+/// there was more; reading stops at `limit + 1`, so memory stays bounded whatever the host
+/// sends.
+pub(crate) async fn read_bounded<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    limit: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        r.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+    }
+    let over = buf.len() > limit;
+    buf.truncate(limit);
+    Ok((buf, over))
 }
 
 /// An open connection to one host; one per host, reused for every step.

@@ -279,9 +279,38 @@ impl SshSession {
                 }
                 Ok::<(), std::io::Error>(())
             };
-            let (_fed, out) = tokio::join!(feed, child.wait_with_output());
+            let (out, err) = (child.stdout().take(), child.stderr().take());
+            let (_fed, out, err) = tokio::join!(
+                feed,
+                super::read_bounded(out, super::MAX_STDOUT),
+                super::read_bounded(err, super::MAX_STDERR)
+            );
+            let io = |e: std::io::Error| TransportError::ConnectionLost {
+                host: t.host.clone(),
+                detail: e.to_string(),
+            };
+            let ((stdout, over_out), (stderr, over_err)) = (out.map_err(io)?, err.map_err(io)?);
+            if over_out || over_err {
+                // Dropping the child closes the channel; the remote side gets SIGPIPE.
+                drop(child);
+                return Err(TransportError::OutputTooLarge {
+                    host: t.host.clone(),
+                    what: "a host command".into(),
+                    stream: if over_out { "stdout" } else { "stderr" },
+                    limit: if over_out {
+                        super::MAX_STDOUT
+                    } else {
+                        super::MAX_STDERR
+                    },
+                });
+            }
             // The remote side may exit without reading everything; its status says why.
-            out.map_err(|e| classify(&t, &e))
+            let status = child.wait().await.map_err(|e| classify(&t, &e))?;
+            Ok(std::process::Output {
+                status,
+                stdout,
+                stderr,
+            })
         };
         let out = tokio::time::timeout(timeout, run)
             .await

@@ -1,0 +1,40 @@
+//! A hostile host against the controller (DESIGN §1: "its output is bounded in size and
+//! parsed, never executed"), with real processes on the local transport.
+
+mod common;
+
+use common::{apply, flotilla, run, signed_fleet};
+
+#[test]
+fn a_host_that_floods_its_output_is_failed_not_buffered() {
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("one host");
+    let store = tempfile::tempdir().unwrap();
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    // The host's `readlink` (run by the probe for `current`) prints 100 MB.
+    let evil = tempfile::tempdir().unwrap();
+    let readlink = evil.path().join("readlink");
+    std::fs::write(
+        &readlink,
+        "#!/bin/sh\nhead -c 100000000 /dev/zero | tr '\\000' a\n",
+    )
+    .unwrap();
+    common::set_mode(&readlink, 0o755);
+    let path = format!(
+        "{}:{}",
+        evil.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
+    let r = run(flotilla().env("PATH", path).arg("plan").arg(f.path()));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("wrote more than") || r.stderr.contains("wrote more than"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(started.elapsed().as_secs() < 30);
+}
