@@ -38,3 +38,22 @@ fn a_host_that_floods_its_output_is_failed_not_buffered() {
     );
     assert!(started.elapsed().as_secs() < 30);
 }
+
+#[test]
+fn setuid_and_setgid_modes_stick_and_the_next_plan_has_no_changes() {
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/usr/local/bin/tool\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"6755\"\nowner = \"root\"\ngroup = \"root\"\n",
+    );
+    f.commit("a setuid file");
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(f.root("h1").join("usr/local/bin/tool")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o6755, "{mode:o}");
+    let r = run(flotilla().arg("plan").arg(f.path()));
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+}

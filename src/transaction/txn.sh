@@ -333,11 +333,13 @@ EOF
       fi
       did file "$a"
       tmp="$target.flotilla-$FLOTILLA_TXN"
-      cp "$TX/files/$a" "$tmp" && chmod "$c" "$tmp" || { rm -f "$tmp"; fail "file $b: cannot write it"; }
+      # Private until its mode is set; the mode last, since chown clears setuid/setgid bits.
+      (umask 077 && cp "$TX/files/$a" "$tmp") || { rm -f "$tmp"; fail "file $b: cannot write it"; }
       if [ "$d" != - ] || [ "$e" != - ]; then
         own=""; [ "$d" != - ] && own=$d; [ "$e" != - ] && own="$own:$e"
         chown "$own" "$tmp" >> "$TX/log" 2>&1 || { rm -f "$tmp"; fail "file $b: chown $own failed"; }
       fi
+      chmod "$c" "$tmp" || { rm -f "$tmp"; fail "file $b: cannot set mode $c"; }
       # Flushed once, with the commit: until then a crash leaves `pending`, and the recovery
       # restores the journal's copy, which is on disk.
       mv -f "$tmp" "$target" || { rm -f "$tmp"; fail "file $b: cannot rename into place"; }
