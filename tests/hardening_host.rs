@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::os::unix::fs::FileTypeExt as _;
+
 use common::{apply, flotilla, run, signed_fleet};
 
 #[test]
@@ -56,4 +58,29 @@ fn setuid_and_setgid_modes_stick_and_the_next_plan_has_no_changes() {
     assert_eq!(mode & 0o7777, 0o6755, "{mode:o}");
     let r = run(flotilla().arg("plan").arg(f.path()));
     assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+}
+
+#[test]
+fn a_fifo_at_a_managed_path_fails_the_host_instead_of_jamming_its_lock() {
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/etc/app.conf\"\ncontent = \"x = 1\\n\"\n",
+    );
+    f.commit("a file");
+    let etc = f.root("h1").join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let st = std::process::Command::new("mkfifo").arg(etc.join("app.conf")).status().unwrap();
+    assert!(st.success());
+    let store = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let r = apply(&f, store.path(), &[]);
+    assert!(started.elapsed().as_secs() < 60, "did not hang");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("regular files only"), "{}", r.stderr);
+    assert!(
+        std::fs::symlink_metadata(etc.join("app.conf")).unwrap().file_type().is_fifo(),
+        "left as it was"
+    );
 }

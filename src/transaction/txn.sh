@@ -278,6 +278,11 @@ while IFS="$TAB" read -r op a b c d e f g; do
       [ -d "$RT/$a" ] || note rtdir "$a"
       note install "$a" "$b" ;;
     file)
+      # Only regular files are read or replaced: reading a FIFO or a device would block (with
+      # the host lock held) or read without end, and a link would be followed.
+      if [ -L "$R$b" ] || { [ -e "$R$b" ] && [ ! -f "$R$b" ]; }; then
+        fail "file $b: a symlink, directory, FIFO or device is at this path; Flotilla manages regular files only (move it away, or drop the file from the manifests)"
+      fi
       if [ -e "$R$b" ]; then
         cp -p "$R$b" "$TX/undo/$a" || fail "file $b: cannot back it up"
         if [ "${g:-}" = sensitive ]; then
