@@ -54,7 +54,10 @@ fn setuid_and_setgid_modes_stick_and_the_next_plan_has_no_changes() {
     let r = apply(&f, store.path(), &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(f.root("h1").join("usr/local/bin/tool")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(f.root("h1").join("usr/local/bin/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o6755, "{mode:o}");
     let r = run(flotilla().arg("plan").arg(f.path()));
     assert!(r.stdout.contains("No changes."), "{}", r.stdout);
@@ -71,7 +74,10 @@ fn a_fifo_at_a_managed_path_fails_the_host_instead_of_jamming_its_lock() {
     f.commit("a file");
     let etc = f.root("h1").join("etc");
     std::fs::create_dir_all(&etc).unwrap();
-    let st = std::process::Command::new("mkfifo").arg(etc.join("app.conf")).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(etc.join("app.conf"))
+        .status()
+        .unwrap();
     assert!(st.success());
     let store = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
@@ -80,7 +86,58 @@ fn a_fifo_at_a_managed_path_fails_the_host_instead_of_jamming_its_lock() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("regular files only"), "{}", r.stderr);
     assert!(
-        std::fs::symlink_metadata(etc.join("app.conf")).unwrap().file_type().is_fifo(),
+        std::fs::symlink_metadata(etc.join("app.conf"))
+            .unwrap()
+            .file_type()
+            .is_fifo(),
         "left as it was"
+    );
+}
+
+#[test]
+fn a_symlinked_parent_directory_is_never_followed_to_read_or_write() {
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/home/alice/.ssh/authorized_keys\"\ncontent = \"ssh-ed25519 AAAA deploy\\n\"\n",
+    );
+    f.commit("a file in a user's directory");
+    let store = tempfile::tempdir().unwrap();
+    assert_eq!(
+        apply(&f, store.path(), &[]).code,
+        0,
+        "managed once, in a real directory"
+    );
+    // Alice swaps her .ssh for a link to root's; the manifests then change the file.
+    let root = f.root("h1");
+    let victim = root.join("root/.ssh");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("authorized_keys"), "root's own key\n").unwrap();
+    std::fs::remove_dir_all(root.join("home/alice/.ssh")).unwrap();
+    std::os::unix::fs::symlink(&victim, root.join("home/alice/.ssh")).unwrap();
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/home/alice/.ssh/authorized_keys\"\ncontent = \"ssh-ed25519 BBBB deploy\\n\"\n",
+    );
+    f.commit("a new key");
+    let p = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("plan")
+        .arg(f.path()));
+    assert!(
+        !p.stdout.contains("root's own key"),
+        "the plan never shows root's file: {}",
+        p.stdout
+    );
+    assert!(p.stdout.contains("/home/alice/.ssh"), "{}", p.stdout);
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("/home/alice/.ssh is a symlink"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(victim.join("authorized_keys")).unwrap(),
+        "root's own key\n",
+        "root's file untouched"
     );
 }

@@ -33,9 +33,20 @@ if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
     done
   fi
 fi
+# Sets LP to the first directory of host path $1 (below the root) that is a symbolic link: a
+# local user could swap a directory they own for a link to /root. Built-ins only.
+link_in_parents() {
+  lp_rest=${1#/}; lp_cur=$R; LP=
+  while [ "${lp_rest#*/}" != "$lp_rest" ]; do
+    lp_cur="$lp_cur/${lp_rest%%/*}"; lp_rest=${lp_rest#*/}
+    if [ -L "$lp_cur" ]; then LP=${lp_cur#"$R"}; return 0; fi
+  done
+  return 1
+}
 while IFS= read -r line; do
   op=${line%% *}; p=$R${line#* }
-  if [ -L "$p" ]; then rec file-other "symlink"
+  if link_in_parents "${line#* }"; then rec file-other "a file under $LP, which is a symlink"
+  elif [ -L "$p" ]; then rec file-other "symlink"
   elif [ -f "$p" ]; then
     meta=$(stat -c '%a %U %G %s' "$p" 2>/dev/null) || meta="? ? ? ?"
     sum=$(sha256sum < "$p" 2>/dev/null) || sum="unreadable"

@@ -37,6 +37,17 @@ note() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "${2:-}" "${3:-}" "${4:-}" "${5:-}" 
 # Which steps really ran (not flushed: after a crash it may miss the last steps, and the
 # rollback then re-runs a hook too many, never one too few for a restored file or link).
 did() { printf '%s\t%s\n' "$1" "$2" >> "$TX/done"; }
+# Sets LP to the first directory of host path $1 (below the root) that is a symbolic link, and
+# succeeds, if there is one: a local user who owns a directory on a managed path could swap it
+# for a link to /root/.ssh. Built-ins only (no fork per file).
+link_in_parents() {
+  lp_rest=${1#/}; lp_cur=$R; LP=
+  while [ "${lp_rest#*/}" != "$lp_rest" ]; do
+    lp_cur="$lp_cur/${lp_rest%%/*}"; lp_rest=${lp_rest#*/}
+    if [ -L "$lp_cur" ]; then LP=${lp_cur#"$R"}; return 0; fi
+  done
+  return 1
+}
 ran() { # kind name: did the step run?
   [ -f "$TX/done" ] || return 1
   while IFS= read -r l; do [ "$l" = "$1$TAB$2" ] && return 0; done < "$TX/done"
@@ -254,6 +265,10 @@ while IFS="$TAB" read -r op a b c d e f; do
       if [ -L "$RT/$a/current" ]; then have=$(readlink "$RT/$a/current"); else have=-; fi
       [ "$have" = "$b" ] || { result "stale runtime $a is now at $have"; exit 0; } ;;
     pre-file)
+      if link_in_parents "$a"; then
+        result "rolled-back file $a: its parent directory $LP is a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
+        exit 0
+      fi
       if [ -f "$R$a" ] && [ ! -L "$R$a" ]; then have=$(sha256sum < "$R$a"); have=${have%% *}; else have=-; fi
       [ "$have" = "$b" ] || { result "stale file $a changed since the plan"; exit 0; } ;;
   esac
@@ -278,6 +293,9 @@ while IFS="$TAB" read -r op a b c d e f g; do
       [ -d "$RT/$a" ] || note rtdir "$a"
       note install "$a" "$b" ;;
     file)
+      if link_in_parents "$b"; then
+        fail "file $b: its parent directory $LP is a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
+      fi
       # Only regular files are read or replaced: reading a FIFO or a device would block (with
       # the host lock held) or read without end, and a link would be followed.
       if [ -L "$R$b" ] || { [ -e "$R$b" ] && [ ! -f "$R$b" ]; }; then
@@ -399,7 +417,9 @@ while IFS="$TAB" read -r op a b c d e f; do
       rm -rf "$RT/$a" || errors="$errors; cannot remove $RT/$a" ;;
     remove-file) # path backup_id|-
       step "remove $a"
-      if [ "$b" != - ] && [ -f "$S/backup/$b" ]; then
+      if link_in_parents "$a"; then
+        errors="$errors; not removing $a: its parent directory $LP is a symlink"
+      elif [ "$b" != - ] && [ -f "$S/backup/$b" ]; then
         cp -p "$S/backup/$b" "$R$a.flotilla-restore" && mv -f "$R$a.flotilla-restore" "$R$a" && rm -f "$S/backup/$b" ||
           errors="$errors; cannot restore the original of $a"
       else
