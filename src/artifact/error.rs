@@ -193,7 +193,7 @@ fn trusted_list(ids: &[String]) -> String {
     }
 }
 
-fn entry_prefix(entry: &Option<String>) -> String {
+pub(super) fn entry_prefix(entry: &Option<String>) -> String {
     match entry {
         Some(e) => format!("tar entry `{e}`: "),
         None => String::new(),
@@ -254,6 +254,33 @@ pub enum TarProblem {
         "{kind} entries are refused (only directories, regular files and symlinks); rebuild the archive with GNU tar"
     )]
     Unsupported { kind: String },
+
+    #[error(
+        "is a {kind} entry whose header gives a size of {size} bytes: GNU tar reads those bytes as further entries where other readers skip them, so what the check sees is not what the host unpacks; rebuild the archive with GNU tar (`tar -czf`)"
+    )]
+    NonRegularWithData { kind: &'static str, size: u64 },
+    #[error(
+        "is a regular file whose name ends with `/`, which GNU tar unpacks as a directory (reading its data as further entries); store directories as directory entries and rebuild the archive"
+    )]
+    FileNamedAsDirectory,
+    #[error(
+        "header field `{field}` holds `{value}`, which tar implementations read differently (or the checksum does not match); rebuild the archive with GNU tar (`tar -czf`)"
+    )]
+    HeaderField { field: &'static str, value: String },
+    #[error(
+        "its {what} is {len} bytes long, more than the {limit} bytes a path on Linux may have; shorten the names in the runtime's directory"
+    )]
+    NameTooLong {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    #[error("its name has more than {limit} components; flatten the runtime's directory tree")]
+    TooManyComponents { limit: usize },
+    #[error(
+        "the archive has more than {limit} distinct directories and symlinks; split the runtime into several artifacts"
+    )]
+    TooManyPaths { limit: usize },
 
     #[error("symlink with an empty target is refused")]
     EmptyLinkTarget,

@@ -1,43 +1,84 @@
 //! Tarball inspection: every entry of a `.tar.gz` is checked before any host unpacks it, so a
 //! bad artifact is refused once, on the controller, instead of half-unpacked on a fleet.
 //!
-//! The archive is read as a stream (constant memory) with the `tar` crate in raw mode: GNU long
-//! names and pax headers are interpreted here rather than by the crate, so that the checks see
-//! exactly what GNU tar on the host will unpack, and anything the two could read differently
-//! (conflicting names, a pax `size` that disagrees with the header, data after the
-//! end-of-archive marker) is refused instead of guessed at. All gzip members are read, as
-//! `gzip -d` does.
+//! What the inspection accepts must be exactly what GNU tar (1.34) on the hosts unpacks. The
+//! archive is read as a stream with the `tar` crate in raw mode, only to cut it into headers and
+//! data; everything in a header is read here, from its raw bytes, as GNU tar reads it: names
+//! (the ustar prefix whenever the magic is "ustar\0"), GNU long names and links, pax records.
+//! Where readers differ, the archive is refused instead of guessed at: numeric fields other
+//! than plain octal (or GNU base-256 sizes), a checksum that does not match, non-regular entries
+//! that carry data (GNU tar reads it as further headers; the crate skips it), regular files
+//! named `dir/` (GNU tar makes a directory), conflicting names, a pax `size` that disagrees with
+//! the header, data after the end-of-archive marker. All gzip members are read, as `gzip -d`
+//! does.
+//!
+//! Memory does not depend on names: they are bounded ([`NAME_LIMIT`] bytes,
+//! [`COMPONENT_LIMIT`] components), and only 64-bit keyed hashes of directory and symlink names
+//! are kept, at most [`PATH_LIMIT`] of them.
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
 use flate2::bufread::MultiGzDecoder;
-use tar::{Archive, PaxExtensions};
+use tar::Archive;
 
 use super::error::TarProblem;
 
 /// A refused tarball: the offending entry's name (shown safely) when there is one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rejection {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{problem}", super::error::entry_prefix(.entry))]
+pub struct TarballRefused {
     pub entry: Option<String>,
     pub problem: TarProblem,
 }
+
+pub(crate) type Rejection = TarballRefused;
 
 fn whole(problem: TarProblem) -> Rejection {
     Rejection { entry: None, problem }
 }
 
-/// GNU long names and link targets longer than this are refused (Linux's PATH_MAX is 4096).
-const LONG_NAME_LIMIT: u64 = 64 * 1024;
+/// What an accepted entry is, as GNU tar unpacks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarEntryKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// An entry that passed its checks, as GNU tar names it (pax `path`, GNU long name, or the
+/// header's prefix and name). The archive as a whole may still be refused later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TarEntry<'a> {
+    pub name: &'a [u8],
+    pub kind: TarEntryKind,
+    /// A symlink's target.
+    pub link: Option<&'a [u8]>,
+    /// A regular file's size (0 for the others, which must not carry data).
+    pub size: u64,
+}
+
+/// Names and link targets longer than this are refused: Linux's PATH_MAX is 4096 (with the
+/// NUL), so GNU tar could not unpack them anyway, and the bound keeps inspection small.
+pub const NAME_LIMIT: usize = 4096;
+/// Names with more components than this are refused.
+pub const COMPONENT_LIMIT: usize = 512;
+/// Distinct directories and symlinks the inspection keeps track of (8 bytes each, hashed, so
+/// memory does not depend on how long names are).
+pub const PATH_LIMIT: usize = 2_000_000;
+/// GNU tar writes a long name's data as the name and one NUL.
+const LONG_NAME_DATA_LIMIT: u64 = NAME_LIMIT as u64 + 1;
 /// Pax headers carry a few keywords; a bigger one is an attack on memory, not an archive.
 const PAX_LIMIT: u64 = 1024 * 1024;
 /// Zero padding accepted after the end-of-archive marker (tar pads to its record size, 10 KiB
 /// by default; `-b 2048` gives 1 MiB).
 const TRAILER_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// pax keywords that either the `tar` crate and GNU tar read the same way (`path`, `linkpath`,
+/// pax keywords that either GNU tar and this check read the same way (`path`, `linkpath`,
 /// `size`, checked below) or that change nothing `tar --no-same-owner` unpacks. Anything else
 /// (`GNU.sparse.*` above all, which renames entries) is refused.
 fn pax_key_allowed(key: &str, global: bool) -> bool {
@@ -82,6 +123,19 @@ struct Pending {
 /// Checks a gzip-compressed tarball read from `input`; returns the total size of its regular
 /// files. Reads `input` to its end (so gzip's CRC is checked).
 pub(crate) fn inspect(input: impl Read, max_unpacked: u64) -> Result<u64, Rejection> {
+    inspect_tarball(input, max_unpacked, &mut |_| {})
+}
+
+/// Checks a gzip-compressed tarball as [`ArtifactCache::prepare`](super::ArtifactCache::prepare)
+/// does, calling `visit` with each entry that passed its checks, in archive order; returns the
+/// total size of the regular files. Memory stays bounded whatever the names: they are limited
+/// to [`NAME_LIMIT`] bytes and [`COMPONENT_LIMIT`] components, and only hashes of directory
+/// and symlink names are kept (at most [`PATH_LIMIT`]).
+pub fn inspect_tarball(
+    input: impl Read,
+    max_unpacked: u64,
+    visit: &mut dyn FnMut(&TarEntry<'_>),
+) -> Result<u64, TarballRefused> {
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let head = input.fill_buf().map_err(|e| {
         whole(TarProblem::Corrupt {
@@ -103,8 +157,10 @@ pub(crate) fn inspect(input: impl Read, max_unpacked: u64) -> Result<u64, Reject
         max_unpacked,
         total: 0,
         members: 0,
+        hasher: RandomState::new(),
         symlinks: HashSet::new(),
         dirs: HashSet::new(),
+        visit,
     };
     {
         let entries = archive
@@ -123,9 +179,9 @@ pub(crate) fn inspect(input: impl Read, max_unpacked: u64) -> Result<u64, Reject
     if state.members == 0 {
         return Err(whole(TarProblem::Empty));
     }
-    // The tar crate stops at the first zero block; other readers may not (GNU tar warns about
-    // "a lone zero block" and, with --ignore-zeros, reads on). Whatever follows must therefore
-    // be zero padding, or it could hide entries from this check.
+    // The tar crate stops at the first zero block. GNU tar 1.34 stops there too (after "a lone
+    // zero block" warning), but other readers and `--ignore-zeros` read on. Whatever follows
+    // must therefore be zero padding, or it could hide entries from this check.
     let mut rest = archive.into_inner().take(TRAILER_LIMIT + 1);
     let mut buf = vec![0u8; 64 * 1024];
     let mut seen = 0u64;
@@ -198,19 +254,77 @@ impl<R: Read> Read for Tracked<R> {
     }
 }
 
-struct State {
+struct State<'v> {
     gzip_failed: Rc<Cell<bool>>,
     max_unpacked: u64,
     total: u64,
     members: u64,
-    /// Normalised names of symlink entries: nothing may be unpacked beneath one.
-    symlinks: HashSet<Vec<u8>>,
-    /// Normalised names used as directories (explicitly, or as a parent of an entry): none may
-    /// later become a symlink.
-    dirs: HashSet<Vec<u8>>,
+    /// Keyed per inspection, so names cannot be chosen to collide. A collision could only
+    /// refuse a good archive (both sets are only asked "was this seen?"), never accept a bad one.
+    hasher: RandomState,
+    /// Hashes of the normalised names of symlink entries: nothing may be unpacked beneath one.
+    symlinks: HashSet<u64>,
+    /// Hashes of normalised names used as directories (explicitly, or as a parent of an
+    /// entry): none may later become a symlink.
+    dirs: HashSet<u64>,
+    visit: &'v mut dyn FnMut(&TarEntry<'_>),
 }
 
-impl State {
+/// The fields of a raw 512-byte header, as GNU tar 1.34 reads them.
+mod field {
+    pub const NAME: std::ops::Range<usize> = 0..100;
+    pub const MODE: std::ops::Range<usize> = 100..108;
+    pub const SIZE: std::ops::Range<usize> = 124..136;
+    pub const CHKSUM: std::ops::Range<usize> = 148..156;
+    pub const LINKNAME: std::ops::Range<usize> = 157..257;
+    pub const MAGIC: std::ops::Range<usize> = 257..263;
+    pub const PREFIX: std::ops::Range<usize> = 345..500;
+}
+
+/// A C string in a fixed-size field.
+fn cstr(field: &[u8]) -> &[u8] {
+    match field.iter().position(|&b| b == 0) {
+        Some(n) => &field[..n],
+        None => field,
+    }
+}
+
+/// An octal number as every reader reads it alike: leading spaces, at least one octal digit,
+/// then only NULs and spaces. GNU tar reads more (base-64 after `+` or `-`, digits after a
+/// space), the `tar` crate reads some of those differently, so anything else is refused.
+fn strict_octal(field: &[u8]) -> Option<u64> {
+    let digits_start = field.iter().position(|&b| b != b' ')?;
+    let mut value: u64 = 0;
+    let mut i = digits_start;
+    while let Some(&b) = field.get(i) {
+        if !(b'0'..=b'7').contains(&b) {
+            break;
+        }
+        value = value.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
+        i += 1;
+    }
+    if i == digits_start || !field[i..].iter().all(|&b| b == 0 || b == b' ') {
+        return None;
+    }
+    Some(value)
+}
+
+/// The size field: strict octal, or GNU's base-256 for sizes of 8 GiB and more (a first byte
+/// of 0x80, a positive value that fits in 63 bits).
+fn strict_size(field: &[u8]) -> Option<u64> {
+    if field[0] == 0x80 {
+        if field[1..4].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let mut be = [0u8; 8];
+        be.copy_from_slice(&field[4..12]);
+        let v = u64::from_be_bytes(be);
+        return (v <= i64::MAX as u64).then_some(v);
+    }
+    strict_octal(field)
+}
+
+impl State<'_> {
     /// A gzip error, or a tar error after the first entry, means the archive is damaged; a tar
     /// error before it, that the content is not tar at all.
     fn read_error(&self, e: io::Error) -> TarProblem {
@@ -229,12 +343,45 @@ impl State {
         }
     }
 
+    /// Checks the numeric fields every reader must read alike before anything else is
+    /// believed: the checksum (GNU tar skips a block with a bad one and reads on, looking for
+    /// a header), and the size (which says where the next header is). Returns the size.
+    fn header_fields(&self, raw: &[u8; 512], crate_size: io::Result<u64>) -> Result<u64, Rejection> {
+        let bad = |field: &'static str, value: &[u8]| {
+            whole(TarProblem::HeaderField {
+                field,
+                value: show(value),
+            })
+        };
+        let sum: u64 = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if field::CHKSUM.contains(&i) {
+                    u64::from(b' ')
+                } else {
+                    u64::from(b)
+                }
+            })
+            .sum();
+        if strict_octal(&raw[field::CHKSUM]) != Some(sum) {
+            return Err(bad("checksum", &raw[field::CHKSUM]));
+        }
+        let size = strict_size(&raw[field::SIZE]);
+        match (size, crate_size) {
+            (Some(s), Ok(c)) if s == c => Ok(s),
+            _ => Err(bad("size", &raw[field::SIZE])),
+        }
+    }
+
     fn entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         pending: &mut Pending,
     ) -> Result<(), Rejection> {
-        let kind = entry.header().entry_type().as_byte();
+        let raw: [u8; 512] = *entry.header().as_bytes();
+        let size = self.header_fields(&raw, entry.header().entry_size())?;
+        let kind = raw[156];
         match kind {
             b'L' | b'K' => {
                 let (slot, what) = if kind == b'L' {
@@ -245,7 +392,7 @@ impl State {
                 if slot.is_some() {
                     return Err(whole(TarProblem::DuplicateExtension { what }));
                 }
-                let mut data = read_small(entry, LONG_NAME_LIMIT, what)?;
+                let mut data = read_small(entry, size, LONG_NAME_DATA_LIMIT, what)?;
                 // GNU tar reads the name as a C string.
                 if let Some(nul) = data.iter().position(|&b| b == 0) {
                     data.truncate(nul);
@@ -257,35 +404,40 @@ impl State {
                 if pending.pax.is_some() {
                     return Err(whole(TarProblem::DuplicateExtension { what: "pax" }));
                 }
-                let data = read_small(entry, PAX_LIMIT, "pax")?;
+                let data = read_small(entry, size, PAX_LIMIT, "pax")?;
                 pending.pax = Some(parse_pax(&data, false)?);
                 Ok(())
             }
             b'g' => {
-                let data = read_small(entry, PAX_LIMIT, "pax global")?;
+                let data = read_small(entry, size, PAX_LIMIT, "pax global")?;
                 parse_pax(&data, true)?;
                 Ok(())
             }
             _ => {
                 let taken = std::mem::take(pending);
-                self.member(entry, kind, taken)
+                self.member(&raw, size, kind, taken)
             }
         }
     }
 
-    fn member<R: Read>(
-        &mut self,
-        entry: &tar::Entry<'_, R>,
-        kind: u8,
-        ext: Pending,
-    ) -> Result<(), Rejection> {
+    fn member(&mut self, raw: &[u8; 512], header_size: u64, kind: u8, ext: Pending) -> Result<(), Rejection> {
         self.members += 1;
-        let header = entry.header();
+        // GNU tar joins prefix and name whenever the magic is "ustar\0", whatever the version
+        // field says (the `tar` crate also wants version "00").
+        let header_name = || {
+            let name = cstr(&raw[field::NAME]);
+            let prefix = cstr(&raw[field::PREFIX]);
+            if &raw[field::MAGIC] == b"ustar\0" && !prefix.is_empty() {
+                [prefix, b"/", name].concat()
+            } else {
+                name.to_vec()
+            }
+        };
         let name = pick(
             "name",
             ext.pax.as_ref().and_then(|p| p.path.clone()),
             ext.long_name,
-            || header.path_bytes().into_owned(),
+            header_name,
         )
         .map_err(whole)?;
         let shown = show(&name);
@@ -293,13 +445,15 @@ impl State {
             entry: Some(shown.clone()),
             problem,
         };
-        let header_size = header.entry_size().map_err(|e| {
-            fail(TarProblem::Corrupt {
-                reason: e.to_string(),
-            })
-        })?;
+        if name.len() > NAME_LIMIT {
+            return Err(fail(TarProblem::NameTooLong {
+                what: "name",
+                len: name.len(),
+                limit: NAME_LIMIT,
+            }));
+        }
         if let Some(pax) = ext.pax.as_ref().and_then(|p| p.size) {
-            // Raw mode skips data by the header's size; GNU tar by pax's. They must agree.
+            // The crate skips data by the header's size; GNU tar by pax's. They must agree.
             if pax != header_size {
                 return Err(fail(TarProblem::PaxSize {
                     pax,
@@ -308,18 +462,49 @@ impl State {
             }
         }
 
+        let type_name = match kind {
+            b'0' | b'\0' | b'7' => None,
+            b'1' => Some("hardlink"),
+            b'2' => Some("symlink"),
+            b'3' => Some("character device"),
+            b'4' => Some("block device"),
+            b'5' => Some("directory"),
+            b'6' => Some("FIFO"),
+            _ => Some("special"),
+        };
+        // GNU tar reads the data of a directory or hardlink entry, and on extraction of every
+        // entry that is not a regular file, as further headers; the `tar` crate skips it.
+        if let Some(kind) = type_name
+            && header_size != 0
+        {
+            return Err(fail(TarProblem::NonRegularWithData {
+                kind,
+                size: header_size,
+            }));
+        }
+
         let parts = components(&name).map_err(&fail)?;
-        let normalised = parts.join(&b'/');
 
         match kind {
-            b'0' | b'\0' | b'7' | b'5' | b'2' => {}
+            b'0' | b'\0' | b'7' => {
+                // GNU tar unpacks a "regular file" named `dir/` as a directory, reading its
+                // data as further headers.
+                if name.ends_with(b"/") {
+                    return Err(fail(TarProblem::FileNamedAsDirectory));
+                }
+            }
+            b'5' | b'2' => {}
             b'1' => {
-                let target = header
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let target = show(&ext.long_link.clone().unwrap_or(target));
-                return Err(fail(TarProblem::Hardlink { target }));
+                let target = pick(
+                    "link target",
+                    ext.pax.as_ref().and_then(|p| p.linkpath.clone()),
+                    ext.long_link,
+                    || cstr(&raw[field::LINKNAME]).to_vec(),
+                )
+                .unwrap_or_default();
+                return Err(fail(TarProblem::Hardlink {
+                    target: show(&target),
+                }));
             }
             b'3' => {
                 return Err(fail(TarProblem::Device {
@@ -346,60 +531,83 @@ impl State {
             return Err(fail(TarProblem::RootNotDirectory));
         }
 
-        let mode = header.mode().map_err(|e| {
-            fail(TarProblem::Corrupt {
-                reason: e.to_string(),
+        let mode = strict_octal(&raw[field::MODE]).ok_or_else(|| {
+            fail(TarProblem::HeaderField {
+                field: "mode",
+                value: show(&raw[field::MODE]),
             })
         })?;
         if mode & 0o7000 != 0 {
-            return Err(fail(TarProblem::SpecialBits { mode: mode & 0o7777 }));
+            return Err(fail(TarProblem::SpecialBits {
+                mode: (mode & 0o7777) as u32,
+            }));
         }
 
         // Nothing may be unpacked through or over a symlink from earlier in the archive:
         // unpacking would follow it, and lexical checks of later names would no longer describe
-        // the disk.
-        let mut prefix = Vec::new();
+        // the disk. Only hashes of the prefixes are kept, one per component.
+        let mut hasher = self.hasher.build_hasher();
+        let mut key = 0;
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
-                prefix.push(b'/');
+                hasher.write(b"/");
             }
-            prefix.extend_from_slice(part);
+            hasher.write(part);
+            key = hasher.clone().finish();
             let last = i + 1 == parts.len();
-            if self.symlinks.contains(&prefix) {
+            if self.symlinks.contains(&key) {
                 return Err(fail(if last {
                     TarProblem::ReplacesSymlink
                 } else {
                     TarProblem::ThroughSymlink {
-                        symlink: show(&prefix),
+                        symlink: show(&parts[..=i].join(&b'/')),
                     }
                 }));
             }
-            if (!last || kind == b'5') && !self.dirs.contains(&prefix) {
-                self.dirs.insert(prefix.clone());
+            if !last || kind == b'5' {
+                self.dirs.insert(key);
             }
+        }
+        if self.dirs.len() + self.symlinks.len() > PATH_LIMIT {
+            return Err(fail(TarProblem::TooManyPaths { limit: PATH_LIMIT }));
         }
 
         match kind {
             b'2' => {
-                if self.dirs.contains(&normalised) {
+                if self.dirs.contains(&key) {
                     return Err(fail(TarProblem::SymlinkOverDirectory));
                 }
                 let target = pick(
                     "link target",
                     ext.pax.as_ref().and_then(|p| p.linkpath.clone()),
                     ext.long_link,
-                    || {
-                        header
-                            .link_name_bytes()
-                            .map(|t| t.into_owned())
-                            .unwrap_or_default()
-                    },
+                    || cstr(&raw[field::LINKNAME]).to_vec(),
                 )
                 .map_err(&fail)?;
+                if target.len() > NAME_LIMIT {
+                    return Err(fail(TarProblem::NameTooLong {
+                        what: "link target",
+                        len: target.len(),
+                        limit: NAME_LIMIT,
+                    }));
+                }
                 check_symlink(parts.len().saturating_sub(1), &target).map_err(&fail)?;
-                self.symlinks.insert(normalised);
+                if !parts.is_empty() {
+                    self.symlinks.insert(key);
+                }
+                (self.visit)(&TarEntry {
+                    name: &name,
+                    kind: TarEntryKind::Symlink,
+                    link: Some(&target),
+                    size: 0,
+                });
             }
-            b'5' => {}
+            b'5' => (self.visit)(&TarEntry {
+                name: &name,
+                kind: TarEntryKind::Directory,
+                link: None,
+                size: 0,
+            }),
             _ => {
                 self.total = self.total.saturating_add(header_size);
                 if self.total > self.max_unpacked {
@@ -407,6 +615,12 @@ impl State {
                         limit: self.max_unpacked,
                     }));
                 }
+                (self.visit)(&TarEntry {
+                    name: &name,
+                    kind: TarEntryKind::File,
+                    link: None,
+                    size: header_size,
+                });
             }
         }
         Ok(())
@@ -432,10 +646,10 @@ fn pick(
 /// Reads an extension header's data, refusing one too big to be honest.
 fn read_small<R: Read>(
     entry: &mut tar::Entry<'_, R>,
+    size: u64,
     limit: u64,
     what: &'static str,
 ) -> Result<Vec<u8>, Rejection> {
-    let size = entry.size();
     if size > limit {
         return Err(whole(TarProblem::ExtensionTooLarge { what, size, limit }));
     }
@@ -448,26 +662,64 @@ fn read_small<R: Read>(
     Ok(data)
 }
 
+/// Splits pax data into its records, "LENGTH KEYWORD=VALUE\n" with LENGTH counting the whole
+/// record, read strictly (GNU tar's reader takes more, such as `+` or spaces before LENGTH).
+/// A pax record's keyword and value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+fn pax_records(mut data: &[u8]) -> Result<Vec<PaxRecord<'_>>, String> {
+    let mut records = Vec::new();
+    while !data.is_empty() {
+        let space = data
+            .iter()
+            .take(21)
+            .position(|&b| b == b' ')
+            .ok_or("a record does not start with its length")?;
+        let digits = &data[..space];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err("a record length is not a decimal number".into());
+        }
+        let len: usize = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("a record length is too large")?;
+        if len < space + 3 || len > data.len() {
+            return Err(format!("a record length of {len} does not fit the header"));
+        }
+        let body = match data[space + 1..len].split_last() {
+            Some((b'\n', body)) => body,
+            _ => return Err("a record does not end with a newline".into()),
+        };
+        let eq = body
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("a record has no `=`")?;
+        if eq == 0 {
+            return Err("a record has an empty keyword".into());
+        }
+        records.push((&body[..eq], &body[eq + 1..]));
+        data = &data[len..];
+    }
+    Ok(records)
+}
+
 fn parse_pax(data: &[u8], global: bool) -> Result<Pax, Rejection> {
     let mut pax = Pax::default();
     let malformed = |reason: String| whole(TarProblem::PaxMalformed { reason });
-    for ext in PaxExtensions::new(data) {
-        let ext = ext.map_err(|e| malformed(e.to_string()))?;
-        let key = ext
-            .key()
-            .map_err(|_| malformed("a keyword is not UTF-8".into()))?;
+    for (key, value) in pax_records(data).map_err(malformed)? {
+        let key = std::str::from_utf8(key).map_err(|_| malformed("a keyword is not UTF-8".into()))?;
         if !pax_key_allowed(key, global) {
             return Err(whole(TarProblem::PaxKeyword {
                 key: show(key.as_bytes()),
             }));
         }
-        let value = ext.value_bytes();
         let slot_taken = match key {
             "path" => pax.path.replace(value.to_vec()).is_some(),
             "linkpath" => pax.linkpath.replace(value.to_vec()).is_some(),
             "size" => {
-                let size = std::str::from_utf8(value)
-                    .ok()
+                let size = Some(value)
+                    .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                    .and_then(|v| std::str::from_utf8(v).ok())
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| malformed(format!("size `{}` is not a number", show(value))))?;
                 pax.size.replace(size).is_some()
@@ -482,7 +734,8 @@ fn parse_pax(data: &[u8], global: bool) -> Result<Pax, Rejection> {
 }
 
 /// Splits an entry name into its normal components (dropping `.` and empty ones), refusing
-/// empty, absolute and `..` names and control characters.
+/// empty, absolute and `..` names, control characters, and more than [`COMPONENT_LIMIT`]
+/// components.
 fn components(name: &[u8]) -> Result<Vec<&[u8]>, TarProblem> {
     if name.is_empty() {
         return Err(TarProblem::EmptyName);
@@ -498,6 +751,11 @@ fn components(name: &[u8]) -> Result<Vec<&[u8]>, TarProblem> {
         match part {
             b"" | b"." => {}
             b".." => return Err(TarProblem::ParentDir),
+            _ if parts.len() == COMPONENT_LIMIT => {
+                return Err(TarProblem::TooManyComponents {
+                    limit: COMPONENT_LIMIT,
+                });
+            }
             _ => parts.push(part),
         }
     }
@@ -607,6 +865,50 @@ mod tests {
         assert!(pax_key_allowed("SCHILY.xattr.user.x", true));
         assert!(!pax_key_allowed("GNU.sparse.name", false));
         assert!(!pax_key_allowed("SCHILY.fflags", false));
+    }
+
+    #[test]
+    fn numeric_fields_are_read_strictly() {
+        assert_eq!(strict_octal(b"0000644\0"), Some(0o644));
+        assert_eq!(strict_octal(b"  644 \0\0"), Some(0o644));
+        assert_eq!(strict_octal(b"00000001000"), Some(0o1000));
+        assert_eq!(strict_octal(b"+0001000\0"), None);
+        assert_eq!(strict_octal(b"12 34\0"), None);
+        assert_eq!(strict_octal(b"0009\0"), None);
+        assert_eq!(strict_octal(b"        "), None);
+        assert_eq!(strict_octal(b"\0\0\0\0"), None);
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[4..].copy_from_slice(&(10u64 << 30).to_be_bytes());
+        assert_eq!(strict_size(&big), Some(10 << 30));
+        big[0] = 0xff;
+        assert_eq!(strict_size(&big), None);
+    }
+
+    #[test]
+    fn pax_records_are_read_by_length() {
+        assert_eq!(
+            pax_records(b"12 path=a\nb\n"),
+            Ok(vec![(&b"path"[..], &b"a\nb"[..])])
+        );
+        assert!(pax_records(b"+12 path=ab\n").is_err());
+        assert!(pax_records(b"13 path=abc\n").is_err());
+        assert!(pax_records(b"11 path=abc\n").is_err());
+        assert!(pax_records(b"5 =a\n").is_err());
+        assert!(pax_records(b"12 path=ab\n\0").is_err());
+    }
+
+    #[test]
+    fn component_count_is_bounded() {
+        let at = vec!["c"; COMPONENT_LIMIT].join("/");
+        assert_eq!(components(at.as_bytes()).map(|p| p.len()), Ok(COMPONENT_LIMIT));
+        let over = format!("{at}/c");
+        assert_eq!(
+            components(over.as_bytes()),
+            Err(TarProblem::TooManyComponents {
+                limit: COMPONENT_LIMIT
+            })
+        );
     }
 
     #[test]

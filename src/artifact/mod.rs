@@ -32,6 +32,9 @@ use minisign_verify::StreamVerifier;
 use sha2::{Digest, Sha256};
 
 pub use error::{ArtifactError, Origin, TarProblem};
+pub use inspect::{
+    COMPONENT_LIMIT, NAME_LIMIT, PATH_LIMIT, TarEntry, TarEntryKind, TarballRefused, inspect_tarball,
+};
 pub use trust::{KeyId, TrustPolicy};
 
 use crate::manifest::model::ArtifactRef;
