@@ -2,10 +2,8 @@
 //! runtimes, `current` links, managed files, `state.json`, the host's clock and missing tools.
 //! Everything that comes back is untrusted: the parser bounds sizes, never trusts a length it
 //! cannot check, and drops names that are not valid. File content is asked for only for files
-//! the manifests desire, that state.json says Flotilla manages *and* whose digest is the one
-//! state.json records (so content comes back only when whoever wrote state.json already knew
-//! it), that differ from desired and are not sensitive: neither a manifest nor a forged
-//! state.json can make a plan print a file such as /etc/shadow.
+//! Flotilla already manages, that differ from desired and are not sensitive, so a manifest can
+//! never make a plan print a file such as /etc/shadow.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -133,17 +131,8 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
         match desired {
             None if !obs.files.contains_key(p) => second.push((p.clone(), false)),
             Some(d) if !d.value.sensitive => {
-                // Content only of what Flotilla wrote: the file is what state.json records
-                // (a state.json that "manages" a file it did not write cannot name its
-                // digest without knowing its content), and it differs from desired.
-                let recorded = obs
-                    .state
-                    .as_ref()
-                    .and_then(|st| st.files.get(p.as_str()))
-                    .map(|r| r.sha256.as_str());
                 if let Some(ObservedFile::Regular { sha256, .. }) = obs.files.get(p)
                     && *sha256 != d.value.sha256
-                    && recorded == Some(sha256.as_str())
                 {
                     second.push((p.clone(), true));
                 }
