@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::diagnostic::Diagnostic;
 use crate::manifest::{ManifestFile, RepoEntry, RepoFiles};
 
 #[derive(Debug, thiserror::Error)]
@@ -177,13 +178,27 @@ impl FleetRepo {
     }
 
     /// Every manifest file: flotilla.toml, environments/*.toml, hosts/**/*.toml, runtimes/*.toml.
+    /// Files that cannot be manifests (symlinks, non-UTF-8 names, devices, oversized or
+    /// non-UTF-8 text) are left out; [`FleetRepo::read_manifests`] reports them.
     pub fn manifest_files(&self) -> Result<Vec<ManifestFile>, RepoError> {
+        Ok(self.read_manifests()?.files)
+    }
+
+    /// Every manifest file, plus a problem for each file in a manifest location that had to be
+    /// refused: nothing is skipped silently, and nothing outside the repository is read.
+    pub fn read_manifests(&self) -> Result<ManifestSet, RepoError> {
         let mut raw: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut problems = Vec::new();
         match &self.source {
             Source::WorkTree { fleet_dir } => {
-                read_disk(fleet_dir, "flotilla.toml", false, &mut raw)?;
+                let mut walk = DiskWalk {
+                    base: fleet_dir,
+                    out: &mut raw,
+                    problems: &mut problems,
+                };
+                walk.visit("flotilla.toml", false)?;
                 for (dir, recurse) in [("environments", false), ("hosts", true), ("runtimes", false)] {
-                    read_disk(fleet_dir, dir, recurse, &mut raw)?;
+                    walk.visit(dir, recurse)?;
                 }
             }
             Source::Commit { repo, commit, prefix } => {
@@ -203,11 +218,26 @@ impl FleetRepo {
                     let entry = tree.get_path(Path::new(prefix)).map_err(git(prefix))?;
                     repo.find_tree(entry.id()).map_err(git(prefix))?
                 };
+                let odb = repo.odb().map_err(git("the object database"))?;
                 root.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-                    let Ok(name) = entry.name() else {
-                        return git2::TreeWalkResult::Ok;
+                    let name = match entry.name() {
+                        Ok(n) => n,
+                        Err(_) => {
+                            let lossy = String::from_utf8_lossy(entry.name_bytes());
+                            let path = format!("{dir}{lossy}");
+                            if in_manifest_location(&path) {
+                                problems.push(non_utf8_name(&path));
+                            }
+                            return git2::TreeWalkResult::Skip;
+                        }
                     };
                     let path = format!("{dir}{name}");
+                    if entry.filemode() == GIT_SYMLINK {
+                        if in_manifest_location(&path) {
+                            problems.push(symlinked_manifest(&path));
+                        }
+                        return git2::TreeWalkResult::Ok;
+                    }
                     if entry.kind() == Some(git2::ObjectType::Tree) {
                         let wanted = dir.is_empty() && matches!(name, "environments" | "hosts" | "runtimes")
                             || dir.starts_with("hosts/");
@@ -217,22 +247,113 @@ impl FleetRepo {
                             git2::TreeWalkResult::Skip
                         };
                     }
-                    if is_manifest_path(&path)
-                        && let Ok(blob) = repo.find_blob(entry.id())
-                    {
-                        raw.insert(path, blob.content().to_vec());
+                    if !is_manifest_path(&path) {
+                        return git2::TreeWalkResult::Ok;
+                    }
+                    if entry.kind() != Some(git2::ObjectType::Blob) {
+                        problems.push(not_regular_manifest(&path, "a submodule"));
+                        return git2::TreeWalkResult::Ok;
+                    }
+                    match odb.read_header(entry.id()) {
+                        Ok((size, _)) if size as u64 > MAX_READ_BYTES => {
+                            problems.push(too_large_manifest(&path, size as u64));
+                        }
+                        _ => match repo.find_blob(entry.id()) {
+                            Ok(blob) => {
+                                raw.insert(path, blob.content().to_vec());
+                            }
+                            Err(e) => problems.push(
+                                Diagnostic::new(format!(
+                                    "{path} cannot be read at this revision: {}",
+                                    e.message()
+                                ))
+                                .at(&path, 0..0),
+                            ),
+                        },
                     }
                     git2::TreeWalkResult::Ok
                 })
                 .map_err(git("the fleet tree"))?;
             }
         }
-        raw.into_iter()
-            .map(|(path, bytes)| match String::from_utf8(bytes) {
-                Ok(text) => Ok(ManifestFile { path, text }),
-                Err(_) => Err(RepoError::NotUtf8 { path }),
-            })
-            .collect()
+        let mut files = Vec::with_capacity(raw.len());
+        for (path, bytes) in raw {
+            match String::from_utf8(bytes) {
+                Ok(text) => files.push(ManifestFile { path, text }),
+                Err(_) => problems.push(
+                    Diagnostic::new(format!("{path} is not UTF-8 text"))
+                        .at(&path, 0..0)
+                        .help("manifests are TOML, which is UTF-8; re-save the file as UTF-8"),
+                ),
+            }
+        }
+        Ok(ManifestSet { files, problems })
+    }
+}
+
+/// The manifest files of a revision and the files in manifest locations that were refused.
+pub struct ManifestSet {
+    pub files: Vec<ManifestFile>,
+    /// One per refused file (symlink, non-UTF-8 name or text, not a regular file, too large).
+    pub problems: Vec<Diagnostic>,
+}
+
+/// The most Flotilla reads of one manifest or `source` file (artifacts are streamed instead).
+pub const MAX_READ_BYTES: u64 = crate::manifest::validate::MAX_SOURCE_BYTES;
+
+/// A Git tree entry's mode for a symbolic link.
+const GIT_SYMLINK: i32 = 0o120000;
+
+/// Whether `path` (relative to the fleet root) is somewhere Flotilla looks for manifests, so
+/// that something unusable there is worth a report.
+fn in_manifest_location(path: &str) -> bool {
+    matches!(path, "flotilla.toml" | "environments" | "hosts" | "runtimes")
+        || path.starts_with("hosts/")
+        || is_manifest_path(path)
+}
+
+fn symlinked_manifest(path: &str) -> Diagnostic {
+    Diagnostic::new(format!("{path} is a symlink, which Flotilla does not follow"))
+        .at(path, 0..0)
+        .label("links could point outside the repository")
+        .help(format!(
+            "replace the link with the file or directory itself (git mv the target to {path})"
+        ))
+}
+
+fn non_utf8_name(path: &str) -> Diagnostic {
+    Diagnostic::new(format!("{path} has a name that is not UTF-8"))
+        .at(path, 0..0)
+        .help("rename it: manifest file and directory names must be UTF-8")
+}
+
+fn not_regular_manifest(path: &str, what: &str) -> Diagnostic {
+    Diagnostic::new(format!("{path} is {what}, not a regular file"))
+        .at(path, 0..0)
+        .help("manifests must be regular files; remove it or replace it with a file")
+}
+
+fn too_large_manifest(path: &str, size: u64) -> Diagnostic {
+    Diagnostic::new(format!(
+        "{path} is {size} bytes, more than the {MAX_READ_BYTES} Flotilla reads of a manifest"
+    ))
+    .at(path, 0..0)
+    .help("split it into smaller files (hosts may be spread over hosts/**/*.toml)")
+}
+
+/// What a non-regular, non-directory, non-link file is, for messages.
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -250,47 +371,186 @@ fn is_manifest_path(p: &str) -> bool {
     }
 }
 
-fn read_disk(
-    base: &Path,
-    rel: &str,
-    recurse: bool,
-    out: &mut BTreeMap<String, Vec<u8>>,
-) -> Result<(), RepoError> {
-    let path = base.join(rel);
-    let io = |source| RepoError::Io {
-        path: path.clone(),
-        source,
-    };
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    if meta.is_file() {
-        if is_manifest_path(rel) {
-            out.insert(rel.to_owned(), std::fs::read(&path).map_err(io)?);
+/// Reads manifests from the working tree without following any link.
+struct DiskWalk<'a> {
+    base: &'a Path,
+    out: &'a mut BTreeMap<String, Vec<u8>>,
+    problems: &'a mut Vec<Diagnostic>,
+}
+
+impl DiskWalk<'_> {
+    fn visit(&mut self, rel: &str, recurse: bool) -> Result<(), RepoError> {
+        let path = self.base.join(rel);
+        let io = |source| RepoError::Io {
+            path: path.clone(),
+            source,
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            if in_manifest_location(rel) {
+                self.problems.push(symlinked_manifest(rel));
+            }
+            return Ok(());
         }
-        return Ok(());
+        if ft.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(&path)
+                .map_err(io)?
+                .collect::<Result<_, _>>()
+                .map_err(io)?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    let child = format!("{rel}/{}", name.to_string_lossy());
+                    if in_manifest_location(&child) {
+                        self.problems.push(non_utf8_name(&child));
+                    }
+                    continue;
+                };
+                let child = format!("{rel}/{name}");
+                let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if is_dir && !recurse {
+                    continue;
+                }
+                self.visit(&child, recurse)?;
+            }
+            return Ok(());
+        }
+        if !is_manifest_path(rel) {
+            return Ok(());
+        }
+        if !ft.is_file() {
+            self.problems.push(not_regular_manifest(rel, file_kind(ft)));
+            return Ok(());
+        }
+        match read_regular(&path, &meta, MAX_READ_BYTES) {
+            Ok(bytes) => {
+                self.out.insert(rel.to_owned(), bytes);
+            }
+            Err(ReadError::TooLarge(size)) => self.problems.push(too_large_manifest(rel, size)),
+            Err(ReadError::Changed) => self.problems.push(
+                Diagnostic::new(format!("{rel} changed while it was being read"))
+                    .at(rel, 0..0)
+                    .help("run the command again once nothing is changing the fleet directory"),
+            ),
+            Err(ReadError::Io(e)) => return Err(io(e)),
+        }
+        Ok(())
     }
-    if !meta.is_dir() {
-        return Ok(());
+}
+
+enum ReadError {
+    TooLarge(u64),
+    /// The path no longer names the file that was checked (replaced by a link or another file).
+    Changed,
+    Io(std::io::Error),
+}
+
+/// Opens a file already checked (by `symlink_metadata`) to be regular, and makes sure the file
+/// opened is that same file: were it swapped for a link in between, the link would be caught.
+fn open_checked(path: &Path, checked: &std::fs::Metadata) -> Result<std::fs::File, ReadError> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let now = file.metadata().map_err(ReadError::Io)?;
+    if !now.is_file() || now.dev() != checked.dev() || now.ino() != checked.ino() {
+        return Err(ReadError::Changed);
     }
-    let mut entries: Vec<_> = std::fs::read_dir(&path)
-        .map_err(io)?
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let child = format!("{rel}/{name}");
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir && !recurse {
+    Ok(file)
+}
+
+/// Reads at most `limit` bytes of a checked regular file; more is an error, never a truncation.
+fn read_regular(path: &Path, checked: &std::fs::Metadata, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read as _;
+    if checked.len() > limit {
+        return Err(ReadError::TooLarge(checked.len()));
+    }
+    let file = open_checked(path, checked)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Finds a repository path in the working tree one component at a time, never following a
+/// link: the final regular file's path and metadata, or what stood in the way.
+fn locate_on_disk(base: &Path, rel: &str) -> Result<(PathBuf, std::fs::Metadata), RepoEntry> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut cur = base.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        cur.push(part);
+        let meta = match std::fs::symlink_metadata(&cur) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RepoEntry::Missing),
+            Err(e) if e.raw_os_error() == Some(20) => return Err(RepoEntry::Missing), // ENOTDIR
+            Err(e) => return Err(RepoEntry::Unreadable(e.to_string())),
+        };
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            return Err(RepoEntry::Symlink(parts[..=i].join("/")));
+        }
+        let last = i + 1 == parts.len();
+        if !last {
+            if !ft.is_dir() {
+                return Err(RepoEntry::Missing);
+            }
             continue;
         }
-        read_disk(base, &child, recurse, out)?;
+        if ft.is_dir() {
+            return Err(RepoEntry::Directory);
+        }
+        if !ft.is_file() {
+            return Err(RepoEntry::NotRegular(file_kind(ft).to_owned()));
+        }
+        return Ok((cur, meta));
     }
-    Ok(())
+    Err(RepoEntry::Missing)
+}
+
+/// Finds a repository path in a commit one tree entry at a time: a symlink (mode 120000) in
+/// any component is reported as such rather than as a missing file.
+fn locate_in_commit(
+    repo: &git2::Repository,
+    commit: git2::Oid,
+    prefix: &str,
+    rel: &str,
+) -> Result<git2::Oid, RepoEntry> {
+    let unreadable = |e: git2::Error| RepoEntry::Unreadable(e.message().to_owned());
+    let mut tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(unreadable)?;
+    if !prefix.is_empty() {
+        let id = tree.get_path(Path::new(prefix)).map_err(unreadable)?.id();
+        tree = repo.find_tree(id).map_err(unreadable)?;
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (id, mode, kind) = match tree.get_name(part) {
+            Some(e) => (e.id(), e.filemode(), e.kind()),
+            None => return Err(RepoEntry::Missing),
+        };
+        if mode == GIT_SYMLINK {
+            return Err(RepoEntry::Symlink(parts[..=i].join("/")));
+        }
+        let last = i + 1 == parts.len();
+        match kind {
+            Some(git2::ObjectType::Tree) if last => return Err(RepoEntry::Directory),
+            Some(git2::ObjectType::Tree) => tree = repo.find_tree(id).map_err(unreadable)?,
+            _ if !last => return Err(RepoEntry::Missing),
+            Some(git2::ObjectType::Blob) => return Ok(id),
+            _ => return Err(RepoEntry::NotRegular("a submodule".to_owned())),
+        }
+    }
+    Err(RepoEntry::Missing)
 }
 
 fn is_dirty(repo: &git2::Repository, prefix: &str) -> bool {
@@ -310,65 +570,72 @@ fn is_dirty(repo: &git2::Repository, prefix: &str) -> bool {
 impl RepoFiles for FleetRepo {
     fn entry(&self, path: &str, read: bool) -> RepoEntry {
         match &self.source {
-            Source::WorkTree { fleet_dir } => {
-                let full = fleet_dir.join(path);
-                match std::fs::symlink_metadata(&full) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => RepoEntry::Missing,
-                    Err(e) => RepoEntry::Unreadable(e.to_string()),
-                    Ok(m) if m.file_type().is_symlink() => RepoEntry::Symlink,
-                    Ok(m) if m.is_dir() => RepoEntry::Directory,
-                    Ok(_) if !read => RepoEntry::File(None),
-                    Ok(_) => match std::fs::read(&full) {
-                        Ok(b) => RepoEntry::File(Some(Arc::from(b))),
-                        Err(e) => RepoEntry::Unreadable(e.to_string()),
-                    },
+            Source::WorkTree { fleet_dir } => match locate_on_disk(fleet_dir, path) {
+                Err(entry) => entry,
+                Ok(_) if !read => RepoEntry::File(None),
+                Ok((full, meta)) => match read_regular(&full, &meta, MAX_READ_BYTES) {
+                    Ok(b) => RepoEntry::File(Some(Arc::from(b))),
+                    Err(ReadError::TooLarge(n)) => RepoEntry::TooLarge(n),
+                    Err(ReadError::Changed) => RepoEntry::Unreadable("it changed while being read".into()),
+                    Err(ReadError::Io(e)) => RepoEntry::Unreadable(e.to_string()),
+                },
+            },
+            Source::Commit { repo, commit, prefix } => match locate_in_commit(repo, *commit, prefix, path) {
+                Err(entry) => entry,
+                Ok(_) if !read => RepoEntry::File(None),
+                Ok(id) => {
+                    let size = repo.odb().and_then(|o| o.read_header(id)).map(|(n, _)| n as u64);
+                    match size {
+                        Ok(n) if n > MAX_READ_BYTES => RepoEntry::TooLarge(n),
+                        _ => match repo.find_blob(id) {
+                            Ok(b) => RepoEntry::File(Some(Arc::from(b.content()))),
+                            Err(err) => RepoEntry::Unreadable(err.message().to_owned()),
+                        },
+                    }
                 }
-            }
-            Source::Commit { repo, commit, prefix } => {
-                let full = Path::new(prefix).join(path);
-                let entry = repo
-                    .find_commit(*commit)
-                    .and_then(|c| c.tree())
-                    .and_then(|t| t.get_path(&full));
-                match entry {
-                    Err(e) if e.code() == git2::ErrorCode::NotFound => RepoEntry::Missing,
-                    Err(e) => RepoEntry::Unreadable(e.message().to_owned()),
-                    Ok(e) if e.filemode() == 0o120000 => RepoEntry::Symlink,
-                    Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => RepoEntry::Directory,
-                    Ok(_) if !read => RepoEntry::File(None),
-                    Ok(e) => match repo.find_blob(e.id()) {
-                        Ok(b) => RepoEntry::File(Some(Arc::from(b.content()))),
-                        Err(err) => RepoEntry::Unreadable(err.message().to_owned()),
-                    },
-                }
-            }
+            },
         }
     }
 }
 
 impl crate::artifact::RepoReader for FleetRepo {
     fn open(&self, path: &str) -> std::io::Result<Box<dyn std::io::Read + Send + '_>> {
+        // Repository paths are read as Git would: a symlink in any component is refused, not
+        // followed, and only a regular file is opened. Artifacts are streamed, so not capped.
+        let refused = |entry: RepoEntry| match entry {
+            RepoEntry::Missing => std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{path} does not exist in the repository"),
+            ),
+            RepoEntry::Symlink(link) => std::io::Error::other(format!(
+                "{path}: `{link}` is a symlink; Flotilla does not follow links in the repository"
+            )),
+            RepoEntry::Directory => std::io::Error::other(format!("{path} is a directory")),
+            RepoEntry::NotRegular(what) => {
+                std::io::Error::other(format!("{path} is {what}, not a regular file"))
+            }
+            RepoEntry::TooLarge(n) => std::io::Error::other(format!("{path} is too large ({n} bytes)")),
+            RepoEntry::Unreadable(why) => std::io::Error::other(format!("{path} cannot be read: {why}")),
+            RepoEntry::File(_) => std::io::Error::other(format!("{path} cannot be read")),
+        };
         match &self.source {
             Source::WorkTree { fleet_dir } => {
-                // Repository paths are read as Git would: a symlink is refused, not followed.
-                let full = fleet_dir.join(path);
-                if std::fs::symlink_metadata(&full)?.file_type().is_symlink() {
-                    return Err(std::io::Error::other(format!(
-                        "{path} is a symlink; artifacts must be regular files"
-                    )));
+                let (full, meta) = locate_on_disk(fleet_dir, path).map_err(refused)?;
+                match open_checked(&full, &meta) {
+                    Ok(f) => Ok(Box::new(f)),
+                    Err(ReadError::Io(e)) => Err(e),
+                    Err(_) => Err(std::io::Error::other(format!(
+                        "{path} changed while it was being opened"
+                    ))),
                 }
-                Ok(Box::new(std::fs::File::open(full)?))
             }
-            Source::Commit { .. } => match crate::manifest::RepoFiles::entry(self, path, true) {
-                RepoEntry::File(Some(bytes)) => Ok(Box::new(std::io::Cursor::new(bytes))),
-                RepoEntry::Missing => Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{path} does not exist at this revision"),
-                )),
-                other => Err(std::io::Error::other(format!(
-                    "{path} is not a regular file ({other:?})"
-                ))),
-            },
+            Source::Commit { repo, commit, prefix } => {
+                let id = locate_in_commit(repo, *commit, prefix, path).map_err(refused)?;
+                let blob = repo
+                    .find_blob(id)
+                    .map_err(|e| std::io::Error::other(format!("{path}: {}", e.message())))?;
+                Ok(Box::new(std::io::Cursor::new(blob.content().to_vec())))
+            }
         }
     }
 }

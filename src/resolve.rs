@@ -207,6 +207,22 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
             .help("only the local transport reads a relative root (relative to the fleet root)"),
         );
     }
+    if settings.transport.value == TransportKind::Local
+        && !settings.root.value.starts_with('/')
+        && climbs_out(&settings.root.value)
+    {
+        diags.push(
+            here(format!(
+                "host `{}`: relative `root` {:?} leads outside the fleet directory",
+                host.name, settings.root.value
+            ))
+            .label(format!(
+                "root = {:?} comes from {}; a relative root is confined to the fleet directory",
+                settings.root.value, settings.root.from
+            ))
+            .help("remove the `..` that climb out, or use an absolute root for a host outside the fleet"),
+        );
+    }
 
     let mut runtimes: BTreeMap<RuntimeName, Sourced<Pin>> = BTreeMap::new();
     let mut pin_layer = |pins: &BTreeMap<RuntimeName, Pin>, layer: Layer| {
@@ -313,6 +329,20 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
         runtimes,
         files,
     })
+}
+
+/// Whether a relative path's `..` climb above where it starts.
+fn climbs_out(rel: &str) -> bool {
+    let mut depth = 0usize;
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if depth == 0 => return true,
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 fn normal_root(root: &str) -> String {

@@ -28,7 +28,7 @@ struct MemRepo {
 impl RepoFiles for MemRepo {
     fn entry(&self, path: &str, read: bool) -> RepoEntry {
         if self.symlinks.contains(path) {
-            return RepoEntry::Symlink;
+            return RepoEntry::Symlink(path.to_owned());
         }
         if let Some(bytes) = self.blobs.get(path) {
             return RepoEntry::File(read.then(|| Arc::from(bytes.as_slice())));
@@ -232,6 +232,7 @@ fn load_files(files: &[ManifestFile], repo: &MemRepo) -> (Option<Loaded>, Vec<Di
     let repo_dir = PathBuf::from(REPO_DIR);
     let ctx = LoadContext {
         repo_dir: Some(&repo_dir),
+        home: None,
     };
     match flotilla::manifest::load(files, repo, &ctx) {
         Ok(loaded) => match resolve_all(&loaded.fleet) {
@@ -2291,6 +2292,7 @@ reason = "Jahresende ❄"
         let repo_dir = PathBuf::from(REPO_DIR);
         let ctx = LoadContext {
             repo_dir: Some(&repo_dir),
+            home: None,
         };
         let (diags, sources) = match flotilla::manifest::load(&files, &m.repo, &ctx) {
             Ok(loaded) => match resolve_all(&loaded.fleet) {

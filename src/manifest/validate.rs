@@ -1,7 +1,8 @@
 //! Raw manifests to a validated [`Fleet`]: parses every file, runs every check of DESIGN §3
 //! that does not depend on a particular host, and collects all problems instead of stopping at
 //! the first. Checks that need a host's layered settings live in `resolve`. Repository access
-//! goes through [`RepoFiles`], so this module itself does no I/O.
+//! goes through [`RepoFiles`]; the only other I/O is resolving the links of `identity_file` and
+//! `known_hosts` on this machine, so that one pointing into the repository is caught.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,6 +20,9 @@ use crate::names::{EnvName, FleetName, HostName, RuntimeName, Version};
 use crate::schedule::waves::WaveTarget;
 use crate::schedule::window::{Freeze, Window, WindowLength, window_length_ok};
 
+/// The most bytes of a `source` file (or manifest) Flotilla reads; 16 MiB.
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
 /// A manifest file's path (relative to the fleet root, `/`-separated) and text.
 #[derive(Debug, Clone)]
 pub struct ManifestFile {
@@ -30,8 +34,14 @@ pub struct ManifestFile {
 #[derive(Debug, Clone)]
 pub enum RepoEntry {
     Missing,
-    Symlink,
+    /// A symlink in some component of the path; the component (the path up to and including
+    /// the link) is given, since links are never followed.
+    Symlink(String),
     Directory,
+    /// A FIFO, device, socket or submodule: what it is.
+    NotRegular(String),
+    /// A regular file larger than Flotilla reads (its size), when its content was asked for.
+    TooLarge(u64),
     /// A regular file; its bytes when they were asked for.
     File(Option<Arc<[u8]>>),
     Unreadable(String),
@@ -48,6 +58,8 @@ pub trait RepoFiles {
 pub struct LoadContext<'a> {
     /// The repository's working directory, so `identity_file` inside it can be refused.
     pub repo_dir: Option<&'a Path>,
+    /// `$HOME`, to expand `~/` in `identity_file` and `known_hosts` the way ssh will.
+    pub home: Option<&'a Path>,
 }
 
 pub struct Loaded {
@@ -151,6 +163,53 @@ fn lexically_normal(p: &Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+/// Resolves every link in `p` that exists on this machine; the part that does not exist yet
+/// is appended as written (normalised).
+fn resolve_links(p: &Path) -> std::path::PathBuf {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return lexically_normal(&out);
+        }
+        match (existing.file_name().map(ToOwned::to_owned), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return lexically_normal(p),
+        }
+    }
+}
+
+/// Where `value` (absolute, or `~/` under `home`) really points when that is inside `repo`,
+/// for the message; `None` when it is outside. Both spellings are compared: as written
+/// (normalised) and with `~` expanded and every link resolved, against the resolved `repo`.
+fn inside_repository(value: &str, repo: &Path, home: Option<&Path>) -> Option<String> {
+    let expanded = match value.strip_prefix("~/") {
+        Some(rest) => home?.join(rest),
+        None => std::path::PathBuf::from(value),
+    };
+    let repo_real = resolve_links(repo);
+    let as_written = lexically_normal(&expanded);
+    if as_written.starts_with(repo) || as_written.starts_with(&repo_real) {
+        return Some(format!("{} is inside {}", as_written.display(), repo.display()));
+    }
+    let real = resolve_links(&expanded);
+    if real.starts_with(&repo_real) {
+        return Some(format!(
+            "{value} resolves to {}, inside {}",
+            real.display(),
+            repo_real.display()
+        ));
+    }
+    None
 }
 
 fn file_stem<'p>(path: &'p str, dir: &str) -> Option<&'p str> {
@@ -465,15 +524,14 @@ impl Validator<'_> {
             return None;
         }
         if let Some(repo) = self.ctx.repo_dir
-            && s.starts_with('/')
-            && lexically_normal(Path::new(s)).starts_with(repo)
+            && let Some(inside) = inside_repository(s, repo, self.ctx.home)
         {
             self.err(
                 file,
                 p.span(),
                 format!("`{key}` may not point inside the repository"),
             )
-            .label = Some(format!("{} is inside {}", s, repo.display()));
+            .label = Some(inside);
             if let Some(d) = self.diags.last_mut() {
                 d.help = Some("keep keys outside the fleet repository, e.g. under ~/.ssh/".into());
             }
@@ -681,9 +739,35 @@ impl Validator<'_> {
                 missing(self, format!("`{s}` is a directory"));
                 None
             }
-            RepoEntry::Symlink => {
-                self.err(file, p.span(), format!("`{s}` is a symlink")).label =
+            RepoEntry::Symlink(link) => {
+                let message = if link == *s {
+                    format!("`{s}` is a symlink")
+                } else {
+                    format!("`{s}` passes through a symlink: `{link}`")
+                };
+                self.err(file, p.span(), message).label =
                     Some("symlinks are refused: they could point outside the repository".into());
+                if let Some(d) = self.diags.last_mut() {
+                    d.help = Some(format!("commit the file itself instead of the link `{link}`"));
+                }
+                None
+            }
+            RepoEntry::NotRegular(what) => {
+                self.err(file, p.span(), format!("`{s}` is {what}, not a regular file"))
+                    .label = Some(format!("`{key}` must name a regular file in the repository"));
+                None
+            }
+            RepoEntry::TooLarge(size) => {
+                self.err(
+                    file,
+                    p.span(),
+                    format!("`{s}` is {size} bytes, more than the {MAX_SOURCE_BYTES} Flotilla reads"),
+                )
+                .label = Some(format!("`{key}` files are read whole and shown in plans"));
+                if let Some(d) = self.diags.last_mut() {
+                    d.help =
+                        Some("ship large content as a runtime artifact instead of a managed file".into());
+                }
                 None
             }
             RepoEntry::Unreadable(why) => {
