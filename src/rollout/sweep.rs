@@ -110,17 +110,7 @@ pub(super) async fn recheck(
             kind,
             error: error.clone(),
         });
-        let outcome = HostOutcome::Failed { kind, error };
-        match summary.results.iter_mut().rev().find(|r| r.host == host) {
-            Some(r) => r.outcome = outcome,
-            None => summary.results.push(HostResult {
-                host,
-                environment: env.to_owned(),
-                changes: Vec::new(),
-                txn: Some(t.txn.clone()),
-                outcome,
-            }),
-        }
+        set_outcome(summary, env, t, HostOutcome::Failed { kind, error });
         if let Some(why) = budget.fail() {
             halt.get_or_insert(why);
         }
@@ -180,16 +170,7 @@ pub(super) async fn roll_back(
                 }
                 other => other,
             };
-            match summary.results.iter_mut().rev().find(|r| r.host == host) {
-                Some(r) => r.outcome = outcome,
-                None => summary.results.push(HostResult {
-                    host,
-                    environment: env.to_owned(),
-                    changes: Vec::new(),
-                    txn: Some(t.txn.clone()),
-                    outcome,
-                }),
-            }
+            set_outcome(summary, env, t, outcome);
         }
     }
 }
@@ -216,5 +197,21 @@ pub(super) async fn finish(spec: &RunSpec<'_>, env: &str, touched: &[Touched], e
                 step: format!("warning: in {env}, pruning old versions failed: {error}"),
             });
         }
+    }
+}
+
+/// Records what a sweep found for a host: it replaces the host's latest result of this run, or
+/// is added for a host an earlier run changed.
+fn set_outcome(summary: &mut Summary, env: &str, t: &Touched, outcome: HostOutcome) {
+    let host = t.desired.name.as_str();
+    match summary.results.iter_mut().rev().find(|r| r.host == host) {
+        Some(r) => r.outcome = outcome,
+        None => summary.results.push(HostResult {
+            host: host.to_owned(),
+            environment: env.to_owned(),
+            changes: Vec::new(),
+            txn: Some(t.txn.clone()),
+            outcome,
+        }),
     }
 }
