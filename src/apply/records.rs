@@ -24,6 +24,9 @@ pub(super) struct StoreRecords<'a> {
     pub observed: &'a BTreeMap<&'a str, (&'a DesiredHost, &'a Observation)>,
     /// Refused and stale hosts: observed, but not converged whatever their plan says.
     pub left_out: BTreeSet<String>,
+    /// Each environment's desired-state digest, computed once per run (it serialises every
+    /// host of the environment, so not once per host changed).
+    pub identities: BTreeMap<String, String>,
     pub clock: Clock,
     /// Warnings for the operator (a record that could not be written).
     pub warnings: Mutex<Vec<String>>,
@@ -38,9 +41,9 @@ impl StoreRecords<'_> {
     /// Reads, changes and writes the rollout record of `env`, if it is this rollout's (the
     /// same desired state).
     fn update(&self, env: &str, f: impl FnOnce(&mut RolloutRecord)) {
-        let identity = super::run::desired_digest(self.fleet, self.desired, env);
+        let identity = self.identities.get(env).map(String::as_str);
         let record = match self.store.rollout(env) {
-            Ok(Some(r)) if r.identity() == Some(identity.as_str()) => r,
+            Ok(Some(r)) if identity.is_some() && r.identity() == identity => r,
             Ok(_) => return,
             Err(e) => return self.warn(format!("cannot read the rollout record of {env}: {e}")),
         };

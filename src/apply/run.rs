@@ -313,6 +313,16 @@ async fn run(
         });
     }
 
+    let identities: BTreeMap<String, String> = plan
+        .environments
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                desired_digest(&req.fleet.fleet, &req.fleet.desired, &e.name),
+            )
+        })
+        .collect();
     let records = StoreRecords {
         fleet: &req.fleet.fleet,
         desired: &req.fleet.desired,
@@ -325,6 +335,7 @@ async fn run(
             .chain(planned.stale.keys())
             .cloned()
             .collect(),
+        identities: identities.clone(),
         clock: req.clock,
         warnings: Default::default(),
     };
@@ -346,7 +357,9 @@ async fn run(
                 })
             })
             .collect();
-        let identity = desired_digest(&req.fleet.fleet, &req.fleet.desired, &env.name);
+        let Some(identity) = identities.get(&env.name).cloned() else {
+            continue;
+        };
         let stored = store.rollout(&env.name)?;
         let unfinished = stored.as_ref().is_some_and(|r| {
             r.identity() == Some(identity.as_str())

@@ -512,16 +512,26 @@ fn run_host(
             .await
             .map_err(|e| (FailureKind::Connection, e.to_string()))?;
         let r = transaction::run(session.as_mut(), &desired, &target.root, &txn, &progress).await;
-        // A session that failed mid-transaction is closed, not reused.
-        match r {
-            Ok(rep) => {
-                pool.put(&target.host, session).await;
-                Ok(rep)
-            }
-            Err(e) => {
-                let _ = session.close().await;
-                Err((FailureKind::Connection, e.to_string()))
-            }
+        give_back(&pool, &target.host, session, r).await
+    }
+}
+
+/// Returns a session to the pool after a host command, or closes it when the command failed
+/// (a session that failed mid-use is not reused); the command's result as a [`HostRun`].
+pub(super) async fn give_back(
+    pool: &Pool,
+    host: &str,
+    session: Box<dyn crate::transport::Session>,
+    r: Result<Report, transaction::TxnError>,
+) -> HostRun {
+    match r {
+        Ok(rep) => {
+            pool.put(host, session).await;
+            Ok(rep)
+        }
+        Err(e) => {
+            let _ = session.close().await;
+            Err((FailureKind::Connection, e.to_string()))
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::cancel::Stop;
@@ -196,8 +196,7 @@ pub fn bake_until(bake: Duration, budget: &Budget, changed: usize, now: Timestam
     if bake.is_zero() || changed == 0 || budget.halted().is_some() {
         return None;
     }
-    let d = SignedDuration::try_from(bake).unwrap_or(SignedDuration::MAX);
-    Some(now.checked_add(d).unwrap_or(Timestamp::MAX))
+    Some(crate::duration::saturating_add(now, bake))
 }
 
 /// Why an environment's rollout may not start at `revision` (DESIGN §6.3): a rollout halted at
@@ -227,6 +226,7 @@ pub fn next_wake<'a>(holds: impl IntoIterator<Item = &'a Hold>) -> Option<Timest
 mod tests {
     use super::*;
     use crate::schedule::window::WindowLength;
+    use jiff::SignedDuration;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

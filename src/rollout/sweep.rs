@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::executor::{Emit, HostRun, RunSpec, Summary, Touched, host_outcome, panic_message};
+use super::executor::{Emit, HostRun, RunSpec, Summary, Touched, give_back, host_outcome, panic_message};
 use super::policy::Budget;
 use super::{Event, FailureKind, HostOutcome, HostResult};
 use crate::cancel::Stop;
@@ -36,16 +36,7 @@ where
                 .await
                 .map_err(|e| (FailureKind::Connection, e.to_string()))?;
             let (session, r) = f(session, desired, txn).await;
-            match r {
-                Ok(rep) => {
-                    pool.put(&target.host, session).await;
-                    Ok(rep)
-                }
-                Err(e) => {
-                    let _ = session.close().await;
-                    Err((FailureKind::Connection, e.to_string()))
-                }
-            }
+            give_back(&pool, &target.host, session, r).await
         });
         ids.insert(handle.id(), i);
     }
