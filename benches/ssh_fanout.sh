@@ -97,17 +97,21 @@ measure() {
   echo "$(echo "$end - $start" | bc) $cpu $((peak / 1024))"
 }
 cpu_now() { awk '{print ($16 + $17) / 100}' /proc/$$/stat; }
+# Host-side CPU: every sshd listener accumulates the CPU of its reaped session processes
+# (sshd, the login shell and everything the command ran), so this is the hosts' whole cost,
+# and unlike wall time it barely moves with the machine's load.
+host_cpu_now() { cat "$lab"/sshd-*.pid | while read -r p; do cat "/proc/$p/stat"; done | awk '{s += $14 + $15 + $16 + $17} END {print s / 100}'; }
 
 run_timed() { # label command...; also appends the wall time to $lab/times-<label>
-  local c0 c1 t0 t1 peak wall
+  local c0 c1 h0 h1 t0 t1 peak wall
   sync # start each run with no dirty pages from the previous one (fsyncs would wait on them)
-  c0=$(cpu_now); t0=$(date +%s.%N)
+  c0=$(cpu_now); h0=$(host_cpu_now); t0=$(date +%s.%N)
   read -r _ _ peak < <(measure "${@:2}")
-  t1=$(date +%s.%N); c1=$(cpu_now)
+  t1=$(date +%s.%N); c1=$(cpu_now); h1=$(host_cpu_now)
   wall=$(echo "$t1 - $t0" | bc)
   echo "$wall" >> "$lab/times-${1// /_}"
-  printf '%-34s wall %6.2f s  controller CPU %6.2f s (%5.3f s/host)  peak RSS %4d MiB\n' \
-    "$1" "$wall" "$(echo "$c1 - $c0" | bc)" "$(echo "($c1 - $c0) / $N" | bc -l)" "$peak"
+  printf '%-34s wall %6.2f s  controller CPU %6.2f s  host CPU %6.2f s  peak RSS %4d MiB\n' \
+    "$1" "$wall" "$(echo "$c1 - $c0" | bc)" "$(echo "$h1 - $h0" | bc)" "$peak"
 }
 median() { sort -n "$lab/times-${1// /_}" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 summary() { # label raw-label flotilla-label

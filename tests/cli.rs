@@ -447,16 +447,46 @@ fn demo_fleet_is_valid_and_plans() {
     let root = env!("CARGO_MANIFEST_DIR");
     let r = run(flotilla().current_dir(root).args(["validate", "manifests"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // Every demo host must be observable as shipped: no --skip-unreachable.
+    let store = tempfile::tempdir().unwrap();
     let r = run(flotilla()
         .current_dir(root)
-        .args(["plan", "manifests", "--skip-unreachable"]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["plan", "manifests"]));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("Environment staging"), "{}", r.stdout);
+    assert!(!r.stdout.contains("could not be observed"), "{}", r.stdout);
+    let last = r.stdout.lines().last().unwrap();
     assert!(
-        r.stdout.lines().last().unwrap().starts_with("Plan: ") || r.stdout.contains("No changes."),
+        last.starts_with("Plan: ") && !last.starts_with("Plan: 0 to add"),
+        "a fresh demo installs runtimes and files: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn no_changes_is_never_claimed_for_hosts_not_observed() {
+    let f = two_hosts();
+    f.commit("initial");
+    std::fs::remove_dir(f.root("prod-01")).unwrap();
+    std::fs::remove_dir(f.root("stg-01")).unwrap();
+    let r = run(flotilla()
+        .args(["plan", "--skip-unreachable"])
+        .arg(f.path()));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout.lines().last(),
+        Some("No changes on the 0 hosts observed; 2 could not be observed."),
         "{}",
         r.stdout
     );
+    assert!(!r.stdout.contains("The fleet matches"), "{}", r.stdout);
+    // --detailed-exitcode: 0 would tell a script the fleet is converged.
+    let r = run(flotilla()
+        .args(["plan", "--skip-unreachable", "--detailed-exitcode"])
+        .arg(f.path()));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
 }
 
 #[test]

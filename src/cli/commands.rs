@@ -150,7 +150,9 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     if plan.summary.hosts_unreachable > 0 && !args.skip_unreachable {
         return Ok(Outcome::Failure);
     }
-    if args.detailed_exitcode && plan.has_changes() {
+    // A host that could not be observed may differ: with --skip-unreachable that is not an
+    // error, but --detailed-exitcode must not claim "no changes" (2, "may change", instead).
+    if args.detailed_exitcode && !plan.proves_converged() {
         return Ok(Outcome::Changes);
     }
     Ok(Outcome::Success)

@@ -181,11 +181,21 @@ pub fn change_digest(changes: &[Change]) -> String {
 }
 
 impl Plan {
-    /// The last line of every text plan (DESIGN §5).
+    /// The last line of every text plan (DESIGN §5). "The fleet matches the manifests" only
+    /// when every targeted host was observed: a host that could not be observed may differ.
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
         if s.add + s.change + s.destroy == 0 {
-            "No changes. The fleet matches the manifests.".to_owned()
+            if s.hosts_unreachable == 0 {
+                "No changes. The fleet matches the manifests.".to_owned()
+            } else {
+                let observed = s.hosts_total.saturating_sub(s.hosts_unreachable);
+                format!(
+                    "No changes on the {observed} host{} observed; {} could not be observed.",
+                    if observed == 1 { "" } else { "s" },
+                    s.hosts_unreachable
+                )
+            }
         } else {
             format!(
                 "Plan: {} to add, {} to change, {} to destroy.",
@@ -198,7 +208,59 @@ impl Plan {
         self.summary.add + self.summary.change + self.summary.destroy > 0
     }
 
+    /// Whether the plan proves that the targeted hosts match the manifests: no changes and
+    /// every host observed. `plan --detailed-exitcode` exits 0 only then.
+    pub fn proves_converged(&self) -> bool {
+        !self.has_changes() && self.summary.hosts_unreachable == 0
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(summary: Summary) -> Plan {
+        Plan {
+            format_version: "1".into(),
+            fleet: "f".into(),
+            revision: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            summary,
+            environments: Vec::new(),
+            hosts: Vec::new(),
+            no_longer_managed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn no_changes_is_claimed_only_when_every_host_was_observed() {
+        let all = plan_with(Summary {
+            hosts_total: 3,
+            ..Summary::default()
+        });
+        assert_eq!(all.summary_line(), "No changes. The fleet matches the manifests.");
+        assert!(all.proves_converged());
+        let some = plan_with(Summary {
+            hosts_total: 3,
+            hosts_unreachable: 2,
+            ..Summary::default()
+        });
+        assert_eq!(
+            some.summary_line(),
+            "No changes on the 1 host observed; 2 could not be observed."
+        );
+        assert!(!some.proves_converged());
+        let changes = plan_with(Summary {
+            add: 1,
+            hosts_total: 3,
+            hosts_unreachable: 1,
+            ..Summary::default()
+        });
+        assert_eq!(changes.summary_line(), "Plan: 1 to add, 0 to change, 0 to destroy.");
+        assert!(!changes.proves_converged());
     }
 }
