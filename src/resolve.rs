@@ -92,6 +92,10 @@ pub struct DesiredFile {
     pub group: Option<String>,
     pub sensitive: bool,
     pub on_change: Option<String>,
+    /// For content rendered from a template: which template (its manifest location), so that
+    /// plans can fold hosts whose files differ only by the host's template variables.
+    #[serde(skip)]
+    pub template: Option<String>,
 }
 
 /// Everything one host should have, per the manifests at one revision.
@@ -299,6 +303,8 @@ pub fn resolve_host(fleet: &Fleet, host: &Host) -> Result<DesiredHost, Vec<Diagn
                 group: spec.group.clone(),
                 sensitive: spec.sensitive,
                 on_change: spec.on_change.clone(),
+                template: matches!(spec.body, FileBody::Template(_))
+                    .then(|| format!("{}:{}", spec.origin.file, spec.origin.span.start)),
             };
             files.insert(
                 spec.path.clone(),

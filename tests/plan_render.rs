@@ -324,6 +324,68 @@ fn two_hundred_identical_hosts_fold_into_one_entry() {
 }
 
 #[test]
+fn a_thousand_hosts_with_a_templated_file_fold_into_one_entry() {
+    let f = TestFleet::new();
+    let mut hosts = String::new();
+    for i in 1..=1000 {
+        hosts.push_str(&format!(
+            "[[host]]\nname = \"stg-{i:04}\"\nenvironment = \"staging\"\nroot = \"roots/stg-{i:04}\"\n\n"
+        ));
+    }
+    f.write("hosts/staging.toml", &hosts);
+    let loaded = load(&f);
+    // Every host already runs greeter 2.0.0 and has last year's rendering of the template.
+    let obs: BTreeMap<String, Result<Observation, String>> = loaded
+        .desired
+        .iter()
+        .map(|d| {
+            let mut o = Observation::default();
+            o.runtimes.insert("greeter".into(), runtime("2.0.0", &["2.0.0"]));
+            let old = format!("name = {}\nworkers = 4\n", d.name);
+            o.files.insert(path("/etc/app.conf"), file(&old, true));
+            o.state = Some(state(
+                d.name.as_str(),
+                &[("greeter", "2.0.0")],
+                &[("/etc/app.conf", &old)],
+            ));
+            (d.name.to_string(), Ok(o))
+        })
+        .collect();
+    let p = build(&loaded, &obs);
+    assert_eq!(p.summary.change, 1000);
+    let text = plan::text::render(&p, TextOptions::default());
+    let lines = text.lines().count();
+    assert!(lines < 200, "{lines} lines:\n{text}");
+    assert!(
+        text.contains("# hosts stg-[0001-1000] (1000 hosts, waves 1-2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ file \"/etc/app.conf\" (rendered per host; diff of stg-0001 shown)"),
+        "{text}"
+    );
+    insta::assert_snapshot!(text);
+    // Every host keeps its own rendered content in JSON, and --detail shows each.
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    let afters: BTreeSet<&str> = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["changes"][0]["after"].as_str().unwrap())
+        .collect();
+    assert_eq!(afters.len(), 1000);
+    let detail = plan::text::render(
+        &p,
+        TextOptions {
+            detail: true,
+            color: false,
+        },
+    );
+    assert_eq!(detail.matches("# host stg-").count(), 1000);
+    assert!(detail.contains("  name = stg-0999"), "{detail}");
+}
+
+#[test]
 fn host_text_cannot_inject_control_characters() {
     let f = TestFleet::new();
     f.host("hosts/a.toml", "h1", "staging", "");

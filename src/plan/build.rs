@@ -333,6 +333,7 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                         diff: None,
                         drift,
                         notes: Vec::new(),
+                        template: None,
                     });
                 }
                 Pin::Remove => {
@@ -375,6 +376,7 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                 diff,
                 drift,
                 notes,
+                template: f.template.clone(),
             };
             let new_text = (!f.sensitive).then(|| String::from_utf8_lossy(&f.content).into_owned());
             match observed {
@@ -478,6 +480,7 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                     diff: None,
                     drift: rec.sha256 != *sha256,
                     notes,
+                    template: None,
                 });
             }
         }
@@ -496,6 +499,7 @@ fn delete_runtime(name: &str, current: Option<String>, recorded: Option<&String>
         after: None,
         diff: None,
         notes: Vec::new(),
+        template: None,
     }
 }
 

@@ -110,7 +110,7 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             }
             let _ = writeln!(body, "{}", group_header(&group));
             for c in &h.changes {
-                let _ = writeln!(body, "{}", change_line(c));
+                let _ = writeln!(body, "{}", change_line(c, &group));
                 if let Some(d) = &c.diff {
                     for l in diff_lines(d) {
                         let _ = writeln!(body, "    {l}");

@@ -150,6 +150,10 @@ pub struct Change {
     /// Presentation only: "take over existing file", "mode 0644 -> 0600".
     #[serde(skip)]
     pub notes: Vec<String>,
+    /// Presentation only: the template a file's content is rendered from (its manifest
+    /// location), so hosts whose changes differ only by template variables fold together.
+    #[serde(skip)]
+    pub template: Option<String>,
 }
 
 /// A plan saved by `plan --out`: the JSON plan plus each host's change digest, so that

@@ -44,8 +44,9 @@ impl Paint {
     }
 }
 
-/// One line for a change, as in `~ runtime "x": "1.0" -> "2.0"`.
-pub fn change_line(c: &Change) -> String {
+/// One line for a change, as in `~ runtime "x": "1.0" -> "2.0"`. `group` is the folded entry
+/// the change is shown for: a templated file shown once for several hosts says so.
+pub fn change_line(c: &Change, group: &[&HostPlan]) -> String {
     let mut line = match (c.kind, c.action) {
         (Kind::Runtime, Action::Create) => {
             format!("+ runtime {:?}: {:?}", c.name, c.after.as_deref().unwrap_or(""))
@@ -66,6 +67,11 @@ pub fn change_line(c: &Change) -> String {
         notes.push("changed outside Flotilla");
     }
     notes.extend(c.notes.iter().map(String::as_str));
+    let per_host;
+    if c.template.is_some() && group.len() > 1 {
+        per_host = format!("rendered per host; diff of {} shown", group[0].name);
+        notes.push(&per_host);
+    }
     if !notes.is_empty() {
         let _ = write!(line, " ({})", notes.join("; "));
     }
@@ -88,7 +94,22 @@ pub fn diff_lines(diff: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// Groups of hosts with identical changes, in plan order, for folding.
+/// What hosts must share to fold into one entry: their changes, except that a file rendered
+/// from a template is compared by template, not content, so a templated `host = {{ host.name
+/// }}` does not make every host an entry of its own (DESIGN §5).
+fn fold_key(h: &HostPlan) -> String {
+    let changes: Vec<serde_json::Value> = h
+        .changes
+        .iter()
+        .map(|c| match &c.template {
+            Some(t) => serde_json::json!([c.action, c.kind, c.name, c.drift, c.notes, t]),
+            None => serde_json::json!([c, c.notes]),
+        })
+        .collect();
+    serde_json::to_string(&(&h.refused, &h.warnings, changes)).unwrap_or_default()
+}
+
+/// Groups of hosts with identical changes (up to template variables), in plan order.
 pub fn fold_hosts<'a>(hosts: impl Iterator<Item = &'a HostPlan>, detail: bool) -> Vec<Vec<&'a HostPlan>> {
     let mut groups: Vec<Vec<&HostPlan>> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
@@ -97,13 +118,7 @@ pub fn fold_hosts<'a>(hosts: impl Iterator<Item = &'a HostPlan>, detail: bool) -
             groups.push(vec![h]);
             continue;
         }
-        let key = serde_json::to_string(&(
-            &h.refused,
-            &h.changes,
-            &h.warnings,
-            h.changes.iter().map(|c| &c.notes).collect::<Vec<_>>(),
-        ))
-        .unwrap_or_default();
+        let key = fold_key(h);
         match index.get(&key) {
             Some(&i) => groups[i].push(h),
             None => {
@@ -215,7 +230,7 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
                 let _ = writeln!(out, "  {} {w}", p.action(Action::Update, "warning:"));
             }
             for c in &head.changes {
-                let _ = writeln!(out, "  {}", p.action(c.action, &change_line(c)));
+                let _ = writeln!(out, "  {}", p.action(c.action, &change_line(c, &group)));
                 if let Some(diff) = &c.diff {
                     for l in diff_lines(diff) {
                         let styled = match l.chars().next() {

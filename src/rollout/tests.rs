@@ -172,6 +172,7 @@ fn upgrade() -> Vec<Change> {
         diff: None,
         drift: false,
         notes: Vec::new(),
+        template: None,
     }]
 }
 
