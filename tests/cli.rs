@@ -471,9 +471,7 @@ fn no_changes_is_never_claimed_for_hosts_not_observed() {
     f.commit("initial");
     std::fs::remove_dir(f.root("prod-01")).unwrap();
     std::fs::remove_dir(f.root("stg-01")).unwrap();
-    let r = run(flotilla()
-        .args(["plan", "--skip-unreachable"])
-        .arg(f.path()));
+    let r = run(flotilla().args(["plan", "--skip-unreachable"]).arg(f.path()));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         r.stdout.lines().last(),
@@ -587,5 +585,92 @@ fn plan_says_what_waits_on_promotion() {
         text.stdout.contains("promotion: greeter 1.0.0 waits on staging"),
         "{}",
         text.stdout
+    );
+}
+
+#[test]
+fn every_promotion_hold_is_in_the_text_and_the_json() {
+    let f = TestFleet::new();
+    f.write(
+        "environments/staging.toml",
+        "[runtimes]\ngreeter = \"2.0.0\"\nclock = \"0.1\"\n",
+    );
+    f.write("environments/prod.toml", "[rollout]\nwaves = [1, \"50%\"]\n");
+    f.write(
+        "runtimes/clock.toml",
+        &format!(
+            "[[version]]\nversion = \"0.1\"\nartifact = \"https://example.invalid/c.tgz\"\nsha256 = \"{}\"\n",
+            "3".repeat(64)
+        ),
+    );
+    f.host("hosts/staging.toml", "stg-01", "staging", "canary = true");
+    f.host(
+        "hosts/prod.toml",
+        "prod-01",
+        "prod",
+        "runtimes = { greeter = \"1.0.0\" }",
+    );
+    f.host(
+        "hosts/prod.toml",
+        "prod-02",
+        "prod",
+        "runtimes = { clock = \"0.1\" }",
+    );
+    f.commit("two holds");
+    let r = run(flotilla().args(["plan", "--format", "json"]).arg(f.path()));
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let prod = plan["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "prod")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        prod["promotion_holds"],
+        serde_json::json!(["greeter 1.0.0 waits on staging", "clock 0.1 waits on staging"]),
+        "{prod}"
+    );
+    let text = run(flotilla().arg("plan").arg(f.path())).stdout;
+    for hold in ["greeter 1.0.0 waits on staging", "clock 0.1 waits on staging"] {
+        assert!(text.contains(&format!("promotion: {hold}")), "{text}");
+    }
+}
+
+#[test]
+fn hosts_dropped_from_the_manifests_are_listed_in_text_and_json() {
+    let f = TestFleet::new();
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+    );
+    f.write("environments/prod.toml", "");
+    f.host("hosts/staging.toml", "stg-01", "staging", "");
+    f.host("hosts/old.toml", "stg-02", "staging", "");
+    f.commit("two hosts");
+    let store = tempfile::tempdir().unwrap();
+    let with_store = || {
+        let mut c = flotilla();
+        c.arg("--state-dir").arg(store.path());
+        c
+    };
+    let r = run(with_store().args(["apply", "--auto-approve"]).arg(f.path()));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    std::fs::remove_file(f.path().join("hosts/old.toml")).unwrap();
+    f.commit("stg-02 retired");
+    let r = run(with_store().arg("plan").arg(f.path()));
+    assert!(
+        r.stdout
+            .contains("No longer in the manifests (left as they are): stg-02"),
+        "{}",
+        r.stdout
+    );
+    let r = run(with_store().args(["plan", "--format", "json"]).arg(f.path()));
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        plan["no_longer_managed"],
+        serde_json::json!(["stg-02"]),
+        "{}",
+        r.stdout
     );
 }

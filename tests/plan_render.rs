@@ -216,6 +216,7 @@ fn json_plan_has_exactly_the_documented_keys() {
             "fleet",
             "format_version",
             "hosts",
+            "no_longer_managed",
             "revision",
             "summary"
         ]
@@ -233,7 +234,15 @@ fn json_plan_has_exactly_the_documented_keys() {
     );
     assert_eq!(
         keys(&json["environments"][0]),
-        ["frozen", "halted", "name", "waiting", "waves", "window"]
+        [
+            "frozen",
+            "halted",
+            "name",
+            "promotion_holds",
+            "waiting",
+            "waves",
+            "window"
+        ]
     );
     assert_eq!(
         keys(&json["environments"][0]["window"]),
@@ -246,8 +255,10 @@ fn json_plan_has_exactly_the_documented_keys() {
             "environment",
             "error",
             "fingerprint",
+            "interrupted",
             "name",
             "refused",
+            "warnings",
             "wave"
         ]
     );
@@ -267,6 +278,45 @@ fn json_plan_has_exactly_the_documented_keys() {
     // The JSON plan reads back into the same value (saved plans depend on it).
     let back: plan::Plan = serde_json::from_str(&p.to_json()).unwrap();
     assert_eq!(back.summary, p.summary);
+    assert_valid_against_the_shipped_schema(&json);
+
+    // An interrupted transaction and the warnings the text shows are in the JSON too.
+    let (f, mut obs) = mixed();
+    if let Some(Ok(o)) = obs.get_mut("stg-01") {
+        o.state.as_mut().unwrap().pending = Some(serde_json::json!({}));
+    }
+    let p = build(&load(&f), &obs);
+    let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    let stg = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "stg-01")
+        .unwrap();
+    assert_eq!(stg["interrupted"], true, "{stg}");
+    let warnings = stg["warnings"].to_string();
+    assert!(
+        warnings.contains("interrupted") && warnings.contains("clock is"),
+        "{warnings}"
+    );
+    assert_valid_against_the_shipped_schema(&json);
+}
+
+/// Validates a real JSON plan against `schema/plan.schema.json` as committed (which another
+/// test keeps equal to what `flotilla schema` generates from the `Plan` type).
+fn assert_valid_against_the_shipped_schema(json: &serde_json::Value) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/plan.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the plan schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(json)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // And the schema is strict: an unknown key is refused.
+    let mut extra = json.clone();
+    extra["hosts"][0]["surprise"] = serde_json::json!(1);
+    assert!(!validator.is_valid(&extra), "the schema must refuse unknown keys");
 }
 
 #[test]

@@ -80,6 +80,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                     fingerprint: Some(o.fingerprint()),
                     error: None,
                     refused: Some(why),
+                    interrupted: false,
                     changes: Vec::new(),
                     warnings: Vec::new(),
                 },
@@ -119,6 +120,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                         fingerprint: Some(o.fingerprint()),
                         error: None,
                         refused: None,
+                        interrupted: o.interrupted(),
                         changes: host_changes(h.desired, o),
                         warnings,
                     }
@@ -130,6 +132,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                     fingerprint: None,
                     error: Some(sanitize(e)),
                     refused: None,
+                    interrupted: false,
                     changes: Vec::new(),
                     warnings: Vec::new(),
                 },
@@ -193,8 +196,10 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                     .filter_map(|(rt, r)| Some((rt.clone(), r.current.clone()?)))
             })
             .collect();
-        let gated = idxs.iter().find_map(|&i| {
-            super::promotion::waits(
+        // Every distinct hold, in host order: the text and JSON show them all.
+        let mut holds: Vec<String> = Vec::new();
+        for &i in idxs {
+            if let Some(why) = super::promotion::waits(
                 input.fleet,
                 input.all_desired,
                 env_name,
@@ -202,10 +207,14 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 &active,
                 input.promotions,
                 input.at,
-            )
-        });
+            ) && !holds.contains(&why)
+            {
+                holds.push(why);
+            }
+        }
+        let gated = holds.first().cloned();
         let promotion = match &gated {
-            Some(why) => Some(format!("promotion: {why}")),
+            Some(_) => None,
             None => input
                 .fleet
                 .promotion
@@ -237,6 +246,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             frozen: a.freeze.is_some(),
             halted,
             waiting,
+            promotion_holds: holds,
             waves,
             view: EnvironmentView {
                 window: window_text,

@@ -70,6 +70,7 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
         let earliest = match (changed, env.waiting.is_some(), env.window.next_open) {
             (0, _, _) => "—".to_owned(),
             _ if env.halted.is_some() => "halted".to_owned(),
+            _ if !env.promotion_holds.is_empty() => cell(&env.promotion_holds.join("; ")),
             (_, false, _) => "now".to_owned(),
             (_, true, Some(t)) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
             (_, true, None) => "not within the horizon".to_owned(),

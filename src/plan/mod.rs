@@ -16,54 +16,84 @@ use crate::text::{escape_controls, sanitize};
 
 pub const FORMAT_VERSION: &str = "1";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The plan: what applying would change, per environment and host (DESIGN §5). Its JSON form
+/// (`plan --format json`, `plan --out`) is described by `schema/plan.schema.json`, generated
+/// from this type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(title = "Flotilla plan", deny_unknown_fields)]
 pub struct Plan {
+    /// Always "1" for this layout.
     pub format_version: String,
+    /// The fleet's name (`[fleet] name`).
     pub fleet: String,
     /// Full commit id; null for an uncommitted tree.
     pub revision: Option<String>,
+    /// When the plan was made, RFC 3339.
+    #[schemars(with = "String")]
     pub created_at: jiff::Timestamp,
+    /// Counts of changes and hosts.
     pub summary: Summary,
+    /// Every environment with targeted hosts, in promotion order.
     pub environments: Vec<EnvironmentPlan>,
+    /// Every targeted host, changed or not.
     pub hosts: Vec<HostPlan>,
-    /// Presentation only: hosts the store has seen that the manifests no longer name; they
-    /// are left as they are.
-    #[serde(skip)]
+    /// Hosts the store has seen that the manifests no longer name; they are left as they are.
+    #[serde(default)]
     pub no_longer_managed: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Counts of a plan. Changes that wait (window, freeze, promotion) still count; hosts that
+/// could not be observed count only in `hosts_unreachable`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Summary {
+    /// Runtimes installed and files created.
     pub add: usize,
+    /// Runtimes switched and files changed or taken over.
     pub change: usize,
+    /// Runtimes and files removed.
     pub destroy: usize,
+    /// Hosts with at least one change.
     pub hosts_changed: usize,
+    /// Hosts targeted.
     pub hosts_total: usize,
+    /// Hosts that could not be observed.
     pub hosts_unreachable: usize,
 }
 
 /// A halted rollout (DESIGN §6.3): past `max_failures` it stopped, and it stays halted for
 /// that revision until `apply --retry REASON`. JSON: `{"wave": N, "reason": "...", "at": "RFC 3339"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Halt {
     /// The wave (1-based) the rollout halted in.
     pub wave: usize,
     /// Why it halted, as recorded (may carry host text; plans escape control characters).
     pub reason: String,
-    /// When it halted.
+    /// When it halted, RFC 3339.
+    #[schemars(with = "String")]
     pub at: jiff::Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One environment's state for this plan: window, freeze, halt, promotion and waves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct EnvironmentPlan {
+    /// The environment's name.
     pub name: String,
+    /// Its maintenance window now.
     pub window: WindowState,
+    /// Whether a freeze is in force now.
     pub frozen: bool,
     /// The environment's rollout of this revision halted: where, why and when; null when not.
     #[serde(default)]
     pub halted: Option<Halt>,
     /// Why this environment's changes wait, or null.
     pub waiting: Option<String>,
+    /// Every promotion gate holding a change of this environment ("greeter 2.0.0 soaks in
+    /// staging until …"); empty when none holds.
+    #[serde(default)]
+    pub promotion_holds: Vec<String>,
     /// Host names per wave, canaries first.
     pub waves: Vec<Vec<String>>,
     /// Presentation only: the window sentence and the configured wave targets.
@@ -78,16 +108,27 @@ pub struct EnvironmentView {
     pub promotion: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An environment's maintenance window at plan time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct WindowState {
+    /// Whether changes may start now (a window is open, or there is none).
     pub open: bool,
+    /// When the open window closes, RFC 3339; null when closed or without windows.
+    #[schemars(with = "Option<String>")]
     pub closes_at: Option<jiff::Timestamp>,
+    /// When the next window opens, RFC 3339; null when open now.
+    #[schemars(with = "Option<String>")]
     pub next_open: Option<jiff::Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One targeted host: its wave, its changes, or why it cannot be planned or changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct HostPlan {
+    /// The host's name.
     pub name: String,
+    /// Its environment.
     pub environment: String,
     /// 1-based; null when the host has nothing to change.
     pub wave: Option<usize>,
@@ -99,9 +140,14 @@ pub struct HostPlan {
     /// unreadable `state.json`), or null. A refused host has no changes and no wave.
     #[serde(default)]
     pub refused: Option<String>,
+    /// A transaction was interrupted on this host (it is `pending`): apply restores it first.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// What to change, runtimes first, then files by path.
     pub changes: Vec<Change>,
-    /// Presentation only: interrupted transactions, clock skew.
-    #[serde(skip)]
+    /// Warnings about the host: an interrupted transaction, a clock more than two minutes off
+    /// the controller's, an unreadable `state.json`, missing tools.
+    #[serde(default)]
     pub warnings: Vec<String>,
 }
 
@@ -134,9 +180,13 @@ pub enum Kind {
     File,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// One change on one host: a runtime or a file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Change {
+    /// What happens to it.
     pub action: Action,
+    /// A runtime or a file.
     pub kind: Kind,
     /// Runtime name or file path.
     pub name: String,
@@ -146,6 +196,7 @@ pub struct Change {
     /// Unified diff; files only, absent when sensitive or unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The host differs from what Flotilla last applied there (changed outside Flotilla).
     pub drift: bool,
     /// Presentation only: "take over existing file", "mode 0644 -> 0600".
     #[serde(skip)]
@@ -264,7 +315,10 @@ mod tests {
             hosts_unreachable: 1,
             ..Summary::default()
         });
-        assert_eq!(changes.summary_line(), "Plan: 1 to add, 0 to change, 0 to destroy.");
+        assert_eq!(
+            changes.summary_line(),
+            "Plan: 1 to add, 0 to change, 0 to destroy."
+        );
         assert!(!changes.proves_converged());
     }
 }

@@ -191,6 +191,9 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
             env.view.window,
             env.view.wave_targets
         );
+        for hold in &env.promotion_holds {
+            let _ = writeln!(out, "  {}", p.dim(&format!("promotion: {hold}")));
+        }
         if let Some(promo) = &env.view.promotion {
             let _ = writeln!(out, "  {}", p.dim(promo));
         }
