@@ -141,11 +141,20 @@ pub fn set_mode(p: &Path, mode: u32) {
 }
 
 /// The real `flotilla` binary, with colour and the environment kept out of the way.
+thread_local! {
+    /// Each test (libtest runs each on its own thread) gets its own default store location:
+    /// every test fleet is named "acme", and a store shared between tests (or with the
+    /// user's own `~/.local/state`) makes hosts of one test "owned by another store" in the
+    /// next.
+    static STATE_HOME: tempfile::TempDir = tempfile::tempdir().expect("temp state home");
+}
+
 pub fn flotilla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     c.env("NO_COLOR", "1")
         .env_remove("FLOTILLA_STATE_DIR")
         .env_remove("FLOTILLA_LOG");
+    STATE_HOME.with(|d| c.env("XDG_STATE_HOME", d.path()));
     c
 }
 
