@@ -141,3 +141,67 @@ fn a_symlinked_parent_directory_is_never_followed_to_read_or_write() {
         "root's file untouched"
     );
 }
+
+/// Every file under `dir`, concatenated (the store: audit log, rollouts, caches).
+fn all_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn hook_output_reaches_the_terminal_and_audit_log_only_as_a_bounded_tail() {
+    // The hook prints a secret first, then a lot, then a 10 KB line, and fails.
+    let (f, _keys) = signed_fleet(
+        "[hooks]\nactivate = '''\necho SECRET=s3cr3t-early\ni=0\nwhile [ $i -lt 40 ]; do echo progress $i; i=$((i+1)); done\nhead -c 10000 /dev/zero | tr '\\0' x\necho\nexit 1\n'''\n",
+    );
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("a noisy hook");
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let shown = format!("{}{}", r.stdout, r.stderr);
+    assert!(shown.contains("activate hook of greeter 1.0.0 failed"), "{shown}");
+    assert!(shown.contains("xxxx"), "the tail is shown: {shown}");
+    let audit = all_text(store.path());
+    for (what, text) in [("terminal", &shown), ("store", &audit)] {
+        assert!(!text.contains("s3cr3t-early"), "{what}: {text}");
+        assert!(
+            !text.contains(&"x".repeat(4097)),
+            "{what}: at most 4 KiB of a host's log"
+        );
+    }
+}
+
+#[test]
+fn a_failing_on_change_of_a_sensitive_file_shows_none_of_its_output() {
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/etc/app.secret\"\ncontent = \"token = 1\\n\"\nsensitive = true\non_change = \"echo password=hunter2; exit 3\"\n",
+    );
+    f.commit("a sensitive file");
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let shown = format!("{}{}", r.stdout, r.stderr);
+    assert!(shown.contains("output not shown: sensitive"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        !all_text(store.path()).contains("hunter2"),
+        "the store never holds it"
+    );
+}

@@ -8,7 +8,6 @@
 //! normalised paths, digests, modes); commands travel as files, never as script text.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,6 +17,11 @@ use crate::observe::{Observation, ObservedFile};
 use crate::plan::{Action, Change, Kind};
 use crate::resolve::{DesiredHost, sha256_hex};
 use crate::transport::{Script, Session, TransportError};
+
+mod report;
+
+use report::parse_report;
+pub use report::{Report, describe_failure};
 
 const TXN_SH: &str = include_str!("txn.sh");
 const LAUNCH_SH: &str = include_str!("launch.sh");
@@ -86,6 +90,11 @@ pub enum TxnError {
 
 pub use crate::plan::change_digest;
 
+/// The probe reports a symlink at a file's path as `file-other` "symlink" (probe.sh).
+fn observed_link(o: Option<&ObservedFile>) -> bool {
+    matches!(o, Some(ObservedFile::Other { what }) if what == "symlink")
+}
+
 fn field(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
 }
@@ -112,7 +121,16 @@ pub fn build(
     for c in changes {
         match c.kind {
             Kind::Runtime => line(&["pre-link", &c.name, c.before.as_deref().unwrap_or("-")]),
-            Kind::File => line(&["pre-file", &c.name, c.before.as_deref().unwrap_or("-")]),
+            Kind::File => {
+                // A symlink the plan saw there must still be one (it is taken over as a link).
+                let link = HostPath::new(&c.name).is_ok_and(|p| observed_link(observed.files.get(&p)));
+                line(&[
+                    "pre-file",
+                    &c.name,
+                    c.before.as_deref().unwrap_or("-"),
+                    if link { "link" } else { "-" },
+                ])
+            }
         }
     }
 
@@ -163,6 +181,7 @@ pub fn build(
         );
     }
     let mut on_change: Vec<String> = Vec::new();
+    let mut sensitive_on_change = BTreeSet::new();
     for (n, c) in upserts.iter().filter(|c| c.kind == Kind::File).enumerate() {
         let Ok(path) = HostPath::new(&c.name) else {
             continue;
@@ -171,7 +190,9 @@ pub fn build(
             continue;
         };
         let managed = state.and_then(|s| s.files.get(&c.name));
-        let exists = matches!(observed.files.get(&path), Some(ObservedFile::Regular { .. }));
+        // A symlink is taken over too: its backup is the link itself, restored as a link.
+        let exists = matches!(observed.files.get(&path), Some(ObservedFile::Regular { .. }))
+            || observed_link(observed.files.get(&path));
         // A file that existed before Flotilla took it over keeps its original in backup/.
         let took_over = managed.map_or(exists, |m| m.took_over);
         let backup = if managed.is_none() && exists {
@@ -208,6 +229,9 @@ pub fn build(
                 }
             };
             bundle.insert(format!("onchange-for/{n}"), Arc::from(k.to_string().into_bytes()));
+            if f.sensitive {
+                sensitive_on_change.insert(k);
+            }
         }
         new_state.files.insert(
             c.name.clone(),
@@ -227,6 +251,11 @@ pub fn build(
     }
     for (k, cmd) in on_change.iter().enumerate() {
         bundle.insert(format!("cmds/onchange-{k}"), Arc::from(cmd.as_bytes()));
+        if sensitive_on_change.contains(&k) {
+            // Its output may hold the secret: txn.sh keeps it out of the log (whose tail
+            // reaches the terminal and the audit log).
+            bundle.insert(format!("cmds/onchange-{k}.sensitive"), Arc::from(&b""[..]));
+        }
         line(&["onchange", &k.to_string(), "a changed file"]);
     }
     for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
@@ -376,59 +405,6 @@ fn env(desired: &DesiredHost, txn: &str, mode: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// What the host said, plus the last steps and log lines for error messages.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub outcome: Outcome,
-    pub steps: Vec<String>,
-    pub log_tail: Vec<String>,
-}
-
-fn parse_report(host: &str, stdout: &[u8]) -> Result<Report, TxnError> {
-    let text = crate::text::sanitize(&String::from_utf8_lossy(stdout));
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or_default();
-    let result = first
-        .strip_prefix("flotilla-txn ")
-        .ok_or_else(|| TxnError::Host {
-            host: host.to_owned(),
-            what: format!("unexpected output from the transaction: {first:?}"),
-        })?;
-    let (kind, rest) = result.split_once(' ').unwrap_or((result, ""));
-    let rest = rest.to_owned();
-    let outcome = match kind {
-        "ok" => Outcome::Applied,
-        "committed-with-errors" => Outcome::AppliedWithErrors(rest),
-        "stale" => Outcome::Stale(rest),
-        "locked" => Outcome::Locked(rest),
-        "rolled-back" => Outcome::RolledBack(rest),
-        "broken" => Outcome::Broken(rest),
-        "unhealthy" => Outcome::Unhealthy(rest),
-        _ => {
-            return Err(TxnError::Host {
-                host: host.to_owned(),
-                what: result.to_owned(),
-            });
-        }
-    };
-    let (mut steps, mut log_tail) = (Vec::new(), Vec::new());
-    let mut section = 0;
-    for l in lines {
-        match l {
-            "flotilla-steps" => section = 1,
-            "flotilla-log" => section = 2,
-            _ if section == 1 => steps.push(l.to_owned()),
-            _ if section == 2 => log_tail.push(l.to_owned()),
-            _ => {}
-        }
-    }
-    Ok(Report {
-        outcome,
-        steps,
-        log_tail,
-    })
-}
-
 /// Streams the artifacts and the bundle to the host and runs the transaction there, all in
 /// one command that holds the host lock from the first byte; waits for its result.
 /// `progress` hears each phase, for the views.
@@ -556,26 +532,4 @@ pub fn pending_txn(state: &HostState) -> Option<String> {
     let id = state.pending.as_ref()?.get("txn")?.as_str()?;
     let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     ok.then(|| id.to_owned())
-}
-
-/// Summarises a report's failure for messages: the reason and the last log lines.
-pub fn describe_failure(r: &Report) -> String {
-    let mut out = match &r.outcome {
-        Outcome::Applied => "applied".to_owned(),
-        Outcome::AppliedWithErrors(w) => format!("applied, but {w}"),
-        Outcome::Stale(w) => format!("stale: {w}; left untouched (plan again)"),
-        Outcome::Locked(w) => format!("locked: {w}; left untouched"),
-        Outcome::RolledBack(w) => format!("failed and rolled back: {w}"),
-        Outcome::Broken(w) => format!("BROKEN: {w}"),
-        Outcome::Unhealthy(w) => format!("unhealthy: {w}"),
-    };
-    if r.outcome.failed() && !r.log_tail.is_empty() {
-        let tail: Vec<&str> = r.log_tail.iter().rev().take(3).map(String::as_str).collect();
-        let _ = write!(
-            out,
-            " [log: {}]",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-        );
-    }
-    out
 }

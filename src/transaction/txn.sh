@@ -16,6 +16,15 @@
 # Every fork counts: a fork+exec costs about 1.5 ms of host CPU here, and 50 hosts share the
 # machine in the benchmark; the previous version spent about 55 per transaction (a `date` per
 # step, a `sync` per file, `sha256sum | cut`), this one about 20. Builtins where they do.
+#
+# Every command that can block runs under the command timeout (T: `timeout` is one more
+# process start, about 1.5 ms, paid only where a command reads or flushes something a host
+# user or a hostile artifact could have made slow or special: sha256sum, tar, find, sync, the
+# backup copies). Nothing here opens a FIFO or device for reading: paths are checked just
+# before, sha256sum gets names (never this shell's redirected stdin, which would block the
+# shell itself), and copies of what is at a managed path use `cp -PR`, which recreates a
+# link, FIFO or device instead of following or opening it. Commands that touch only
+# Flotilla's own root-only files (the bundle, state_dir) run bare.
 export LC_ALL=C
 set -u
 umask 022
@@ -48,6 +57,17 @@ link_in_parents() {
   done
   return 1
 }
+T() { timeout "$TO" "$@"; }
+# W: why a bounded command failed, for messages ($1: its exit status).
+why() { W=""; [ "$1" = 124 ] && W=" (did not finish within command_timeout, ${TO}s)"; :; }
+# SUM: the sha256 of $1 in $sums (one sha256sum run over every file the preconditions and
+# installs need), or "-".
+sum_of() {
+  SUM=-
+  while read -r h n; do [ "$n" = "$1" ] && SUM=${h#\\}; done <<EOF
+$sums
+EOF
+}
 ran() { # kind name: did the step run?
   [ -f "$TX/done" ] || return 1
   while IFS= read -r l; do [ "$l" = "$1$TAB$2" ] && return 0; done < "$TX/done"
@@ -59,16 +79,30 @@ ran() { # kind name: did the step run?
 put_state() {
   src=$1; shift
   cp "$src" "$S/state.json.tmp-$FLOTILLA_TXN" &&
-    { sync "$@" "$S/state.json.tmp-$FLOTILLA_TXN" 2>/dev/null || sync; } &&
+    { T sync -- "$@" "$S/state.json.tmp-$FLOTILLA_TXN" 2>/dev/null ||
+      { [ $? != 124 ] && T sync; }; } &&
     mv -f "$S/state.json.tmp-$FLOTILLA_TXN" "$S/state.json"
 }
 
-# Runs a command file with the hook environment, bounded by the command timeout.
+# Runs a command file with the hook environment, bounded by the command timeout; its output
+# goes to $OUT (the log, whose last lines the controller shows when something fails).
+OUT="$TX/log"
 run_cmd() { # cmdfile cwd [runtime version previous]
   ( cd "$2" 2>/dev/null || cd /
     FLOTILLA_RUNTIME=${3:-} FLOTILLA_VERSION=${4:-} FLOTILLA_PREVIOUS_VERSION=${5:-} \
     FLOTILLA_VERSION_DIR=${4:+$RT/$3/$4} FLOTILLA_ROOT=$R \
-      exec timeout "$TO" sh "$1" < /dev/null 9>&- ) >> "$TX/log" 2>&1
+      exec timeout "$TO" sh "$1" < /dev/null 9>&- ) >> "$OUT" 2>&1
+}
+# An on_change command; one that a sensitive file triggers (cmds/onchange-K.sensitive) writes
+# to a root-only file of its own, never to the log: its output may hold the secret, and the
+# log's tail reaches the controller's terminal and audit log.
+on_change() { # k
+  if [ -f "$TX/cmds/onchange-$1.sensitive" ]; then
+    OUT="$TX/onchange-$1.out"
+    printf 'on_change %s: output not shown: sensitive (root can read %s on the host)\n' "$1" "$OUT" >> "$TX/log"
+  fi
+  run_cmd "$TX/cmds/onchange-$1" /
+  oc=$?; OUT="$TX/log"; return $oc
 }
 
 set_link() { # runtime version|-
@@ -78,6 +112,7 @@ set_link() { # runtime version|-
 
 # Replays the journal backwards; then re-runs on_change and activate hooks for what was
 # restored, and puts back the state.json from before the transaction.
+RBE=""
 rollback() {
   ok=0
   [ -f "$J" ] || : > "$J"
@@ -94,12 +129,25 @@ $rev"; done < "$J"
         if [ "$b" != - ] && ran link "$a"; then rerun="${rerun}activate$TAB$a$TAB$b$TAB$c$NL"; fi ;;
       install) rm -rf "$RT/$a/$b" || ok=1 ;;
       rtdir) rmdir "$RT/$a" 2>/dev/null ;;
-      file)
-        if [ "$c" = absent ]; then rm -f "$R$b" || ok=1
-        else
-          cp -p "$TX/undo/$a" "$R$b.flotilla-undo" &&
-            { [ -z "$e" ] || chmod "$e" "$R$b.flotilla-undo"; } &&
-            mv -f "$R$b.flotilla-undo" "$R$b" || ok=1
+      file) # n path absent|present|link [mode]
+        # A local user may have swapped a parent directory for a link since the apply: checked
+        # again right before each write, and nothing is written through one. The copy's mode
+        # is put back in the root-only undo/ (never on a path a user could swap), the copy is
+        # made with --remove-destination (a fresh O_EXCL file: a planted link or FIFO at the
+        # temporary name is replaced, not followed or opened) and renamed with mv -T (a
+        # link or directory at the target is replaced, never entered). -P: a link taken over
+        # is restored as the link it was.
+        if link_in_parents "$b"; then
+          ok=1; RBE="$RBE; not restoring $b: its parent directory $LP is a symlink (replace it with a directory, then recover again)"
+        elif [ "$c" = absent ]; then rm -f "$R$b" || ok=1
+        elif { [ -z "$e" ] || chmod "$e" "$TX/undo/$a"; } &&
+            T cp -PpT --remove-destination "$TX/undo/$a" "$R$b.flotilla-undo" >> "$TX/log" 2>&1; then
+          if link_in_parents "$b"; then
+            ok=1; RBE="$RBE; not restoring $b: its parent directory $LP became a symlink"
+          else
+            mv -T -f "$R$b.flotilla-undo" "$R$b" || ok=1
+          fi
+        else ok=1; RBE="$RBE; cannot restore $b"
         fi
         if [ -f "$TX/onchange-for/$a" ] && ran file "$a"; then
           read -r k < "$TX/onchange-for/$a"
@@ -111,7 +159,7 @@ $rev
 EOF
   # Hooks again for what was restored: each distinct on_change once, then activate hooks.
   while IFS="$TAB" read -r kind a b c; do
-    [ "$kind" = onchange ] && [ -f "$TX/cmds/onchange-$a" ] && run_cmd "$TX/cmds/onchange-$a" / || true
+    [ "$kind" = onchange ] && [ -f "$TX/cmds/onchange-$a" ] && on_change "$a" || true
   done <<EOF
 $rerun
 EOF
@@ -127,31 +175,61 @@ EOF
 
 fail() { # step message
   step "failed: $*"
-  if rollback; then result "rolled-back $*"; else result "broken $*; rollback failed, see $TX/log"; fi
+  if rollback; then result "rolled-back $*"; else result "broken $*; rollback failed${RBE:-, see $TX/log}"; fi
   exit 0
 }
 
-# Keeps the active version, the previous one unless it is "-", and the newest others up to
-# `keep` versions in all (never fewer than active + previous); removes the rest.
+# Keeps the active version, the previous one unless it is "-", and the most recently
+# installed others up to `keep` versions in all (never fewer than active + previous); removes
+# the rest. Install order is Flotilla's own record: the sequence number each install writes
+# into its artifact's staging/<sha256>.for. Never directory mtimes: a tarball sets those (its
+# "./" entry becomes the version directory). Versions without a record (installed by an older
+# Flotilla) count as the oldest. Built-ins only, apart from the `rm`.
 prune() { # runtime active previous|- keep
-  n=$(( $4 - 1 )); [ "$3" = - ] || n=$((n - 1))
-  # Nothing to remove (the usual case) is found with a glob, without the `ls` fork: the
-  # runtime holds no more entries than `current`, active, previous and n others.
-  rt=$1 act=$2 prev=$3
-  allowed=$n; [ "$allowed" -ge 0 ] || allowed=0
-  allowed=$((allowed + 1)) # active
-  [ "$prev" = - ] || allowed=$((allowed + 1))
-  [ -L "$RT/$rt/current" ] && allowed=$((allowed + 1))
-  set -- "$RT/$rt"/*
-  [ "$#" -gt "$allowed" ] || return 0
-  set -- "$rt" "$act" "$prev"
-  for v in $(ls -1t "$RT/$1" 2>/dev/null); do
+  pr_n=$(( $4 - 1 )); [ "$3" = - ] || pr_n=$((pr_n - 1))
+  # Nothing to remove (the usual case) is found with a glob: the runtime holds no more
+  # entries than `current`, active, previous and n others.
+  pr_rt=$1 pr_act=$2 pr_prev=$3
+  pr_allowed=$pr_n; [ "$pr_allowed" -ge 0 ] || pr_allowed=0
+  pr_allowed=$((pr_allowed + 1)) # active
+  [ "$pr_prev" = - ] || pr_allowed=$((pr_allowed + 1))
+  [ -L "$RT/$pr_rt/current" ] && pr_allowed=$((pr_allowed + 1))
+  set -- "$RT/$pr_rt"/*
+  [ "$#" -gt "$pr_allowed" ] || return 0
+  pr_order=""
+  for fo in "$S"/staging/*.for; do
+    [ -f "$fo" ] || continue
+    r=""; v=""; s=""
+    IFS="$TAB" read -r r v s < "$fo"
+    [ "$r" = "$pr_rt" ] || continue
+    case $s in ''|*[!0-9]*) s=0 ;; esac
+    pr_order="$pr_order$s $v$NL"
+  done
+  pr_cands=""
+  for d in "$RT/$pr_rt"/*; do
+    v=${d##*/}
     case $v in current|.*|*[!A-Za-z0-9._+-]*) continue ;; esac
-    [ -d "$RT/$1/$v" ] || continue
-    if [ "$v" = "$2" ] || [ "$v" = "$3" ]; then continue; fi
-    if [ "$n" -gt 0 ]; then n=$((n - 1)); continue; fi
-    step "prune $1 $v"
-    rm -rf "$RT/$1/$v" || errors="$errors; cannot prune $1 $v"
+    [ -d "$d" ] && [ ! -L "$d" ] || continue
+    [ "$v" = "$pr_act" ] || [ "$v" = "$pr_prev" ] || pr_cands="$pr_cands $v"
+  done
+  pr_keep=" "
+  while [ "$pr_n" -gt 0 ]; do
+    pr_best=""; pr_bs=-1
+    for v in $pr_cands; do
+      case $pr_keep in *" $v "*) continue ;; esac
+      pr_s=0
+      while read -r s w; do [ "$w" = "$v" ] && [ "$s" -gt "$pr_s" ] && pr_s=$s; done <<EOF
+$pr_order
+EOF
+      [ "$pr_s" -ge "$pr_bs" ] && { pr_best=$v; pr_bs=$pr_s; }
+    done
+    [ -n "$pr_best" ] || break
+    pr_keep="$pr_keep$pr_best "; pr_n=$((pr_n - 1))
+  done
+  for v in $pr_cands; do
+    case $pr_keep in *" $v "*) continue ;; esac
+    step "prune $pr_rt $v"
+    rm -rf "$RT/$pr_rt/$v" || errors="$errors; cannot prune $pr_rt $v"
   done
 }
 
@@ -171,8 +249,8 @@ housekeep() {
   done
   for a in "$S"/staging/*.tar.gz; do
     [ -f "$a" ] || continue
-    r=""; v=""
-    [ -f "${a%.tar.gz}.for" ] && IFS="$TAB" read -r r v < "${a%.tar.gz}.for"
+    r=""; v=""; s=""
+    [ -f "${a%.tar.gz}.for" ] && IFS="$TAB" read -r r v s < "${a%.tar.gz}.for"
     [ -n "$r" ] && [ -d "$RT/$r/$v" ] && continue
     old="$old $a ${a%.tar.gz}.for"
   done
@@ -210,7 +288,7 @@ if [ "$MODE" = recover ]; then
   # everything needed to return to the state from before it.
   fence pending final
   step "rolling back to the state before this transaction"
-  if rollback; then result ok; else result "broken rollback failed, see $TX/log"; fi
+  if rollback; then result ok; else result "broken rollback failed${RBE:-, see $TX/log}"; fi
   exit 0
 fi
 
@@ -252,25 +330,44 @@ for inc in "$RT"/*/.incoming-* "$RT"/*/.current-*; do
   rm -rf "$inc"
 done
 
+# One sha256sum for everything the transaction checks: state.json, each managed file that is
+# a regular file now, each artifact uploaded for this transaction (names are digest.txn.part).
+set --
+[ -f "$S/state.json" ] && set -- "$S/state.json"
+while IFS="$TAB" read -r op a b c d e f; do
+  [ "$op" = pre-file ] && ! link_in_parents "$a" && [ -f "$R$a" ] && [ ! -L "$R$a" ] && set -- "$@" "$R$a"
+done < "$TX/ops"
+for p in "$S"/staging/*."$FLOTILLA_TXN".part; do [ -f "$p" ] && set -- "$@" "$p"; done
+sums=""
+if [ "$#" -gt 0 ]; then
+  sums=$(T sha256sum -- "$@" 2>> "$TX/log") || {
+    why $?; [ -z "$W" ] || { result "error computing sha256 digests on the host$W; nothing was touched"; exit 0; }
+  }
+fi
+
 # Preconditions, under the lock: the host is still what the plan was made against.
 while IFS="$TAB" read -r op a b c d e f; do
   case $op in
     pre-state)
-      if [ "$a" = - ]; then [ ! -e "$S/state.json" ] || { result "stale state.json appeared"; exit 0; }
+      if [ "$a" = - ]; then [ ! -e "$S/state.json" ] && [ ! -L "$S/state.json" ] || { result "stale state.json appeared"; exit 0; }
       else
-        have=$(sha256sum < "$S/state.json" 2>/dev/null)
-        [ "${have%% *}" = "$a" ] || { result "stale state.json changed since the plan"; exit 0; }
+        sum_of "$S/state.json"
+        [ "$SUM" = "$a" ] || { result "stale state.json changed since the plan"; exit 0; }
       fi ;;
     pre-link)
       if [ -L "$RT/$a/current" ]; then have=$(readlink "$RT/$a/current"); else have=-; fi
       [ "$have" = "$b" ] || { result "stale runtime $a is now at $have"; exit 0; } ;;
-    pre-file)
+    pre-file) # path sha256|- [link: the plan saw a symlink there]
       if link_in_parents "$a"; then
         result "rolled-back file $a: its parent directory $LP is a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
         exit 0
       fi
-      if [ -f "$R$a" ] && [ ! -L "$R$a" ]; then have=$(sha256sum < "$R$a"); have=${have%% *}; else have=-; fi
-      [ "$have" = "$b" ] || { result "stale file $a changed since the plan"; exit 0; } ;;
+      if [ "${c:-}" = link ]; then
+        [ -L "$R$a" ] || { result "stale file $a changed since the plan (it was a symlink)"; exit 0; }
+      else
+        SUM=-; [ -f "$R$a" ] && [ ! -L "$R$a" ] && sum_of "$R$a"
+        [ "$SUM" = "$b" ] || { result "stale file $a changed since the plan"; exit 0; }
+      fi ;;
   esac
 done < "$TX/ops"
 
@@ -296,20 +393,45 @@ while IFS="$TAB" read -r op a b c d e f g; do
       if link_in_parents "$b"; then
         fail "file $b: its parent directory $LP is a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
       fi
-      # Only regular files are read or replaced: reading a FIFO or a device would block (with
-      # the host lock held) or read without end, and a link would be followed.
-      if [ -L "$R$b" ] || { [ -e "$R$b" ] && [ ! -f "$R$b" ]; }; then
-        fail "file $b: a symlink, directory, FIFO or device is at this path; Flotilla manages regular files only (move it away, or drop the file from the manifests)"
+      # Regular files are replaced, a symlink is taken over as the link it is (its target
+      # text kept, never followed); anything else is refused unread: a FIFO or a device
+      # would block (with the host lock held) or read without end.
+      if [ ! -L "$R$b" ] && [ -e "$R$b" ] && [ ! -f "$R$b" ]; then
+        fail "file $b: a directory, FIFO or device is at this path; Flotilla manages regular files only, and takes over symlinks (move it away, or drop the file from the manifests)"
       fi
-      if [ -e "$R$b" ]; then
-        cp -p "$R$b" "$TX/undo/$a" || fail "file $b: cannot back it up"
-        if [ "${g:-}" = sensitive ]; then
+      if [ -e "$R$b" ] || [ -L "$R$b" ]; then
+        # -P copies a link as a link, -R recreates a FIFO or device swapped in since the check
+        # instead of opening it; what was copied is judged on the copy, in the root-only undo/.
+        T cp -PpRT -- "$R$b" "$TX/undo/$a" >> "$TX/log" 2>&1 || { why $?; fail "file $b: cannot back it up$W"; }
+        if [ ! -L "$TX/undo/$a" ] && [ ! -f "$TX/undo/$a" ]; then
+          rm -rf "$TX/undo/$a"
+          fail "file $b: a directory, FIFO or device is at this path; Flotilla manages regular files only, and takes over symlinks (move it away, or drop the file from the manifests)"
+        fi
+        # A file taken over keeps its original in backup/ (DESIGN §4), as it is (a link
+        # stays a link), copied from the journal's copy rather than read again; an original
+        # kept by an earlier transaction stays.
+        if [ "$f" != - ]; then
+          bk="$S/backup/$f"
+          if [ ! -L "$bk" ] && [ -e "$bk" ] && [ ! -f "$bk" ]; then
+            fail "file $b: $FLOTILLA_STATE_DIR/backup/$f is not a regular file or link (a FIFO, device or directory); Flotilla never opens one (remove it)"
+          fi
+          if [ ! -L "$bk" ] && [ ! -e "$bk" ]; then
+            { [ -d "$S/backup" ] || mkdir -p "$S/backup"; } &&
+              T cp -PpT --remove-destination "$TX/undo/$a" "$bk" >> "$TX/log" 2>&1 ||
+              { why $?; fail "file $b: cannot keep the original in backup/$W"; }
+            # A link is flushed with its directory: `sync` would open (follow) the link.
+            if [ -L "$bk" ]; then flush="$flush $S/backup"; else flush="$flush $bk"; fi
+          fi
+        fi
+        if [ -L "$TX/undo/$a" ]; then
+          note file "$a" "$b" link
+        elif [ "${g:-}" = sensitive ]; then
           m=$(stat -c %a "$TX/undo/$a") && chmod 600 "$TX/undo/$a" || fail "file $b: cannot protect its backup"
           note file "$a" "$b" present "$m"
         else
           note file "$a" "$b" present
         fi
-        flush="$flush $TX/undo/$a"
+        [ -L "$TX/undo/$a" ] || flush="$flush $TX/undo/$a" # a link: with $TX/undo
       else
         note file "$a" "$b" absent
       fi ;;
@@ -320,7 +442,63 @@ done < "$TX/ops"
 # shellcheck disable=SC2086
 put_state "$TX/state.pending.json" $flush || fail "pending: cannot write state.json"
 
-sums=""
+# lex_out LINK TARGET: succeeds if TARGET (of the link at LINK, relative to the version
+# directory) is absolute or climbs out of the version directory, read as text.
+lex_out() {
+  case $2 in /*) return 0 ;; esac
+  lx_d=0; lx_p=$1
+  while [ "${lx_p#*/}" != "$lx_p" ]; do lx_d=$((lx_d + 1)); lx_p=${lx_p#*/}; done
+  lx_t=$2/
+  while [ -n "$lx_t" ]; do
+    lx_c=${lx_t%%/*}; lx_t=${lx_t#*/}
+    case $lx_c in
+      '' | .) ;;
+      ..) lx_d=$((lx_d - 1)); [ "$lx_d" -ge 0 ] || return 0 ;;
+      *) lx_d=$((lx_d + 1)) ;;
+    esac
+  done
+  return 1
+}
+
+# check_unpacked RUNTIME VERSION: the unpacked version in $inc holds no device, FIFO or
+# socket, no setuid/setgid or hard-linked file, and no symlink that is absolute or leaves the
+# version directory (as text, and resolved: a link may climb out through another link);
+# flushes every file and directory of it to disk on the way. Sets BAD to the first offence.
+# One `find` (plus a `sync` for the files, and a `realpath` only when there are links): the
+# controller inspected the tarball already; this is for a host whose `tar` differs.
+check_unpacked() {
+  BAD=""
+  cd -P "$inc" || { BAD="cannot enter $inc"; return; }
+  ck_base=$PWD; cd /
+  ck_out=$(T find "$inc" \( -type b -o -type c -o -type p -o -type s \) -printf 'S %P\n' \
+    -o -type l -printf 'L %P\n' -printf 'T %l\n' -exec realpath -m -- {} + \
+    -o -type f \( -perm /6000 -o -links +1 \) -printf 'F %P\n' \
+    -o \( -type f -o -type d \) -exec sync -- {} + 2>> "$TX/log")
+  ck_rc=$?
+  ck_k=0; ck_l=""
+  set --
+  while IFS= read -r l; do
+    case $l in
+      "S "*) BAD="${l#S } (a device, FIFO or socket)" ;;
+      "F "*) BAD="${l#F } (a setuid/setgid or hard-linked file)" ;;
+      "L "*) ck_l=${l#L }; set -- "$@" "$ck_l" ;;
+      "T "*) lex_out "$ck_l" "${l#T }" && BAD="$ck_l (a symlink to ${l#T }, outside the version directory)" ;;
+      /*)
+        ck_k=$((ck_k + 1))
+        case $l in
+          "$ck_base" | "$ck_base"/*) ;;
+          *) eval "ck_e=\${$ck_k:-?}"; BAD="$ck_e (a symlink that resolves outside the version directory)" ;;
+        esac ;;
+      '') ;;
+      *) BAD="an entry whose name or link target holds a newline" ;;
+    esac
+    [ -z "$BAD" ] || return 0
+  done <<CK
+$ck_out
+CK
+  if [ "$ck_rc" != 0 ]; then why $ck_rc; BAD="cannot check or flush the unpacked files$W (see $TX/log)"; fi
+}
+
 written=""
 while IFS="$TAB" read -r op a b c d e f g; do
   case $op in
@@ -328,44 +506,72 @@ while IFS="$TAB" read -r op a b c d e f g; do
       [ -d "$RT/$a/$b" ] && continue
       step "install $a $b"
       part="$S/staging/$c.$FLOTILLA_TXN.part"; art="$S/staging/$c.tar.gz"
+      # staging/ is root's; anything but a regular file there is tampering, never opened.
+      for x in "$art" "$S/staging/$c.for"; do
+        if [ -L "$x" ] || { [ -e "$x" ] && [ ! -f "$x" ]; }; then
+          fail "install $a $b: $FLOTILLA_STATE_DIR/staging/${x##*/} is not a regular file (a FIFO, device, directory or link); Flotilla never opens one (remove it)"
+        fi
+      done
       if [ -f "$part" ]; then
-        # Every artifact of this transaction in one sha256sum (names are digest.txn.part).
-        if [ -z "$sums" ]; then sums=$(sha256sum "$S"/staging/*."$FLOTILLA_TXN".part) || sums=" "; fi
-        have=-
-        while read -r h n; do [ "$n" = "$part" ] && have=$h; done <<EOF
-$sums
-EOF
-        [ "$have" = "$c" ] || fail "install $a $b: uploaded artifact has sha256 $have, expected $c"
+        sum_of "$part"
+        [ "$SUM" = "$c" ] || fail "install $a $b: uploaded artifact has sha256 $SUM, expected $c"
         mv -f "$part" "$art" || fail "install $a $b: cannot move the artifact into place"
       fi
       [ -f "$art" ] || fail "install $a $b: artifact $c was not uploaded"
       [ -d "$RT/$a" ] || mkdir -p "$RT/$a" || fail "install $a $b: cannot create $RT/$a"
       inc="$RT/$a/.incoming-$FLOTILLA_TXN"
       mkdir "$inc" || fail "install $a $b: cannot create $inc"
-      tar --no-same-owner --no-same-permissions -xzf "$art" -C "$inc" >> "$TX/log" 2>&1 ||
-        { rm -rf "$inc"; fail "install $a $b: unpacking failed (see $TX/log)"; }
+      T tar --no-same-owner --no-same-permissions -xzf "$art" -C "$inc" >> "$TX/log" 2>&1 ||
+        { why $?; rm -rf "$inc"; fail "install $a $b: unpacking failed$W (see $TX/log)"; }
+      check_unpacked
+      if [ -n "$BAD" ]; then
+        rm -rf "$inc"
+        fail "install $a $b: refused, the unpacked artifact holds $BAD; the controller's inspection does not accept this, so this host's tar unpacked something else (check the artifact and the host's tar)"
+      fi
+      # The unpacked files and directories are on disk (check_unpacked flushed them) before
+      # the commit's state.json names this version; the rename into place is flushed with it.
+      step "unpacked and flushed $a $b"
       mv -T "$inc" "$RT/$a/$b" || { rm -rf "$inc"; fail "install $a $b: cannot rename into place"; }
-      # Which version this artifact is, for housekeeping.
-      printf '%s\t%s\n' "$a" "$b" > "$S/staging/$c.for" ;;
+      written="$written$RT/$a
+"
+      # Which version this artifact is, for housekeeping, and its install sequence number
+      # (one more than any recorded), for pruning.
+      sq=0
+      for fo in "$S"/staging/*.for; do
+        [ -f "$fo" ] || continue
+        s=""; IFS="$TAB" read -r r v s < "$fo"
+        case $s in '' | *[!0-9]*) ;; *) [ "$s" -le "$sq" ] || sq=$s ;; esac
+      done
+      printf '%s\t%s\t%s\n' "$a" "$b" $((sq + 1)) > "$S/staging/$c.for" ;;
     file) # n path mode owner group took_over_backup_id [sensitive]
       step "file $b"
       target="$R$b"
-      [ -d "${target%/*}/" ] || mkdir -p "${target%/*}/" || fail "file $b: cannot create its directory"
-      if [ -e "$target" ] && [ "$f" != - ] && [ ! -e "$S/backup/$f" ]; then
-        mkdir -p "$S/backup" && cp -p "$target" "$S/backup/$f" || fail "file $b: cannot keep the original in backup/"
+      # Checked again right before writing: a parent may have become a link since.
+      if link_in_parents "$b"; then
+        fail "file $b: its parent directory $LP is a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
       fi
+      [ -d "${target%/*}/" ] || mkdir -p "${target%/*}/" || fail "file $b: cannot create its directory"
       did file "$a"
       tmp="$target.flotilla-$FLOTILLA_TXN"
       # Private until its mode is set; the mode last, since chown clears setuid/setgid bits.
-      (umask 077 && cp "$TX/files/$a" "$tmp") || { rm -f "$tmp"; fail "file $b: cannot write it"; }
+      # --remove-destination makes cp create a fresh file (O_EXCL): a link or FIFO planted at
+      # the temporary name (the id is in state.json) is replaced, not written through. Its
+      # source is the bundle's own copy, so it cannot block: no timeout needed.
+      umask 077
+      cp -T --remove-destination "$TX/files/$a" "$tmp" || { umask 022; rm -f "$tmp"; fail "file $b: cannot write it"; }
+      umask 022
       if [ "$d" != - ] || [ "$e" != - ]; then
         own=""; [ "$d" != - ] && own=$d; [ "$e" != - ] && own="$own:$e"
-        chown "$own" "$tmp" >> "$TX/log" 2>&1 || { rm -f "$tmp"; fail "file $b: chown $own failed"; }
+        chown -h "$own" "$tmp" >> "$TX/log" 2>&1 || { rm -f "$tmp"; fail "file $b: chown $own failed"; }
       fi
       chmod "$c" "$tmp" || { rm -f "$tmp"; fail "file $b: cannot set mode $c"; }
+      if link_in_parents "$b"; then
+        fail "file $b: its parent directory $LP became a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
+      fi
       # Flushed once, with the commit: until then a crash leaves `pending`, and the recovery
-      # restores the journal's copy, which is on disk.
-      mv -f "$tmp" "$target" || { rm -f "$tmp"; fail "file $b: cannot rename into place"; }
+      # restores the journal's copy, which is on disk. mv -T: a directory (or a link to one)
+      # at the target is replaced or refused, never entered.
+      mv -T -f "$tmp" "$target" || { rm -f "$tmp"; fail "file $b: cannot rename into place"; }
       written="$written$target
 " ;;
     link) # runtime version previous|-
@@ -374,7 +580,11 @@ EOF
       set_link "$a" "$b" || fail "switch $a: cannot move the current link" ;;
     onchange) # n path
       step "on_change for $b"
-      run_cmd "$TX/cmds/onchange-$a" / || fail "on_change of $b failed (exit $?, see $TX/log)" ;;
+      on_change "$a" || {
+        oc=$?
+        if [ -f "$TX/cmds/onchange-$a.sensitive" ]; then fail "on_change of $b failed (exit $oc; output not shown: sensitive)"; fi
+        fail "on_change of $b failed (exit $oc, see $TX/log)"
+      } ;;
     activate) # runtime version previous
       [ -f "$TX/cmds/activate-$a" ] || continue
       step "activate $a $b"
@@ -392,8 +602,9 @@ EOF
       run_cmd "$TX/cmds/health-env" / || fail "health_command failed (see $TX/log)" ;;
     commit)
       step "commit"
-      # The written files reach the disk in the same `sync` as the new state.json, before it
-      # is renamed into place: a committed state never names a file that is not on disk.
+      # The written files and the runtime directories that received a version reach the disk
+      # in the same `sync` as the new state.json, before it is renamed into place: a committed
+      # state never names a file or version that is not on disk.
       set --
       while IFS= read -r w; do [ -n "$w" ] && set -- "$@" "$w"; done <<EOF
 $written
@@ -416,12 +627,22 @@ while IFS="$TAB" read -r op a b c d e f; do
       if [ -f "$TX/cmds/remove-$a" ]; then run_cmd "$TX/cmds/remove-$a" "$RT/$a" "$a" || errors="$errors; remove hook of $a failed"; fi
       rm -rf "$RT/$a" || errors="$errors; cannot remove $RT/$a" ;;
     remove-file) # path backup_id|-
+      # A file Flotilla took over gets its original back (a link as the link it was), not
+      # deleted (DESIGN §4). Parents checked right before each write; written as in rollback.
       step "remove $a"
+      bk="$S/backup/$b"
       if link_in_parents "$a"; then
         errors="$errors; not removing $a: its parent directory $LP is a symlink"
-      elif [ "$b" != - ] && [ -f "$S/backup/$b" ]; then
-        cp -p "$S/backup/$b" "$R$a.flotilla-restore" && mv -f "$R$a.flotilla-restore" "$R$a" && rm -f "$S/backup/$b" ||
+      elif [ "$b" != - ] && [ ! -L "$bk" ] && [ -e "$bk" ] && [ ! -f "$bk" ]; then
+        errors="$errors; not restoring the original of $a: $FLOTILLA_STATE_DIR/backup/$b is not a regular file or link (left $a as it is)"
+      elif [ "$b" != - ] && { [ -L "$bk" ] || [ -f "$bk" ]; }; then
+        if ! T cp -PpT --remove-destination "$bk" "$R$a.flotilla-restore" >> "$TX/log" 2>&1; then
           errors="$errors; cannot restore the original of $a"
+        elif link_in_parents "$a"; then
+          errors="$errors; not restoring $a: its parent directory $LP became a symlink"
+        else
+          mv -T -f "$R$a.flotilla-restore" "$R$a" && rm -f "$bk" || errors="$errors; cannot restore the original of $a"
+        fi
       else
         rm -f "$R$a" || errors="$errors; cannot remove $a"
       fi ;;
