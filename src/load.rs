@@ -8,6 +8,7 @@ use crate::manifest::model::TransportKind;
 use crate::manifest::{self, Fleet, LoadContext};
 use crate::repo::{FleetRepo, RepoError};
 use crate::resolve::{DesiredHost, resolve_all};
+use crate::schedule::waves::WaveTarget;
 
 pub struct LoadedFleet {
     pub fleet: Fleet,
@@ -29,45 +30,99 @@ pub enum LoadError {
 
 pub fn load(repo: &FleetRepo) -> Result<LoadedFleet, LoadError> {
     let read = repo.read_manifests()?;
-    let mut diagnostics = read.problems;
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
     let ctx = LoadContext {
         repo_dir: repo.repo_dir(),
         home: home.as_deref(),
     };
-    let loaded = match manifest::load(&read.files, repo, &ctx) {
-        Ok(loaded) => loaded,
-        Err(f) => {
-            diagnostics.extend(f.diagnostics);
-            return Err(LoadError::Invalid {
-                diagnostics,
-                sources: f.sources,
+    let (checked, mut diagnostics, sources) = check(&read.files, repo, &ctx);
+    diagnostics.splice(0..0, read.problems);
+    if let Some((fleet, desired)) = checked {
+        diagnostics.extend(linked_local_roots(&fleet, &desired, repo.fleet_dir()));
+        if diagnostics.is_empty() {
+            return Ok(LoadedFleet {
+                fleet,
+                desired,
+                sources,
             });
         }
-    };
-    match resolve_all(&loaded.fleet) {
-        Ok(desired) => {
-            diagnostics.extend(linked_local_roots(&loaded.fleet, &desired, repo.fleet_dir()));
-            if !diagnostics.is_empty() {
-                return Err(LoadError::Invalid {
-                    diagnostics,
-                    sources: loaded.sources,
-                });
+    }
+    Err(LoadError::Invalid { diagnostics, sources })
+}
+
+/// Validates manifest files and resolves every host, collecting every problem (DESIGN §3):
+/// per-host problems of the entries that were valid are reported beside the manifest
+/// problems, never hidden by them. The fleet and desired state come back only when there is
+/// no problem at all. Pure but for the repository reads `repo` does.
+pub fn check(
+    files: &[manifest::ManifestFile],
+    repo: &dyn manifest::RepoFiles,
+    ctx: &LoadContext<'_>,
+) -> (Option<(Fleet, Vec<DesiredHost>)>, Vec<Diagnostic>, Sources) {
+    let (fleet, mut diagnostics, sources) = match manifest::load(files, repo, ctx) {
+        Ok(loaded) => (Some(loaded.fleet), Vec::new(), loaded.sources),
+        Err(f) => {
+            let mut diagnostics = f.diagnostics;
+            if let Some(partial) = &f.partial {
+                diagnostics.extend(decreasing_waves(partial));
+                if let Err(more) = resolve_all(partial) {
+                    diagnostics.extend(more);
+                }
             }
-            Ok(LoadedFleet {
-                fleet: loaded.fleet,
-                desired,
-                sources: loaded.sources,
-            })
+            return (None, diagnostics, f.sources);
         }
+    };
+    let Some(fleet) = fleet else {
+        return (None, diagnostics, sources);
+    };
+    diagnostics.extend(decreasing_waves(&fleet));
+    match resolve_all(&fleet) {
+        Ok(desired) if diagnostics.is_empty() => (Some((fleet, desired)), diagnostics, sources),
+        Ok(_) => (None, diagnostics, sources),
         Err(more) => {
             diagnostics.extend(more);
-            Err(LoadError::Invalid {
-                diagnostics,
-                sources: loaded.sources,
-            })
+            (None, diagnostics, sources)
         }
     }
+}
+
+/// Waves that mix counts and percentages may decrease once evaluated against the
+/// environment's hosts: `[5, "10%"]` with 20 hosts asks for 5, then 2 (DESIGN §3).
+fn decreasing_waves(fleet: &Fleet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for env in fleet.environments.values() {
+        let Some(at) = &env.rollout.waves_at else {
+            continue;
+        };
+        let total = fleet.hosts.iter().filter(|h| h.environment == env.name).count();
+        let show = |w: &WaveTarget| match w {
+            WaveTarget::Count(n) => n.to_string(),
+            WaveTarget::Percent(p) => format!("\"{p}%\""),
+        };
+        let mut prev: Option<(usize, &WaveTarget)> = None;
+        for w in &env.rollout.waves {
+            let n = crate::schedule::waves::cumulative(*w, total);
+            if let Some((p, pw)) = prev
+                && n < p
+            {
+                out.push(
+                    Diagnostic::new(format!(
+                        "waves decrease for the {total} hosts of `{}`: {} is {p} host{}, then {} is {n}",
+                        env.name,
+                        show(pw),
+                        if p == 1 { "" } else { "s" },
+                        show(w),
+                    ))
+                    .at(&at.file, at.span.clone())
+                    .label("each wave is a cumulative target and must not ask for fewer hosts")
+                    .help("use counts or percentages that grow for this many hosts, e.g. [1, \"50%\", \"100%\"]"),
+                );
+                break;
+            }
+            prev = Some((n, w));
+        }
+    }
+    out
 }
 
 /// A relative `root` of a local host is a directory under the fleet root (resolve has checked

@@ -227,20 +227,14 @@ impl Manifests {
 /// A valid fleet and every host's desired state.
 type Loaded = (Fleet, Vec<DesiredHost>);
 
-/// `load` then, on success, `resolve_all`; never panics by itself.
+/// Validation and resolution as every command does them (`flotilla::load::check`).
 fn load_files(files: &[ManifestFile], repo: &MemRepo) -> (Option<Loaded>, Vec<Diagnostic>, Sources) {
     let repo_dir = PathBuf::from(REPO_DIR);
     let ctx = LoadContext {
         repo_dir: Some(&repo_dir),
         home: None,
     };
-    match flotilla::manifest::load(files, repo, &ctx) {
-        Ok(loaded) => match resolve_all(&loaded.fleet) {
-            Ok(desired) => (Some((loaded.fleet, desired)), Vec::new(), loaded.sources),
-            Err(diags) => (None, diags, loaded.sources),
-        },
-        Err(failed) => (None, failed.diagnostics, failed.sources),
-    }
+    flotilla::load::check(files, repo, &ctx)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2028,6 +2022,66 @@ fn snapshot_per_host_problems() {
         )
         .errors();
     insta::assert_snapshot!(report);
+}
+
+#[test]
+fn every_problem_in_one_run_manifest_window_and_per_host() {
+    // A typo in flotilla.toml's [defaults], a window with a bad day AND a zero-length end in
+    // staging, a bad max_parallel beside them, and a per-host template problem in prod: all
+    // five are reported at once.
+    let report = Manifests::minimal()
+        .append("flotilla.toml", "\n[defaults]\nportt = 22\n")
+        .append(
+            "environments/staging.toml",
+            "\n[rollout]\nmax_parallel = 0\n\n[[window]]\ndays = [\"sat\", \"funday\"]\nstart = \"02:00\"\nend = \"05:00\"\n\n[[window]]\nstart = \"03:00\"\nend = \"03:00\"\n",
+        )
+        .append(
+            "environments/prod.toml",
+            "\n[[file]]\npath = \"/etc/motd\"\ntemplate = true\ncontent = \"{{ host.labels.rack }}\"\n",
+        )
+        .errors();
+    for needle in [
+        "unknown field `portt`",
+        "invalid day `funday`",
+        "`max_parallel` must be at least 1",
+        "a window whose `end` equals its `start` has no length",
+        "host `prod-01` has no label `rack`",
+    ] {
+        assert!(report.contains(needle), "missing `{needle}` in:\n{report}");
+    }
+    assert_count(&report, 5);
+}
+
+#[test]
+fn waves_that_decrease_for_the_environments_hosts_are_rejected() {
+    // [5, "10%"] with 20 hosts asks for 5, then 2.
+    let mut hosts = String::new();
+    for i in 1..=20 {
+        hosts.push_str(&format!(
+            "[[host]]\nname = \"prod-{i:02}\"\nenvironment = \"prod\"\naddress = \"10.0.1.{i}\"\n\n"
+        ));
+    }
+    let m = Manifests::minimal()
+        .set("hosts/prod.toml", &hosts)
+        .append("environments/prod.toml", "\n[rollout]\nwaves = [5, \"10%\"]\n");
+    let report = m.errors();
+    assert_diag(
+        &report,
+        "waves decrease for the 20 hosts of `prod`: 5 is 5 hosts, then \"10%\" is 2",
+        &m.at("environments/prod.toml", "[5, "),
+        &["use counts or percentages that grow"],
+    );
+    // With 100 hosts the same waves grow (5, then 10): valid.
+    let mut hosts = String::new();
+    for i in 1..=100 {
+        hosts.push_str(&format!(
+            "[[host]]\nname = \"prod-{i:03}\"\nenvironment = \"prod\"\naddress = \"10.0.2.{i}\"\n\n"
+        ));
+    }
+    Manifests::minimal()
+        .set("hosts/prod.toml", &hosts)
+        .append("environments/prod.toml", "\n[rollout]\nwaves = [5, \"10%\"]\n")
+        .desired();
 }
 
 // ---------------------------------------------------------------------------------------------

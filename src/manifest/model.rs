@@ -96,6 +96,9 @@ pub struct Group {
 #[derive(Debug, Clone)]
 pub struct Rollout {
     pub waves: Vec<WaveTarget>,
+    /// Where `waves` was written, when it was: waves that decrease once evaluated against
+    /// the environment's hosts are reported there.
+    pub waves_at: Option<crate::diagnostic::Location>,
     pub max_parallel: u32,
     pub max_failures: CountOrPercent,
     pub bake: Duration,
@@ -108,6 +111,7 @@ impl Default for Rollout {
     fn default() -> Self {
         Rollout {
             waves: vec![WaveTarget::Count(1), WaveTarget::Percent(100)],
+            waves_at: None,
             max_parallel: 10,
             max_failures: CountOrPercent::Count(0),
             bake: Duration::ZERO,

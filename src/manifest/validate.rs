@@ -70,6 +70,10 @@ pub struct Loaded {
 pub struct Failed {
     pub diagnostics: Vec<Diagnostic>,
     pub sources: Sources,
+    /// What could be built despite the problems (the files and entries that were valid), so
+    /// that per-host problems are reported alongside (DESIGN §3); `None` when `flotilla.toml`
+    /// itself is broken.
+    pub partial: Option<Fleet>,
 }
 
 /// Parses and checks every manifest file. All problems are reported together.
@@ -99,9 +103,10 @@ pub fn load(files: &[ManifestFile], repo: &dyn RepoFiles, ctx: &LoadContext<'_>)
             fleet,
             sources: v.sources,
         }),
-        _ => Err(Failed {
+        partial => Err(Failed {
             diagnostics: v.diags,
             sources: v.sources,
+            partial,
         }),
     }
 }
@@ -320,7 +325,7 @@ impl Validator<'_> {
         }
 
         // A broken flotilla.toml must not hide the other files' problems: they are checked
-        // against empty fleet settings, and no fleet is returned.
+        // against empty fleet settings, and only a partial fleet is returned.
         let (fleet_name, defaults, trust, promotion_raw, ff_path) = match &fleet_file {
             Some((ff, raw_fleet)) => (
                 self.name::<FleetName>(&ff.path, &raw_fleet.fleet.name, "fleet name"),
@@ -416,8 +421,17 @@ impl Validator<'_> {
             }
         }
 
+        // Without a valid fleet name (a broken flotilla.toml, already reported) the fleet is
+        // still built under a placeholder name: it only ever serves as the partial fleet whose
+        // hosts are resolved for their own problems, since a reported problem means no fleet
+        // is returned.
+        let name = match fleet_name {
+            Some(n) => n,
+            None if !self.diags.is_empty() => "unnamed".parse().ok()?,
+            None => return None,
+        };
         Some(Fleet {
-            name: fleet_name?,
+            name,
             promotion,
             defaults,
             trust,
@@ -961,6 +975,10 @@ impl Validator<'_> {
             }
             if !targets.is_empty() {
                 out.waves = targets;
+                out.waves_at = Some(Location {
+                    file: file.to_owned(),
+                    span: waves.span(),
+                });
             }
         }
         if let Some(m) = &r.max_parallel {
@@ -1041,7 +1059,18 @@ impl Validator<'_> {
             (Some(_), None) => self.duration(file, &w.duration).map(|d| {
                 WindowLength::Duration(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
             }),
-            (None, Some(e)) => self.clock_time(file, e, "end").map(WindowLength::End),
+            (None, Some(e)) => match (self.clock_time(file, e, "end"), start) {
+                (Some(end), Some(s)) if end == s => {
+                    self.err(
+                        file,
+                        e.span(),
+                        "a window whose `end` equals its `start` has no length",
+                    )
+                    .help = Some("for a window of a whole day, write duration = \"24h\"".into());
+                    None
+                }
+                (end, _) => end.map(WindowLength::End),
+            },
         };
         let tz_name = w.timezone.as_ref().map_or("UTC", |t| t.get().as_str());
         let timezone = match jiff::tz::TimeZone::get(tz_name) {

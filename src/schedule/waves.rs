@@ -45,7 +45,7 @@ pub fn layout<'a>(hosts: &[WaveHost<'a>], targets: &[WaveTarget]) -> Vec<Vec<&'a
 }
 
 /// The number of hosts `target` asks for in total, never more than there are.
-fn cumulative(target: WaveTarget, total: usize) -> usize {
+pub fn cumulative(target: WaveTarget, total: usize) -> usize {
     match target {
         WaveTarget::Count(n) => usize::try_from(n).unwrap_or(usize::MAX).min(total),
         WaveTarget::Percent(p) => (total * usize::from(p.min(100))).div_ceil(100),
