@@ -35,9 +35,13 @@ pub fn load(repo: &FleetRepo) -> Result<LoadedFleet, LoadError> {
         repo_dir: repo.repo_dir(),
         home: home.as_deref(),
     };
-    let (checked, mut diagnostics, sources) = check(&read.files, repo, &ctx);
+    let Checked {
+        valid,
+        mut diagnostics,
+        sources,
+    } = check(&read.files, repo, &ctx);
     diagnostics.splice(0..0, read.problems);
-    if let Some((fleet, desired)) = checked {
+    if let Some((fleet, desired)) = valid {
         diagnostics.extend(linked_local_roots(&fleet, &desired, repo.fleet_dir()));
         if diagnostics.is_empty() {
             return Ok(LoadedFleet {
@@ -58,7 +62,7 @@ pub fn check(
     files: &[manifest::ManifestFile],
     repo: &dyn manifest::RepoFiles,
     ctx: &LoadContext<'_>,
-) -> (Option<(Fleet, Vec<DesiredHost>)>, Vec<Diagnostic>, Sources) {
+) -> Checked {
     let (fleet, mut diagnostics, sources) = match manifest::load(files, repo, ctx) {
         Ok(loaded) => (Some(loaded.fleet), Vec::new(), loaded.sources),
         Err(f) => {
@@ -69,21 +73,42 @@ pub fn check(
                     diagnostics.extend(more);
                 }
             }
-            return (None, diagnostics, f.sources);
+            return Checked {
+                valid: None,
+                diagnostics,
+                sources: f.sources,
+            };
         }
     };
     let Some(fleet) = fleet else {
-        return (None, diagnostics, sources);
+        return Checked {
+            valid: None,
+            diagnostics,
+            sources,
+        };
     };
     diagnostics.extend(decreasing_waves(&fleet));
-    match resolve_all(&fleet) {
-        Ok(desired) if diagnostics.is_empty() => (Some((fleet, desired)), diagnostics, sources),
-        Ok(_) => (None, diagnostics, sources),
+    let valid = match resolve_all(&fleet) {
+        Ok(desired) if diagnostics.is_empty() => Some((fleet, desired)),
+        Ok(_) => None,
         Err(more) => {
             diagnostics.extend(more);
-            (None, diagnostics, sources)
+            None
         }
+    };
+    Checked {
+        valid,
+        diagnostics,
+        sources,
     }
+}
+
+/// What [`check`] found: the fleet and every host's desired state when there is no problem,
+/// and every problem found.
+pub struct Checked {
+    pub valid: Option<(Fleet, Vec<DesiredHost>)>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: Sources,
 }
 
 /// Waves that mix counts and percentages may decrease once evaluated against the

@@ -234,7 +234,8 @@ fn load_files(files: &[ManifestFile], repo: &MemRepo) -> (Option<Loaded>, Vec<Di
         repo_dir: Some(&repo_dir),
         home: None,
     };
-    flotilla::load::check(files, repo, &ctx)
+    let c = flotilla::load::check(files, repo, &ctx);
+    (c.valid, c.diagnostics, c.sources)
 }
 
 // ---------------------------------------------------------------------------------------------
