@@ -73,7 +73,7 @@ pub struct Failed {
     /// What could be built despite the problems (the files and entries that were valid), so
     /// that per-host problems are reported alongside (DESIGN §3); `None` when `flotilla.toml`
     /// itself is broken.
-    pub partial: Option<Fleet>,
+    pub partial: Option<Box<Fleet>>,
 }
 
 /// Parses and checks every manifest file. All problems are reported together.
@@ -106,7 +106,7 @@ pub fn load(files: &[ManifestFile], repo: &dyn RepoFiles, ctx: &LoadContext<'_>)
         partial => Err(Failed {
             diagnostics: v.diags,
             sources: v.sources,
-            partial,
+            partial: partial.map(Box::new),
         }),
     }
 }
