@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod release;
 pub mod repo;
 pub mod resolve;
 pub mod rollout;

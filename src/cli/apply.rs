@@ -1,7 +1,7 @@
 //! `flotilla apply` and `flotilla history`: arguments in, the engine's plan shown and
 //! confirmed, the engine's events and report rendered. No orchestration lives here.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use super::Outcome;
 use super::args::{ApplyArgs, Cli, HistoryArgs, Source};
 use super::commands::{open, select};
+use super::output::{out, outln};
 use super::views;
 use crate::apply::{self as engine, ApplyOptions, Overrides, Request, Scope};
 use crate::artifact::TrustPolicy;
@@ -45,8 +46,7 @@ fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("no terminal to confirm on: run `flotilla apply --auto-approve` to apply without asking");
     }
-    print!("\n{PROMPT} ");
-    std::io::stdout().flush()?;
+    out(&format!("\n{PROMPT} "))?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
@@ -75,7 +75,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             .and_then(|s| s.plan.revision.clone())
             .or(args.source.rev.clone()),
     };
-    let (repo, loaded) = match open(cli, &source, color)? {
+    let (repo, loaded) = match open(&source, Some(&args.connection), color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -135,10 +135,10 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         let round = async {
             let _lock = store.lock(&Holder::this_process("flotilla apply", jiff::Timestamp::now()))?;
             let planned = engine::prepare(&request).await?;
-            print!(
-                "{}",
-                plan::text::render(planned.shown(), plan::text::TextOptions { color, detail: false })
-            );
+            out(&plan::text::render(
+                planned.shown(),
+                plan::text::TextOptions { color, detail: false },
+            ))?;
             if !planned.has_work() {
                 // Hosts that could not be observed or are refused are not "applied".
                 let failed = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();
@@ -163,7 +163,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
                 .is_some_and(|c| digests.iter().all(|(h, d)| c.get(h) == Some(d)));
             if !args.auto_approve && !same {
                 if !confirm()? {
-                    println!("Apply cancelled.");
+                    outln!("Apply cancelled.")?;
                     return Ok(Round::Done(Outcome::Failure));
                 }
                 confirmed = Some(digests);
@@ -172,7 +172,9 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             let report = engine::apply(&request, planned, &options, Some(tx)).await;
             let _ = view.await;
             let report = report?;
-            print!("{}", views::apply_summary(&report));
+            // The hosts are changed by now: a closed stdout must not hide how it went, so
+            // the exit code stays the apply's.
+            super::output::unless_closed(out(&views::apply_summary(&report)))?;
             anyhow::Ok(match report.outcome {
                 // Sleep without the lock and without connections, then plan again.
                 engine::Outcome::Waiting if args.wait && !cancel.draining() => {
@@ -219,6 +221,6 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
         env: args.env.clone(),
         limit: args.limit,
     })?;
-    print!("{}", crate::store::render_history(&events, args.json));
+    out(&crate::store::render_history(&events, args.json))?;
     Ok(Outcome::Success)
 }

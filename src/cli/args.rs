@@ -1,14 +1,37 @@
-//! Command-line arguments (DESIGN §11).
+//! Command-line arguments (DESIGN §11). Every command's `--help` ends with its exit codes and
+//! two examples; options are grouped under headings (command options, targeting, connection,
+//! global) and each command takes only the flags it uses.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (commit 1a2b3c4)`; the commit is "unknown" when built outside Git (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FLOTILLA_COMMIT"),
+    ")"
+);
+
+const MAIN_HELP: &str = "\
+Exit codes:
+  0  success
+  1  invalid manifests, an error, or a usage error
+  2  plan --detailed-exitcode: there are changes
+  3  apply: nothing failed, but changes wait (window, freeze, promotion, bake, pause)
+  141  standard output was closed early (for example by `| head`); nothing is printed
+
+Examples:
+  flotilla init my-fleet && cd my-fleet && flotilla plan
+  flotilla apply --env staging --auto-approve";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flotilla",
-    version,
-    about = "GitOps for fleets of Linux hosts: exact plans, safe rollouts."
+    version = VERSION,
+    about = "GitOps for fleets of Linux hosts: exact plans, safe rollouts.",
+    after_help = MAIN_HELP,
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -17,7 +40,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, before or after the command name.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// The store directory (default: $XDG_STATE_HOME/flotilla/<fleet>).
     #[arg(long, global = true, env = "FLOTILLA_STATE_DIR", value_name = "DIR")]
@@ -25,20 +50,15 @@ pub struct Global {
     /// No colour, whatever the terminal (NO_COLOR is honoured too).
     #[arg(long, global = true)]
     pub no_color: bool,
-    /// More log output (repeat for more).
+    /// More log output on stderr (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors.
+    /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// How log lines and apply progress are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
-    /// SSH private key for every host (overrides `identity_file` in the manifests).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub identity_file: Option<PathBuf>,
-    /// known_hosts file for every host (overrides `known_hosts` in the manifests).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
     /// SSH sessions at once across the fleet.
     #[arg(long, global = true, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,
@@ -46,27 +66,144 @@ pub struct Global {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
+}
+
+/// Exit codes and examples, one block per command (DESIGN §11).
+mod help {
+    pub const VALIDATE: &str = "\
+Exit codes:
+  0  the manifests are valid (and every artifact in the repository checks out)
+  1  invalid manifests, a bad artifact, or an error
+
+Examples:
+  flotilla validate
+  flotilla validate manifests --rev origin/main";
+    pub const PLAN: &str = "\
+Exit codes:
+  0  done (with --detailed-exitcode: no changes)
+  1  invalid manifests, an error, or a host could not be observed (unless --skip-unreachable)
+  2  there are changes (only with --detailed-exitcode)
+
+Examples:
+  flotilla plan --env staging
+  flotilla plan --format json --out plan.json --detailed-exitcode";
+    pub const APPLY: &str = "\
+Exit codes:
+  0  every targeted change was applied
+  1  invalid manifests, an error, a host failed, or anything was rolled back
+  3  nothing failed, but changes wait (window, freeze, promotion, bake, pause)
+
+Examples:
+  flotilla apply --env staging
+  flotilla apply --plan plan.json --auto-approve";
+    pub const SHOW: &str = "\
+Exit codes:
+  0  done
+  1  invalid manifests, an error, or an unknown host
+
+Examples:
+  flotilla show web-01
+  flotilla show web-01 --format json --rev HEAD~1";
+    pub const HISTORY: &str = "\
+Exit codes:
+  0  done
+  1  no store yet, or an error
+
+Examples:
+  flotilla history --limit 20
+  flotilla history --host web-01 --json";
+    pub const STATUS: &str = "\
+Exit codes:
+  0  done
+  1  invalid manifests, an error, or a host could not be observed
+
+Examples:
+  flotilla status
+  flotilla status --env prod --json";
+    pub const SCHEMA: &str = "\
+Exit codes:
+  0  written (with --check: up to date)
+  1  out of date (with --check), or an error
+
+Examples:
+  flotilla schema
+  flotilla schema --check --out-dir schema";
+    pub const INIT: &str = "\
+Exit codes:
+  0  the fleet was written
+  1  DIR is not empty, the signing key exists already, or an error
+
+Examples:
+  flotilla init my-fleet
+  flotilla init my-fleet --name acme --secret-key ~/keys/acme.key";
+    pub const RELEASE: &str = "\
+Exit codes:
+  0  the version was added
+  1  the version exists already, FILE is not a regular file or not a valid tarball, or an error
+
+Examples:
+  flotilla release app 1.2.0 dist/app-1.2.0.tar.gz --sign ~/.config/flotilla/keys/acme.key
+  flotilla release app 1.2.0 dist/app-1.2.0.tar.gz --url https://dl.example.com/app-1.2.0.tar.gz --sign k.key";
+    pub const COMPLETIONS: &str = "\
+Exit codes:
+  0  the script was printed
+  1  an error
+
+Examples:
+  flotilla completions bash > ~/.local/share/bash-completion/completions/flotilla
+  flotilla completions zsh > \"${fpath[1]}/_flotilla\"";
+    pub const MAN: &str = "\
+Exit codes:
+  0  the page was printed (or written)
+  1  an error
+
+Examples:
+  flotilla man | man -l -
+  flotilla man --out-dir /usr/local/share/man/man1";
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load and check every manifest; exit 1 with every problem found.
+    /// Load and check every manifest and artifact; exit 1 with every problem found.
+    #[command(after_help = help::VALIDATE)]
     Validate(Source),
     /// Observe hosts and print what applying would change.
+    #[command(after_help = help::PLAN)]
     Plan(PlanArgs),
     /// Plan, confirm, and apply the changes host by host, wave by wave.
+    #[command(after_help = help::APPLY)]
     Apply(ApplyArgs),
     /// One host's resolved desired state and where each value comes from.
+    #[command(after_help = help::SHOW)]
     Show(ShowArgs),
     /// The audit log of applies.
+    #[command(after_help = help::HISTORY)]
     History(HistoryArgs),
     /// Where every environment and host stands: converged, pending, waiting, failed, halted,
     /// drifted, unreachable.
+    #[command(after_help = help::STATUS)]
     Status(StatusArgs),
     /// Write the JSON Schemas for manifests and plans.
+    #[command(after_help = help::SCHEMA)]
     Schema(SchemaArgs),
+    /// Write a new fleet that validates and plans as it is: manifests, a signed example
+    /// runtime, schemas and a README of next steps.
+    #[command(after_help = help::INIT)]
+    Init(InitArgs),
+    /// Add a version to runtimes/RUNTIME.toml: copy (or link) the tarball, record its sha256
+    /// and sign it.
+    #[command(after_help = help::RELEASE)]
+    Release(ReleaseArgs),
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print the man page (or write one page per command).
+    #[command(after_help = help::MAN)]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +217,7 @@ pub struct Source {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Targeting (repeats widen, different flags narrow)")]
 pub struct Targeting {
     /// Only hosts of this environment (repeat to widen).
     #[arg(long = "env", value_name = "NAME")]
@@ -95,10 +233,25 @@ pub struct Targeting {
     pub exclude: Vec<String>,
 }
 
+/// Settings for commands that connect to hosts; they override the manifests.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Connection options")]
+pub struct Connection {
+    /// SSH private key for every host (overrides `identity_file` in the manifests).
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// known_hosts file for every host (overrides `known_hosts` in the manifests).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// For people: grouped, folded, coloured on a terminal.
     Text,
+    /// One JSON document (schema/plan.schema.json for plans).
     Json,
+    /// A pull-request comment.
     Markdown,
 }
 
@@ -106,9 +259,8 @@ pub enum Format {
 pub struct PlanArgs {
     #[command(flatten)]
     pub source: Source,
-    #[command(flatten)]
-    pub targeting: Targeting,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
     pub format: Format,
     /// Every host on its own instead of folding identical ones.
     #[arg(long)]
@@ -125,14 +277,21 @@ pub struct PlanArgs {
     /// Also save the JSON plan to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub targeting: Targeting,
+    #[command(flatten)]
+    pub connection: Connection,
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    /// The host's name, as in its [[host]] table.
+    #[arg(value_name = "HOST")]
     pub host: String,
     #[command(flatten)]
     pub source: Source,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format (markdown prints text).
+    #[arg(long, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
     pub format: Format,
 }
 
@@ -150,8 +309,6 @@ pub struct SchemaArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub source: Source,
-    #[command(flatten)]
-    pub targeting: Targeting,
     /// Apply a plan saved with `plan --out` (only its hosts, only if they are unchanged).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["rev", "envs", "hosts", "labels", "exclude"])]
     pub plan: Option<PathBuf>,
@@ -181,8 +338,13 @@ pub struct ApplyArgs {
     /// instead of exiting 3.
     #[arg(long)]
     pub wait: bool,
+    /// Output format (only text for now).
     #[arg(long, value_enum, default_value_t = Format::Text, hide = true)]
     pub format: Format,
+    #[command(flatten)]
+    pub targeting: Targeting,
+    #[command(flatten)]
+    pub connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -190,8 +352,10 @@ pub struct HistoryArgs {
     /// The fleet root (its name picks the default store).
     #[arg(default_value = ".", value_name = "FLEET_DIR")]
     pub fleet_dir: PathBuf,
+    /// Only events of this host.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+    /// Only events of this environment.
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
     /// Only the newest N events.
@@ -206,9 +370,68 @@ pub struct HistoryArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub source: Source,
-    #[command(flatten)]
-    pub targeting: Targeting,
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub targeting: Targeting,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the fleet; it must not exist or be empty.
+    #[arg(default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The fleet's name (default: DIR's name, made a valid name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where to write the new minisign secret key; never inside DIR (default:
+    /// $XDG_CONFIG_HOME/flotilla/keys/NAME.key, else ~/.config/flotilla/keys/NAME.key).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: Option<PathBuf>,
+    /// Do not create a Git repository and commit (the default when DIR is not inside one).
+    #[arg(long)]
+    pub no_git: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The runtime: runtimes/RUNTIME.toml (created if missing).
+    #[arg(value_name = "RUNTIME")]
+    pub runtime: String,
+    /// The new version's name; it must not exist yet.
+    #[arg(value_name = "VERSION")]
+    pub version: String,
+    /// The tarball (.tar.gz or .tgz) to release.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The fleet root: the directory holding flotilla.toml.
+    #[arg(default_value = ".", value_name = "FLEET_DIR")]
+    pub fleet_dir: PathBuf,
+    /// Sign FILE with this minisign secret key (a password-protected key reads
+    /// FLOTILLA_SIGN_PASSWORD, else asks on the terminal). Without it, FILE.minisig is used
+    /// if it exists.
+    #[arg(long, value_name = "SECRET_KEY")]
+    pub sign: Option<PathBuf>,
+    /// Record this https:// or file:// URL as the artifact instead of copying FILE into
+    /// artifacts/ (the signature is still kept in the repository).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write flotilla.1 and one flotilla-COMMAND.1 per command into DIR instead of printing
+    /// flotilla.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }

@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 
 use super::Outcome;
-use super::args::{Cli, Command, Format, PlanArgs, SchemaArgs, ShowArgs, Source, StatusArgs};
+use super::args::{Cli, Command, Connection, Format, PlanArgs, SchemaArgs, ShowArgs, Source, StatusArgs};
+use super::output::{errln, out, outln};
 use crate::diagnostic;
 use crate::load::{LoadError, LoadedFleet, load};
 use crate::plan;
@@ -13,30 +14,35 @@ use crate::target::Selector;
 
 pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
     match &cli.command {
-        Command::Validate(src) => validate(cli, src, color),
+        Command::Validate(src) => validate(src, color),
         Command::Plan(args) => plan_cmd(cli, args, color).await,
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
-        Command::Show(args) => show(cli, args, color),
+        Command::Show(args) => show(args, color),
         Command::History(args) => super::apply::history(cli, args),
         Command::Status(args) => status(cli, args, color).await,
         Command::Schema(args) => schema(args),
+        Command::Init(args) => super::init::init(args),
+        Command::Release(args) => super::release::release(args),
+        Command::Completions(args) => super::tooling::completions(args),
+        Command::Man(args) => super::tooling::man(args),
     }
 }
 
-/// Loads the fleet, printing every problem on failure.
+/// Loads the fleet, printing every problem on failure; `connection` flags, where the command
+/// takes them, override the manifests.
 pub(super) fn open(
-    cli: &Cli,
     src: &Source,
+    connection: Option<&Connection>,
     color: bool,
 ) -> anyhow::Result<Result<(FleetRepo, LoadedFleet), Outcome>> {
     let repo = FleetRepo::open(&src.fleet_dir, src.rev.as_deref())?;
     if src.rev.is_none() && repo.head().is_none() && repo.repo_dir().is_none() {
-        eprintln!(
+        errln!(
             "note: {} is not inside a Git repository; plans of it have no revision",
             src.fleet_dir.display()
         );
     } else if src.rev.is_none() && repo.is_dirty() {
-        eprintln!(
+        errln!(
             "note: reading the working tree, which has uncommitted changes{}",
             repo.head()
                 .map(|h| format!(" (on top of {})", &h[..h.len().min(12)]))
@@ -53,11 +59,13 @@ pub(super) fn open(
                     from: Layer::CommandLine,
                 })
             };
+            let none = Connection::default();
+            let connection = connection.unwrap_or(&none);
             for h in &mut loaded.desired {
-                if let Some(v) = flag(&cli.global.identity_file) {
+                if let Some(v) = flag(&connection.identity_file) {
                     h.settings.identity_file = v;
                 }
-                if let Some(v) = flag(&cli.global.known_hosts) {
+                if let Some(v) = flag(&connection.known_hosts) {
                     h.settings.known_hosts = v;
                 }
             }
@@ -65,26 +73,34 @@ pub(super) fn open(
         }
         Err(LoadError::Repo(e)) => Err(e.into()),
         Err(LoadError::Invalid { diagnostics, sources }) => {
-            eprint!(
-                "{}",
-                diagnostic::render(
-                    &diagnostics,
-                    &sources,
-                    color && std::io::IsTerminal::is_terminal(&std::io::stderr())
-                )
-            );
+            super::output::err(&diagnostic::render(
+                &diagnostics,
+                &sources,
+                color && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ));
             Ok(Err(Outcome::Failure))
         }
     }
 }
 
-fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
-    let (repo, loaded) = match open(cli, src, color)? {
+fn validate(src: &Source, color: bool) -> anyhow::Result<Outcome> {
+    let (repo, loaded) = match open(src, None, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
+    let bad = super::release::check_repo_artifacts(&repo, &loaded)?;
+    if !bad.is_empty() {
+        for e in &bad {
+            errln!("error: {e}");
+        }
+        errln!(
+            "error: {} artifact(s) in the repository failed their checks (the manifests themselves are valid)",
+            bad.len()
+        );
+        return Ok(Outcome::Failure);
+    }
     let f = &loaded.fleet;
-    println!(
+    outln!(
         "The manifests are valid: fleet {}, {} environment{}, {} host{}, {} runtime{}{}.",
         f.name,
         f.environments.len(),
@@ -96,7 +112,7 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
         repo.revision()
             .map(|r| format!(" at {}", &r[..12.min(r.len())]))
             .unwrap_or_default()
-    );
+    )?;
     Ok(Outcome::Success)
 }
 
@@ -109,7 +125,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Some(s) => Some(parse_at(s)?),
         None => None,
     };
-    let (repo, loaded) = match open(cli, &args.source, color)? {
+    let (repo, loaded) = match open(&args.source, Some(&args.connection), color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -122,17 +138,14 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
             .with_context(|| format!("writing the plan to {}", out.display()))?;
     }
     match args.format {
-        Format::Text => print!(
-            "{}",
-            plan::text::render(
-                &plan,
-                plan::text::TextOptions {
-                    color,
-                    detail: args.detail
-                }
-            )
-        ),
-        Format::Json => println!("{}", plan.to_json()),
+        Format::Text => out(&plan::text::render(
+            &plan,
+            plan::text::TextOptions {
+                color,
+                detail: args.detail,
+            },
+        ))?,
+        Format::Json => outln!("{}", plan.to_json())?,
         Format::Markdown => {
             let rev = plan
                 .revision
@@ -144,7 +157,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
                 title: format!("Flotilla plan for `{}` at {rev}", plan.fleet),
                 notices: Vec::new(),
             };
-            print!("{}", plan::markdown::render(&plan, &header));
+            out(&plan::markdown::render(&plan, &header))?;
         }
     }
     if plan.summary.hosts_unreachable > 0 && !args.skip_unreachable {
@@ -211,8 +224,8 @@ pub(super) fn parse_at(s: &str) -> anyhow::Result<jiff::Timestamp> {
     anyhow::bail!("--at {s}: not a time; write RFC 3339 such as 2026-11-28T02:30:00+01:00")
 }
 
-fn show(cli: &Cli, args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
-    let (_repo, loaded) = match open(cli, &args.source, color)? {
+fn show(args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
+    let (_repo, loaded) = match open(&args.source, None, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -224,7 +237,7 @@ fn show(cli: &Cli, args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
         anyhow::bail!("unknown host `{}`{hint}", args.host);
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(desired)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(desired)?)?,
         _ => {
             let origin = loaded.fleet.host(&args.host).map(|h| {
                 let (l, c) = loaded
@@ -233,10 +246,7 @@ fn show(cli: &Cli, args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
                     .unwrap_or((0, 0));
                 format!("{}:{l}:{c}", h.origin.file)
             });
-            print!(
-                "{}",
-                crate::show::render(desired, origin.as_deref().unwrap_or("?"))
-            );
+            out(&crate::show::render(desired, origin.as_deref().unwrap_or("?")))?;
         }
     }
     Ok(Outcome::Success)
@@ -256,18 +266,18 @@ fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
             }
         } else {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display())?;
         }
     }
     if !stale.is_empty() {
-        eprintln!("error: out of date: {} (run `flotilla schema`)", stale.join(", "));
+        errln!("error: out of date: {} (run `flotilla schema`)", stale.join(", "));
         return Ok(Outcome::Failure);
     }
     Ok(Outcome::Success)
 }
 
 async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Outcome> {
-    let (repo, loaded) = match open(cli, &args.source, color)? {
+    let (repo, loaded) = match open(&args.source, Some(&args.connection), color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -287,9 +297,9 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
     };
     let status = crate::status::build(&plan, &last_event);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?)?;
     } else {
-        print!("{}", crate::status::render_text(&status));
+        out(&crate::status::render_text(&status))?;
     }
     Ok(if plan.summary.hosts_unreachable > 0 {
         Outcome::Failure

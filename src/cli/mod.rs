@@ -4,7 +4,11 @@
 mod apply;
 mod args;
 mod commands;
+mod init;
+mod output;
+mod release;
 mod signals;
+mod tooling;
 mod views;
 
 use std::io::IsTerminal;
@@ -12,7 +16,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::Cli;
+use output::errln;
+
+pub use args::{Cli, VERSION};
 
 /// What a command concluded; `main` maps it to an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +59,10 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
+            // A closed pipe (`flotilla --help | head -1`) is ignored here: nothing is left to say.
             let _ = e.print();
-            // --help and --version are successes; bad usage is exit 1 like every other error.
+            // --help and --version are successes; bad usage is exit 1 like every other error
+            // (clap's own 2 means "changes" here, DESIGN §11).
             return if e.use_stderr() {
                 ExitCode::from(1)
             } else {
@@ -66,15 +74,16 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     let color = use_color(&cli);
     match runtime.block_on(commands::run(&cli, color)) {
         Ok(outcome) => outcome.into(),
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::from(output::CLOSED_PIPE_EXIT),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -55,37 +55,54 @@ macro_rules! with_settings {
             $($(#[$fmeta])* pub $field: $ty,)*
             /// "ssh" or "local" (run on this machine).
             #[serde(default)]
+            #[schemars(extend("default" = "ssh"))]
             pub transport: Option<Sp<TransportKind>>,
             /// The SSH user.
             #[serde(default)]
+            #[schemars(extend("default" = "root"))]
             pub user: Option<Str>,
             /// The SSH port.
             #[serde(default)]
+            #[schemars(extend("default" = 22))]
             pub port: Option<Sp<u16>>,
             /// "none", or "sudo" to run host commands through `sudo -n`.
             #[serde(default, rename = "become")]
+            #[schemars(extend("default" = "none"))]
             pub become_: Option<Sp<Become>>,
-            /// Prefix put in front of every host-side path.
+            /// Prefix put in front of every host-side path; must be absolute for ssh, and for local
+            /// a relative root is relative to the fleet root.
             #[serde(default)]
+            #[schemars(extend("default" = "/"))]
             pub root: Option<Str>,
+            /// Where runtimes are unpacked on the host (under `root`).
             #[serde(default)]
+            #[schemars(extend("default" = "/opt/flotilla/runtimes"))]
             pub runtimes_dir: Option<Str>,
+            /// Where Flotilla keeps state.json, its lock and backups on the host (under `root`).
             #[serde(default)]
+            #[schemars(extend("default" = "/var/lib/flotilla"))]
             pub state_dir: Option<Str>,
-            /// Absolute or `~/`, never inside the repository.
+            /// SSH private key: absolute or `~/`, never inside the repository; unset: ssh's own
+            /// choice. `--identity-file` overrides it.
             #[serde(default)]
+            #[schemars(extend("default" = null))]
             pub identity_file: Option<Str>,
-            /// Absolute or `~/`, never inside the repository.
+            /// known_hosts file: absolute or `~/`, never inside the repository; unset: ssh's
+            /// own. Host keys are always checked. `--known-hosts` overrides it.
             #[serde(default)]
+            #[schemars(extend("default" = null))]
             pub known_hosts: Option<Str>,
-            /// A duration such as "10s".
+            /// Bound on opening a connection, a duration such as "10s".
             #[serde(default)]
+            #[schemars(extend("default" = "10s"))]
             pub connect_timeout: Option<Str>,
-            /// Bound on every host command, such as "5m".
+            /// Bound on every host command (hooks, health checks, unpacking), such as "5m".
             #[serde(default)]
+            #[schemars(extend("default" = "5m"))]
             pub command_timeout: Option<Str>,
             /// Versions kept per runtime on a host, the active one included.
             #[serde(default)]
+            #[schemars(extend("default" = 2))]
             pub keep_versions: Option<Sp<u32>>,
         }
 
@@ -123,30 +140,40 @@ with_settings! {
 #[serde(deny_unknown_fields)]
 #[schemars(title = "flotilla.toml")]
 pub struct RawFleetFile {
+    /// The fleet's name and promotion order.
     pub fleet: RawFleet,
+    /// Host settings for every host; environments, groups and hosts override them.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub defaults: RawSettings,
+    /// Which minisign keys artifacts must be signed with.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub trust: RawTrust,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFleet {
+    /// The fleet's name: recorded on every host and naming the default store directory.
     pub name: Str,
-    /// Environments in promotion order.
+    /// Environments in promotion order: a version reaches an environment only after every
+    /// earlier one that uses the runtime ran it.
     #[serde(default)]
+    #[schemars(extend("default" = []))]
     pub promotion: Vec<Str>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrust {
-    /// minisign public keys (base64).
+    /// Trusted minisign public keys (the base64 line of a .pub file).
     #[serde(default)]
+    #[schemars(extend("default" = []))]
     pub keys: Vec<Str>,
-    /// Default true.
+    /// Artifacts must carry a valid signature by a trusted key.
     #[serde(default)]
+    #[schemars(extend("default" = true))]
     pub require_signatures: Option<bool>,
 }
 
@@ -155,25 +182,40 @@ pub struct RawTrust {
 #[serde(deny_unknown_fields)]
 #[schemars(title = "environment")]
 pub struct RawEnvironment {
+    /// What this environment is, for people.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub description: Option<String>,
-    /// `watch` applies here without a human only when true.
+    /// `watch` applies changes here without a person only when true.
     #[serde(default)]
     pub auto_apply: bool,
+    /// Host settings for this environment's hosts, over flotilla.toml's [defaults].
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub defaults: RawSettings,
     /// Runtime name -> version (or false to remove it) for every host of the environment.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub runtimes: BTreeMap<Str, Sp<RuntimePin>>,
+    /// Managed files for every host of the environment, keyed by path.
     #[serde(default, rename = "file")]
+    #[schemars(extend("default" = []))]
     pub files: Vec<RawFile>,
+    /// Extra settings for the hosts whose labels match, applied in file order.
     #[serde(default, rename = "group")]
+    #[schemars(extend("default" = []))]
     pub groups: Vec<RawGroup>,
+    /// How changes roll out: waves, parallelism, failure budget, health.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub rollout: RawRollout,
+    /// Weekly maintenance windows; none: changes may start at any time.
     #[serde(default, rename = "window")]
+    #[schemars(extend("default" = []))]
     pub windows: Vec<RawWindow>,
+    /// Dated ranges in which nothing changes, windows notwithstanding.
     #[serde(default, rename = "freeze")]
+    #[schemars(extend("default" = []))]
     pub freezes: Vec<RawFreeze>,
 }
 
@@ -183,23 +225,37 @@ pub struct RawEnvironment {
 pub struct RawFile {
     /// Absolute, normalised host path.
     pub path: Str,
+    /// The file's content; exactly one of `content` and `source`.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub content: Option<Str>,
-    /// A path in the repository, relative to the fleet root.
+    /// A path in the repository, relative to the fleet root; exactly one of `content` and
+    /// `source`.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub source: Option<Str>,
+    /// Substitute {{ host.name }}, {{ host.address }}, {{ host.environment }},
+    /// {{ host.labels.KEY }} and {{ fleet.name }}; without it the content is written as is.
     #[serde(default)]
     pub template: bool,
-    /// Octal, e.g. "0644".
+    /// Octal permission bits, e.g. "0644".
     #[serde(default)]
+    #[schemars(extend("default" = "0644"))]
     pub mode: Option<Str>,
+    /// Owning user; unset: the connecting user.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub owner: Option<Str>,
+    /// Owning group; unset: the connecting user's group.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub group: Option<Str>,
+    /// Never show the content in plans, previews or logs.
     #[serde(default)]
     pub sensitive: bool,
+    /// A host command (sh -c) run once after the file changed.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub on_change: Option<Str>,
 }
 
@@ -208,11 +264,16 @@ with_settings! {
     #[derive(Clone, Debug, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawGroup {
+        /// Labels a host must all have for the group to apply, e.g. { role = "worker" }.
         #[serde(rename = "match")]
         pub match_: Sp<BTreeMap<String, String>>,
+        /// Runtime name -> version (or false to remove it) for the matching hosts.
         #[serde(default)]
+        #[schemars(extend("default" = {}))]
         pub runtimes: BTreeMap<Str, Sp<RuntimePin>>,
+        /// Managed files for the matching hosts.
         #[serde(default, rename = "file")]
+        #[schemars(extend("default" = []))]
         pub files: Vec<RawFile>,
     }
 }
@@ -221,21 +282,35 @@ with_settings! {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
-    /// Cumulative targets: a host count or "N%".
+    /// Cumulative targets: a host count or "N%" of the changing hosts; the first wave is
+    /// the canary and a final "100%" is implied.
     #[serde(default)]
+    #[schemars(extend("default" = [1, "100%"]))]
     pub waves: Option<Sp<Vec<Sp<CountOrPercent>>>>,
+    /// Hosts changed at once within a wave.
     #[serde(default)]
+    #[schemars(extend("default" = 10))]
     pub max_parallel: Option<Sp<u32>>,
-    /// A count or "N%" (rounded down).
+    /// Failed hosts tolerated before the rollout halts: a count or "N%" (rounded down).
     #[serde(default)]
+    #[schemars(extend("default" = 0))]
     pub max_failures: Option<Sp<CountOrPercent>>,
+    /// Wait after each wave, then re-check the health of every changed host, e.g. "10m".
     #[serde(default)]
+    #[schemars(extend("default" = "0s"))]
     pub bake: Option<Str>,
+    /// When the rollout halts: "rollback" every host it changed, or "halt" where it is.
     #[serde(default)]
+    #[schemars(extend("default" = "rollback"))]
     pub on_failure: Option<Sp<OnFailure>>,
+    /// A host command (sh -c) run after each host's changes; failing it fails the host.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub health_command: Option<Str>,
+    /// How long ago every earlier environment in `promotion` must have converged on a
+    /// version before it may start here.
     #[serde(default)]
+    #[schemars(extend("default" = "0s"))]
     pub promotion_soak: Option<Str>,
 }
 
@@ -244,16 +319,23 @@ pub struct RawRollout {
 pub struct RawWindow {
     /// Days on which the window starts (mon..sun); omitted: every day.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub days: Option<Vec<Str>>,
     /// Local wall-clock "HH:MM".
     pub start: Str,
+    /// How long the window stays open (elapsed time), e.g. "3h"; exactly one of `duration`
+    /// and `end`.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub duration: Option<Str>,
-    /// Local wall-clock "HH:MM"; before `start` crosses midnight.
+    /// Local wall-clock "HH:MM"; before `start` crosses midnight. Exactly one of
+    /// `duration` and `end`.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub end: Option<Str>,
-    /// IANA name; default "UTC".
+    /// IANA time zone name, e.g. "Europe/Berlin".
     #[serde(default)]
+    #[schemars(extend("default" = "UTC"))]
     pub timezone: Option<Str>,
 }
 
@@ -264,7 +346,9 @@ pub struct RawFreeze {
     pub from: Str,
     /// RFC 3339; exclusive.
     pub until: Str,
+    /// Why, shown in plans.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub reason: Option<String>,
 }
 
@@ -273,7 +357,9 @@ pub struct RawFreeze {
 #[serde(deny_unknown_fields)]
 #[schemars(title = "hosts file")]
 pub struct RawHostFile {
+    /// The hosts this file defines.
     #[serde(default)]
+    #[schemars(extend("default" = []))]
     pub host: Vec<RawHost>,
 }
 
@@ -281,20 +367,32 @@ with_settings! {
     #[derive(Clone, Debug, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawHost {
+        /// The host's name, unique in the fleet.
         pub name: Str,
+        /// The environment it belongs to (a file stem under environments/).
         pub environment: Str,
-        /// Default: the name.
+        /// Where to connect; unset: the name.
         #[serde(default)]
+        #[schemars(extend("default" = null))]
         pub address: Option<Str>,
+        /// Labels, matched by [[group]] `match` and `--label`, and usable in templates.
         #[serde(default)]
+        #[schemars(extend("default" = {}))]
         pub labels: BTreeMap<Str, String>,
+        /// Canary hosts are ordered first, into the first wave.
         #[serde(default)]
         pub canary: bool,
+        /// Remove every runtime and file Flotilla manages on this host.
         #[serde(default)]
         pub decommission: bool,
+        /// Runtime name -> version (or false to remove it), over the environment's and the
+        /// groups'.
         #[serde(default)]
+        #[schemars(extend("default" = {}))]
         pub runtimes: BTreeMap<Str, Sp<RuntimePin>>,
+        /// Managed files for this host, over the environment's and the groups'.
         #[serde(default, rename = "file")]
+        #[schemars(extend("default" = []))]
         pub files: Vec<RawFile>,
     }
 }
@@ -304,46 +402,68 @@ with_settings! {
 #[serde(deny_unknown_fields)]
 #[schemars(title = "runtime")]
 pub struct RawRuntime {
+    /// What the runtime is, for people.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub description: Option<String>,
+    /// The released versions (add one with `flotilla release`).
     #[serde(default, rename = "version")]
+    #[schemars(extend("default" = []))]
     pub versions: Vec<RawVersion>,
+    /// A check run on the host after activation, in the version's directory.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub health: Option<RawHealth>,
+    /// Host commands run when the runtime's active version changes or it is removed.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub hooks: RawHooks,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVersion {
+    /// The version's name (a directory name on hosts; not `current`).
     pub version: Str,
-    /// A repository path, or a file:// or https:// URL.
+    /// The .tar.gz/.tgz: a repository path, or a file:// or https:// URL.
     pub artifact: Str,
+    /// The artifact's sha256, 64 hex digits.
     pub sha256: Str,
-    /// Default: artifact + ".minisig".
+    /// The minisign signature: a repository path or URL; unset: artifact + ".minisig".
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub signature: Option<Str>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
+    /// A host command (sh -c) run in the version's directory; exit 0 means healthy.
     pub command: Str,
+    /// Bound on one run of the command.
     #[serde(default)]
+    #[schemars(extend("default" = "30s"))]
     pub timeout: Option<Str>,
+    /// Tries after the first failure before the host fails.
     #[serde(default)]
+    #[schemars(extend("default" = 0))]
     pub retries: Option<u32>,
+    /// Wait between tries.
     #[serde(default)]
+    #[schemars(extend("default" = "1s"))]
     pub interval: Option<Str>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHooks {
+    /// A host command (sh -c) run after `current` moves (install, upgrade, rollback).
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub activate: Option<Str>,
+    /// A host command (sh -c) run before the runtime is removed from a host.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub remove: Option<Str>,
 }
 
