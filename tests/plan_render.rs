@@ -436,6 +436,52 @@ fn a_thousand_hosts_with_a_templated_file_fold_into_one_entry() {
 }
 
 #[test]
+fn a_markdown_plan_over_the_comment_limit_cuts_detail_never_environments() {
+    // Two environments of 150 hosts, each host with its own 60-line file: about 1 MB of diffs.
+    let f = TestFleet::new();
+    let mut hosts = String::new();
+    for env in ["staging", "prod"] {
+        for i in 1..=150 {
+            let body: String = (0..60).map(|l| format!("line {l} of {env}-{i:03}\\n")).collect();
+            hosts.push_str(&format!(
+                "[[host]]\nname = \"{env}-{i:03}\"\nenvironment = \"{env}\"\nroot = \"roots/{env}-{i:03}\"\n\n[[host.file]]\npath = \"/etc/own\"\ncontent = \"{body}\"\n\n"
+            ));
+        }
+    }
+    f.write("hosts/all.toml", &hosts);
+    let loaded = load(&f);
+    let obs: BTreeMap<String, Result<Observation, String>> = loaded
+        .desired
+        .iter()
+        .map(|d| (d.name.to_string(), Ok(Observation::default())))
+        .collect();
+    let p = build(&loaded, &obs);
+    let md = plan::markdown::render(&p, &Default::default());
+    assert!(md.len() <= plan::markdown::MAX_COMMENT, "{} characters", md.len());
+    for env in ["staging", "prod"] {
+        assert!(
+            md.contains(&format!(
+                "<details><summary>{env} · 150 host(s) changing</summary>"
+            )),
+            "{env} is missing"
+        );
+    }
+    // The summary stays, and the note says what was cut.
+    assert!(
+        md.contains("**Plan: 750 to add, 0 to change, 0 to destroy.**"),
+        "{md}"
+    );
+    assert!(md.contains("left out; every environment is listed"), "{md}");
+    assert!(md.contains("diff of 61 lines left out here"), "{md}");
+    // A small plan is not cut.
+    let small = plan::markdown::render(
+        &build(&loaded, &obs.into_iter().take(3).collect()),
+        &Default::default(),
+    );
+    assert!(!small.contains("left out"), "{small}");
+}
+
+#[test]
 fn host_text_cannot_inject_control_characters() {
     let f = TestFleet::new();
     f.host("hosts/a.toml", "h1", "staging", "");

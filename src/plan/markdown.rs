@@ -85,7 +85,9 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
     }
     head.push('\n');
 
-    let mut sections = Vec::new();
+    // Every environment's entries (folded host groups), then cut to fit: diffs of the largest
+    // entries first, then their change lines; headers and every environment always stay.
+    let mut envs: Vec<Section> = Vec::new();
     for env in &plan.environments {
         let hosts: Vec<&HostPlan> = plan
             .hosts
@@ -98,54 +100,204 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
         if hosts.is_empty() {
             continue;
         }
-        let mut body = String::new();
-        for group in fold_hosts(hosts.iter().copied(), false) {
-            let h = group[0];
-            if let Some(e) = &h.error {
-                let _ = writeln!(body, "# host {}: could not be observed: {e}", h.name);
-                continue;
-            }
-            if h.refused.is_some() {
-                let _ = writeln!(body, "{}\n", refused_header(&group));
-                continue;
-            }
-            let _ = writeln!(body, "{}", group_header(&group));
-            for c in &h.changes {
-                let _ = writeln!(body, "{}", change_line(c, &group));
-                if let Some(d) = &c.diff {
-                    for l in diff_lines(d) {
-                        let _ = writeln!(body, "    {l}");
-                    }
-                }
-            }
-            body.push('\n');
-        }
-        let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
-        sections.push(format!(
-            "<details><summary>{} · {} host(s) changing</summary>\n\n{fence}diff\n{}{fence}\n\n</details>\n\n",
-            cell(&env.name),
-            hosts.len(),
-            body
-        ));
+        let entries = fold_hosts(hosts.iter().copied(), false)
+            .iter()
+            .map(|group| Entry::new(group))
+            .collect();
+        envs.push(Section {
+            name: env.name.clone(),
+            hosts: hosts.len(),
+            entries,
+            dropped: 0,
+        });
     }
-
-    let mut out = head;
-    let mut left_out = 0;
-    for (i, s) in sections.iter().enumerate() {
-        // Reserve room for the note about what was cut.
-        if out.len() + s.len() + 200 > MAX_COMMENT {
-            left_out = sections.len() - i;
+    let size = |envs: &[Section]| -> usize { envs.iter().map(|s| s.render().len()).sum() };
+    // Room for the note about what was cut.
+    let budget = MAX_COMMENT.saturating_sub(head.len() + 400);
+    let mut total = size(&envs);
+    let mut cut = Cut::default();
+    for level in [Detail::NoDiffs, Detail::HeaderOnly] {
+        if total <= budget {
             break;
         }
-        out.push_str(s);
+        let mut order: Vec<(usize, usize)> = envs
+            .iter()
+            .enumerate()
+            .flat_map(|(e, s)| (0..s.entries.len()).map(move |i| (e, i)))
+            .collect();
+        order.sort_by_key(|&(e, i)| std::cmp::Reverse(envs[e].entries[i].render().len()));
+        for (e, i) in order {
+            if total <= budget {
+                break;
+            }
+            let entry = &mut envs[e].entries[i];
+            let before = entry.render().len();
+            if entry.detail >= level || !entry.cut_to(level, &mut cut) {
+                continue;
+            }
+            total = total.saturating_sub(before.saturating_sub(entry.render().len()));
+        }
+        total = size(&envs);
     }
-    if left_out > 0 {
+    // Still too big (thousands of host groups that do not fold): the last groups of the
+    // largest environments go, counted; every environment keeps its first group.
+    while total > budget {
+        let Some(s) = envs
+            .iter_mut()
+            .filter(|s| s.entries.len() > 1)
+            .max_by_key(|s| s.entries.len())
+        else {
+            break;
+        };
+        if let Some(e) = s.entries.pop() {
+            total = total.saturating_sub(e.render().len());
+            s.dropped += 1;
+            cut.groups += 1;
+        }
+    }
+    let mut out = head;
+    for s in &envs {
+        out.push_str(&s.render());
+    }
+    if cut.diffs + cut.changes + cut.groups > 0 {
         let _ = writeln!(
             out,
-            "_{left_out} environment section(s) left out to stay under the comment size limit; run `flotilla plan` for the full detail._"
+            "_Cut to stay under the comment size limit, largest first: {} diff(s) ({} lines), {} change line(s) and {} host group(s) left out; every environment is listed. Run `flotilla plan` for the full detail._",
+            cut.diffs, cut.diff_lines, cut.changes, cut.groups
         );
     }
     out
+}
+
+/// One environment's collapsible block of the markdown plan.
+struct Section {
+    name: String,
+    hosts: usize,
+    entries: Vec<Entry>,
+    /// Host groups left out to fit the comment.
+    dropped: usize,
+}
+
+impl Section {
+    fn render(&self) -> String {
+        let mut body: String = self.entries.iter().map(Entry::render).collect();
+        if self.dropped > 0 {
+            let _ = writeln!(body, "… and {} more host group(s) left out here\n", self.dropped);
+        }
+        let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
+        format!(
+            "<details><summary>{} · {} host(s) changing</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
+            cell(&self.name),
+            self.hosts,
+        )
+    }
+}
+
+/// How much of an entry the comment shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Detail {
+    Full,
+    NoDiffs,
+    HeaderOnly,
+}
+
+/// What was left out, for the note under the comment.
+#[derive(Default)]
+struct Cut {
+    diffs: usize,
+    diff_lines: usize,
+    changes: usize,
+    groups: usize,
+}
+
+/// One folded host group of the markdown plan: its header and change lines, with diffs.
+struct Entry {
+    header: String,
+    changes: Vec<(String, Option<String>)>,
+    detail: Detail,
+}
+
+impl Entry {
+    fn new(group: &[&HostPlan]) -> Entry {
+        let h = group[0];
+        let header = if let Some(e) = &h.error {
+            format!("# host {}: could not be observed: {e}", h.name)
+        } else if h.refused.is_some() {
+            refused_header(group)
+        } else {
+            group_header(group)
+        };
+        let changes = if h.error.is_some() || h.refused.is_some() {
+            Vec::new()
+        } else {
+            h.changes
+                .iter()
+                .map(|c| {
+                    let diff = c.diff.as_deref().map(|d| {
+                        diff_lines(d).fold(String::new(), |mut acc, l| {
+                            let _ = writeln!(acc, "    {l}");
+                            acc
+                        })
+                    });
+                    (change_line(c, group), diff)
+                })
+                .collect()
+        };
+        Entry {
+            header,
+            changes,
+            detail: Detail::Full,
+        }
+    }
+
+    /// Cuts the entry down to `level`; false when there was nothing to cut.
+    fn cut_to(&mut self, level: Detail, cut: &mut Cut) -> bool {
+        let diffs: Vec<usize> = self
+            .changes
+            .iter()
+            .filter_map(|(_, d)| d.as_ref().map(|d| d.lines().count()))
+            .collect();
+        let cuts_something = match level {
+            Detail::Full => false,
+            Detail::NoDiffs => !diffs.is_empty(),
+            Detail::HeaderOnly => !self.changes.is_empty(),
+        };
+        if !cuts_something {
+            return false;
+        }
+        if self.detail < Detail::NoDiffs {
+            cut.diffs += diffs.len();
+            cut.diff_lines += diffs.iter().sum::<usize>();
+        }
+        if level == Detail::HeaderOnly {
+            cut.changes += self.changes.len();
+        }
+        self.detail = level;
+        true
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!("{}\n", self.header);
+        match self.detail {
+            Detail::HeaderOnly if !self.changes.is_empty() => {
+                let _ = writeln!(out, "({} change(s) left out here)", self.changes.len());
+            }
+            _ => {
+                for (line, diff) in &self.changes {
+                    let _ = writeln!(out, "{line}");
+                    match (diff, self.detail) {
+                        (Some(d), Detail::Full) => out.push_str(d),
+                        (Some(d), _) => {
+                            let _ = writeln!(out, "    (diff of {} lines left out here)", d.lines().count());
+                        }
+                        (None, _) => {}
+                    }
+                }
+            }
+        }
+        out.push('\n');
+        out
+    }
 }
 
 fn cell(s: &str) -> String {
