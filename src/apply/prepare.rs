@@ -84,8 +84,15 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         }
     }
     let observed_at = req.clock.now();
-    let observations = observe_all(&targets, req.repo.fleet_dir(), &req.pool, req.parallel).await;
     let store_id = store.map(|s| s.id().to_owned());
+    let observations = observe_all(
+        &targets,
+        req.repo.fleet_dir(),
+        &req.pool,
+        req.parallel,
+        store_id.as_deref(),
+    )
+    .await;
     let take_over = req.overrides.take_over.is_some();
     let mut refused = BTreeMap::new();
     for (d, o) in targets.iter().zip(&observations) {

@@ -135,15 +135,29 @@ impl TestFleet {
     }
 }
 
+/// A store directory whose id is `test`, the `store_id` that [`TestFleet::converge`] writes
+/// into state.json: a plan with `--state-dir` on it trusts those hosts' state.json (and shows
+/// diffs of the files it lists).
+pub fn converged_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("id"), "{\"format_version\":1,\"id\":\"test\"}").expect("write store id");
+    std::fs::write(dir.path().join("epoch"), "1").expect("write store epoch");
+    dir
+}
+
 pub fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// The real `flotilla` binary, with colour and the environment kept out of the way.
+/// The real `flotilla` binary, with colour and the environment kept out of the way. The
+/// default store location points at a directory that does not exist (`XDG_STATE_HOME`), so a
+/// store left in this machine's `~/.local/state` by anyone else never changes a plan here.
 pub fn flotilla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    let no_store = std::env::temp_dir().join(format!("flotilla-test-no-store-{}", std::process::id()));
     c.env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", no_store)
         .env_remove("FLOTILLA_STATE_DIR")
         .env_remove("FLOTILLA_LOG");
     c
