@@ -164,6 +164,11 @@ pub trait Session: Send {
         data: &mut (dyn AsyncRead + Unpin + Send),
         path: &str,
     ) -> Result<u64, TransportError>;
+    /// Whether the connection can still run commands (an idle SSH master exits after its
+    /// `ControlPersist` bound). Cheap: no round trip to the host.
+    async fn is_alive(&mut self) -> bool {
+        true
+    }
     /// Closes the connection explicitly (SSH masters must not be orphaned).
     async fn close(self: Box<Self>) -> Result<(), TransportError>;
 }
@@ -235,10 +240,14 @@ impl Pool {
     /// session that failed mid-use is better dropped than returned.
     pub async fn take(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
         let existing = self.idle.lock().await.remove(&target.host);
-        match existing {
-            Some(s) => Ok(s),
-            None => connect(target).await,
+        if let Some(mut s) = existing {
+            if s.is_alive().await {
+                return Ok(s);
+            }
+            // Idle past its ControlPersist bound (or dropped): connect again.
+            let _ = s.close().await;
         }
+        connect(target).await
     }
 
     pub async fn put(&self, host: &str, session: Box<dyn Session>) {
