@@ -93,7 +93,10 @@ struct ChangeSchema {
     action: crate::plan::Action,
     kind: crate::plan::Kind,
     name: String,
+    /// Runtime version, or a file's sha256; for `sensitive` files and files leaving the
+    /// manifests, `hmac-sha256:` and an HMAC of it under the store's key instead.
     before: Option<String>,
+    /// As `before`, for what the change makes.
     after: Option<String>,
     /// Unified diff; files only, absent when sensitive.
     #[schemars(default)]

@@ -112,7 +112,8 @@ pub fn build(
     for c in changes {
         match c.kind {
             Kind::Runtime => line(&["pre-link", &c.name, c.before.as_deref().unwrap_or("-")]),
-            Kind::File => line(&["pre-file", &c.name, c.before.as_deref().unwrap_or("-")]),
+            // The real sha256 observed (a sensitive file's `before` is a keyed digest).
+            Kind::File => line(&["pre-file", &c.name, observed_sha256(observed, &c.name)]),
         }
     }
 
@@ -559,6 +560,15 @@ async fn launch(
 pub fn launch_budget(command_timeout: std::time::Duration, upload_bytes: u64) -> std::time::Duration {
     let steps = command_timeout.saturating_mul(19);
     steps.saturating_add(crate::transport::upload_budget(command_timeout, upload_bytes))
+}
+
+/// The sha256 of the regular file observed at `path`, or `-` (missing, or not a file): what
+/// a file change's `before` holds before keying.
+fn observed_sha256<'o>(observed: &'o Observation, path: &str) -> &'o str {
+    match HostPath::new(path).ok().and_then(|p| observed.files.get(&p)) {
+        Some(ObservedFile::Regular { sha256, .. }) => sha256,
+        _ => "-",
+    }
 }
 
 /// The transaction id a `pending` record names, if it is well-formed.
