@@ -190,7 +190,14 @@ fn drift_is_marked_and_diffed() {
         "name = stg-01\nworkers = 4\n",
     )
     .unwrap();
-    let r = run(flotilla().arg("plan").arg(f.path()));
+    // The diff needs the store that wrote state.json: only then is its list of managed
+    // files trusted enough to print their old content (hardening item 1b(ii)).
+    let store = common::converged_store();
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("plan")
+        .arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout

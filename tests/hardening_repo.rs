@@ -385,9 +385,108 @@ fn a_forged_state_json_does_not_put_a_victim_file_in_the_plan() {
     }
 }
 
+/// A pull request adds a `local` host with the absolute root `/`, whose `state_dir` is a
+/// directory of the checkout holding a committed state.json. `victim` is a controller file
+/// outside the repository that the manifests desire (with other content); `forged` says
+/// whether the committed state.json claims Flotilla manages it.
+fn pr_host_desiring(f: &TestFleet, victim: &Path, forged: bool) {
+    let state_dir = f.path().join("pr-state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    if forged {
+        let sha = "c".repeat(64);
+        f.write(
+            "pr-state/state.json",
+            &state_json("victim", &[(victim.to_str().unwrap(), &sha)]),
+        );
+    }
+    // An environment of its own, so the host desires nothing on this machine but the victim.
+    f.write(
+        "environments/pr.toml",
+        "description = \"added by the pull request\"\n",
+    );
+    f.write(
+        "hosts/victim.toml",
+        &format!(
+            "[[host]]\nname = \"victim\"\nenvironment = \"pr\"\nroot = \"/\"\nstate_dir = \"{}\"\n\n[[host.file]]\npath = \"{}\"\ncontent = \"attacker\\n\"\n",
+            state_dir.display(),
+            victim.display()
+        ),
+    );
+    f.commit("a pull request that desires a controller file");
+}
+
+fn plan_formats(f: &TestFleet, store: Option<&Path>) -> Vec<(&'static str, Run)> {
+    ["text", "json", "markdown"]
+        .into_iter()
+        .map(|format| {
+            let mut cmd = flotilla();
+            if let Some(store) = store {
+                cmd.arg("--state-dir").arg(store);
+            }
+            cmd.args(["plan", "--host", "victim", "--format", format])
+                .arg(f.path());
+            (format, run_bounded(&mut cmd, Duration::from_secs(60)))
+        })
+        .collect()
+}
+
+/// A store directory with the given id, as `flotilla apply` would have made it.
+fn store_with_id(id: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("id"),
+        format!("{{\"format_version\":1,\"id\":\"{id}\"}}"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("epoch"), "1").unwrap();
+    dir
+}
+
+#[test]
+fn a_forged_state_json_cannot_print_a_controller_file_the_manifests_desire() {
+    let secret = outside_secret();
+    let victim = secret.path().join("id_ed25519");
+    let f = TestFleet::new();
+    pr_host_desiring(&f, &victim, true);
+    // Without a store (a CI runner that previews pull requests), and with this runner's own
+    // store (whose id the forged state.json does not carry).
+    let store = store_with_id("ci-runner-store");
+    for store in [None, Some(store.path())] {
+        for (format, r) in plan_formats(&f, store) {
+            assert_eq!(r.code, 0, "{format}: {}{}", r.stdout, r.stderr);
+            // Without a store the file change is planned; with one, the host is refused.
+            let expected = match store {
+                None => victim.to_str().unwrap(),
+                Some(_) => "another store",
+            };
+            assert!(r.stdout.contains(expected), "{format}: {}", r.stdout);
+            assert_no_secret(&r);
+        }
+    }
+    // Without a store the host is not refused: the change is shown, with why there is no diff.
+    let r = &plan_formats(&f, None)[0].1;
+    assert!(r.stdout.contains("old content not shown"), "{}", r.stdout);
+}
+
+#[test]
+fn taking_over_a_controller_file_never_prints_its_content() {
+    // Without a state.json the file is a take-over: only its size and sha256 are observed.
+    let secret = outside_secret();
+    let victim = secret.path().join("id_ed25519");
+    let f = TestFleet::new();
+    pr_host_desiring(&f, &victim, false);
+    for (format, r) in plan_formats(&f, None) {
+        assert_eq!(r.code, 0, "{format}: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains(victim.to_str().unwrap()), "{}", r.stdout);
+        assert_no_secret(&r);
+    }
+    let r = &plan_formats(&f, None)[0].1;
+    assert!(r.stdout.contains("take over existing file"), "{}", r.stdout);
+}
+
 #[test]
 fn a_file_flotilla_wrote_still_shows_its_diff() {
-    // The control for the test above: when the host holds what state.json records, the plan
+    // The control for the tests above: when state.json was written by this store, the plan
     // shows the old content against the new.
     let f = TestFleet::new();
     f.host("hosts/staging.toml", "stg-01", "staging", "");
@@ -397,10 +496,23 @@ fn a_file_flotilla_wrote_still_shows_its_diff() {
         &[("/etc/app.conf", "name = stg-01\nworkers = 4\n")],
     );
     f.commit("initial");
-    let r = plan(&f);
+    let store = common::converged_store();
+    let r = run_bounded(
+        flotilla()
+            .arg("--state-dir")
+            .arg(store.path())
+            .arg("plan")
+            .arg(f.path()),
+        Duration::from_secs(60),
+    );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("- workers = 4"), "{}", r.stdout);
     assert!(r.stdout.contains("+ workers = 8"), "{}", r.stdout);
+    // The same host planned without the store: the change, but not the old content.
+    let r = plan(&f);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("- workers = 4"), "{}", r.stdout);
+    assert!(r.stdout.contains("old content not shown"), "{}", r.stdout);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -952,3 +952,114 @@ fn a_failing_canary_over_ssh_halts_the_rollout_and_rolls_back() {
         r.stdout
     );
 }
+
+/// The OpenSSH masters (`ssh -M -S SOCKET ... -p PORT ...`) on this machine that reach `port`,
+/// with their pid and argv.
+fn masters_for_port(port: u16) -> Vec<(u32, Vec<String>)> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_ssh = args.first().is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
+            let on_port = args.windows(2).any(|w| w[0] == "-p" && w[1] == port);
+            (is_ssh && on_port && args.iter().any(|a| a == "-M")).then_some((pid, args))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_controller_leaves_no_ssh_master_behind_and_its_control_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    // A short bound, so the test need not wait the default two minutes. The master also
+    // stays while the command it carries runs on the host (the hook, HOOK seconds).
+    const PERSIST: u64 = 3;
+    const HOOK: u64 = 4;
+    let Some(lab) = lab(
+        "a_killed_controller_leaves_no_ssh_master_behind_and_its_control_directory_is_private",
+        1,
+    ) else {
+        return;
+    };
+    let (f, _keys, _) = ssh_fleet(
+        &lab,
+        &env_text("2.0.0", ""),
+        &lab_hosts(&lab, 1),
+        &format!("[hooks]\nactivate = \"sleep {HOOK}\"\n"),
+    );
+    let store = tempfile::tempdir().unwrap();
+    let mut child = flotilla()
+        .env("FLOTILLA_SSH_CONTROL_PERSIST", PERSIST.to_string())
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = lab.hosts[0].root.clone();
+    let steps = || -> String {
+        std::fs::read_dir(root.join("var/lib/flotilla/txn"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("steps")).ok())
+            .collect()
+    };
+    let started = Instant::now();
+    while !steps().contains("activate greeter") && started.elapsed() < Duration::from_secs(60) {
+        assert!(child.try_wait().unwrap().is_none(), "apply ended before the hook");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        steps().contains("activate greeter"),
+        "the transaction reached the hook"
+    );
+
+    // Mid-session: one master, bounded, its control directory private.
+    let masters = masters_for_port(lab.hosts[0].port);
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    let (pid, args) = &masters[0];
+    assert!(
+        args.iter().any(|a| *a == format!("ControlPersist={PERSIST}s")),
+        "the bound reaches ssh: {args:?}"
+    );
+    let socket = args
+        .windows(2)
+        .find(|w| w[0] == "-S")
+        .map(|w| std::path::PathBuf::from(&w[1]))
+        .expect("the master's control socket");
+    // The socket is in the crate's `.ssh-connection*` directory inside Flotilla's control
+    // directory, which must be private (0700): the socket is a logged-in connection.
+    let control_dir = socket.parent().and_then(Path::parent).expect("control directory");
+    let mode = std::fs::metadata(control_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is private", control_dir.display());
+
+    // SIGKILL: the controller cannot close its master; the bound must.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    let alive = || Path::new(&format!("/proc/{pid}")).exists();
+    while alive() && killed.elapsed() < Duration::from_secs(HOOK + PERSIST + 15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = !alive();
+    if !gone {
+        // Do not leave it behind for the next test.
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    assert!(
+        gone,
+        "the master of the killed controller still runs {:?} later",
+        killed.elapsed()
+    );
+}

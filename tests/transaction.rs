@@ -78,7 +78,9 @@ async fn apply_txn(w: &World) -> (transaction::Report, String) {
     let d = &loaded.desired[0];
     let target = Target::for_host(d, repo.fleet_dir());
     let mut session = transport::connect(&target).await.unwrap();
-    let obs: Observation = flotilla::observe::observe(session.as_mut(), d).await.unwrap();
+    let obs: Observation = flotilla::observe::observe(session.as_mut(), d, Some("test-store"))
+        .await
+        .unwrap();
     let now = jiff::Timestamp::now();
     let p = plan::build(&PlanInput {
         fleet: &loaded.fleet,
@@ -281,7 +283,9 @@ async fn a_changed_host_is_stale_and_left_untouched() {
     let d = &loaded.desired[0];
     let target = Target::for_host(d, repo.fleet_dir());
     let mut session = transport::connect(&target).await.unwrap();
-    let obs = flotilla::observe::observe(session.as_mut(), d).await.unwrap();
+    let obs = flotilla::observe::observe(session.as_mut(), d, Some("s"))
+        .await
+        .unwrap();
     let now = jiff::Timestamp::now();
     let p = plan::build(&PlanInput {
         fleet: &loaded.fleet,

@@ -8,7 +8,7 @@ use super::{EngineError, Request, Scope};
 use crate::observe::{Observation, ObserveError, observe_all};
 use crate::plan::{self, HostInput, Plan, PlanInput, SavedPlan};
 use crate::resolve::DesiredHost;
-use crate::store::RolloutRecord;
+use crate::store::{DigestKey, RolloutRecord};
 
 /// A plan, and what `apply` needs to carry it out.
 pub struct Planned<'a> {
@@ -84,8 +84,15 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         }
     }
     let observed_at = req.clock.now();
-    let observations = observe_all(&targets, req.repo.fleet_dir(), &req.pool, req.parallel).await;
     let store_id = store.map(|s| s.id().to_owned());
+    let observations = observe_all(
+        &targets,
+        req.repo.fleet_dir(),
+        &req.pool,
+        req.parallel,
+        store_id.as_deref(),
+    )
+    .await;
     let take_over = req.overrides.take_over.is_some();
     let mut refused = BTreeMap::new();
     for (d, o) in targets.iter().zip(&observations) {
@@ -172,7 +179,7 @@ pub(super) fn build_plan(
             ))
         })
         .collect();
-    plan::build(&PlanInput {
+    let mut plan = plan::build(&PlanInput {
         fleet: &req.fleet.fleet,
         revision,
         hosts,
@@ -181,7 +188,44 @@ pub(super) fn build_plan(
         all_desired: &req.fleet.desired,
         promotions,
         halts: &halts,
-    })
+    });
+    let key = match req.store {
+        Some(s) => s.digest_key().unwrap_or_else(|e| {
+            tracing::warn!(
+                "{e}; digests of sensitive files in this plan are keyed for this run only (a saved plan of it will be stale)"
+            );
+            DigestKey::process().clone()
+        }),
+        None => DigestKey::process().clone(),
+    };
+    key_sensitive_digests(&mut plan, targets, &key);
+    plan
+}
+
+/// Replaces the sha256 in `before`/`after` of `sensitive` files with the store's keyed digest
+/// (DESIGN §9): a plan is shown, saved and audited, and a plain sha256 would let its readers
+/// confirm a guess of the secret. A file leaving the manifests is keyed too, since whether
+/// it was sensitive is no longer known. The transaction checks the host against the real
+/// sha256, which it takes from the observation, not from these fields.
+fn key_sensitive_digests(plan: &mut Plan, targets: &[&DesiredHost], key: &DigestKey) {
+    let by_name: std::collections::HashMap<&str, &DesiredHost> =
+        targets.iter().map(|d| (d.name.as_str(), *d)).collect();
+    for host in &mut plan.hosts {
+        let Some(d) = by_name.get(host.name.as_str()) else {
+            continue;
+        };
+        for c in host.changes.iter_mut().filter(|c| c.kind == plan::Kind::File) {
+            let sensitive = crate::manifest::model::HostPath::new(&c.name)
+                .ok()
+                .and_then(|p| d.files.get(&p))
+                .is_none_or(|f| f.value.sensitive);
+            if sensitive {
+                for digest in [&mut c.before, &mut c.after].into_iter().flatten() {
+                    *digest = key.keyed(digest);
+                }
+            }
+        }
+    }
 }
 
 /// With a saved plan, a host changes only if it is exactly as it was planned: hosts whose

@@ -244,7 +244,14 @@ async fn run(
     report.hosts.extend(unrecovered);
     if !recovered.is_empty() {
         let subset: Vec<&DesiredHost> = recovered.iter().map(|&i| planned.targets[i]).collect();
-        let again = observe_all(&subset, req.repo.fleet_dir(), &req.pool, req.parallel).await;
+        let again = observe_all(
+            &subset,
+            req.repo.fleet_dir(),
+            &req.pool,
+            req.parallel,
+            Some(store.id()),
+        )
+        .await;
         for (&i, o) in recovered.iter().zip(again) {
             planned.observations[i] = o;
         }

@@ -69,6 +69,22 @@ pub enum ArtifactError {
         "{at}: the download passed {limit} bytes, more than an artifact within the unpacked-size limit can be; check that the URL serves the artifact"
     )]
     DownloadTooLarge { at: Box<Origin>, limit: u64 },
+    #[error(
+        "{at}: stopped downloading `{url}` after {limit} bytes, the most Flotilla downloads over HTTPS (the manifest gives no size); check that the URL serves the artifact, or ship an artifact this big from the repository or a file:// path"
+    )]
+    HttpsTooLarge {
+        at: Box<Origin>,
+        url: String,
+        limit: u64,
+    },
+    #[error(
+        "{at}: downloading `{url}` took longer than {budget:?}, the most one HTTPS download may take; check the network and the server, or ship the artifact from the repository or a file:// path"
+    )]
+    DownloadTimedOut {
+        at: Box<Origin>,
+        url: String,
+        budget: std::time::Duration,
+    },
     #[error("{at}: artifact cache `{}`: {source}; check free space and permissions of the state directory", .path.display())]
     Cache {
         at: Box<Origin>,
@@ -147,6 +163,8 @@ impl ArtifactError {
             | ArtifactError::Fetch { at, .. }
             | ArtifactError::HttpStatus { at, .. }
             | ArtifactError::DownloadTooLarge { at, .. }
+            | ArtifactError::HttpsTooLarge { at, .. }
+            | ArtifactError::DownloadTimedOut { at, .. }
             | ArtifactError::Cache { at, .. }
             | ArtifactError::Sha256Mismatch { at, .. }
             | ArtifactError::MissingSignature { at, .. }

@@ -5,7 +5,7 @@
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::manifest::model::ArtifactRef;
 
@@ -83,11 +83,65 @@ pub(crate) enum OpenError {
     Other(String),
 }
 
+/// The most bytes one HTTPS download may bring (the manifests give no size). The sha256 is
+/// only known at the end, so without a cap a URL serving endless bytes would fill the store's
+/// disk first. 4 GiB: a compressed runtime within the default 10 GiB unpacked-size limit is
+/// well below it; a bigger artifact can come from the repository or a `file://` path.
+pub const MAX_HTTPS_DOWNLOAD: u64 = 4 << 30;
+
+/// The most time one HTTPS download (signature or artifact, from the request to the last
+/// byte) may take: 4 GiB at about 1.2 MiB/s. A stalled read fails sooner (the per-read
+/// timeout); this bounds a server that trickles bytes forever.
+pub const HTTPS_DOWNLOAD_BUDGET: Duration = Duration::from_secs(3600);
+
+/// What ends a download that ran past its time budget (inside an `io::Error`).
+#[derive(Debug)]
+pub(crate) struct OverBudget(pub Duration);
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the download took longer than {:?}", self.0)
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+impl OverBudget {
+    /// The budget, when `e` is a download that ran out of time.
+    pub(crate) fn of(e: &io::Error) -> Option<Duration> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<OverBudget>())
+            .map(|b| b.0)
+    }
+}
+
+/// A reader that fails once its deadline has passed (checked before every read).
+struct Budgeted<R> {
+    inner: R,
+    deadline: Instant,
+    budget: Duration,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, OverBudget(self.budget)));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// Builds the HTTP agent: rustls, https only (a redirect to http:// is refused), and bounded
-/// waits for connecting, for the response and for each read, but no bound on the whole
-/// download, which may legitimately take long for a big artifact on a slow link.
-pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+/// waits for connecting, for the response and for each read. The whole download is bounded
+/// by [`open`]'s budget. `roots`: the certificate authorities to trust instead of the
+/// bundled Mozilla roots (tests use their own).
+pub(crate) fn agent(timeout: Duration, roots: Option<&ureq::tls::RootCerts>) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(roots) = roots {
+        tls = tls.root_certs(roots.clone());
+    }
     ureq::Agent::config_builder()
+        .tls_config(tls.build())
         .https_only(true)
         .http_status_as_error(false)
         .timeout_resolve(Some(timeout))
@@ -100,12 +154,15 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
         .new_agent()
 }
 
-/// Opens a source for streaming.
+/// Opens a source for streaming. An HTTPS body fails once `budget` has passed since the
+/// request was sent.
 pub(crate) fn open<'r>(
     src: &Source<'_>,
     repo: &'r dyn RepoReader,
     agent: &ureq::Agent,
+    budget: Duration,
 ) -> Result<Box<dyn Read + 'r>, OpenError> {
+    let deadline = Instant::now() + budget;
     match src {
         Source::Repo(p) => match repo.open(p) {
             Ok(r) => Ok(r),
@@ -135,7 +192,11 @@ pub(crate) fn open<'r>(
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if resp.status().is_success() {
-                    Ok(Box::new(resp.into_body().into_reader()))
+                    Ok(Box::new(Budgeted {
+                        inner: resp.into_body().into_reader(),
+                        deadline,
+                        budget,
+                    }))
                 } else if status == 404 || status == 410 {
                     Err(OpenError::NotFound(format!("the server answered HTTP {status}")))
                 } else {

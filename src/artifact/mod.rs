@@ -99,23 +99,52 @@ pub struct Prepared {
 pub struct ArtifactCache {
     dir: PathBuf,
     agent: ureq::Agent,
+    http_timeout: Duration,
+    roots: Option<ureq::tls::RootCerts>,
+    /// The most bytes, and the most time, one HTTPS download may take.
+    https_max: u64,
+    https_budget: Duration,
 }
+
+pub use fetch::{HTTPS_DOWNLOAD_BUDGET, MAX_HTTPS_DOWNLOAD};
 
 impl ArtifactCache {
     /// A cache rooted at `dir`, created on first use.
     pub fn new(dir: PathBuf) -> ArtifactCache {
         ArtifactCache {
             dir,
-            agent: fetch::agent(DEFAULT_HTTP_TIMEOUT),
+            agent: fetch::agent(DEFAULT_HTTP_TIMEOUT, None),
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            roots: None,
+            https_max: MAX_HTTPS_DOWNLOAD,
+            https_budget: HTTPS_DOWNLOAD_BUDGET,
         }
     }
 
     /// Bounds connecting, waiting for a response, and each read of HTTPS downloads (default
-    /// [`DEFAULT_HTTP_TIMEOUT`]). The whole download is not bounded: a large artifact on a slow
-    /// link may take long, but a stalled one fails.
+    /// [`DEFAULT_HTTP_TIMEOUT`]): a stalled download fails after this long.
     pub fn with_http_timeout(mut self, timeout: Duration) -> ArtifactCache {
-        self.agent = fetch::agent(timeout);
+        self.http_timeout = timeout;
+        self.agent = fetch::agent(timeout, self.roots.as_ref());
         self
+    }
+
+    /// Bounds each HTTPS download: at most `max_bytes` (default [`MAX_HTTPS_DOWNLOAD`]) and
+    /// `budget` from request to last byte (default [`HTTPS_DOWNLOAD_BUDGET`]).
+    pub fn with_https_limits(mut self, max_bytes: u64, budget: Duration) -> ArtifactCache {
+        self.https_max = max_bytes;
+        self.https_budget = budget;
+        self
+    }
+
+    /// Trusts the certificate authorities in `pem` for HTTPS instead of the bundled Mozilla
+    /// roots. For tests against a local HTTPS server.
+    #[doc(hidden)]
+    pub fn with_tls_roots_pem(mut self, pem: &[u8]) -> Result<ArtifactCache, String> {
+        let cert = ureq::tls::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
+        self.roots = Some(ureq::tls::RootCerts::new_with_certs(&[cert]));
+        self.agent = fetch::agent(self.http_timeout, self.roots.as_ref());
+        Ok(self)
     }
 
     pub fn dir(&self) -> &Path {
@@ -231,7 +260,7 @@ impl ArtifactCache {
             url: location.clone(),
             reason,
         })?;
-        let reader = match fetch::open(&src, repo, &self.agent) {
+        let reader = match fetch::open(&src, repo, &self.agent, self.https_budget) {
             Ok(r) => r,
             Err(OpenError::NotFound(reason)) => {
                 if trust.require_signatures() {
@@ -351,8 +380,11 @@ impl ArtifactCache {
             url: location.clone(),
             reason,
         })?;
-        let reader =
-            fetch::open(&src, repo, &self.agent).map_err(|e| open_error(e, at, "artifact", &location))?;
+        let reader = fetch::open(&src, repo, &self.agent, self.https_budget)
+            .map_err(|e| open_error(e, at, "artifact", &location))?;
+        let https = matches!(src, Source::Https(_));
+        let https_cap = https && self.https_max < limit;
+        let limit = if https_cap { self.https_max } else { limit };
 
         fs::create_dir_all(&self.dir).map_err(|source| ArtifactError::Cache {
             at: at(),
@@ -371,11 +403,21 @@ impl ArtifactCache {
         };
         let mut digests = Digests::new(verifier);
         pump(reader, Some(&mut partial.file), &mut digests, limit).map_err(|e| match e {
+            PumpError::Read(e) if fetch::OverBudget::of(&e).is_some() => ArtifactError::DownloadTimedOut {
+                at: at(),
+                url: location.clone(),
+                budget: self.https_budget,
+            },
+            PumpError::TooLarge if https_cap => ArtifactError::HttpsTooLarge {
+                at: at(),
+                url: location.clone(),
+                limit,
+            },
             PumpError::Read(e) => ArtifactError::Fetch {
                 at: at(),
                 what: "artifact",
                 location: location.clone(),
-                reason: if matches!(src, Source::Https(_)) {
+                reason: if https {
                     format!("the download failed: {e}")
                 } else {
                     e.to_string()

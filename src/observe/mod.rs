@@ -4,6 +4,14 @@
 //! cannot check, and drops names that are not valid. File content is asked for only for files
 //! Flotilla already manages, that differ from desired and are not sensitive, so a manifest can
 //! never make a plan print a file such as /etc/shadow.
+//!
+//! "Already manages" is what `state.json` says, and `state.json` is only as trustworthy as
+//! whoever wrote it: a pull request can add a `local` host whose `state_dir` is in the
+//! checkout and commit a forged `state.json` that "manages" a controller file the manifests
+//! also desire. So content is asked for only when `state.json` carries the `store_id` of the
+//! store this run uses (with no store, never); otherwise the plan shows the change without
+//! the old content and says why. A file the manifests desire but `state.json` does not list
+//! (a take-over) never has its content asked for: only its size and sha256.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +38,10 @@ pub struct Observation {
     pub state_sha256: Option<String>,
     pub runtimes: BTreeMap<String, ObservedRuntime>,
     pub files: BTreeMap<HostPath, ObservedFile>,
+    /// Why the content of managed files was not asked for (so no diff can be shown), when
+    /// `state.json` was not written by the store this run uses.
+    #[serde(skip)]
+    pub content_withheld: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -87,9 +99,27 @@ pub enum ObserveError {
     Malformed { host: String, why: String },
 }
 
+/// Why `state.json` cannot be trusted to say which files Flotilla manages (for showing their
+/// content), or `None` when it was written by `store_id`, the store this run uses.
+pub fn untrusted_state(state: &HostState, store_id: Option<&str>) -> Option<String> {
+    match store_id {
+        Some(id) if state.store_id == id => None,
+        Some(_) => Some("old content not shown: state.json was not written by this store".to_owned()),
+        None => Some(
+            "old content not shown: no store to check state.json against (pass --state-dir to see diffs)"
+                .to_owned(),
+        ),
+    }
+}
+
 /// Probes one host over an open session: one script, plus a second only when file contents
-/// are needed for diffs.
-pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Observation, ObserveError> {
+/// are needed for diffs. `store_id` is the store this run uses: content is asked for only
+/// when the host's `state.json` carries it (see the module's documentation).
+pub async fn observe(
+    session: &mut dyn Session,
+    host: &DesiredHost,
+    store_id: Option<&str>,
+) -> Result<Observation, ObserveError> {
     let s = &host.settings;
     let env = vec![
         (
@@ -113,6 +143,8 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
         host: host.name.to_string(),
         why,
     })?;
+    obs.content_withheld = obs.state.as_ref().and_then(|st| untrusted_state(st, store_id));
+    let content_allowed = obs.state.is_some() && obs.content_withheld.is_none();
 
     // Second round: managed files that left the manifests (to plan their removal) and the
     // content of managed, non-sensitive files that differ (to show a diff).
@@ -130,7 +162,7 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
         };
         match desired {
             None if !obs.files.contains_key(p) => second.push((p.clone(), false)),
-            Some(d) if !d.value.sensitive => {
+            Some(d) if !d.value.sensitive && content_allowed => {
                 if let Some(ObservedFile::Regular { sha256, .. }) = obs.files.get(p)
                     && *sha256 != d.value.sha256
                 {
@@ -154,6 +186,14 @@ pub async fn observe(session: &mut dyn Session, host: &DesiredHost) -> Result<Ob
             why,
         })?;
         obs.files.extend(extra.files);
+    }
+    if !content_allowed {
+        // Whatever a host sent unasked is dropped too.
+        for f in obs.files.values_mut() {
+            if let ObservedFile::Regular { content, .. } = f {
+                *content = None;
+            }
+        }
     }
     Ok(obs)
 }
@@ -326,12 +366,13 @@ impl<'a> Reader<'a> {
 
 /// Observes every host concurrently, at most `parallel` at once, through the pool's sessions
 /// (left open for what follows); one host's failure is its own result and never stops the
-/// others. Results are in the order of `hosts`.
+/// others. Results are in the order of `hosts`. `store_id`: see [`observe`].
 pub async fn observe_all(
     hosts: &[&DesiredHost],
     fleet_dir: &std::path::Path,
     pool: &std::sync::Arc<crate::transport::Pool>,
     parallel: usize,
+    store_id: Option<&str>,
 ) -> Vec<Result<Observation, ObserveError>> {
     use std::sync::Arc;
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
@@ -340,11 +381,12 @@ pub async fn observe_all(
         let host: DesiredHost = (*host).clone();
         let target = crate::transport::Target::for_host(&host, fleet_dir);
         let (permits, pool) = (permits.clone(), pool.clone());
+        let store_id = store_id.map(str::to_owned);
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let result = async {
                 let mut session = pool.take(&target).await?;
-                let obs = observe(session.as_mut(), &host).await;
+                let obs = observe(session.as_mut(), &host, store_id.as_deref()).await;
                 if obs.is_ok() {
                     pool.put(&target.host, session).await;
                 } else {

@@ -454,8 +454,18 @@ fn host_changes(d: &DesiredHost, o: &Observation) -> Vec<Change> {
                             if content_differs && f.sensitive {
                                 notes.push("sensitive: content hidden".to_owned());
                             }
+                            // A state.json this store did not write may "manage" a file it
+                            // never wrote (a forged one committed by a pull request): its
+                            // content is not shown, and the plan says why.
+                            let withheld = o.content_withheld.as_ref();
+                            if content_differs
+                                && !f.sensitive
+                                && let Some(why) = withheld
+                            {
+                                notes.push(why.clone());
+                            }
                             let diff = match (content_differs, &new_text, content) {
-                                (true, Some(new), Some(old)) => {
+                                (true, Some(new), Some(old)) if withheld.is_none() => {
                                     Some(unified(&sanitize(&String::from_utf8_lossy(old)), new))
                                 }
                                 _ => None,

@@ -190,7 +190,9 @@ pub struct Change {
     pub kind: Kind,
     /// Runtime name or file path.
     pub name: String,
-    /// Versions for runtimes, sha256 for files.
+    /// Versions for runtimes, sha256 for files; for `sensitive` files (and files leaving the
+    /// manifests) the engine publishes a keyed digest instead (`hmac-sha256:…`, see
+    /// `crate::store::DigestKey`).
     pub before: Option<String>,
     pub after: Option<String>,
     /// Unified diff; files only, absent when sensitive or unknown.

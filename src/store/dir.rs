@@ -8,6 +8,7 @@
 //! rollouts/<env>.json one rollout record per environment
 //! observations/<host>.json  the last observation of each host (a cache)
 //! cache/artifacts/    the artifact cache (owned by the artifact module)
+//! digest-key          the key for published digests of sensitive files (0600; see `key`)
 //! ```
 //!
 //! Mutual exclusion uses `flock(2)`: the kernel drops it when its process dies, so a crashed
@@ -588,6 +589,10 @@ impl Store for DirStore {
         file.lock().map_err(io_err(&path, "lock"))?;
         (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
         file.sync_data().map_err(io_err(&path, "flush to disk"))
+    }
+
+    fn digest_key(&self) -> Result<super::DigestKey, StoreError> {
+        super::key::load_or_create(&self.dir)
     }
 
     fn promotions(&self) -> Result<Vec<PromotionRecord>, StoreError> {

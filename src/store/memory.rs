@@ -25,6 +25,7 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct MemStore {
     id: String,
+    key: super::DigestKey,
     state: Arc<Mutex<State>>,
     cache: Arc<tempfile::TempDir>,
 }
@@ -38,6 +39,7 @@ impl MemStore {
             source,
         })?;
         Ok(MemStore {
+            key: super::DigestKey::random(),
             id: format!("mem-{:016x}", rand::random::<u64>()),
             state: Arc::default(),
             cache: Arc::new(cache),
@@ -154,5 +156,9 @@ impl Store for MemStore {
 
     fn promotions(&self) -> Result<Vec<PromotionRecord>, StoreError> {
         Ok(self.state().promotions.clone())
+    }
+
+    fn digest_key(&self) -> Result<super::DigestKey, StoreError> {
+        Ok(self.key.clone())
     }
 }

@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 mod dir;
 mod fsutil;
 mod history;
+mod key;
 mod memory;
 
 pub use dir::DirStore;
 pub use history::render_history;
+pub use key::{DigestKey, KEYED_PREFIX};
 pub use memory::MemStore;
 
 /// Where a store lives (DESIGN §7): a directory (the embedded default), or a URL.
@@ -120,6 +122,10 @@ pub trait Store: Send + Sync {
 
     /// Every promotion record, oldest first.
     fn promotions(&self) -> Result<Vec<PromotionRecord>, StoreError>;
+
+    /// The store's digest key (created on first use, kept private): plans and the audit log
+    /// publish the sha256 of a `sensitive` file only keyed with it (see [`DigestKey`]).
+    fn digest_key(&self) -> Result<DigestKey, StoreError>;
 }
 
 /// Proof of holding a store's apply lock; dropping it releases the lock.

@@ -124,10 +124,11 @@ pub fn build(
             Kind::File => {
                 // A symlink the plan saw there must still be one (it is taken over as a link).
                 let link = HostPath::new(&c.name).is_ok_and(|p| observed_link(observed.files.get(&p)));
+                // The real sha256 observed (a sensitive file's `before` is a keyed digest).
                 line(&[
                     "pre-file",
                     &c.name,
-                    c.before.as_deref().unwrap_or("-"),
+                    observed_sha256(observed, &c.name),
                     if link { "link" } else { "-" },
                 ])
             }
@@ -420,6 +421,7 @@ pub async fn run(
     let _ = root;
     let host = desired.name.to_string();
     let mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(tokio::io::empty());
+    let mut upload_bytes = 0u64;
     for u in &txn.uploads {
         let file = tokio::fs::File::open(&u.local_path)
             .await
@@ -435,6 +437,7 @@ pub async fn run(
                 what: format!("reading cached artifact {}: {e}", u.local_path.display()),
             })?
             .len();
+        upload_bytes = upload_bytes.saturating_add(len);
         let header = format!("artifact {} {len}\n", u.sha256).into_bytes();
         // Never more than announced: the host reads exactly `len` bytes, then the next record.
         input = Box::new(input.chain(std::io::Cursor::new(header)).chain(file.take(len)));
@@ -457,7 +460,7 @@ pub async fn run(
             more.len()
         )),
     }
-    launch(session, desired, &txn.id, "apply", &mut input).await
+    launch(session, desired, &txn.id, "apply", &mut input, upload_bytes).await
 }
 
 /// Rolls back a transaction from its journal: one that a crash or kill left `pending`, or a
@@ -473,7 +476,7 @@ pub async fn recover(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "recover", &mut TXN_SH.as_bytes()).await
+    launch(session, desired, txn_id, "recover", &mut TXN_SH.as_bytes(), 0).await
 }
 
 /// Re-runs a committed transaction's health checks (after a bake), changing nothing.
@@ -487,7 +490,7 @@ pub async fn recheck(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "health", &mut TXN_SH.as_bytes()).await
+    launch(session, desired, txn_id, "health", &mut TXN_SH.as_bytes(), 0).await
 }
 
 /// Called once the environment's rollout completed without halting: nothing will roll this
@@ -504,7 +507,7 @@ pub async fn finish(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "finish", &mut TXN_SH.as_bytes()).await
+    launch(session, desired, txn_id, "finish", &mut TXN_SH.as_bytes(), 0).await
 }
 
 async fn launch(
@@ -513,10 +516,9 @@ async fn launch(
     txn_id: &str,
     mode: &str,
     input: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    upload_bytes: u64,
 ) -> Result<Report, TxnError> {
-    // The transaction bounds each host command itself; this bounds the whole run (uploads
-    // included) generously.
-    let timeout = desired.settings.command_timeout.value * 20;
+    let timeout = launch_budget(desired.settings.command_timeout.value, upload_bytes);
     let script = Script {
         text: LAUNCH_SH,
         env: env(desired, txn_id, mode),
@@ -525,6 +527,24 @@ async fn launch(
     };
     let out = session.run_with_input(&script, input).await?;
     parse_report(desired.name.as_str(), &out.stdout)
+}
+
+/// The bound on one launch: the transaction bounds each host command itself, and this bounds
+/// the whole run generously (20 × `command_timeout`), plus the artifacts' upload at the
+/// slowest rate Flotilla plans for ([`crate::transport::upload_budget`]), so a large
+/// artifact on a slow link is neither cut off by a size-blind bound nor left to stall.
+pub fn launch_budget(command_timeout: std::time::Duration, upload_bytes: u64) -> std::time::Duration {
+    let steps = command_timeout.saturating_mul(19);
+    steps.saturating_add(crate::transport::upload_budget(command_timeout, upload_bytes))
+}
+
+/// The sha256 of the regular file observed at `path`, or `-` (missing, or not a file): what
+/// a file change's `before` holds before keying.
+fn observed_sha256<'o>(observed: &'o Observation, path: &str) -> &'o str {
+    match HostPath::new(path).ok().and_then(|p| observed.files.get(&p)) {
+        Some(ObservedFile::Regular { sha256, .. }) => sha256,
+        _ => "-",
+    }
 }
 
 /// The transaction id a `pending` record names, if it is well-formed.

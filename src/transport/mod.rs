@@ -112,6 +112,21 @@ pub const MAX_STDOUT: usize = 64 << 20;
 /// The most a host command may write to stderr (only its tail is ever shown).
 pub const MAX_STDERR: usize = 1 << 20;
 
+/// The slowest link Flotilla plans for when it streams an artifact to a host: 1 MiB/s
+/// (8 Mbit/s). Conservative on purpose: loopback and LAN links run at hundreds of MiB/s, and
+/// even a thin WAN link to a remote site does better; a host reached more slowly than this
+/// needs a larger `command_timeout`.
+pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
+
+/// How long streaming `bytes` to a host may take: `command_timeout` (for the command that
+/// receives them to start, and for the last write to be acknowledged) plus `bytes` at
+/// [`MIN_UPLOAD_RATE`]. A link slower than that, or a host that stops reading, fails the
+/// upload instead of holding the host's session (and its lock) without end.
+pub fn upload_budget(command_timeout: Duration, bytes: u64) -> Duration {
+    let transfer = Duration::from_secs(bytes.div_ceil(MIN_UPLOAD_RATE));
+    command_timeout.saturating_add(transfer)
+}
+
 /// Reads `r` to its end, keeping at most `limit` bytes. Returns what was kept and whether
 /// there was more; reading stops at `limit + 1`, so memory stays bounded whatever the host
 /// sends.
@@ -158,12 +173,19 @@ pub trait Session: Send {
         })
         .await
     }
-    /// Streams `data` into `path` on the host (a path already prefixed with the host's root).
+    /// Streams `data` into `path` on the host (a path already prefixed with the host's root),
+    /// within `command_timeout` (callers that stream large data use [`upload_budget`] in a
+    /// script's `timeout` and [`Session::run_with_input`] instead).
     async fn upload(
         &mut self,
         data: &mut (dyn AsyncRead + Unpin + Send),
         path: &str,
     ) -> Result<u64, TransportError>;
+    /// Whether the connection can still run commands (an idle SSH master exits after its
+    /// `ControlPersist` bound). Cheap: no round trip to the host.
+    async fn is_alive(&mut self) -> bool {
+        true
+    }
     /// Closes the connection explicitly (SSH masters must not be orphaned).
     async fn close(self: Box<Self>) -> Result<(), TransportError>;
 }
@@ -235,10 +257,14 @@ impl Pool {
     /// session that failed mid-use is better dropped than returned.
     pub async fn take(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
         let existing = self.idle.lock().await.remove(&target.host);
-        match existing {
-            Some(s) => Ok(s),
-            None => connect(target).await,
+        if let Some(mut s) = existing {
+            if s.is_alive().await {
+                return Ok(s);
+            }
+            // Idle past its ControlPersist bound (or dropped): connect again.
+            let _ = s.close().await;
         }
+        connect(target).await
     }
 
     pub async fn put(&self, host: &str, session: Box<dyn Session>) {
@@ -255,5 +281,39 @@ impl Pool {
             });
         }
         while set.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn the_upload_budget_grows_with_the_size_at_the_minimum_rate() {
+        let five_min = Duration::from_secs(300);
+        assert_eq!(upload_budget(five_min, 0), five_min);
+        // One byte still gets a whole second; 4 GiB at 1 MiB/s is 4096 s.
+        assert_eq!(upload_budget(five_min, 1), Duration::from_secs(301));
+        assert_eq!(upload_budget(five_min, 4 * GIB), Duration::from_secs(300 + 4096));
+        // No overflow, whatever the size.
+        assert_eq!(upload_budget(Duration::MAX, u64::MAX), Duration::MAX);
+        assert!(
+            upload_budget(Duration::ZERO, u64::MAX) > Duration::from_secs(u64::MAX / MIN_UPLOAD_RATE - 1)
+        );
+    }
+
+    #[test]
+    fn a_transaction_without_uploads_keeps_its_bound_and_one_with_uploads_adds_their_budget() {
+        use crate::transaction::launch_budget;
+        let t = Duration::from_secs(30);
+        assert_eq!(launch_budget(t, 0), t * 20);
+        // A 4 GiB artifact with command_timeout = 30s: before, the whole launch (upload
+        // included) had 10 minutes, which a legitimate upload at 5 MiB/s (14 minutes) missed.
+        let big = launch_budget(t, 4 * GIB);
+        assert_eq!(big, t * 20 + Duration::from_secs(4096));
+        assert!(big > Duration::from_secs(4 * GIB / (5 << 20)));
+        assert_eq!(launch_budget(Duration::MAX, u64::MAX), Duration::MAX);
     }
 }

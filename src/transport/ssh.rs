@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openssh::{KnownHosts, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, SessionBuilder, Stdio};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::{Output, Script, Session, Target, TransportError};
@@ -57,6 +57,41 @@ LogLevel ERROR
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 ";
+
+/// How long an OpenSSH master with no command running stays up: `ControlPersist`.
+///
+/// Why bounded: the master is a daemon (`ssh -f -M`) holding an authenticated connection and a
+/// control socket. Flotilla closes it explicitly, but a controller killed with SIGKILL (OOM,
+/// a CI job cancelled) cannot, and with the crate's default (`ControlPersist=yes`) the master
+/// would then stay logged in to the host forever. Why two minutes: a master is only idle
+/// between commands of one run (the probe, the upload, the transaction's steps follow each
+/// other closely); a longer gap — a confirmation prompt, a bake, waiting for a wave — costs one
+/// new handshake, because [`super::Pool`] checks a session is alive before reusing it. An
+/// orphaned master is gone two minutes after its last command, and one running command keeps
+/// its master up however long it takes (the bound is on idleness, not age).
+pub const CONTROL_PERSIST: Duration = Duration::from_secs(120);
+
+/// Overrides [`CONTROL_PERSIST`] in whole seconds (1 to 3600), for tests and for operators
+/// who want orphaned masters gone sooner; anything else is ignored with a warning.
+pub const CONTROL_PERSIST_ENV: &str = "FLOTILLA_SSH_CONTROL_PERSIST";
+
+/// The `ControlPersist` bound this process uses (see [`CONTROL_PERSIST`]).
+pub fn control_persist() -> Duration {
+    let Some(value) = std::env::var_os(CONTROL_PERSIST_ENV) else {
+        return CONTROL_PERSIST;
+    };
+    match value.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(secs @ 1..=3600) => Duration::from_secs(secs),
+        _ => {
+            tracing::warn!(
+                value = %value.to_string_lossy(),
+                "{CONTROL_PERSIST_ENV} must be whole seconds from 1 to 3600; using {}s",
+                CONTROL_PERSIST.as_secs()
+            );
+            CONTROL_PERSIST
+        }
+    }
+}
 
 pub struct SshSession {
     target: Target,
@@ -177,8 +212,11 @@ impl SshSession {
             let host = t.host.clone();
             move |source| TransportError::Io { host, what, source }
         };
+        // 0700: the control socket inside is a logged-in connection to the host; anyone who
+        // can reach it runs commands there as the connecting user.
         let dir = tempfile::Builder::new()
             .prefix("fl-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in("/tmp")
             .map_err(io("creating a control directory"))?;
         let config = dir.path().join("config");
@@ -190,6 +228,7 @@ impl SshSession {
             .connect_timeout(t.connect_timeout)
             .server_alive_interval(Duration::from_secs(15))
             .control_directory(dir.path())
+            .control_persist(persist_option(control_persist()))
             .config_file(&config);
         if let Some(id) = &t.identity_file {
             b.keyfile(expand(id));
@@ -216,6 +255,11 @@ impl SshSession {
             session: Some(session),
             _dir: dir,
         })
+    }
+
+    /// The control directory (the master's socket is in a subdirectory of it).
+    pub fn control_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     fn preamble(&self, env: &[(String, String)]) -> Vec<u8> {
@@ -385,10 +429,24 @@ impl Session for SshSession {
         }
     }
 
+    async fn is_alive(&mut self) -> bool {
+        match &self.session {
+            Some(s) => s.check().await.is_ok(),
+            None => false,
+        }
+    }
+
     async fn close(mut self: Box<Self>) -> Result<(), TransportError> {
         if let Some(s) = self.session.take() {
             s.close().await.map_err(|e| classify(&self.target, &e))?;
         }
         Ok(())
+    }
+}
+
+fn persist_option(d: Duration) -> ControlPersist {
+    match std::num::NonZeroUsize::new(d.as_secs().try_into().unwrap_or(usize::MAX)) {
+        Some(secs) => ControlPersist::IdleFor(secs),
+        None => ControlPersist::ClosedAfterInitialConnection,
     }
 }

@@ -135,6 +135,16 @@ impl TestFleet {
     }
 }
 
+/// A store directory whose id is `test`, the `store_id` that [`TestFleet::converge`] writes
+/// into state.json: a plan with `--state-dir` on it trusts those hosts' state.json (and shows
+/// diffs of the files it lists).
+pub fn converged_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("id"), "{\"format_version\":1,\"id\":\"test\"}").expect("write store id");
+    std::fs::write(dir.path().join("epoch"), "1").expect("write store epoch");
+    dir
+}
+
 pub fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
