@@ -384,7 +384,9 @@ async fn run_env(
                         }
                     };
                     emit.send(event);
-                    if let Some(why) = budget.fail() {
+                    if policy::counts_against_budget(*kind)
+                        && let Some(why) = budget.fail()
+                    {
                         halt = Some(halted(name, wave, why, emit));
                     }
                 }

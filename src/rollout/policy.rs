@@ -152,6 +152,18 @@ pub enum SkipKind {
     Refused,
 }
 
+/// Whether a host that ended with `kind` counts against the failure budget. A host found
+/// locked by another transaction, or changed since it was observed, was left untouched: it is
+/// reported (the run exits 1) but is no evidence against the new version, so it must not
+/// halt the rollout and roll back the hosts that did change.
+pub fn counts_against_budget(kind: crate::rollout::FailureKind) -> bool {
+    use crate::rollout::FailureKind::*;
+    match kind {
+        Locked | Stale => false,
+        RolledBack | Broken | Unhealthy | Connection | Panicked | Aborted => true,
+    }
+}
+
 /// The decision for the next host of a wave, taken the moment it would start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -287,6 +299,16 @@ mod tests {
         let h = paused.hold(ts("2026-12-01T03:00:00Z")).unwrap();
         assert_eq!(h, Hold::Paused { why: "INC-7".into() });
         assert_eq!(h.until(), None);
+    }
+
+    #[test]
+    fn hosts_left_untouched_do_not_count_against_the_budget() {
+        use crate::rollout::FailureKind;
+        assert!(!counts_against_budget(FailureKind::Locked));
+        assert!(!counts_against_budget(FailureKind::Stale));
+        assert!(counts_against_budget(FailureKind::RolledBack));
+        assert!(counts_against_budget(FailureKind::Connection));
+        assert!(counts_against_budget(FailureKind::Panicked));
     }
 
     #[test]

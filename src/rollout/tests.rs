@@ -29,6 +29,8 @@ enum Behave {
     Panic,
     /// Applies, then fails its re-check after a bake.
     Unhealthy,
+    /// Another transaction holds the host's lock.
+    Locked,
 }
 
 /// What the fake hosts saw: (host, mode) per command, and the most commands in flight at once
@@ -76,6 +78,7 @@ impl Session for Fake {
             (Behave::Panic, "apply") => panic!("boom on {}", self.host),
             (Behave::Fail, "apply") => "rolled-back activate app 2.0.0: exit 1",
             (Behave::Unhealthy, "health") => "unhealthy health check of app 2.0.0 failed",
+            (Behave::Locked, "apply") => "locked another transaction holds /var/lib/flotilla/lock",
             _ => "ok",
         };
         Ok(Output {
@@ -336,6 +339,28 @@ async fn a_panicking_host_is_a_failed_host_and_the_others_finish() {
         r.summary.halts.is_empty(),
         "one failure is within max_failures = 1"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_host_is_reported_but_neither_halts_nor_rolls_back_the_others() {
+    // max_failures = 0: one real failure would halt and roll back wave 1.
+    let (_dir, loaded) = fleet(3, "max_failures = 0\nwaves = [1, \"100%\"]");
+    let lab = Lab {
+        behave: [("h2".to_owned(), Behave::Locked)].into(),
+        took: Duration::from_secs(1),
+        ..Lab::default()
+    };
+    let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await;
+    assert!(matches!(
+        outcome(&r.summary, "h2"),
+        HostOutcome::Failed {
+            kind: FailureKind::Locked,
+            ..
+        }
+    ));
+    assert!(outcome(&r.summary, "h1") == &HostOutcome::Applied { warning: None });
+    assert!(outcome(&r.summary, "h3") == &HostOutcome::Applied { warning: None });
+    assert!(r.summary.halts.is_empty(), "a busy host is no evidence against the version");
 }
 
 #[tokio::test(start_paused = true)]
