@@ -122,7 +122,9 @@ async fn apply_txn(w: &World) -> (Report, String) {
     let d = &loaded.desired[0];
     let target = Target::for_host(d, repo.fleet_dir());
     let mut session = transport::connect(&target).await.unwrap();
-    let obs = flotilla::observe::observe(session.as_mut(), d, Some("test-store")).await.unwrap();
+    let obs = flotilla::observe::observe(session.as_mut(), d, Some("test-store"))
+        .await
+        .unwrap();
     let now = jiff::Timestamp::now();
     let p = plan::build(&PlanInput {
         fleet: &loaded.fleet,

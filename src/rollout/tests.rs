@@ -360,7 +360,10 @@ async fn a_locked_host_is_reported_but_neither_halts_nor_rolls_back_the_others()
     ));
     assert!(outcome(&r.summary, "h1") == &HostOutcome::Applied { warning: None });
     assert!(outcome(&r.summary, "h3") == &HostOutcome::Applied { warning: None });
-    assert!(r.summary.halts.is_empty(), "a busy host is no evidence against the version");
+    assert!(
+        r.summary.halts.is_empty(),
+        "a busy host is no evidence against the version"
+    );
 }
 
 #[tokio::test(start_paused = true)]
