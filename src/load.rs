@@ -43,6 +43,7 @@ pub fn load(repo: &FleetRepo) -> Result<LoadedFleet, LoadError> {
     diagnostics.splice(0..0, read.problems);
     if let Some((fleet, desired)) = valid {
         diagnostics.extend(linked_local_roots(&fleet, &desired, repo.fleet_dir()));
+        diagnostics.extend(committed_host_state(&fleet, &desired, repo));
         if diagnostics.is_empty() {
             return Ok(LoadedFleet {
                 fleet,
@@ -109,6 +110,52 @@ pub struct Checked {
     pub valid: Option<(Fleet, Vec<DesiredHost>)>,
     pub diagnostics: Vec<Diagnostic>,
     pub sources: Sources,
+}
+
+/// A local host whose state directory lies inside the repository must find nothing committed
+/// there: host state is written by Flotilla, never by a commit, and a `state.json` an
+/// unmerged pull request commits could claim to manage a controller file (DESIGN §1).
+fn committed_host_state(fleet: &Fleet, desired: &[DesiredHost], repo: &FleetRepo) -> Vec<Diagnostic> {
+    let Ok(fleet_dir) = std::fs::canonicalize(repo.fleet_dir()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for d in desired {
+        if d.settings.transport.value != TransportKind::Local {
+            continue;
+        }
+        let root = &d.settings.root.value;
+        let mut dir = if root.starts_with('/') {
+            std::path::PathBuf::from("/")
+        } else {
+            fleet_dir.clone()
+        };
+        let state = d.settings.state_dir.value.as_str().trim_start_matches('/');
+        for part in root.split('/').chain(state.split('/')) {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    dir.pop();
+                }
+                p => dir.push(p),
+            }
+        }
+        if let Some(file) = repo.tracked_under(&dir) {
+            let mut diag = Diagnostic::new(format!(
+                "host `{}`: its state directory holds a file committed to the repository: `{file}`",
+                d.name
+            ))
+            .label("host state is written by Flotilla on the host, never committed")
+            .help(format!(
+                "remove it from the repository (`git rm --cached {file}`), or give the host a root outside the repository"
+            ));
+            if let Some(h) = fleet.hosts.iter().find(|h| h.name == d.name) {
+                diag = diag.at(&h.origin.file, h.origin.span.clone());
+            }
+            out.push(diag);
+        }
+    }
+    out
 }
 
 /// Waves that mix counts and percentages may decrease once evaluated against the

@@ -177,6 +177,47 @@ impl FleetRepo {
         &self.fleet_dir
     }
 
+    /// A file the repository tracks at or under `dir` (an absolute path on disk), at the
+    /// revision read (the index for a working tree); `None` when there is none, or `dir` is
+    /// outside the repository. Host state is never committed: a tracked `state.json` under a
+    /// local host's state directory can only be forged (DESIGN §1).
+    pub fn tracked_under(&self, dir: &Path) -> Option<String> {
+        let repo_dir = std::fs::canonicalize(self.repo_dir.as_deref()?).ok()?;
+        let rel = dir.strip_prefix(&repo_dir).ok()?;
+        let rel = rel.to_str()?.trim_end_matches('/');
+        match &self.source {
+            Source::Commit { repo, commit, .. } => {
+                let tree = repo.find_commit(*commit).ok()?.tree().ok()?;
+                if rel.is_empty() {
+                    return None;
+                }
+                let entry = tree.get_path(Path::new(rel)).ok()?;
+                let Some(sub) = entry.to_object(repo).ok()?.into_tree().ok() else {
+                    return Some(rel.to_owned());
+                };
+                // The first file under it, for the message.
+                let mut first = None;
+                let _ = sub.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+                    if e.kind() == Some(git2::ObjectType::Blob) {
+                        first = Some(format!("{rel}/{dir}{}", e.name().unwrap_or("?")));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                    git2::TreeWalkResult::Ok
+                });
+                first
+            }
+            Source::WorkTree { .. } => {
+                let repo = git2::Repository::open(&repo_dir).ok()?;
+                let index = repo.index().ok()?;
+                let prefix = format!("{rel}/");
+                index.iter().find_map(|e| {
+                    let p = String::from_utf8_lossy(&e.path).into_owned();
+                    (p == rel || p.starts_with(&prefix)).then_some(p)
+                })
+            }
+        }
+    }
+
     /// Every manifest file: flotilla.toml, environments/*.toml, hosts/**/*.toml, runtimes/*.toml.
     /// Files that cannot be manifests (symlinks, non-UTF-8 names, devices, oversized or
     /// non-UTF-8 text) are left out; [`FleetRepo::read_manifests`] reports them.

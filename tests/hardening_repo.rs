@@ -370,11 +370,12 @@ fn a_forged_state_json_does_not_put_a_victim_file_in_the_plan() {
             flotilla().args(["plan", "--format", format]).arg(f.path()),
             Duration::from_secs(60),
         );
-        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        // Host state is never committed: validation refuses the host before it is read.
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
         assert!(
-            r.stdout.contains("/etc/passwd"),
-            "its removal is planned: {}",
-            r.stdout
+            r.stderr.contains("committed to the repository: `pr-root/var/lib/flotilla/state.json`"),
+            "{}",
+            r.stderr
         );
         assert!(
             !r.stdout.contains("VICTIM-") && !r.stderr.contains("VICTIM-"),
@@ -448,13 +449,54 @@ fn a_forged_state_json_cannot_print_a_controller_file_the_manifests_desire() {
     let victim = secret.path().join("id_ed25519");
     let f = TestFleet::new();
     pr_host_desiring(&f, &victim, true);
-    // Without a store (a CI runner that previews pull requests), and with this runner's own
-    // store (whose id the forged state.json does not carry).
+    // The forged state.json is committed: validation refuses it before any host is read,
+    // whatever store id it claims — without a store (a CI runner that previews pull
+    // requests), with this runner's own store, and when it names that store's id (store ids
+    // appear in plans, so a pull request can learn one).
+    let store = store_with_id("ci-runner-store");
+    for forged_id in ["victim-store", "ci-runner-store"] {
+        let sha = "c".repeat(64);
+        f.write(
+            "pr-state/state.json",
+            &state_json("victim", &[(victim.to_str().unwrap(), &sha)])
+                .replace("\"store_id\": \"test\"", &format!("\"store_id\": \"{forged_id}\"")),
+        );
+        f.commit("forged state");
+        for store in [None, Some(store.path())] {
+            for (format, r) in plan_formats(&f, store) {
+                assert_eq!(r.code, 1, "{format}: {}{}", r.stdout, r.stderr);
+                assert!(
+                    r.stderr.contains("its state directory holds a file committed to the repository"),
+                    "{format}: {}",
+                    r.stderr
+                );
+                assert_no_secret(&r);
+            }
+        }
+        let r = run_bounded(flotilla().args(["validate", "--rev", "HEAD"]).arg(f.path()), Duration::from_secs(60));
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("pr-state/state.json"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_state_json_not_written_by_this_store_never_shows_old_content() {
+    // The second line of defence, for a state.json that is not committed (planted on disk):
+    // its content is trusted for diffs only when it carries this store's id.
+    let secret = outside_secret();
+    let victim = secret.path().join("id_ed25519");
+    let f = TestFleet::new();
+    pr_host_desiring(&f, &victim, false);
+    let sha = "c".repeat(64);
+    f.write(
+        "pr-state/state.json",
+        &state_json("victim", &[(victim.to_str().unwrap(), &sha)]),
+    );
+    std::fs::write(f.path().join(".git/info/exclude"), "pr-state/\n").unwrap();
     let store = store_with_id("ci-runner-store");
     for store in [None, Some(store.path())] {
         for (format, r) in plan_formats(&f, store) {
             assert_eq!(r.code, 0, "{format}: {}{}", r.stdout, r.stderr);
-            // Without a store the file change is planned; with one, the host is refused.
             let expected = match store {
                 None => victim.to_str().unwrap(),
                 Some(_) => "another store",
@@ -463,7 +505,6 @@ fn a_forged_state_json_cannot_print_a_controller_file_the_manifests_desire() {
             assert_no_secret(&r);
         }
     }
-    // Without a store the host is not refused: the change is shown, with why there is no diff.
     let r = &plan_formats(&f, None)[0].1;
     assert!(r.stdout.contains("old content not shown"), "{}", r.stdout);
 }
