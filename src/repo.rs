@@ -679,4 +679,28 @@ impl crate::artifact::RepoReader for FleetRepo {
             }
         }
     }
+
+    fn content_id(&self, path: &str) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        match &self.source {
+            // Every write changes mtime or ctime (ctime cannot be set back from user space).
+            Source::WorkTree { fleet_dir } => {
+                let (full, m) = locate_on_disk(fleet_dir, path).ok()?;
+                Some(format!(
+                    "stat:{}:{}:{}:{}:{}:{}:{}",
+                    full.display(),
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                    m.ctime_nsec() + m.ctime() * 1_000_000_000,
+                    m.mode(),
+                ))
+            }
+            Source::Commit { repo, commit, prefix } => {
+                let id = locate_in_commit(repo, *commit, prefix, path).ok()?;
+                Some(format!("blob:{id}"))
+            }
+        }
+    }
 }

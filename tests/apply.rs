@@ -177,6 +177,54 @@ fn tampered_and_untrusted_artifacts_block_before_any_host_is_touched() {
 }
 
 #[test]
+fn plan_and_validate_check_repository_artifacts_and_remember_what_passed() {
+    let (f, _keys, store) = with_host("");
+    let with_store = |args: &[&str]| {
+        run(flotilla()
+            .arg("--state-dir")
+            .arg(store.path())
+            .args(args)
+            .arg(f.path()))
+    };
+    // Good artifacts: plan and validate pass, and the store's cache remembers the checks.
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    let r = with_store(&["validate"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let verified = store.path().join("cache/artifacts/verified");
+    assert!(
+        std::fs::read_dir(&verified).is_ok_and(|d| d.count() > 0),
+        "no verified markers in {}",
+        verified.display()
+    );
+    // Tampered in the working tree after the good copy was cached: the cache must not hide it.
+    let art = f.path().join("artifacts/greeter-2.0.0.tar.gz");
+    let mut bytes = std::fs::read(&art).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&art, &bytes).unwrap();
+    for cmd in [&["validate"][..], &["plan"][..]] {
+        let r = with_store(cmd);
+        assert_eq!(r.code, 1, "{cmd:?}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("greeter") && r.stderr.contains("2.0.0") && r.stderr.contains("sha256"),
+            "{cmd:?}: {}",
+            r.stderr
+        );
+    }
+    // The committed revision still holds the good bytes (read by blob id).
+    let r = with_store(&["validate", "--rev", "HEAD"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // apply refuses before asking or touching anything.
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve", "--allow-dirty"])
+        .arg(f.path()));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Apply refused"), "{}", r.stdout);
+}
+
+#[test]
 fn concurrent_apply_is_refused_by_the_store_lock() {
     let (f, _keys, store) = with_host("[hooks]\nactivate = \"sleep 3\"\n");
     let mut first = spawn_apply(&f, store.path(), std::process::Stdio::null);

@@ -43,6 +43,7 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
     let (repo, loaded) = loaded(&f);
     let store = MemStore::new().unwrap();
     let targets: Vec<_> = loaded.desired.iter().collect();
+    let trust = TrustPolicy::new(&loaded.fleet.trust.keys, true, None).unwrap();
     let request = Request {
         fleet: &loaded,
         repo: &repo,
@@ -54,12 +55,13 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
         cancel: Cancel::never(),
         parallel: 8,
         at: None,
+        trust: &trust,
+        artifact_cache: None,
     };
     let planned = apply::prepare(&request).await.unwrap();
     assert_eq!(planned.plan.summary.hosts_changed, 2);
     assert!(planned.refused.is_empty());
     let options = ApplyOptions {
-        trust: TrustPolicy::new(&loaded.fleet.trust.keys, true, None).unwrap(),
         actor: "test@lab".into(),
         dirty: false,
     };

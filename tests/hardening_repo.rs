@@ -373,7 +373,8 @@ fn a_forged_state_json_does_not_put_a_victim_file_in_the_plan() {
         // Host state is never committed: validation refuses the host before it is read.
         assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
         assert!(
-            r.stderr.contains("committed to the repository: `pr-root/var/lib/flotilla/state.json`"),
+            r.stderr
+                .contains("committed to the repository: `pr-root/var/lib/flotilla/state.json`"),
             "{}",
             r.stderr
         );
@@ -458,22 +459,28 @@ fn a_forged_state_json_cannot_print_a_controller_file_the_manifests_desire() {
         let sha = "c".repeat(64);
         f.write(
             "pr-state/state.json",
-            &state_json("victim", &[(victim.to_str().unwrap(), &sha)])
-                .replace("\"store_id\": \"test\"", &format!("\"store_id\": \"{forged_id}\"")),
+            &state_json("victim", &[(victim.to_str().unwrap(), &sha)]).replace(
+                "\"store_id\": \"test\"",
+                &format!("\"store_id\": \"{forged_id}\""),
+            ),
         );
         f.commit("forged state");
         for store in [None, Some(store.path())] {
             for (format, r) in plan_formats(&f, store) {
                 assert_eq!(r.code, 1, "{format}: {}{}", r.stdout, r.stderr);
                 assert!(
-                    r.stderr.contains("its state directory holds a file committed to the repository"),
+                    r.stderr
+                        .contains("its state directory holds a file committed to the repository"),
                     "{format}: {}",
                     r.stderr
                 );
                 assert_no_secret(&r);
             }
         }
-        let r = run_bounded(flotilla().args(["validate", "--rev", "HEAD"]).arg(f.path()), Duration::from_secs(60));
+        let r = run_bounded(
+            flotilla().args(["validate", "--rev", "HEAD"]).arg(f.path()),
+            Duration::from_secs(60),
+        );
         assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
         assert!(r.stderr.contains("pr-state/state.json"), "{}", r.stderr);
     }

@@ -72,11 +72,16 @@ pub struct Request<'a> {
     pub parallel: usize,
     /// When windows are evaluated for the plan (`--at`); the clock's now otherwise.
     pub at: Option<jiff::Timestamp>,
+    /// Which keys artifacts must be signed by: repository artifacts are checked when planning,
+    /// every artifact a run needs before applying (DESIGN §3).
+    pub trust: &'a crate::artifact::TrustPolicy,
+    /// Where checked artifacts are remembered; the store's cache when `None` (and no cache
+    /// at all without a store).
+    pub artifact_cache: Option<std::path::PathBuf>,
 }
 
 /// What `apply` needs beyond the request.
 pub struct ApplyOptions {
-    pub trust: crate::artifact::TrustPolicy,
     /// Who applies (`user@machine`), for the audit log.
     pub actor: String,
     /// The working tree had uncommitted changes (`--allow-dirty`).

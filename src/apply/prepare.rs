@@ -25,6 +25,9 @@ pub struct Planned<'a> {
     pub rollouts: BTreeMap<String, RolloutRecord>,
     /// The saved plan this run carries out, if any.
     pub saved: Option<&'a SavedPlan>,
+    /// Repository artifacts that failed their checks (each names runtime, version and why):
+    /// `plan` reports them and exits 1, `apply` refuses the whole run.
+    pub artifact_errors: Vec<String>,
 }
 
 impl Planned<'_> {
@@ -85,14 +88,11 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
     }
     let observed_at = req.clock.now();
     let store_id = store.map(|s| s.id().to_owned());
-    let observations = observe_all(
-        &targets,
-        req.repo.fleet_dir(),
-        &req.pool,
-        req.parallel,
-        store_id.as_deref(),
-    )
-    .await;
+    let cache = req
+        .artifact_cache
+        .clone()
+        .or_else(|| store.map(|s| s.artifact_cache_dir()));
+    let (observations, artifact_errors) = observe_and_check(req, &targets, store_id.as_deref(), cache).await;
     let take_over = req.overrides.take_over.is_some();
     let mut refused = BTreeMap::new();
     for (d, o) in targets.iter().zip(&observations) {
@@ -134,6 +134,41 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         stale,
         rollouts,
         saved,
+        artifact_errors,
+    })
+}
+
+/// Observes the hosts and, at the same time, checks every repository artifact (DESIGN §3):
+/// the check is CPU and disk on the controller while observing waits on hosts, so neither
+/// waits for the other. The check runs on this thread (the repository handle cannot cross
+/// threads); the observation is driven from a scoped thread. On a current-thread runtime
+/// (tests) they run one after the other.
+async fn observe_and_check(
+    req: &Request<'_>,
+    targets: &[&DesiredHost],
+    store_id: Option<&str>,
+    cache: Option<std::path::PathBuf>,
+) -> (Vec<Result<Observation, ObserveError>>, Vec<String>) {
+    let check = || -> Vec<String> {
+        crate::artifact::check_repository(&req.fleet.fleet, req.repo, req.trust, cache.clone())
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    };
+    let (fleet_dir, pool, parallel) = (req.repo.fleet_dir(), &req.pool, req.parallel);
+    let observe = move || observe_all(targets, fleet_dir, pool, parallel, store_id);
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        let observations = observe().await;
+        return (observations, check());
+    }
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let observing = s.spawn(|| handle.block_on(observe()));
+            let errors = check();
+            let observations = observing.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (observations, errors)
+        })
     })
 }
 

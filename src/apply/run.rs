@@ -61,8 +61,14 @@ pub async fn apply<'a>(
         outcome: super::Outcome::Success,
     };
 
-    // Every artifact is fetched and verified before any host is touched.
-    let (artifacts, errors) = prepare_artifacts(req, &planned, store, opts);
+    // Every artifact is fetched and verified before any host is touched; a repository artifact
+    // that failed when planning refuses the run even if no host needs it (DESIGN §3).
+    let (artifacts, mut errors) = prepare_artifacts(req, &planned, store);
+    for e in &planned.artifact_errors {
+        if !errors.contains(e) {
+            errors.push(e.clone());
+        }
+    }
     if !errors.is_empty() {
         let mut e = log.event("apply-refused");
         e.error = Some(errors.join("; "));
@@ -576,7 +582,6 @@ fn prepare_artifacts(
     req: &Request<'_>,
     planned: &Planned<'_>,
     store: &dyn Store,
-    opts: &ApplyOptions,
 ) -> (BTreeMap<(String, String), Upload>, Vec<String>) {
     let observed: BTreeMap<&str, &Observation> = planned
         .targets
@@ -634,7 +639,7 @@ fn prepare_artifacts(
             signature: &version.signature,
             sha256: &version.sha256,
         };
-        match blocking(|| cache.prepare(&request, req.repo, &opts.trust, DEFAULT_MAX_UNPACKED)) {
+        match blocking(|| cache.prepare(&request, req.repo, req.trust, DEFAULT_MAX_UNPACKED)) {
             Ok(p) => {
                 ok.insert(
                     (rt.clone(), v.clone()),

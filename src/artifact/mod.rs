@@ -21,7 +21,11 @@
 mod error;
 mod fetch;
 mod inspect;
+mod repository;
 mod trust;
+mod verified;
+
+pub use repository::check_repository;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -46,6 +50,13 @@ use fetch::{OpenError, Source};
 /// "unsigned", which `require_signatures = false` accepts.
 pub trait RepoReader {
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>>;
+
+    /// An identity of the file's content that is cheaper than reading it (a Git blob id, a
+    /// stat fingerprint), so a file already checked is not hashed again; `None` when there is
+    /// none, and then the file is read every time.
+    fn content_id(&self, _path: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The default limit on an artifact's unpacked size (DESIGN §6.1: 10 GiB).
@@ -186,6 +197,39 @@ impl ArtifactCache {
         }
 
         let signature = self.signature(req, repo, trust, &at)?;
+        let cached = self.dir.join(&expected);
+
+        // Checked before under the same signature, trust and limit, and (for a repository
+        // artifact) the repository file is the one that hashed to `expected` then: nothing to
+        // read again. Anything else goes the whole way below.
+        let marker = verified::key(
+            &expected,
+            signature.as_ref().map(|(f, _)| f.digest.as_str()),
+            trust.require_signatures(),
+            max_unpacked,
+        );
+        let source = match req.artifact {
+            ArtifactRef::Repo(path) => Some(repo.content_id(path)),
+            _ => None,
+        };
+        let source_known = match &source {
+            None => true,
+            Some(Some(id)) => verified::source_is(&self.dir, id, &expected),
+            Some(None) => false,
+        };
+        if source_known
+            && let Some(v) = verified::load(&self.dir, &marker)
+            && fs::symlink_metadata(&cached).is_ok_and(|m| m.is_file() && m.len() == v.size)
+        {
+            return Ok(Prepared {
+                path: cached,
+                sha256: expected,
+                size: v.size,
+                unpacked_size: v.unpacked_size,
+                signed_by: v.signed_by,
+                fetched: false,
+            });
+        }
         let verifier = match &signature {
             Some((file, key)) => Some(key.verify_stream(&file.signature).map_err(|e| {
                 // The key was chosen by id and legacy signatures were refused, so this is
@@ -199,8 +243,14 @@ impl ArtifactCache {
             None => None,
         };
 
-        let cached = self.dir.join(&expected);
-        let (mut file, mut digests, fetched) = match self.reuse(&cached, &expected, verifier.clone(), &at)? {
+        // A repository file not known to hash to `expected` is read again even when a good
+        // copy is cached: `validate` must notice a tampered file in the repository.
+        let reused = if source_known {
+            self.reuse(&cached, &expected, verifier.clone(), &at)?
+        } else {
+            None
+        };
+        let (mut file, mut digests, fetched) = match reused {
             Some((file, digests)) => (file, digests, false),
             None => {
                 let limit = max_unpacked
@@ -234,6 +284,18 @@ impl ArtifactCache {
                 entry: r.entry,
                 problem: r.problem,
             })?;
+        verified::save(
+            &self.dir,
+            &marker,
+            &verified::Verified {
+                size: digests.size,
+                unpacked_size,
+                signed_by: signed_by.clone(),
+            },
+        );
+        if let Some(Some(id)) = &source {
+            verified::remember_source(&self.dir, id, &expected);
+        }
         Ok(Prepared {
             path: cached,
             sha256: expected,

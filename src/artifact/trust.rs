@@ -142,6 +142,8 @@ pub(crate) struct SignatureFile {
     /// Prehashed (`ED`) signatures are verified while streaming; legacy (`Ed`) ones would need
     /// the whole artifact in memory, and are refused.
     pub prehashed: bool,
+    /// sha256 of the signature file's text: which signature a cached verification was of.
+    pub digest: String,
 }
 
 /// Decodes a signature file; the error is a reason for a message.
@@ -163,6 +165,7 @@ pub(crate) fn parse_signature(text: &str) -> Result<SignatureFile, String> {
         signature,
         key_id: KeyId(key_id),
         prehashed,
+        digest: crate::resolve::sha256_hex(text.as_bytes()),
     })
 }
 

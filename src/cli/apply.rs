@@ -103,7 +103,6 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     };
     let cancel = super::signals::cancel();
     let options = ApplyOptions {
-        trust,
         actor: actor(),
         dirty: source.rev.is_none() && repo.is_dirty(),
     };
@@ -128,6 +127,8 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             store: Some(store.as_ref()),
             pool: pool.clone(),
             clock: Clock::wall(),
+            trust: &trust,
+            artifact_cache: None,
             cancel: cancel.clone(),
             parallel: cli.global.parallel as usize,
             at: None,
@@ -139,7 +140,10 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
                 planned.shown(),
                 plan::text::TextOptions { color, detail: false },
             ))?;
-            if !planned.has_work() {
+            // A repository artifact failed its checks: the run is refused before anything is
+            // asked or touched (engine::apply reports it without taking an epoch).
+            let refused = !planned.artifact_errors.is_empty();
+            if !planned.has_work() && !refused {
                 // Hosts that could not be observed or are refused are not "applied".
                 let failed = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();
                 return Ok(Round::Done(if failed {
@@ -161,7 +165,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             let same = confirmed
                 .as_ref()
                 .is_some_and(|c| digests.iter().all(|(h, d)| c.get(h) == Some(d)));
-            if !args.auto_approve && !same {
+            if !args.auto_approve && !same && !refused {
                 if !confirm()? {
                     outln!("Apply cancelled.")?;
                     return Ok(Round::Done(Outcome::Failure));

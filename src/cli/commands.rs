@@ -14,7 +14,7 @@ use crate::target::Selector;
 
 pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
     match &cli.command {
-        Command::Validate(src) => validate(src, color),
+        Command::Validate(src) => validate(cli, src, color),
         Command::Plan(args) => plan_cmd(cli, args, color).await,
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
         Command::Show(args) => show(args, color),
@@ -83,12 +83,20 @@ pub(super) fn open(
     }
 }
 
-fn validate(src: &Source, color: bool) -> anyhow::Result<Outcome> {
+fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
     let (repo, loaded) = match open(src, None, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
-    let bad = super::release::check_repo_artifacts(&repo, &loaded)?;
+    // The store's cache, when there is a store: what it verified before is not re-hashed.
+    let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
+    let cache = Some(match &store {
+        Some(s) => s.artifact_cache_dir(),
+        None => {
+            crate::store::artifact_cache_dir(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)
+        }
+    });
+    let bad = super::release::check_repo_artifacts(&repo, &loaded, cache)?;
     if !bad.is_empty() {
         for e in &bad {
             errln!("error: {e}");
@@ -131,7 +139,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     };
     let targets = select(&loaded, &args.targeting)?;
     let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
-    let plan = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), at).await?;
+    let (plan, bad_artifacts) = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), at).await?;
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
         std::fs::write(out, saved + "\n")
@@ -160,7 +168,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
             out(&plan::markdown::render(&plan, &header))?;
         }
     }
-    if plan.summary.hosts_unreachable > 0 && !args.skip_unreachable {
+    if bad_artifacts > 0 || (plan.summary.hosts_unreachable > 0 && !args.skip_unreachable) {
         return Ok(Outcome::Failure);
     }
     // A host that could not be observed may differ: with --skip-unreachable that is not an
@@ -193,8 +201,13 @@ async fn plan_with_engine(
     targets: &[&crate::resolve::DesiredHost],
     store: Option<&dyn crate::store::Store>,
     at: Option<jiff::Timestamp>,
-) -> anyhow::Result<plan::Plan> {
+) -> anyhow::Result<(plan::Plan, usize)> {
     let pool = std::sync::Arc::new(crate::transport::Pool::new());
+    let trust = crate::artifact::TrustPolicy::new(
+        &loaded.fleet.trust.keys,
+        loaded.fleet.trust.require_signatures,
+        None,
+    )?;
     let request = crate::apply::Request {
         fleet: loaded,
         repo,
@@ -207,10 +220,27 @@ async fn plan_with_engine(
         cancel: crate::cancel::Cancel::never(),
         parallel: cli.global.parallel as usize,
         at,
+        trust: &trust,
+        artifact_cache: Some(crate::store::artifact_cache_dir(&super::apply::store_location(
+            cli,
+            loaded.fleet.name.as_str(),
+        )?)),
     };
     let planned = crate::apply::prepare(&request).await;
+    if let Ok(p) = &planned
+        && !p.artifact_errors.is_empty()
+    {
+        for e in &p.artifact_errors {
+            errln!("error: {e}");
+        }
+        errln!(
+            "error: {} artifact(s) in the repository failed their checks; apply would refuse the whole run",
+            p.artifact_errors.len()
+        );
+    }
     pool.close_all().await;
-    Ok(planned?.plan)
+    let planned = planned?;
+    Ok((planned.plan, planned.artifact_errors.len()))
 }
 
 /// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.
@@ -283,7 +313,7 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
     };
     let targets = select(&loaded, &args.targeting)?;
     let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
-    let plan = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), None).await?;
+    let (plan, _) = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), None).await?;
     let events = store
         .as_ref()
         .and_then(|s| s.audit(&crate::store::AuditFilter::default()).ok())

@@ -3,9 +3,8 @@
 use super::Outcome;
 use super::args::ReleaseArgs;
 use super::output::{errln, outln};
-use crate::artifact::{ArtifactCache, ArtifactRequest, DEFAULT_MAX_UNPACKED, TrustPolicy};
+use crate::artifact::TrustPolicy;
 use crate::load::LoadedFleet;
-use crate::manifest::model::ArtifactRef;
 use crate::release::{ReleaseRequest, SigningKey};
 use crate::repo::FleetRepo;
 
@@ -49,40 +48,22 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<Outcome> {
 
 /// Checks every artifact stored in the repository as `apply` would (sha256, signature by a
 /// trusted key, tarball inspection; DESIGN §3), returning one message per failure. URL
-/// artifacts are not fetched: `validate` stays off the network.
-///
-/// The copies go to a temporary cache, never the store's: a cached copy is reused by digest,
-/// which would hide a tampered file in the repository.
-pub(super) fn check_repo_artifacts(repo: &FleetRepo, loaded: &LoadedFleet) -> anyhow::Result<Vec<String>> {
+/// artifacts are not fetched: `validate` stays off the network. With a store, what its cache
+/// verified before is not checked again (a repository file is re-read whenever it changed).
+pub(super) fn check_repo_artifacts(
+    repo: &FleetRepo,
+    loaded: &LoadedFleet,
+    cache: Option<std::path::PathBuf>,
+) -> anyhow::Result<Vec<String>> {
     let trust = TrustPolicy::new(
         &loaded.fleet.trust.keys,
         loaded.fleet.trust.require_signatures,
         None,
     )?;
-    let mut errors = Vec::new();
-    let mut cache: Option<(tempfile::TempDir, ArtifactCache)> = None;
-    for (name, runtime) in &loaded.fleet.runtimes {
-        for (version, v) in &runtime.versions {
-            if !matches!(v.artifact, ArtifactRef::Repo(_)) {
-                continue;
-            }
-            if cache.is_none() {
-                let dir = tempfile::tempdir()?;
-                let c = ArtifactCache::new(dir.path().to_owned());
-                cache = Some((dir, c));
-            }
-            let Some((_, cache)) = &cache else { continue };
-            let request = ArtifactRequest {
-                runtime: name.as_str(),
-                version: version.as_str(),
-                artifact: &v.artifact,
-                signature: &v.signature,
-                sha256: &v.sha256,
-            };
-            if let Err(e) = cache.prepare(&request, repo, &trust, DEFAULT_MAX_UNPACKED) {
-                errors.push(e.to_string());
-            }
-        }
-    }
-    Ok(errors)
+    Ok(
+        crate::artifact::check_repository(&loaded.fleet, repo, &trust, cache)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect(),
+    )
 }

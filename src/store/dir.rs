@@ -44,6 +44,11 @@ const OBSERVATIONS: &str = "observations";
 const CACHE: &str = "cache";
 const ARTIFACTS: &str = "artifacts";
 
+/// `<store>/cache/artifacts`.
+pub(super) fn artifact_cache_dir(store: &Path) -> PathBuf {
+    store.join(CACHE).join(ARTIFACTS)
+}
+
 const ID_FIX: &str = "restore it from a backup; the store id is the `store_id` in the state.json of hosts this store applied to (write {\"format_version\":1,\"id\":\"<store_id>\"})";
 const EPOCH_FIX: &str = "it holds the last epoch this store handed out: restore it from a backup, or write a number at least as high as the highest `epoch` in the state.json of hosts this store applied to";
 const ROLLOUT_FIX: &str = "fix the JSON, or delete the file to forget this rollout (the next apply starts a new one, with a new wave layout)";
@@ -609,7 +614,7 @@ impl Store for DirStore {
     }
 
     fn artifact_cache_dir(&self) -> PathBuf {
-        self.dir.join(CACHE).join(ARTIFACTS)
+        artifact_cache_dir(&self.dir)
     }
 }
 

@@ -55,6 +55,14 @@ pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
 
 /// Opens the store at `location` only if it exists: commands that only read (plan, status,
 /// history) never create one.
+/// Where the store at `location` keeps verified artifacts, whether or not the store exists
+/// yet: `validate` and `plan` remember checked artifacts there without creating a store.
+pub fn artifact_cache_dir(location: &Location) -> PathBuf {
+    match location {
+        Location::Dir(d) => dir::artifact_cache_dir(d),
+    }
+}
+
 pub fn open_existing(location: &Location) -> Result<Option<Box<dyn Store>>, StoreError> {
     match location {
         Location::Dir(d) if !d.join("id").is_file() => Ok(None),
