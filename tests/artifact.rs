@@ -182,8 +182,11 @@ impl Fx {
     fn cache_entries(&self) -> Vec<String> {
         match fs::read_dir(self.cache_dir()) {
             Ok(rd) => {
+                // Cached artifacts; the `verified/` and `sources/` marker directories aside.
                 let mut v: Vec<String> = rd
-                    .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+                    .map(|e| e.expect("dir entry"))
+                    .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect();
                 v.sort();
                 v

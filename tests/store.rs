@@ -878,3 +878,18 @@ proptest::proptest! {
         proptest::prop_assert!(text.chars().all(|c| c == '\n' || !c.is_control()));
     }
 }
+
+#[test]
+fn a_directory_holding_only_the_artifact_cache_becomes_a_store() {
+    // `validate` and `plan` remember checked artifacts before any store exists.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    std::fs::create_dir_all(dir.join("cache/artifacts/verified")).unwrap();
+    let store = DirStore::open(&dir).unwrap();
+    assert!(!store.id().is_empty());
+    // But a directory with audit history and no id is still refused, not silently renewed.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("audit.jsonl"), "").unwrap();
+    assert!(DirStore::open(&other).is_err());
+}

@@ -212,10 +212,11 @@ impl ArtifactCache {
             ArtifactRef::Repo(path) => Some(repo.content_id(path)),
             _ => None,
         };
+        // A reader that cannot tell a file's identity cheaply keeps the old rule: the copy
+        // cached under its sha256 stands for it (`FleetRepo` always can).
         let source_known = match &source {
-            None => true,
+            None | Some(None) => true,
             Some(Some(id)) => verified::source_is(&self.dir, id, &expected),
-            Some(None) => false,
         };
         if source_known
             && let Some(v) = verified::load(&self.dir, &marker)

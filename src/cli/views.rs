@@ -75,35 +75,80 @@ pub fn apply_summary(r: &Report) -> String {
         );
         return out;
     }
+    // Every host of the run in exactly one count, and every one not applied on a line of its
+    // own with why: the counts add up to the hosts in the run.
+    let (mut applied, mut failed, mut rolled_back, mut skipped, mut waiting) = (0, 0, 0, 0, 0);
+    let mut lines = Vec::new();
+    let esc = crate::text::escape_controls;
+    for h in &r.hosts {
+        match &h.outcome {
+            HostOutcome::Applied { warning } => {
+                applied += 1;
+                if let Some(w) = warning {
+                    lines.push(format!("  {} applied, with a warning: {}", h.host, esc(w)));
+                }
+            }
+            HostOutcome::Failed {
+                kind: crate::rollout::FailureKind::RolledBack,
+                error,
+            } => {
+                rolled_back += 1;
+                lines.push(format!("  {} rolled back: {}", h.host, esc(error)));
+            }
+            HostOutcome::Reverted { why } => {
+                rolled_back += 1;
+                lines.push(format!("  {} rolled back: {}", h.host, esc(why)));
+            }
+            HostOutcome::Failed { kind, error } => {
+                failed += 1;
+                let kind = serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                    .unwrap_or_default();
+                lines.push(format!("  {} failed ({kind}): {}", h.host, esc(error)));
+            }
+            HostOutcome::Skipped { why, .. } => {
+                skipped += 1;
+                lines.push(format!("  {} skipped: {}", h.host, esc(why)));
+            }
+            HostOutcome::Waiting { hold } => {
+                waiting += 1;
+                // Hosts held by their environment's window or freeze are summed up per
+                // environment below; a promotion hold is per host.
+                if let crate::rollout::Hold::Promotion { why } = hold {
+                    lines.push(format!("  {} waits: {}", h.host, esc(why)));
+                }
+            }
+        }
+    }
+    let headline = if r.interrupted {
+        "interrupted"
+    } else if r.outcome == crate::apply::Outcome::Failure {
+        "failed"
+    } else {
+        "complete"
+    };
     let _ = writeln!(
         out,
-        "\nApply {}: {} applied, {} failed, {} rolled back, {} skipped{}.",
-        if r.interrupted { "interrupted" } else { "complete" },
-        r.applied(),
-        r.failed(),
-        r.rolled_back(),
-        r.skipped(),
-        if r.waits.is_empty() {
-            String::new()
+        "\nApply {headline}: {applied} applied, {failed} failed, {rolled_back} rolled back, {skipped} skipped{}.",
+        if waiting > 0 {
+            format!(", {waiting} waiting")
         } else {
-            format!(", {} environment(s) waiting", r.waits.len())
+            String::new()
         },
     );
     for w in &r.waits {
         let _ = writeln!(out, "  {} waits: {}", w.environment, w.hold.why());
     }
-    for h in &r.hosts {
-        match &h.outcome {
-            HostOutcome::Waiting {
-                hold: crate::rollout::Hold::Promotion { why },
-            } => {
-                let _ = writeln!(out, "  {} waits: {}", h.host, crate::text::escape_controls(why));
-            }
-            HostOutcome::Skipped { why, .. } => {
-                let _ = writeln!(out, "  {} skipped: {}", h.host, crate::text::escape_controls(why));
-            }
-            _ => {}
-        }
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+    if r.unreachable > 0 {
+        let _ = writeln!(
+            out,
+            "  {} host(s) could not be observed and were not part of the run.",
+            r.unreachable
+        );
     }
     if r.interrupted {
         let _ = writeln!(
@@ -145,6 +190,86 @@ pub async fn countdown(wake: Option<jiff::Timestamp>, cancel: &Cancel) -> anyhow
         tokio::select! {
             _ = tokio::time::sleep(step) => {}
             _ = cancel.reached(Stop::Drain) => anyhow::bail!("stopped while waiting; nothing was changed while waiting"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{Action, Outcome, Wait};
+    use crate::rollout::{FailureKind, Hold, HostResult, SkipKind};
+
+    fn host(name: &str, outcome: HostOutcome) -> HostResult {
+        HostResult {
+            host: name.into(),
+            environment: "prod".into(),
+            changes: Vec::new(),
+            txn: None,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_failed_apply_says_so_lists_every_host_not_applied_and_its_counts_add_up() {
+        let report = Report {
+            hosts: vec![
+                host("web-01", HostOutcome::Applied { warning: None }),
+                host(
+                    "web-02",
+                    HostOutcome::Failed {
+                        kind: FailureKind::RolledBack,
+                        error: "health check of app 2.0.0 failed: exit 1".into(),
+                    },
+                ),
+                host(
+                    "web-03",
+                    HostOutcome::Reverted {
+                        why: "the rollout halted; rolled back with it".into(),
+                    },
+                ),
+                host(
+                    "web-04",
+                    HostOutcome::Failed {
+                        kind: FailureKind::Connection,
+                        error: "connection reset".into(),
+                    },
+                ),
+                host(
+                    "web-05",
+                    HostOutcome::Skipped {
+                        kind: SkipKind::Halted,
+                        why: "the rollout of prod halted at wave 2".into(),
+                    },
+                ),
+                host(
+                    "web-06",
+                    HostOutcome::Waiting {
+                        hold: Hold::Promotion {
+                            why: "app 2.0.0 waits on staging".into(),
+                        },
+                    },
+                ),
+            ],
+            waits: vec![Wait {
+                environment: "eu".into(),
+                hold: Hold::Schedule {
+                    why: "window closed; opens Sat 02:00 UTC".into(),
+                    until: None,
+                },
+            }],
+            halts: Vec::new(),
+            artifact_errors: Vec::new(),
+            unreachable: 1,
+            interrupted: false,
+            next: Action::default(),
+            outcome: Outcome::Failure,
+        };
+        let text = apply_summary(&report);
+        insta::assert_snapshot!(text);
+        assert!(text.contains("Apply failed: 1 applied, 1 failed, 2 rolled back, 1 skipped, 1 waiting."));
+        for h in ["web-02", "web-03", "web-04", "web-05", "web-06"] {
+            assert!(text.contains(&format!("  {h} ")), "{h} missing:\n{text}");
         }
     }
 }

@@ -262,7 +262,12 @@ fn check_initialisable(dir: &Path) -> Result<(), StoreError> {
         if name.starts_with(&format!(".{ID}.tmp-")) {
             continue;
         }
-        if [LOCK, AUDIT, ROLLOUTS, OBSERVATIONS, CACHE].contains(&&*name) {
+        // The cache alone is not state: `validate` and `plan` remember checked artifacts there
+        // before any store exists, and a cache can always be rebuilt.
+        if name == CACHE {
+            continue;
+        }
+        if [LOCK, AUDIT, ROLLOUTS, OBSERVATIONS].contains(&&*name) {
             store_state = true;
         } else {
             foreign = true;
