@@ -556,3 +556,22 @@ fn sigterm_lets_in_flight_hosts_finish_and_starts_no_new_one() {
     );
     assert!(current(&f, "h2").is_none(), "the next wave never started");
 }
+
+#[test]
+fn history_of_an_unknown_host_is_an_error_not_an_empty_list() {
+    let (f, _keys, store) = with_host("");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    let history = |host: &str| {
+        run(flotilla()
+            .arg("--state-dir")
+            .arg(store.path())
+            .args(["history", "--host", host])
+            .arg(f.path()))
+    };
+    let r = history("h1");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("h1"), "{}", r.stdout);
+    let r = history("h9");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("unknown host `h9`"), "{}", r.stderr);
+}

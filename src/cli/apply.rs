@@ -220,6 +220,20 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
     let Some(store) = crate::store::open_existing(&location)? else {
         bail!("no store at {location}: nothing has been applied with it yet");
     };
+    // An unknown host is an error (DESIGN §11), not an empty history: a typo must not read as
+    // "nothing ever happened there". Known: named by the manifests, or seen by this store.
+    if let Some(host) = &args.host {
+        let in_manifests = || {
+            let repo = FleetRepo::open(&args.fleet_dir, None).ok()?;
+            let loaded = crate::load::load(&repo).ok()?;
+            Some(loaded.fleet.host(host).is_some())
+        };
+        if !store.known_hosts()?.iter().any(|h| h == host) && in_manifests() != Some(true) {
+            bail!(
+                "unknown host `{host}`: the manifests do not name it and this store never changed it (check the name: --host takes a whole host name)"
+            );
+        }
+    }
     let events = store.audit(&AuditFilter {
         host: args.host.clone(),
         env: args.env.clone(),
