@@ -234,6 +234,7 @@ pub(super) fn build_plan(
         None => DigestKey::process().clone(),
     };
     key_sensitive_digests(&mut plan, targets, &key);
+    plan.override_schedule(req.overrides.windows.as_deref(), req.overrides.freeze.as_deref());
     plan
 }
 

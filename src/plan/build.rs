@@ -247,6 +247,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             halted,
             waiting,
             promotion_holds: holds,
+            overridden: None,
             waves,
             view: EnvironmentView {
                 window: window_text,

@@ -94,6 +94,10 @@ pub struct EnvironmentPlan {
     /// staging until …"); empty when none holds.
     #[serde(default)]
     pub promotion_holds: Vec<String>,
+    /// A closed window or a freeze that `apply --override-windows/--override-freeze REASON`
+    /// lifts for this run: the reason; null when nothing is overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overridden: Option<String>,
     /// Host names per wave, canaries first.
     pub waves: Vec<Vec<String>>,
     /// Presentation only: the window sentence and the configured wave targets.
@@ -261,6 +265,29 @@ impl Plan {
         }
     }
 
+    /// Lifts closed windows (`windows`) and freezes (`freeze`) for this run, with the reasons
+    /// given (audited by apply): the environment's header says `window closed — overridden:
+    /// REASON`, and its changes no longer wait for the schedule (halts and promotion still
+    /// hold them).
+    pub fn override_schedule(&mut self, windows: Option<&str>, freeze: Option<&str>) {
+        for env in &mut self.environments {
+            let closed = !env.window.open;
+            let lifted = match (closed, env.frozen) {
+                (false, false) => continue,
+                (true, false) => windows,
+                (false, true) => freeze,
+                (true, true) => windows.and(freeze),
+            };
+            let Some(reason) = lifted else { continue };
+            let reason = escape_controls(reason);
+            env.view.window = format!("{} — overridden: {reason}", env.view.window);
+            env.overridden = Some(reason);
+            if env.halted.is_none() {
+                env.waiting = env.promotion_holds.first().cloned();
+            }
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         self.summary.add + self.summary.change + self.summary.destroy > 0
     }
@@ -291,6 +318,55 @@ mod tests {
             hosts: Vec::new(),
             no_longer_managed: Vec::new(),
         }
+    }
+
+    fn env(name: &str, open: bool, frozen: bool) -> EnvironmentPlan {
+        EnvironmentPlan {
+            name: name.into(),
+            window: WindowState {
+                open,
+                closes_at: None,
+                next_open: None,
+            },
+            frozen,
+            halted: None,
+            waiting: (!open || frozen).then(|| "closed; opens Sat 02:00".to_owned()),
+            promotion_holds: Vec::new(),
+            overridden: None,
+            waves: vec![vec!["h1".into()]],
+            view: EnvironmentView {
+                window: "closed; opens Sat 02:00".into(),
+                ..EnvironmentView::default()
+            },
+        }
+    }
+
+    #[test]
+    fn overriding_windows_lifts_closed_windows_but_not_freezes() {
+        let mut p = plan_with(Summary::default());
+        p.environments = vec![
+            env("closed", false, false),
+            env("frozen", true, true),
+            env("open", true, false),
+        ];
+        p.environments[2].waiting = None;
+        p.override_schedule(Some("hotfix \u{1b}[2K"), None);
+        let closed = &p.environments[0];
+        assert_eq!(closed.overridden.as_deref(), Some("hotfix \\u{1b}[2K"));
+        assert_eq!(closed.waiting, None);
+        assert!(
+            closed.view.window.ends_with("— overridden: hotfix \\u{1b}[2K"),
+            "{}",
+            closed.view.window
+        );
+        assert_eq!(
+            p.environments[1].overridden, None,
+            "a freeze needs --override-freeze"
+        );
+        assert!(p.environments[1].waiting.is_some());
+        assert_eq!(p.environments[2].overridden, None, "nothing to lift");
+        p.override_schedule(None, Some("incident"));
+        assert_eq!(p.environments[1].overridden.as_deref(), Some("incident"));
     }
 
     #[test]
