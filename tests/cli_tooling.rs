@@ -383,3 +383,46 @@ fn every_manifest_schema_key_has_a_description_and_every_optional_key_a_default(
     assert!(count > 60, "only {count} keys found");
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn quiet_apply_shows_no_progress_and_plain_progress_counts_each_wave() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let demo = tempfile::tempdir().unwrap();
+    let copy = std::process::Command::new("cp")
+        .args([
+            "-r",
+            &format!("{root}/manifests"),
+            demo.path().join("fleet").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let fleet = demo.path().join("fleet");
+    let store = demo.path().join("store");
+    let apply = |extra: &[&str]| {
+        let mut c = common::flotilla();
+        c.arg("--state-dir").arg(&store).args(extra);
+        c.args(["apply", "--auto-approve", "--allow-dirty", "--env", "staging"])
+            .arg(&fleet);
+        common::run(&mut c)
+    };
+    let r = apply(&[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("[wave 1/2: 1/1 done]"), "{}", r.stderr);
+    assert!(r.stderr.contains("[wave 2/2: 1/1 done]"), "{}", r.stderr);
+    // Start over and apply quietly: the summary, and no progress lines.
+    std::fs::remove_dir_all(&store).unwrap();
+    for h in ["staging-web-01", "staging-worker-01"] {
+        let root = fleet.join(".demo-hosts").join(h);
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+    }
+    let r = apply(&["-q"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Apply complete: 2 applied"), "{}", r.stdout);
+    assert!(
+        !r.stderr.contains("applied 1 change"),
+        "progress under -q: {}",
+        r.stderr
+    );
+}

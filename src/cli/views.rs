@@ -18,13 +18,24 @@ pub fn apply_events(cli: &Cli) -> (mpsc::UnboundedSender<Event>, tokio::task::Jo
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let json = matches!(cli.global.log_format, LogFormat::Json);
     let terminal = std::io::stderr().is_terminal() && !json;
+    let quiet = cli.global.quiet;
     let task = tokio::spawn(async move {
+        let mut waves = WaveCounts::default();
+        if quiet {
+            // -q: no progress at all; the summary on stdout says how it went.
+            while rx.recv().await.is_some() {}
+            return;
+        }
         if !terminal {
             while let Some(e) = rx.recv().await {
+                let count = waves.note(&e);
                 if json {
                     eprintln!("{}", serde_json::to_string(&e).unwrap_or_default());
                 } else {
-                    eprintln!("{}", e.line());
+                    match count {
+                        Some(c) => eprintln!("{} [{c}]", e.line()),
+                        None => eprintln!("{}", e.line()),
+                    }
                 }
             }
             return;
@@ -49,7 +60,14 @@ pub fn apply_events(cli: &Cli) -> (mpsc::UnboundedSender<Event>, tokio::task::Jo
                     if let Some(b) = e.host().and_then(|h| bars.remove(h)) {
                         b.finish_and_clear();
                     }
-                    let _ = multi.println(e.line());
+                    match waves.note(&e) {
+                        Some(c) => {
+                            let _ = multi.println(format!("{} [{c}]", e.line()));
+                        }
+                        None => {
+                            let _ = multi.println(e.line());
+                        }
+                    }
                 }
             }
         }
@@ -58,6 +76,39 @@ pub fn apply_events(cli: &Cli) -> (mpsc::UnboundedSender<Event>, tokio::task::Jo
         }
     });
     (tx, task)
+}
+
+/// Per environment: which wave of how many runs, and how many of its hosts are done, for
+/// progress lines such as `wave 2/3: 12/40 done`.
+#[derive(Default)]
+struct WaveCounts {
+    /// env → (waves, current wave, hosts in it, done)
+    envs: BTreeMap<String, (usize, usize, usize, usize)>,
+}
+
+impl WaveCounts {
+    /// Takes `e` into account; for an event that ends a host, the count to show with it.
+    fn note(&mut self, e: &Event) -> Option<String> {
+        match e {
+            Event::EnvironmentStarted { env, waves, .. } => {
+                self.envs.insert(env.clone(), (*waves, 0, 0, 0));
+                None
+            }
+            Event::WaveStarted { env, wave, hosts } => {
+                let c = self.envs.entry(env.clone()).or_default();
+                *c = (c.0.max(*wave), *wave, hosts.len(), 0);
+                None
+            }
+            Event::HostApplied { env, .. }
+            | Event::HostFailed { env, .. }
+            | Event::HostSkipped { env, .. } => {
+                let c = self.envs.get_mut(env)?;
+                c.3 += 1;
+                Some(format!("wave {}/{}: {}/{} done", c.1, c.0, c.3, c.2))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The summary printed after an apply (DESIGN §6.5): applied, failed, rolled back, skipped,
@@ -208,6 +259,39 @@ mod tests {
             txn: None,
             outcome,
         }
+    }
+
+    #[test]
+    fn progress_counts_hosts_done_per_wave() {
+        let mut w = WaveCounts::default();
+        let env = || "prod".to_owned();
+        assert_eq!(
+            w.note(&Event::EnvironmentStarted {
+                env: env(),
+                waves: 3,
+                hosts: 41
+            }),
+            None
+        );
+        w.note(&Event::WaveStarted {
+            env: env(),
+            wave: 2,
+            hosts: vec!["a".into(), "b".into()],
+        });
+        let applied = Event::HostApplied {
+            host: "a".into(),
+            env: env(),
+            changes: 1,
+            warning: None,
+        };
+        assert_eq!(w.note(&applied).as_deref(), Some("wave 2/3: 1/2 done"));
+        let failed = Event::HostFailed {
+            host: "b".into(),
+            env: env(),
+            kind: FailureKind::Connection,
+            error: "x".into(),
+        };
+        assert_eq!(w.note(&failed).as_deref(), Some("wave 2/3: 2/2 done"));
     }
 
     #[test]
