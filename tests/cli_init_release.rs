@@ -512,3 +512,29 @@ fn decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn releasing_a_new_runtime_writes_its_header_above_the_version() {
+    let s = Sandbox::new();
+    s.init();
+    let file = s.tarball("example", "1.1.0");
+    let key = s.key();
+    let r = run(s
+        .flotilla()
+        .args(["release", "fresh", "0.1.0"])
+        .arg(&file)
+        .arg(s.fleet())
+        .args(["--sign", key.to_str().unwrap()]));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let text = s.read("runtimes/fresh.toml");
+    assert!(
+        text.starts_with("#:schema ../schema/runtime.schema.json\n# Versions of `fresh`"),
+        "{text}"
+    );
+    assert!(
+        text.find("# Versions of").unwrap() < text.find("[[version]]").unwrap(),
+        "{text}"
+    );
+    let r = s.cmd(&["validate"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}

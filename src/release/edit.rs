@@ -194,22 +194,21 @@ pub fn release(req: &ReleaseRequest<'_>) -> Result<Released, ReleaseError> {
                 file: manifest.clone(),
                 reason: e.message().to_owned(),
             })?,
-        None => {
-            let schema = if root.join("schema/runtime.schema.json").is_file() {
+        // A new file: its header comment is written above the document on save (a
+        // comment-only document would keep it as trailing text, below the new version).
+        None => DocumentMut::new(),
+    };
+    let header = match (&text, root.join("schema/runtime.schema.json").is_file()) {
+        (Some(_), _) => String::new(),
+        (None, schema) => format!(
+            "{}# Versions of `{}`; add one with `flotilla release`.\n",
+            if schema {
                 "#:schema ../schema/runtime.schema.json\n"
             } else {
                 ""
-            };
-            format!(
-                "{schema}# Versions of `{}`; add one with `flotilla release`.\n",
-                req.runtime
-            )
-            .parse()
-            .map_err(|e: toml_edit::TomlError| ReleaseError::BadManifest {
-                file: manifest.clone(),
-                reason: e.message().to_owned(),
-            })?
-        }
+            },
+            req.runtime
+        ),
     };
 
     // Where the artifact and the signature go.
@@ -303,7 +302,7 @@ pub fn release(req: &ReleaseRequest<'_>) -> Result<Released, ReleaseError> {
             None => return Err(ReleaseError::UnsupportedLayout { file: manifest }),
         },
     }
-    let new_text = doc.to_string();
+    let new_text = format!("{header}{doc}");
     let line = existing_version_line(&new_text, req.version)
         .ok()
         .flatten()
