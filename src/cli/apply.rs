@@ -79,10 +79,8 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
-    if source.rev.is_none() && repo.is_dirty() && !args.allow_dirty {
-        bail!(
-            "the fleet directory has uncommitted changes: commit them, or pass --allow-dirty to apply the working tree as it is"
-        );
+    if source.rev.is_none() && !args.allow_dirty {
+        repo.require_committed()?;
     }
     let pinned = match &args.trusted_keys {
         Some(p) => Some(
