@@ -144,6 +144,30 @@ pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> Str
     out
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, the way `{:#}` prints an
+/// `anyhow::Error`, except that a cause whose text the line already holds is left out: a
+/// message that words its cause (`cannot read x: No such file or directory`) is not followed
+/// by the same words again.
+pub fn error_line<I, S>(chain: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: std::fmt::Display,
+{
+    let mut line = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
 /// Edit distance, for "did you mean" hints on unknown keys and names.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
@@ -190,6 +214,16 @@ mod tests {
         assert_eq!(closest("max_paralel", keys), Some("max_parallel"));
         assert_eq!(closest("timezone", keys), None);
         assert_eq!(closest("baek", keys), Some("bake"));
+    }
+
+    #[test]
+    fn error_line_leaves_out_causes_already_said() {
+        let os = "No such file or directory (os error 2)";
+        assert_eq!(
+            error_line([format!("cannot read x: {os}"), os.to_owned()]),
+            format!("cannot read x: {os}")
+        );
+        assert_eq!(error_line(["outer", "inner"]), "outer: inner");
     }
 
     #[test]

@@ -9,30 +9,94 @@ use std::sync::Arc;
 use crate::diagnostic::Diagnostic;
 use crate::manifest::{ManifestFile, RepoEntry, RepoFiles};
 
+/// Problems opening or reading the fleet repository. Each says what went wrong in plain words
+/// and how to fix it; libgit2's own diagnostics (`class=…; code=…`) and the OS error codes
+/// are never shown, and no cause is printed twice: the causes are kept out of the error
+/// chain because the message already words them.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("{path}: cannot read the fleet directory: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the fleet directory {path}: {}", io_reason(cause))]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error(
         "{path}: no flotilla.toml here; point Flotilla at the fleet root (the directory holding flotilla.toml)"
     )]
     NotAFleet { path: PathBuf },
-    #[error("{path}: --rev needs a Git repository, but this directory is not inside one")]
+    #[error(
+        "{path} is not a Git repository (nor inside one), so there is no revision to read with --rev: \
+         run `git init` and commit the fleet, or leave out --rev to read the files as they are"
+    )]
     NoRepository { path: PathBuf },
-    #[error("{path}: cannot open the Git repository: {source}")]
-    Open { path: PathBuf, source: git2::Error },
-    #[error("unknown revision `{rev}`: {source} (try a branch, a tag or a commit id; `git log` lists them)")]
-    UnknownRevision { rev: String, source: git2::Error },
+    #[error(
+        "{path} is not a Git repository (nor inside one), so there is no commit to apply and \
+         record: run `git init && git add -A && git commit` there, or pass --allow-dirty to apply \
+         the files as they are (audited as dirty)"
+    )]
+    NotCommittable { path: PathBuf },
+    #[error(
+        "the Git repository at {path} has no commits yet: commit the fleet (`git add -A && git commit`), \
+         or pass --allow-dirty to apply the files as they are (audited as dirty)"
+    )]
+    NoCommits { path: PathBuf },
+    #[error(
+        "the fleet directory has uncommitted changes: commit them, or pass --allow-dirty to apply the working tree as it is"
+    )]
+    Uncommitted,
+    #[error("cannot open the Git repository that holds {path}: {}", git_reason(cause))]
+    Open { path: PathBuf, cause: git2::Error },
+    #[error("unknown revision `{rev}`: {}", revision_reason(cause))]
+    UnknownRevision { rev: String, cause: git2::Error },
+    #[error("`{rev}` names {kind}, not a commit: give a branch, a tag or a commit id")]
+    NotACommit { rev: String, kind: &'static str },
     #[error("revision {rev} has no directory `{dir}` (the fleet root); it may have been added later")]
     NoFleetAtRevision { rev: String, dir: String },
-    #[error("reading {what} at {rev}: {source}")]
+    #[error("cannot read {what} at revision {rev}: {}", git_reason(cause))]
     Git {
         what: String,
         rev: String,
-        source: git2::Error,
+        cause: git2::Error,
     },
     #[error("{path} is not UTF-8 text")]
     NotUtf8 { path: String },
+}
+
+/// libgit2's message alone, without its class and code, starting in lower case.
+fn git_reason(e: &git2::Error) -> String {
+    let m = e.message().trim().trim_end_matches('.');
+    let mut c = m.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => "an unknown Git error".to_owned(),
+    }
+}
+
+/// Why a revision did not resolve, in words, with where to look for one that does.
+fn revision_reason(e: &git2::Error) -> String {
+    const LIST: &str = "`git log --oneline`, `git branch -a` and `git tag` list the ones there are";
+    match e.code() {
+        git2::ErrorCode::NotFound => {
+            format!("no branch, tag or commit by that name ({LIST})")
+        }
+        git2::ErrorCode::Ambiguous => {
+            "several objects start with that; give more digits of the commit id".to_owned()
+        }
+        git2::ErrorCode::InvalidSpec => format!("not a revision Git understands ({LIST})"),
+        _ => format!("{} ({LIST})", git_reason(e)),
+    }
+}
+
+/// An I/O error's description without the `(os error N)` suffix the path already makes
+/// redundant.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => text,
+    }
 }
 
 /// What is being read: the files on disk, or a commit.
@@ -60,9 +124,9 @@ pub struct FleetRepo {
 impl FleetRepo {
     /// Opens the fleet at `dir`, at `rev` when given, else the working tree.
     pub fn open(dir: &Path, rev: Option<&str>) -> Result<FleetRepo, RepoError> {
-        let fleet_dir = dir.canonicalize().map_err(|source| RepoError::Io {
+        let fleet_dir = dir.canonicalize().map_err(|cause| RepoError::Io {
             path: dir.to_owned(),
-            source,
+            cause,
         })?;
         let repo = git2::Repository::discover(&fleet_dir).ok();
         let repo_dir = repo
@@ -107,24 +171,32 @@ impl FleetRepo {
                     None => {
                         return Err(match git2::Repository::discover(&fleet_dir) {
                             Err(e) if e.code() != git2::ErrorCode::NotFound => {
-                                RepoError::Open { path, source: e }
+                                RepoError::Open { path, cause: e }
                             }
                             _ => RepoError::NoRepository { path },
                         });
                     }
                 };
-                let commit = repo
+                let object = repo
                     .revparse_single(rev)
-                    .and_then(|o| o.peel_to_commit())
-                    .map_err(|source| RepoError::UnknownRevision {
+                    .map_err(|cause| RepoError::UnknownRevision {
                         rev: rev.to_owned(),
-                        source,
+                        cause,
                     })?;
+                let commit = object.peel_to_commit().map_err(|_| RepoError::NotACommit {
+                    rev: rev.to_owned(),
+                    kind: object.kind().map_or("an object", |k| match k {
+                        git2::ObjectType::Tree => "a tree",
+                        git2::ObjectType::Blob => "a blob (a file's content)",
+                        git2::ObjectType::Tag => "a tag of something else",
+                        _ => "an object",
+                    }),
+                })?;
                 let id = commit.id();
-                let tree = commit.tree().map_err(|source| RepoError::Git {
+                let tree = commit.tree().map_err(|cause| RepoError::Git {
                     what: "the tree".into(),
                     rev: id.to_string(),
-                    source,
+                    cause,
                 })?;
                 let has_fleet = tree.get_path(&Path::new(&prefix).join("flotilla.toml")).is_ok();
                 if !has_fleet {
@@ -135,6 +207,7 @@ impl FleetRepo {
                 }
                 drop(tree);
                 drop(commit);
+                drop(object);
                 Ok(FleetRepo {
                     source: Source::Commit {
                         repo,
@@ -166,6 +239,21 @@ impl FleetRepo {
 
     pub fn is_dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// Refuses a working tree that is not a commit, saying which of the three it is: outside
+    /// any Git repository, in one without commits, or with uncommitted changes. `apply`
+    /// calls it unless `--allow-dirty`.
+    pub fn require_committed(&self) -> Result<(), RepoError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let path = self.fleet_dir.clone();
+        Err(match (&self.repo_dir, &self.revision) {
+            (None, _) => RepoError::NotCommittable { path },
+            (Some(repo), None) => RepoError::NoCommits { path: repo.clone() },
+            (Some(_), Some(_)) => RepoError::Uncommitted,
+        })
     }
 
     pub fn repo_dir(&self) -> Option<&Path> {
@@ -247,7 +335,7 @@ impl FleetRepo {
                 let git = |what: &str| {
                     let what = what.to_owned();
                     let rev = rev.clone();
-                    move |source| RepoError::Git { what, rev, source }
+                    move |cause| RepoError::Git { what, rev, cause }
                 };
                 let tree = repo
                     .find_commit(*commit)
@@ -422,9 +510,9 @@ struct DiskWalk<'a> {
 impl DiskWalk<'_> {
     fn visit(&mut self, rel: &str, recurse: bool) -> Result<(), RepoError> {
         let path = self.base.join(rel);
-        let io = |source| RepoError::Io {
+        let io = |cause| RepoError::Io {
             path: path.clone(),
-            source,
+            cause,
         };
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,

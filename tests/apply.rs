@@ -274,11 +274,22 @@ fn saved_plans_apply_only_unchanged_hosts() {
     );
 
     // Targeting flags with --plan are refused; so is a plan of an uncommitted tree.
-    let r = run(flotilla()
-        .args(["apply", "--auto-approve", "--host", "h1", "--plan"])
-        .arg(&saved)
-        .arg(f.path()));
-    assert_eq!(r.code, 1);
+    for flags in [&["--host", "h1"][..], &["--env", "staging"], &["--rev", "HEAD"]] {
+        let r = run(flotilla()
+            .args(["apply", "--auto-approve"])
+            .args(flags)
+            .arg("--plan")
+            .arg(&saved)
+            .arg(f.path()));
+        assert_eq!(r.code, 1, "{flags:?}");
+        assert!(
+            r.stderr.starts_with("error: the argument '")
+                && r.stderr.contains(flags[0])
+                && r.stderr.contains("cannot be used with '--plan <FILE>'"),
+            "{flags:?}: {}",
+            r.stderr
+        );
+    }
     f.write("environments/prod.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
     let r = run(flotilla().args(["plan", "--out"]).arg(&saved).arg(f.path()));
     assert_eq!(r.code, 0);
@@ -289,7 +300,69 @@ fn saved_plans_apply_only_unchanged_hosts() {
         .arg(&saved)
         .arg(f.path()));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("uncommitted tree"), "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {} is a plan of an uncommitted tree, which cannot be applied later: commit, \
+             then `flotilla plan --out` again\n",
+            saved.display()
+        )
+    );
+    let _ = std::fs::remove_file(saved);
+}
+
+#[test]
+fn a_saved_plan_for_another_fleet_or_a_revision_not_here_is_refused_and_says_why() {
+    let (f, _keys, store) = with_host("");
+    let saved = store
+        .path()
+        .join("..")
+        .join(format!("plan-other-{}.json", std::process::id()));
+    let r = run(flotilla().args(["plan", "--out"]).arg(&saved).arg(f.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let apply_saved = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut plan = original.clone();
+        edit(&mut plan);
+        std::fs::write(&saved, plan.to_string()).unwrap();
+        run(flotilla()
+            .arg("--state-dir")
+            .arg(store.path())
+            .args(["apply", "--auto-approve", "--plan"])
+            .arg(&saved)
+            .arg(f.path()))
+    };
+    // Made for another fleet.
+    let r = apply_saved(&|p| p["fleet"] = "other".into());
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "error: the saved plan is for fleet \"other\", but the fleet directory holds fleet acme: \
+             plan again with `flotilla plan --out`"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(current(&f, "h1").is_none(), "nothing applied");
+    // Made at a revision this repository does not have.
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let r = apply_saved(&|p| p["revision"] = missing.into());
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {} was planned at revision {missing}, which this repository does not have \
+             (history rewritten, or planned in another clone): fetch it, or plan again with \
+             `flotilla plan --out`\n",
+            saved.display()
+        )
+    );
+    assert!(current(&f, "h1").is_none(), "nothing applied");
+    // The untouched plan still applies: the refusals were about the edits.
+    let r = apply_saved(&|_| {});
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
     let _ = std::fs::remove_file(saved);
 }
 
@@ -371,26 +444,90 @@ fn a_second_store_is_refused_unless_it_takes_over() {
     assert!(audit.contains("take-over") && audit.contains("migrating to the new CI runner"));
 }
 
+/// Creates `path` when dropped: a hook waiting for it ends even when the test fails.
+struct Release(std::path::PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+/// The results host-side transactions wrote under `host`'s state directory.
+fn txn_results(f: &TestFleet, host: &str) -> Vec<String> {
+    let txn = f.root(host).join("var/lib/flotilla/txn");
+    std::fs::read_dir(txn)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("result")).ok())
+        .collect()
+}
+
 #[test]
 fn killing_the_controller_mid_apply_loses_nothing() {
-    let (f, _keys, store) = with_host("[hooks]\nactivate = \"sleep 2\"\n");
+    // The activate hook holds the host-side transaction until the test releases it, so the
+    // controller dies at a known point: the link moved, the host has not finished.
+    let (f, _keys, store) = with_host(
+        "[hooks]\nactivate = \"touch \\\"$FLOTILLA_ROOT/hook-started\\\"; \
+         until [ -e \\\"$FLOTILLA_ROOT/release\\\" ]; do sleep 0.05; done\"\n",
+    );
+    let root = f.root("h1");
+    let release = Release(root.join("release"));
     let mut child = spawn_apply(&f, store.path(), std::process::Stdio::null);
-    wait_for_transaction(&f, "h1");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    common::wait_for("the activate hook", 30, || root.join("hook-started").exists());
+    let state = std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap();
+    assert!(state.contains("\"pending\""), "in flight: {state}");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    // The host-side transaction runs on by itself; a new apply waits its turn or converges.
-    let mut converged = false;
-    for _ in 0..40 {
-        let r = apply(&f, store.path(), &[]);
-        if r.code == 0 {
-            converged = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    assert!(converged, "a re-run converges");
+    let audit = std::fs::read_to_string(store.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"event\":\"apply-started\""),
+        "the killed run's start is on record: {audit}"
+    );
+
+    // The host-side transaction runs on by itself and commits.
+    drop(release);
+    common::wait_for("the host-side transaction's result", 30, || {
+        !txn_results(&f, "h1").is_empty()
+    });
+    assert_eq!(txn_results(&f, "h1"), ["ok\n"]);
     assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let head = git2::Repository::open(f.path())
+        .unwrap()
+        .head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["pending"], serde_json::Value::Null, "{state}");
+    assert_eq!(state["revision"], head.as_str(), "{state}");
+    assert_eq!(state["runtimes"]["greeter"]["active"], "2.0.0", "{state}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/app.conf")).unwrap(),
+        "name = h1\nworkers = 8\n"
+    );
+
+    // One re-run, not a retry loop: it takes over the dead run's store lock, says so, and
+    // finds the host converged.
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("which is no longer running; its apply was interrupted"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout
+            .ends_with("No changes. The fleet matches the manifests.\n"),
+        "{}",
+        r.stdout
+    );
     let r = run(flotilla().args(["plan", "--detailed-exitcode"]).arg(f.path()));
     assert_eq!(r.code, 0, "{}", r.stdout);
 }
@@ -405,7 +542,10 @@ fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
     let rt = std::fs::read_to_string(f.path().join("runtimes/greeter.toml")).unwrap();
     f.write(
         "runtimes/greeter.toml",
-        &format!("{rt}[hooks]\nactivate = \"sleep 30\"\n"),
+        &format!(
+            "{rt}[hooks]\nactivate = \"{}\"\n",
+            common::recording_pid("sleep 30")
+        ),
     );
     f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
     f.commit("2.0.0 with a hanging hook");
@@ -419,10 +559,9 @@ fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
             .filter_map(|e| std::fs::read_to_string(e.path().join("steps")).ok())
             .collect()
     };
-    let started = std::time::Instant::now();
-    while !steps(&f).contains("activate greeter 2.0.0") && started.elapsed().as_secs() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_for("the activate hook", 30, || {
+        steps(&f).contains("activate greeter 2.0.0") && f.root("h1").join("hook.pid").exists()
+    });
     assert_eq!(
         current(&f, "h1").as_deref(),
         Some("2.0.0"),
@@ -436,7 +575,11 @@ fn killing_the_host_script_leaves_pending_which_the_next_apply_restores() {
         .status()
         .unwrap();
     assert!(st.success(), "pkill found the transaction");
-    let _ = Command::new("pkill").args(["-9", "-f", "^sleep 30$"]).status();
+    // The hook's own `sleep`, by the PID it recorded: never another process's.
+    assert!(
+        common::kill_recorded(&root.join("hook.pid"), "sleep 30"),
+        "the hook's sleep was still running"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let state = std::fs::read_to_string(root.join("var/lib/flotilla/state.json")).unwrap();

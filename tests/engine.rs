@@ -154,7 +154,10 @@ fn a_saved_plan_of_a_host_that_changed_since_is_stale_even_when_it_needs_nothing
 fn a_controller_killed_mid_apply_has_already_audited_every_host_it_changed() {
     let (f, _keys, store) = fleet(
         &["h1", "h2"],
-        "[hooks]\nactivate = \"test \\\"$FLOTILLA_HOST\\\" = h1 || sleep 30\"\n",
+        &format!(
+            "[hooks]\nactivate = \"test \\\"$FLOTILLA_HOST\\\" = h1 || test $FLOTILLA_VERSION = 1.0.0 || {{ {}; }}\"\n",
+            common::recording_pid("sleep 30")
+        ),
         "waves = [1, \"100%\"]\n",
     );
     let mut child = common::spawn_apply(&f, store.path(), std::process::Stdio::null);
@@ -170,13 +173,17 @@ fn a_controller_killed_mid_apply_has_already_audited_every_host_it_changed() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
+    assert!(seen, "h1's event was on disk while the apply still ran");
     // Killed while h2's hook sleeps: the run never reaches its end.
+    let pid_file = f.root("h2").join("hook.pid");
+    wait_until("h2's hook", || pid_file.exists());
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = std::process::Command::new("pkill")
-        .args(["-9", "-f", "^sleep 30$"])
-        .status();
-    assert!(seen, "h1's event was on disk while the apply still ran");
+    // The hook's own `sleep`, by the PID it recorded: never another process's.
+    assert!(
+        common::kill_recorded(&pid_file, "sleep 30"),
+        "h2's hook was still sleeping"
+    );
 }
 
 #[test]
@@ -292,7 +299,10 @@ fn sigterm_ends_apply_wait_and_nothing_changes() {
 fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
     let (f, _keys, store) = fleet(
         &["h1"],
-        "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || sleep 20\"\n",
+        &format!(
+            "[hooks]\nactivate = \"test $FLOTILLA_VERSION = 1.0.0 || {{ {}; }}\"\n",
+            common::recording_pid("sleep 20")
+        ),
         "",
     );
     let child = common::spawn_apply(&f, store.path(), std::process::Stdio::piped);
@@ -304,6 +314,7 @@ fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path().join("steps")).ok())
             .any(|s| s.contains("activate greeter 2.0.0"))
+            && f.root("h1").join("hook.pid").exists()
     });
     let started = std::time::Instant::now();
     signal(&child, "-INT");
@@ -316,9 +327,11 @@ fn a_second_signal_stops_without_waiting_for_the_host_in_flight() {
         stdout.contains("1 failed"),
         "the in-flight host is reported: {stdout}"
     );
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "^sleep 20$"])
-        .status();
+    // The hook's own `sleep`, by the PID it recorded: never another process's.
+    assert!(
+        common::kill_recorded(&f.root("h1").join("hook.pid"), "sleep 20"),
+        "the hook in flight was left running, as a second signal does"
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! `/usr/sbin/sshd` per loopback address (tests/common/sshd.rs), with generated host and client
 //! keys and strict host key checking. Hosts share this machine through per-host roots.
 //!
-//! Without /usr/sbin/sshd these tests are skipped with a message, unless CI is set.
+//! Without /usr/sbin/sshd these tests are skipped with a `SKIPPED name: why` line that
+//! `cargo test` shows (written past libtest's capture), and fail where `CI` is set.
 
 mod common;
 
@@ -137,6 +138,51 @@ fn untouched(root: &Path) -> bool {
 
 fn both(r: &Run) -> String {
     format!("{}{}", r.stdout, r.stderr)
+}
+
+/// Runs one test of this binary again in a child process, with sshd pointed at a path that
+/// does not exist, with or without `CI`.
+fn run_without_sshd(test: &str, ci: bool) -> std::process::Output {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([test, "--exact", "--test-threads", "1"])
+        .env("FLOTILLA_TEST_SSHD", "/nonexistent/sshd")
+        .env_remove("CI");
+    if ci {
+        c.env("CI", "true");
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn a_missing_sshd_is_a_visible_skip_and_a_failure_under_ci() {
+    let test = "harness_self_check_with_the_plain_ssh_client";
+    // Outside CI: the test passes, and the skip is on the output `cargo test` prints (not
+    // swallowed by libtest's capture, which keeps a passing test's eprintln! to itself).
+    let out = run_without_sshd(test, false);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "SKIPPED {test}: /nonexistent/sshd is missing (apt-get install openssh-server) (with CI set this fails)"
+        )),
+        "{text}"
+    );
+    // Under CI: a failure that says why.
+    let out = run_without_sshd(test, true);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "CI must never skip: {text}");
+    assert!(
+        text.contains("/nonexistent/sshd is missing") && text.contains("CI must never skip a test"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -802,20 +848,12 @@ fn uid_of(user: &str) -> u32 {
 fn become_sudo_as_a_non_root_user_and_a_missing_sudo_right_is_a_clear_error() {
     let test = "become_sudo_as_a_non_root_user_and_a_missing_sudo_right_is_a_clear_error";
     if !Path::new("/usr/bin/sudo").is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sudo is missing and CI is set: install sudo"
-        );
-        eprintln!("SKIPPED {test}: sudo is not installed (apt-get install sudo); with CI set this fails");
+        common::skip(test, "sudo is not installed (apt-get install sudo)");
         return;
     }
     let uid = Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this test creates users"
-        );
-        eprintln!("SKIPPED {test}: creating test users needs root; with CI set this fails");
+        common::skip(test, "creating test users needs root");
         return;
     }
     let Some(lab) = lab(test, 1) else {

@@ -450,31 +450,35 @@ fn wrong_types() {
             "\n[health]\ncommand = \"true\"\nretries = \"3\"\n",
         );
     let report = m.errors();
+    // Plain words, never Rust types (`u16`, `u32`), each with how to write it instead.
     assert_diag(
         &report,
-        "invalid type: string \"22\", expected u16",
+        "wrong type for `port`: expected a port number (1-65535), found the string \"22\"",
         &m.at("flotilla.toml", "\"22\""),
-        &[],
+        &["help: remove the quotes: port = 22"],
     );
     assert_diag(
         &report,
-        "invalid type: integer `1`, expected a boolean",
+        "wrong type for `auto_apply`: expected true or false, found the number 1",
         &m.at("environments/prod.toml", "1\n"),
-        &[],
+        &["help: write auto_apply = true or auto_apply = false, without quotes"],
     );
     assert_diag(
         &report,
-        "invalid type: string \"yes\", expected a boolean",
+        "wrong type for `canary`: expected true or false, found the string \"yes\"",
         &m.at("hosts/staging.toml", "\"yes\""),
         &[],
     );
     assert_diag(
         &report,
-        "invalid type: string \"3\", expected u32",
+        "wrong type for `retries`: expected a whole number of retries, such as 3, found the string \"3\"",
         &m.at("runtimes/greeter.toml", "\"3\""),
-        &[],
+        &["help: remove the quotes: retries = 3"],
     );
     assert_count(&report, 4);
+    for rust in ["u16", "u32", "struct Raw", "a sequence", "a map", "invalid type"] {
+        assert!(!report.contains(rust), "`{rust}` reached the user:\n{report}");
+    }
 
     // A runtime pin is a version string or `false`.
     let m = Manifests::minimal().replace("environments/prod.toml", "\"1.0.0\"", "true");
@@ -486,6 +490,191 @@ fn wrong_types() {
         &[],
     );
     assert_count(&report, 1);
+}
+
+#[test]
+fn type_errors_name_the_key_and_what_it_takes() {
+    // One broken value per file: TOML deserialization stops at a file's first error.
+    let cases: [(&str, &str, &str, &str, &str); 9] = [
+        (
+            "flotilla.toml",
+            "\n[defaults]\nport = 70000\n",
+            "70000",
+            "`port` is out of range: expected a port number (1-65535), found the number 70000",
+            "",
+        ),
+        (
+            "flotilla.toml",
+            "\n[defaults]\nkeep_versions = -1\n",
+            "-1",
+            "`keep_versions` is out of range: expected a whole number of versions to keep, such as 2, found the number -1",
+            "",
+        ),
+        (
+            "flotilla.toml",
+            "\n[defaults]\nuser = 5\n",
+            "5\n",
+            "wrong type for `user`: expected a string in double quotes, found the number 5",
+            "help: put it in double quotes: user = \"5\"",
+        ),
+        (
+            "environments/prod.toml",
+            "\n[rollout]\nmax_parallel = \"4\"\n",
+            "\"4\"",
+            "wrong type for `max_parallel`: expected a whole number of hosts, such as 10, found the string \"4\"",
+            "help: remove the quotes: max_parallel = 4",
+        ),
+        (
+            "environments/prod.toml",
+            "\n[rollout]\nbake = 10\n",
+            "10",
+            "wrong type for `bake`: expected a duration in quotes, such as \"10s\", found the number 10",
+            "help: put it in double quotes: bake = \"10\"",
+        ),
+        (
+            "environments/prod.toml",
+            "\n[rollout]\nwaves = 5\n",
+            "5\n",
+            "wrong type for `waves`: expected an array of waves, such as [1, \"50%\"], found the number 5",
+            "",
+        ),
+        (
+            "environments/prod.toml",
+            "\n[rollout]\nmax_parallel = 1.5\n",
+            "1.5",
+            "wrong type for `max_parallel`: expected a whole number of hosts, such as 10, found the number 1.5",
+            "",
+        ),
+        (
+            "environments/prod.toml",
+            "\n[[file]]\npath = \"/etc/x\"\ncontent = \"\"\ntemplate = \"false\"\n",
+            "\"false\"",
+            "wrong type for `template`: expected true or false, found the string \"false\"",
+            "help: remove the quotes: template = false",
+        ),
+        (
+            "environments/prod.toml",
+            "\nbroken = 5\n",
+            "5\n",
+            "wrong type for `broken`: expected a version string, or false to remove the runtime, found the number 5",
+            "",
+        ),
+    ];
+    for (path, text, at, message, hint) in cases {
+        let m = Manifests::minimal().append(path, text);
+        let report = m.errors();
+        let hints: Vec<&str> = [hint].into_iter().filter(|h| !h.is_empty()).collect();
+        assert_diag(&report, message, &m.at(path, at), &hints);
+        assert_count(&report, 1);
+    }
+    let m = Manifests::minimal().replace(
+        "environments/prod.toml",
+        "description",
+        "rollout = 5\ndescription",
+    );
+    let report = m.errors();
+    assert_diag(
+        &report,
+        "wrong type for `rollout`: expected a table, found the number 5",
+        &m.at("environments/prod.toml", "5\n"),
+        &[],
+    );
+    assert_count(&report, 1);
+    // Port 0 is a u16, but no port: the message promised 1-65535.
+    let m = Manifests::minimal().append("flotilla.toml", "\n[defaults]\nport = 0\n");
+    let report = m.errors();
+    assert_diag(
+        &report,
+        "`port` must be a port number (1-65535), not 0",
+        &m.at("flotilla.toml", "0\n"),
+        &[],
+    );
+    assert_count(&report, 1);
+}
+
+#[test]
+fn single_brackets_for_an_array_of_tables_say_use_double() {
+    let cases: [(&str, &str, &str); 6] = [
+        ("hosts/prod.toml", "[[host]]", "host"),
+        ("runtimes/greeter.toml", "", "version"),
+        (
+            "environments/prod.toml",
+            "",
+            "\n[file]\npath = \"/etc/x\"\ncontent = \"\"\n",
+        ),
+        (
+            "environments/prod.toml",
+            "",
+            "\n[window]\nstart = \"02:00\"\nduration = \"1h\"\n",
+        ),
+        (
+            "environments/prod.toml",
+            "",
+            "\n[freeze]\nfrom = \"2026-12-20T00:00:00Z\"\nuntil = \"2027-01-04T00:00:00Z\"\n",
+        ),
+        (
+            "environments/prod.toml",
+            "",
+            "\n[group]\nmatch = { role = \"web\" }\n",
+        ),
+    ];
+    for (path, anchor, with) in cases {
+        let (m, key) = if with == "version" {
+            // Both versions under one `[version]` would be a duplicate key instead.
+            let text = format!(
+                "[version]\nversion = \"2.0.0\"\nartifact = \"https://example.invalid/g.tgz\"\nsha256 = \"{SHA2}\"\n"
+            );
+            (Manifests::minimal().set(path, &text), with.to_owned())
+        } else if anchor.is_empty() {
+            let key = with.trim_start().trim_start_matches('[');
+            let key = &key[..key.find(']').unwrap()];
+            (Manifests::minimal().append(path, with), key.to_owned())
+        } else {
+            (
+                Manifests::minimal().replace(path, anchor, &format!("[{with}]")),
+                with.to_owned(),
+            )
+        };
+        let report = m.errors();
+        assert_diag(
+            &report,
+            &format!("use [[{key}]] (an array of tables), not [{key}]"),
+            &m.at(path, &format!("[{key}]")),
+            &[
+                &format!("^^^ [{key}] is a single table"),
+                &format!("help: write the header with double brackets: [[{key}]]"),
+            ],
+        );
+        assert_count(&report, 1);
+    }
+}
+
+#[test]
+fn double_brackets_for_a_single_table_say_use_single() {
+    let cases: [(&str, &str); 5] = [
+        ("flotilla.toml", "fleet"),
+        ("flotilla.toml", "trust"),
+        ("environments/prod.toml", "runtimes"),
+        ("runtimes/greeter.toml", "health"),
+        ("runtimes/greeter.toml", "hooks"),
+    ];
+    for (path, key) in cases {
+        let m = match key {
+            "fleet" | "trust" | "runtimes" => {
+                Manifests::minimal().replace(path, &format!("[{key}]"), &format!("[[{key}]]"))
+            }
+            "health" => Manifests::minimal().append(path, "\n[[health]]\ncommand = \"true\"\n"),
+            _ => Manifests::minimal().append(path, "\n[[hooks]]\nactivate = \"true\"\n"),
+        };
+        let report = m.errors();
+        assert_diag(
+            &report,
+            &format!("use [{key}] (a single table), not [[{key}]]"),
+            &m.at(path, &format!("[[{key}]]")),
+            &[&format!("help: write the header with single brackets: [{key}]")],
+        );
+        assert_count(&report, 1);
+    }
 }
 
 #[test]

@@ -75,14 +75,25 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             .and_then(|s| s.plan.revision.clone())
             .or(args.source.rev.clone()),
     };
-    let (repo, loaded) = match open(&source, Some(&args.connection), color)? {
+    let opened = open(&source, Some(&args.connection), color).map_err(|e| {
+        // A saved plan names its revision; one this repository cannot find is a plan made
+        // elsewhere or before history was rewritten, not a typo on the command line.
+        match (&args.plan, e.downcast_ref::<crate::repo::RepoError>()) {
+            (Some(file), Some(crate::repo::RepoError::UnknownRevision { rev, .. })) => anyhow::anyhow!(
+                "{} was planned at revision {rev}, which this repository does not have (history \
+                 rewritten, or planned in another clone): fetch it, or plan again with \
+                 `flotilla plan --out`",
+                file.display()
+            ),
+            _ => e,
+        }
+    })?;
+    let (repo, loaded) = match opened {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
-    if source.rev.is_none() && repo.is_dirty() && !args.allow_dirty {
-        bail!(
-            "the fleet directory has uncommitted changes: commit them, or pass --allow-dirty to apply the working tree as it is"
-        );
+    if source.rev.is_none() && !args.allow_dirty {
+        repo.require_committed()?;
     }
     let pinned = match &args.trusted_keys {
         Some(p) => Some(

@@ -186,11 +186,7 @@ pub(super) fn select<'a>(
     t: &super::args::Targeting,
 ) -> anyhow::Result<Vec<&'a crate::resolve::DesiredHost>> {
     let selector = Selector::new(&loaded.fleet, &t.envs, &t.hosts, &t.labels, &t.exclude)?;
-    let targets: Vec<_> = loaded.desired.iter().filter(|h| selector.matches(h)).collect();
-    if targets.is_empty() && !selector.is_empty() {
-        anyhow::bail!(crate::target::TargetError::NothingMatches);
-    }
-    Ok(targets)
+    Ok(selector.select(&loaded.desired)?)
 }
 
 /// Observes and plans `targets` through the engine (read-only: no lock, no host changed).

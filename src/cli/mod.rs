@@ -83,7 +83,7 @@ pub fn main() -> ExitCode {
         Ok(outcome) => outcome.into(),
         Err(e) if output::is_closed_pipe(&e) => ExitCode::from(output::CLOSED_PIPE_EXIT),
         Err(e) => {
-            errln!("error: {e:#}");
+            errln!("error: {}", crate::diagnostic::error_line(e.chain()));
             ExitCode::from(1)
         }
     }

@@ -7,6 +7,69 @@ pub mod sshd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Skips a test this machine cannot run (no sshd, no sudo, not root), or fails it where the
+/// environment variable `CI` is set: CI must never skip. The line goes straight to the
+/// process's stderr, which libtest does not capture, so `cargo test` shows every skip even
+/// though the test itself is reported `ok`.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test} cannot run here: {why}; CI is set, and CI must never skip a test");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {test}: {why} (with CI set this fails)"
+    );
+}
+
+/// Hook text that records the hook's PID in `$FLOTILLA_ROOT/hook.pid`, then becomes `cmd`
+/// (`exec`, so the PID stays that of the command): a test kills exactly that process and
+/// never one it did not start.
+pub fn recording_pid(cmd: &str) -> String {
+    format!("echo $$ > \\\"$FLOTILLA_ROOT/hook.pid\\\"; exec {cmd}")
+}
+
+/// Sends SIGKILL to the process whose PID a hook wrote to `pid_file` (see [`recording_pid`]),
+/// if it still runs `cmd`: a PID reused since by another process is left alone. Whether it
+/// was found running `cmd` (and killed).
+#[must_use]
+pub fn kill_recorded(pid_file: &Path, cmd: &str) -> bool {
+    let pid = std::fs::read_to_string(pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    let pid = pid.trim();
+    assert!(
+        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
+        "{}: not a PID: {pid:?}",
+        pid_file.display()
+    );
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false; // already gone
+    };
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    argv.join(" ") == cmd
+        && Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Polls `ready` every 20 ms until it holds; fails the test naming `what` after `secs`.
+#[track_caller]
+pub fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub const DEMO_KEY: &str = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
 
 /// A fleet directory (also a Git repository) in a temp dir.
