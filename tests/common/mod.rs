@@ -140,7 +140,6 @@ pub fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// The real `flotilla` binary, with colour and the environment kept out of the way.
 thread_local! {
     /// Each test (libtest runs each on its own thread) gets its own default store location:
     /// every test fleet is named "acme", and a store shared between tests (or with the
@@ -149,6 +148,7 @@ thread_local! {
     static STATE_HOME: tempfile::TempDir = tempfile::tempdir().expect("temp state home");
 }
 
+/// The real `flotilla` binary, with colour and the environment kept out of the way.
 pub fn flotilla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     c.env("NO_COLOR", "1")
