@@ -463,6 +463,13 @@ pub async fn run(
     let host = desired.name.to_string();
     let mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(tokio::io::empty());
     for u in &txn.uploads {
+        // The digest names the file on the host (staging/<sha256>.tar.gz): never anything else.
+        if u.sha256.len() != 64 || !u.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(TxnError::Host {
+                host: host.clone(),
+                what: format!("artifact digest {:?} is not a sha256", u.sha256),
+            });
+        }
         let file = tokio::fs::File::open(&u.local_path)
             .await
             .map_err(|e| TxnError::Host {
