@@ -522,6 +522,63 @@ async fn housekeeping_keeps_five_journals_and_leaves_no_interrupted_upload_or_un
 }
 
 #[tokio::test]
+async fn an_upload_that_is_not_the_artifact_is_refused_and_a_cut_off_unpack_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = world("", "");
+    let root = w.fleet.root("h1");
+    let rt = root.join("opt/flotilla/runtimes");
+    // The cached file no longer holds what was verified, and is shorter than it: the stream
+    // is padded to the announced length and the host's digest check refuses it.
+    let key = ("greeter".to_owned(), "1.0.0".to_owned());
+    let good = w.artifacts[&key].local_path.clone();
+    let bad = w._dir.path().join("bad.tar.gz");
+    std::fs::write(&bad, b"not the artifact").unwrap();
+    w.artifacts.get_mut(&key).unwrap().local_path = bad;
+    let r = apply_once(&w).await;
+    assert!(
+        matches!(&r.outcome, Outcome::RolledBack(why) if why.contains("uploaded artifact has sha256")),
+        "{r:?}"
+    );
+    assert!(!rt.join("greeter").exists(), "nothing installed");
+    assert!(!root.join("var/lib/flotilla/state.json").exists());
+    assert!(!root.join("etc/app.conf").exists());
+
+    // An unpack cut off before `pending` (a crash) may leave a runtime directory holding only
+    // its .incoming-*: the next transaction removes both.
+    std::fs::create_dir_all(rt.join("other/.incoming-1-0000000000000001/bin")).unwrap();
+    w.artifacts.get_mut(&key).unwrap().local_path = good;
+    let (r, id) = apply_txn(&w).await;
+    assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
+    assert!(
+        !rt.join("other").exists(),
+        "the leftover and its empty runtime directory are gone"
+    );
+    assert_eq!(
+        std::fs::read_link(rt.join("greeter/current")).unwrap(),
+        Path::new("1.0.0")
+    );
+    // The transaction directory arrived in the same tar as the upload: root's only.
+    let tx = root.join("var/lib/flotilla/txn").join(&id);
+    assert_eq!(
+        std::fs::metadata(&tx).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let staged: Vec<String> = std::fs::read_dir(root.join("var/lib/flotilla/staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let sha = &w.artifacts[&key].sha256;
+    assert!(staged.contains(&format!("{sha}.tar.gz")), "{staged:?}");
+    assert_eq!(
+        flotilla::resolve::sha256_hex(
+            &std::fs::read(root.join(format!("var/lib/flotilla/staging/{sha}.tar.gz"))).unwrap()
+        ),
+        *sha
+    );
+}
+
+#[tokio::test]
 async fn journals_of_sensitive_files_are_root_only_and_rollback_restores_the_mode() {
     let w = world("", "");
     let root = w.fleet.root("h1");

@@ -36,6 +36,10 @@ pub struct Observation {
     pub state_error: Option<String>,
     /// sha256 of `state.json` as read, so a transaction can check it is unchanged.
     pub state_sha256: Option<String>,
+    /// The bytes of `state.json` as read (their digest is `state_sha256`): a transaction
+    /// sends them back as its undo copy instead of having the host copy the file.
+    #[serde(skip)]
+    pub state_raw: Option<std::sync::Arc<[u8]>>,
     pub runtimes: BTreeMap<String, ObservedRuntime>,
     pub files: BTreeMap<HostPath, ObservedFile>,
     /// Why the content of managed files was not asked for (so no diff can be shown), when
@@ -259,6 +263,7 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
             "missing" => obs.missing_tools.push(text()),
             "state" => {
                 obs.state_sha256 = Some(crate::resolve::sha256_hex(payload));
+                obs.state_raw = Some(std::sync::Arc::from(payload));
                 match HostState::parse(payload) {
                     Ok(s) => obs.state = Some(s),
                     Err(e) => obs.state_error = Some(e),

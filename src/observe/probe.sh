@@ -10,7 +10,7 @@ rec() { printf '%s %s\n' "$1" "${#2}"; printf '%s\n' "$2"; }
 echo "flotilla-probe 1"
 if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
   rec clock "$(date +%s)"
-  for t in tar sha256sum flock mv stat timeout setsid cmp dd; do
+  for t in tar sha256sum flock mv stat timeout setsid cmp find; do
     command -v "$t" >/dev/null 2>&1 || rec missing "$t"
   done
   # One fork, not the three of `mv --help | grep` (forks are most of a probe's host CPU).

@@ -23,7 +23,9 @@ mod report;
 use report::parse_report;
 pub use report::{Report, describe_failure};
 
-const TXN_SH: &str = include_str!("txn.sh");
+/// The host transaction, one constant script in two files (txn_lib.sh: settings and functions;
+/// txn_main.sh: the flow).
+const TXN_SH: &str = concat!(include_str!("txn_lib.sh"), include_str!("txn_main.sh"));
 const LAUNCH_SH: &str = include_str!("launch.sh");
 
 /// An artifact the host needs, verified on the controller.
@@ -51,6 +53,8 @@ pub struct Transaction {
     pub ops: String,
     /// Bundle files: relative path → content.
     pub bundle: BTreeMap<String, Arc<[u8]>>,
+    /// Bundle files whose mode is not 0600: a file's copy carries the mode the host gives it.
+    pub modes: BTreeMap<String, u32>,
     pub uploads: Vec<Upload>,
 }
 
@@ -109,6 +113,7 @@ pub fn build(
     let id = format!("{}-{:016x}", cx.epoch, rand::random::<u64>());
     let mut ops = String::new();
     let mut bundle: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
+    let mut modes = BTreeMap::new();
     let mut uploads = Vec::new();
     let mut line = |fields: &[&str]| {
         ops.push_str(&fields.join("\t"));
@@ -202,6 +207,7 @@ pub fn build(
             "-".into()
         };
         bundle.insert(format!("files/{n}"), f.content.clone());
+        modes.insert(format!("files/{n}"), f.mode & 0o7777);
         let mode = format!("{:04o}", f.mode);
         // Without `owner`, a file belongs to the connecting user (DESIGN §2.2); through sudo it
         // would otherwise be root's.
@@ -347,20 +353,34 @@ pub fn build(
     new_state.epoch = cx.epoch;
     new_state.pending = None;
     let json = |s: &HostState| Arc::from(serde_json::to_vec_pretty(s).unwrap_or_default());
-    bundle.insert("state.pending.json".into(), json(&pending));
-    bundle.insert("state.final.json".into(), json(&new_state));
+    // Each state twice: state.X.json stays for the fences, state.X.put is renamed into place
+    // (no copy on the host).
+    let (pending, fin): (Arc<[u8]>, Arc<[u8]>) = (json(&pending), json(&new_state));
+    bundle.insert("state.pending.json".into(), pending.clone());
+    bundle.insert("state.pending.put".into(), pending);
+    bundle.insert("state.final.json".into(), fin.clone());
+    bundle.insert("state.final.put".into(), fin);
+    // The state.json this plan was made against, byte for byte (pre-state checks its digest
+    // on the host): the rollback's copy of it.
+    if let (Some(raw), Some(_)) = (&observed.state_raw, &observed.state_sha256) {
+        bundle.insert("state.before".into(), raw.clone());
+    }
     bundle.insert("txn.sh".into(), Arc::from(TXN_SH.as_bytes()));
     bundle.insert("ops".into(), Arc::from(ops.as_bytes()));
     Transaction {
         id,
         ops,
         bundle,
+        modes,
         uploads,
     }
 }
 
+/// The transaction directory as a tar to unpack in state_dir: `txn/<id>/` (0700, root's only:
+/// undo copies and file contents may be sensitive) and everything in it.
 fn tar_bundle(t: &Transaction) -> std::io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
+    let top = format!("txn/{}", t.id);
     let mut dirs = BTreeSet::new();
     for path in t.bundle.keys() {
         if let Some((dir, _)) = path.rsplit_once('/') {
@@ -370,20 +390,42 @@ fn tar_bundle(t: &Transaction) -> std::io::Result<Vec<u8>> {
     // undo/ receives copies of the files a transaction replaces: root's only, and present
     // from the start (one `mkdir` fewer on the host).
     dirs.insert("undo".to_owned());
-    for d in &dirs {
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: String, mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(if d == "undo" { 0o700 } else { 0o755 });
+        h.set_mode(mode);
         h.set_size(0);
-        b.append_data(&mut h, format!("{d}/"), std::io::empty())?;
+        b.append_data(&mut h, path, std::io::empty())
+    };
+    dir(&mut b, format!("{top}/"), 0o700)?;
+    for d in &dirs {
+        dir(
+            &mut b,
+            format!("{top}/{d}/"),
+            if d == "undo" { 0o700 } else { 0o755 },
+        )?;
     }
     for (path, data) in &t.bundle {
         let mut h = tar::Header::new_gnu();
-        h.set_mode(0o600);
+        h.set_mode(t.modes.get(path).copied().unwrap_or(0o600));
         h.set_size(data.len() as u64);
-        b.append_data(&mut h, path, &data[..])?;
+        b.append_data(&mut h, format!("{top}/{path}"), &data[..])?;
     }
     b.into_inner()
+}
+
+/// The tar header of an artifact `len` bytes long, uploaded as `staging/<sha256>.tar.gz`
+/// (txn.sh checks the digest before any use); its data and padding follow separately,
+/// streamed from the artifact cache.
+fn tar_upload_header(sha256: &str, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(len);
+    // An empty reader: only the header is written, no padding.
+    b.append_data(&mut h, format!("staging/{sha256}.tar.gz"), std::io::empty())?;
+    // Not `into_inner`, which would end the archive.
+    Ok(b.get_ref().clone())
 }
 
 fn env(desired: &DesiredHost, txn: &str, mode: &str) -> Vec<(String, String)> {
@@ -423,6 +465,13 @@ pub async fn run(
     let mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(tokio::io::empty());
     let mut upload_bytes = 0u64;
     for u in &txn.uploads {
+        // The digest names the file on the host (staging/<sha256>.tar.gz): never anything else.
+        if u.sha256.len() != 64 || !u.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(TxnError::Host {
+                host: host.clone(),
+                what: format!("artifact digest {:?} is not a sha256", u.sha256),
+            });
+        }
         let file = tokio::fs::File::open(&u.local_path)
             .await
             .map_err(|e| TxnError::Host {
@@ -438,17 +487,29 @@ pub async fn run(
             })?
             .len();
         upload_bytes = upload_bytes.saturating_add(len);
-        let header = format!("artifact {} {len}\n", u.sha256).into_bytes();
-        // Never more than announced: the host reads exactly `len` bytes, then the next record.
-        input = Box::new(input.chain(std::io::Cursor::new(header)).chain(file.take(len)));
+        let bundle_err = |source| TxnError::Bundle {
+            host: host.clone(),
+            source,
+        };
+        let header = tar_upload_header(&u.sha256, len).map_err(bundle_err)?;
+        // Exactly `len` bytes whatever happens to the file meanwhile (a shorter one is padded
+        // with zeros and fails the digest check on the host), then the padding to 512 bytes.
+        let data = file.take(len).chain(tokio::io::repeat(0)).take(len);
+        let pad = vec![0u8; ((512 - len % 512) % 512) as usize];
+        input = Box::new(
+            input
+                .chain(std::io::Cursor::new(header))
+                .chain(data)
+                .chain(std::io::Cursor::new(pad)),
+        );
     }
+    // The uploads and the transaction directory are one tar stream, unpacked by one `tar` on
+    // the host.
     let bundle = tar_bundle(txn).map_err(|source| TxnError::Bundle {
         host: host.clone(),
         source,
     })?;
-    let mut input = input
-        .chain(std::io::Cursor::new(b"bundle\n".to_vec()))
-        .chain(std::io::Cursor::new(bundle));
+    let mut input = input.chain(std::io::Cursor::new(bundle));
     match txn.uploads.as_slice() {
         [] => progress("running the transaction"),
         [u] => progress(&format!(
