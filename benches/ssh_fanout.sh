@@ -133,6 +133,20 @@ raw_rollout() {
       (cd \$d/current && ./bin/check) >/dev/null; echo {\\\"big\\\":\\\"1.0.0\\\"} > $r/state.json" \
       < "$lab/fleet/artifacts/big-1.0.0.tar.gz"'
 }
+# The same raw rollout, but as durable as a Flotilla transaction: the unpacked files reach the
+# disk (fsync) before the state file names them. Flotilla must do this (a power loss must not
+# leave a committed, truncated version); on this benchmark's one shared disk it is 1 GB of
+# flushes that the plain raw script never waits for.
+raw_rollout_durable() {
+  hosts | xargs -P "$N" -L 1 sh -c '
+    a=$0; p=$1; i=$2; r=$lab/raw/h$i
+    $SSH -p "$p" "root@$a" "set -e; d=$r/opt/rt/big; mkdir -p \$d/.in; cat > \$d/a.tgz; \
+      echo \"$sha  \$d/a.tgz\" | sha256sum -c --quiet; tar --no-same-owner -xzf \$d/a.tgz -C \$d/.in; \
+      find \$d/.in -exec sync -- {} +; \
+      mv -T \$d/.in \$d/1.0.0; ln -sfn 1.0.0 \$d/.cur; mv -T \$d/.cur \$d/current; \
+      (cd \$d/current && ./bin/check) >/dev/null; echo {\\\"big\\\":\\\"1.0.0\\\"} > $r/state.json; sync -- $r/state.json" \
+      < "$lab/fleet/artifacts/big-1.0.0.tar.gz"'
+}
 # The raw probe reads the same converged host roots the plan reads (FLOTILLA_ROOT is set per
 # host), so both sides do the same work on the host.
 sed -n "/^export LC_ALL=C/,\$p" "$here/src/observe/probe.sh" > "$lab/probe.sh"
@@ -144,6 +158,9 @@ echo "== $N hosts, 20 MB runtime, $(ssh -V 2>&1), KexAlgorithms=curve25519-sha25
 for run in $(seq 1 "$RUNS"); do
   reset_hosts
   run_timed "(b) raw: ssh + stdin, xargs -P $N" raw_rollout
+  reset_hosts
+  run_timed "(b) raw, durable (fsync)" raw_rollout_durable
+  reset_hosts
   run_timed "(b) flotilla apply" "$FL" --state-dir "$lab/store" --parallel "$N" apply --auto-approve "$lab/fleet"
   grep -q "Apply complete: $N applied" "$lab/out.log" || { echo "apply did not converge:" >&2; tail -5 "$lab/out.log" >&2; }
 done
@@ -154,3 +171,4 @@ for run in $(seq 1 "$RUNS"); do
 done
 summary "(a) no-op plan vs raw probe" "(a) raw: probe over ssh, xargs -P $N" "(a) flotilla plan (no-op)"
 summary "(b) rollout vs raw rollout " "(b) raw: ssh + stdin, xargs -P $N" "(b) flotilla apply"
+summary "(b) rollout vs durable raw" "(b) raw, durable (fsync)" "(b) flotilla apply"
