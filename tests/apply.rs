@@ -718,3 +718,30 @@ fn history_of_an_unknown_host_is_an_error_not_an_empty_list() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("unknown host `h9`"), "{}", r.stderr);
 }
+
+#[test]
+fn switching_back_to_a_version_already_on_the_host_records_its_artifact_sha256() {
+    let (f, _keys, store) = with_host("");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    // 2.0.0 is still unpacked on the host: switching back uploads nothing.
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    f.commit("2.0.0 again");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(current(&f, "h1").as_deref(), Some("2.0.0"));
+    let manifest = std::fs::read_to_string(f.path().join("runtimes/greeter.toml")).unwrap();
+    let sha = manifest
+        .split("[[version]]")
+        .find(|v| v.contains("\"2.0.0\""))
+        .and_then(|v| v.split("sha256 = \"").nth(1))
+        .map(|s| s[..64].to_owned())
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(f.root("h1").join("var/lib/flotilla/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["runtimes"]["greeter"]["sha256"], sha, "{state}");
+}

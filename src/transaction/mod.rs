@@ -166,10 +166,16 @@ pub fn build(
             .get(&c.name)
             .is_some_and(|r| r.versions.contains(version));
         let key = (c.name.clone(), version.to_owned());
+        // The verified upload's digest; for a version already on the host (nothing uploaded)
+        // the manifest's, which is what was checked when it was installed.
         let sha = cx
             .artifacts
             .get(&key)
             .map(|u| u.sha256.clone())
+            .or_else(|| {
+                let v = cx.fleet.runtimes.get(c.name.as_str())?.versions.get(version)?;
+                Some(v.sha256.to_ascii_lowercase())
+            })
             .unwrap_or_default();
         if !installed {
             if let Some(u) = cx.artifacts.get(&key) {
