@@ -1088,3 +1088,29 @@ fn bad_file_urls_and_missing_files_are_clear_errors() {
     ));
     assert!(matches!(e, ArtifactError::InvalidSha256 { .. }), "{e}");
 }
+
+#[test]
+fn a_cached_verification_does_not_vouch_for_another_key_with_the_same_id() {
+    let fx = Fx::new();
+    let rel = fx.add("python-3.11.9.tar.gz", &good_tarball());
+    fx.prepare(&rel, &fx.trusted(), DEFAULT_MAX_UNPACKED)
+        .expect("verified once, and remembered");
+    // A different key carrying the fleet key's id (ids are chosen by whoever makes a key).
+    let other = fx.other_key("other");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import base64,sys; a=base64.b64decode(sys.argv[1]); b=base64.b64decode(sys.argv[2]); print(base64.b64encode(b[:2]+a[2:10]+b[10:]).decode())",
+            &fx.key.b64,
+            &other.b64,
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    let forged = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let trust = TrustPolicy::new(&[forged], true, None).expect("a well-formed key");
+    match fx.prepare(&rel, &trust, DEFAULT_MAX_UNPACKED) {
+        Err(ArtifactError::BadSignature { .. }) => {}
+        other => panic!("expected a bad signature, got {other:?}"),
+    }
+}

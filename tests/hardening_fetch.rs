@@ -189,12 +189,16 @@ impl Fx {
         let repo = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(repo.path().join("artifacts")).unwrap();
         let good = repo.path().join("artifacts/good.tgz");
+        // Archived from a directory of its own: tarring the directory the archive is being
+        // written into made tar exit 1 ("file changed as we read it") now and then.
+        std::fs::create_dir_all(repo.path().join("content/bin")).unwrap();
+        std::fs::write(repo.path().join("content/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
         let st = Command::new("tar")
             .arg("-czf")
             .arg(&good)
             .arg("-C")
-            .arg(repo.path())
-            .arg("artifacts/.")
+            .arg(repo.path().join("content"))
+            .arg("bin")
             .status()
             .unwrap();
         assert!(st.success());

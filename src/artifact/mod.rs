@@ -202,9 +202,13 @@ impl ArtifactCache {
         // Checked before under the same signature, trust and limit, and (for a repository
         // artifact) the repository file is the one that hashed to `expected` then: nothing to
         // read again. Anything else goes the whole way below.
+        // Which signature, made by which trusted key (ids alone can collide).
+        let signed = signature
+            .as_ref()
+            .map(|(f, _)| format!("{}:{}", f.digest, trust.key_digest(f.key_id).unwrap_or("?")));
         let marker = verified::key(
             &expected,
-            signature.as_ref().map(|(f, _)| f.digest.as_str()),
+            signed.as_deref(),
             trust.require_signatures(),
             max_unpacked,
         );

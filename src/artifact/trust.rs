@@ -26,6 +26,9 @@ impl fmt::Display for KeyId {
 struct TrustedKey {
     id: KeyId,
     key: PublicKey,
+    /// sha256 of the key's bytes: which key a cached verification was made with (key ids are
+    /// chosen by whoever makes the key, so two keys may share one).
+    digest: String,
 }
 
 /// The keys artifacts may be signed with, and whether a signature is required at all.
@@ -120,6 +123,11 @@ impl TrustPolicy {
     pub(crate) fn key(&self, id: KeyId) -> Option<&PublicKey> {
         self.keys.iter().find(|k| k.id == id).map(|k| &k.key)
     }
+
+    /// The digest of the trusted key with this id, for remembering what verified an artifact.
+    pub(crate) fn key_digest(&self, id: KeyId) -> Option<&str> {
+        self.keys.iter().find(|k| k.id == id).map(|k| k.digest.as_str())
+    }
 }
 
 /// Parses one base64 public key, keeping its id (which `minisign_verify` does not expose).
@@ -132,7 +140,11 @@ fn parse_key(b64: &str) -> Result<TrustedKey, String> {
         .get(2..10)
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
         .ok_or_else(|| format!("`{short}` is too short for a minisign public key"))?;
-    Ok(TrustedKey { id: KeyId(id), key })
+    Ok(TrustedKey {
+        id: KeyId(id),
+        key,
+        digest: crate::resolve::sha256_hex(&bytes),
+    })
 }
 
 /// A decoded `.minisig` file.
