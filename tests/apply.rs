@@ -745,3 +745,24 @@ fn switching_back_to_a_version_already_on_the_host_records_its_artifact_sha256()
     .unwrap();
     assert_eq!(state["runtimes"]["greeter"]["sha256"], sha, "{state}");
 }
+
+#[test]
+fn health_checks_get_the_previous_version_and_remove_hooks_the_version_removed() {
+    let (f, _keys, store) = with_host(
+        "[health]\ncommand = \"echo \\\"$FLOTILLA_VERSION ${FLOTILLA_PREVIOUS_VERSION:-none}\\\" >> \\\"$FLOTILLA_ROOT/health.log\\\"\"\n\n[hooks]\nremove = \"echo \\\"$FLOTILLA_VERSION $FLOTILLA_VERSION_DIR\\\" > \\\"$FLOTILLA_ROOT/removed\\\"\"\n",
+    );
+    assert_eq!(apply(&f, store.path(), &[]).code, 0);
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"1.0.0\"\n");
+    f.commit("1.0.0");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let health = std::fs::read_to_string(f.root("h1").join("health.log")).unwrap();
+    assert_eq!(health, "2.0.0 none\n1.0.0 2.0.0\n");
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = false\n");
+    f.commit("no greeter");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let removed = std::fs::read_to_string(f.root("h1").join("removed")).unwrap();
+    assert!(removed.starts_with("1.0.0 /"), "{removed}");
+    assert!(removed.trim_end().ends_with("/greeter/1.0.0"), "{removed}");
+}

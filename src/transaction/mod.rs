@@ -300,6 +300,8 @@ pub fn build(
             &secs(h.timeout),
             &h.retries.to_string(),
             &secs(h.interval),
+            // FLOTILLA_PREVIOUS_VERSION (DESIGN §2.4); host text, already stripped of controls.
+            field(c.before.as_deref().unwrap_or_default()),
         ]);
     }
     if let Some(cmd) = cx
@@ -325,7 +327,12 @@ pub fn build(
                 {
                     bundle.insert(format!("cmds/remove-{}", c.name), Arc::from(hook.as_bytes()));
                 }
-                line(&["remove-runtime", &c.name]);
+                // The version being removed, for the remove hook's FLOTILLA_VERSION.
+                line(&[
+                    "remove-runtime",
+                    &c.name,
+                    field(c.before.as_deref().unwrap_or_default()),
+                ]);
                 new_state.runtimes.remove(&c.name);
             }
             Kind::File => {

@@ -25,7 +25,8 @@ if [ "$MODE" = health ]; then
       health)
         step "re-check health $a $b"
         ( cd "$RT/$a/$b" && FLOTILLA_RUNTIME=$a FLOTILLA_VERSION=$b FLOTILLA_VERSION_DIR="$RT/$a/$b" \
-            FLOTILLA_ROOT=$R exec timeout "$c" sh "$TX/cmds/health-$a" 9>&- ) >> "$TX/log" 2>&1 < /dev/null ||
+            FLOTILLA_PREVIOUS_VERSION=${f#-} FLOTILLA_ROOT=$R exec timeout "$c" sh "$TX/cmds/health-$a" 9>&- ) \
+            >> "$TX/log" 2>&1 < /dev/null ||
           { result "unhealthy health check of $a $b failed after the bake (see $TX/log)"; exit 0; } ;;
       health-env)
         step "re-check health_command"
@@ -291,11 +292,12 @@ while IFS="$TAB" read -r op a b c d e f g; do
       [ -f "$TX/cmds/activate-$a" ] || continue
       step "activate $a $b"
       run_cmd "$TX/cmds/activate-$a" "$RT/$a/$b" "$a" "$b" "$c" || fail "activate hook of $a $b failed (see $TX/log)" ;;
-    health) # runtime version timeout retries interval
+    health) # runtime version timeout retries interval previous|-
       step "health $a $b"
       n=0
       until ( cd "$RT/$a/$b" && FLOTILLA_RUNTIME=$a FLOTILLA_VERSION=$b FLOTILLA_VERSION_DIR="$RT/$a/$b" \
-          FLOTILLA_ROOT=$R exec timeout "$c" sh "$TX/cmds/health-$a" 9>&- ) >> "$TX/log" 2>&1 < /dev/null; do
+          FLOTILLA_PREVIOUS_VERSION=${f#-} FLOTILLA_ROOT=$R exec timeout "$c" sh "$TX/cmds/health-$a" 9>&- ) \
+          >> "$TX/log" 2>&1 < /dev/null; do
         n=$((n + 1)); [ "$n" -gt "$d" ] && fail "health check of $a $b failed after $n attempt(s) (see $TX/log)"
         sleep "$e"
       done ;;
@@ -324,9 +326,9 @@ while IFS="$TAB" read -r op a b c d e f; do
   [ "$op" = commit ] && { committed=1; continue; }
   [ $committed = 1 ] || continue
   case $op in
-    remove-runtime) # runtime
+    remove-runtime) # runtime version|-
       step "remove $a"
-      if [ -f "$TX/cmds/remove-$a" ]; then run_cmd "$TX/cmds/remove-$a" "$RT/$a" "$a" || errors="$errors; remove hook of $a failed"; fi
+      if [ -f "$TX/cmds/remove-$a" ]; then run_cmd "$TX/cmds/remove-$a" "$RT/$a" "$a" "${b#-}" || errors="$errors; remove hook of $a failed"; fi
       rm -rf "$RT/$a" || errors="$errors; cannot remove $RT/$a" ;;
     remove-file) # path backup_id|-
       # A file Flotilla took over gets its original back (a link as the link it was), not
