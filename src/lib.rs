@@ -12,6 +12,7 @@ pub mod clock;
 pub mod diagnostic;
 pub mod duration;
 pub mod hoststate;
+pub mod init;
 pub mod load;
 pub mod manifest;
 pub mod names;

@@ -39,6 +39,7 @@ pub use error::{ArtifactError, Origin, TarProblem};
 pub use inspect::{
     COMPONENT_LIMIT, NAME_LIMIT, PATH_LIMIT, TarEntry, TarEntryKind, TarballRefused, inspect_tarball,
 };
+pub(crate) use trust::base64_decode;
 pub use trust::{KeyId, TrustPolicy};
 
 use crate::manifest::model::ArtifactRef;

@@ -182,8 +182,8 @@ pub(crate) fn parse_signature(text: &str) -> Result<SignatureFile, String> {
 }
 
 /// Standard base64 with optional `=` padding; `None` for anything else. Only used on short
-/// key and signature lines, to read the key ids.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// key and signature lines (here and in `release`), to read the key ids.
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     fn value(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
