@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TestFleet;
-use flotilla::plan::{self, HostInput, PlanInput};
-use flotilla::transaction::{self, Context, Outcome, Report, Upload};
+use flotilla::transaction::{self, Outcome, Report, Upload};
 use flotilla::transport::{self, Target};
 
 /// One tarball entry: a regular file (content), a symlink (target), a FIFO or a directory.
@@ -117,44 +116,7 @@ fn world(versions: &[(&str, Vec<u8>)], host_extra: &str, env: &str) -> World {
 
 /// Observes, plans and applies host h1 once; returns the report and the transaction's id.
 async fn apply_txn(w: &World) -> (Report, String) {
-    let repo = flotilla::repo::FleetRepo::open(w.fleet.path(), None).unwrap();
-    let loaded = flotilla::load::load(&repo).expect("valid fleet");
-    let d = &loaded.desired[0];
-    let target = Target::for_host(d, repo.fleet_dir());
-    let mut session = transport::connect(&target).await.unwrap();
-    let obs = flotilla::observe::observe(session.as_mut(), d, Some("test-store"))
-        .await
-        .unwrap();
-    let now = jiff::Timestamp::now();
-    let p = plan::build(&PlanInput {
-        fleet: &loaded.fleet,
-        revision: None,
-        hosts: vec![HostInput {
-            desired: d,
-            observed: Ok(&obs),
-            refused: None,
-            take_over: false,
-        }],
-        at: now,
-        observed_at: now,
-        all_desired: &loaded.desired,
-        promotions: &[],
-        halts: &Default::default(),
-    });
-    let cx = Context {
-        fleet: &loaded.fleet,
-        revision: None,
-        store_id: "test-store",
-        epoch: 1,
-        now,
-        artifacts: &w.artifacts,
-    };
-    let txn = transaction::build(d, &obs, &p.hosts[0].changes, &cx);
-    let report = transaction::run(session.as_mut(), d, &target.root, &txn, &|_| {})
-        .await
-        .unwrap();
-    session.close().await.unwrap();
-    (report, txn.id)
+    common::apply_txn_once(&w.fleet, &w.artifacts).await
 }
 
 /// Rolls back transaction `txn` on h1 (what a halted rollout does).

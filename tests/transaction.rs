@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::TestFleet;
-use flotilla::observe::Observation;
 use flotilla::plan::{self, HostInput, PlanInput};
 use flotilla::transaction::{self, Context, Outcome, Upload};
 use flotilla::transport::{self, Target};
@@ -73,44 +72,7 @@ async fn apply_once(w: &World) -> transaction::Report {
 
 /// Observes, plans and applies host h1 once; returns the outcome and the transaction's id.
 async fn apply_txn(w: &World) -> (transaction::Report, String) {
-    let repo = flotilla::repo::FleetRepo::open(w.fleet.path(), None).unwrap();
-    let loaded = flotilla::load::load(&repo).expect("valid fleet");
-    let d = &loaded.desired[0];
-    let target = Target::for_host(d, repo.fleet_dir());
-    let mut session = transport::connect(&target).await.unwrap();
-    let obs: Observation = flotilla::observe::observe(session.as_mut(), d, Some("test-store"))
-        .await
-        .unwrap();
-    let now = jiff::Timestamp::now();
-    let p = plan::build(&PlanInput {
-        fleet: &loaded.fleet,
-        revision: None,
-        hosts: vec![HostInput {
-            desired: d,
-            observed: Ok(&obs),
-            refused: None,
-            take_over: false,
-        }],
-        at: now,
-        observed_at: now,
-        all_desired: &loaded.desired,
-        promotions: &[],
-        halts: &Default::default(),
-    });
-    let cx = Context {
-        fleet: &loaded.fleet,
-        revision: None,
-        store_id: "test-store",
-        epoch: 1,
-        now,
-        artifacts: &w.artifacts,
-    };
-    let txn = transaction::build(d, &obs, &p.hosts[0].changes, &cx);
-    let report = transaction::run(session.as_mut(), d, &target.root, &txn, &|_| {})
-        .await
-        .unwrap();
-    session.close().await.unwrap();
-    (report, txn.id)
+    common::apply_txn_once(&w.fleet, &w.artifacts).await
 }
 
 /// Runs `recover`, `recheck` or `finish` of a transaction on host h1.

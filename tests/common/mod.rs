@@ -370,3 +370,52 @@ pub fn current(f: &TestFleet, host: &str) -> Option<String> {
         .ok()
         .map(|p| p.display().to_string())
 }
+
+/// Observes, plans and applies host h1 (the fleet's first host) once with one transaction,
+/// as the engine would; returns the report and the transaction's id.
+pub async fn apply_txn_once(
+    fleet: &TestFleet,
+    artifacts: &std::collections::BTreeMap<(String, String), flotilla::transaction::Upload>,
+) -> (flotilla::transaction::Report, String) {
+    use flotilla::plan::{self, HostInput, PlanInput};
+    use flotilla::transaction::{self, Context};
+    use flotilla::transport::{self, Target};
+    let repo = flotilla::repo::FleetRepo::open(fleet.path(), None).unwrap();
+    let loaded = flotilla::load::load(&repo).expect("valid fleet");
+    let d = &loaded.desired[0];
+    let target = Target::for_host(d, repo.fleet_dir());
+    let mut session = transport::connect(&target).await.unwrap();
+    let obs = flotilla::observe::observe(session.as_mut(), d, Some("test-store"))
+        .await
+        .unwrap();
+    let now = jiff::Timestamp::now();
+    let p = plan::build(&PlanInput {
+        fleet: &loaded.fleet,
+        revision: None,
+        hosts: vec![HostInput {
+            desired: d,
+            observed: Ok(&obs),
+            refused: None,
+            take_over: false,
+        }],
+        at: now,
+        observed_at: now,
+        all_desired: &loaded.desired,
+        promotions: &[],
+        halts: &Default::default(),
+    });
+    let cx = Context {
+        fleet: &loaded.fleet,
+        revision: None,
+        store_id: "test-store",
+        epoch: 1,
+        now,
+        artifacts,
+    };
+    let txn = transaction::build(d, &obs, &p.hosts[0].changes, &cx);
+    let report = transaction::run(session.as_mut(), d, &target.root, &txn, &|_| {})
+        .await
+        .unwrap();
+    session.close().await.unwrap();
+    (report, txn.id)
+}
