@@ -38,6 +38,8 @@ pub struct EnvironmentStatus {
     pub frozen: bool,
     pub waiting: Option<String>,
     pub halted: Option<String>,
+    /// `flotilla pause` holds this environment: why, who, since when.
+    pub paused: Option<String>,
     pub hosts: Vec<HostLine>,
     #[serde(skip)]
     window_text: String,
@@ -99,7 +101,8 @@ pub fn build(plan: &Plan, last_event: &dyn Fn(&str) -> Option<AuditEvent>) -> St
                     } else if h.changes.iter().any(|c| c.drift) {
                         (HostStatus::Drifted, Some("changed outside Flotilla".into()), None)
                     } else if let Some(why) = &env.waiting {
-                        (HostStatus::Waiting, Some(why.clone()), env.window.next_open)
+                        let until = env.window.next_open.filter(|_| env.paused.is_none());
+                        (HostStatus::Waiting, Some(why.clone()), until)
                     } else {
                         (HostStatus::Pending, None, None)
                     };
@@ -117,6 +120,7 @@ pub fn build(plan: &Plan, last_event: &dyn Fn(&str) -> Option<AuditEvent>) -> St
                 frozen: env.frozen,
                 waiting: env.waiting.clone(),
                 halted,
+                paused: env.paused.clone(),
                 hosts,
                 window_text: env.view.window.clone(),
             }
@@ -136,6 +140,9 @@ pub fn render_text(s: &Status) -> String {
         let _ = writeln!(out, "Environment {} · {}", env.name, env.window_text);
         if let Some(h) = &env.halted {
             let _ = writeln!(out, "  rollout HALTED: {h}");
+        }
+        if let Some(p) = &env.paused {
+            let _ = writeln!(out, "  PAUSED: {p}; `flotilla resume` lifts it");
         }
         let width = env.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
         for h in &env.hosts {

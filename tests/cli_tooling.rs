@@ -16,6 +16,8 @@ const COMMANDS: &[&str] = &[
     "show",
     "history",
     "status",
+    "pause",
+    "resume",
     "schema",
     "init",
     "release",

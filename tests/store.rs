@@ -893,3 +893,58 @@ fn a_directory_holding_only_the_artifact_cache_becomes_a_store() {
     std::fs::write(other.join("audit.jsonl"), "").unwrap();
     assert!(DirStore::open(&other).is_err());
 }
+
+/// Pause records behave the same in every backend: one per scope, the fleet-wide one first,
+/// replaced by a second pause of the same scope, taken back by resume.
+fn pauses_round_trip(store: &dyn Store) {
+    use flotilla::store::Pause;
+    let pause = |env: Option<&str>, reason: &str| Pause {
+        environment: env.map(str::to_owned),
+        reason: reason.into(),
+        actor: "alice@ops1".into(),
+        since: ts("2026-12-01T09:00:00Z"),
+    };
+    assert!(store.pauses().unwrap().is_empty());
+    store.pause(&pause(Some("prod"), "INC-1")).unwrap();
+    store.pause(&pause(None, "maintenance")).unwrap();
+    store.pause(&pause(Some("prod"), "INC-2")).unwrap();
+    let all = store.pauses().unwrap();
+    assert_eq!(
+        all,
+        vec![pause(None, "maintenance"), pause(Some("prod"), "INC-2")]
+    );
+    assert_eq!(Pause::holding(&all, "prod").unwrap().reason, "INC-2");
+    assert_eq!(Pause::holding(&all, "staging").unwrap().reason, "maintenance");
+    assert_eq!(store.resume(Some("staging")).unwrap(), None);
+    assert_eq!(store.resume(None).unwrap(), Some(pause(None, "maintenance")));
+    assert_eq!(store.pauses().unwrap(), vec![pause(Some("prod"), "INC-2")]);
+    assert_eq!(store.resume(Some("prod")).unwrap().unwrap().reason, "INC-2");
+    assert!(store.pauses().unwrap().is_empty());
+}
+
+#[test]
+fn pauses_are_kept_per_scope_in_the_directory_store_and_in_memory() {
+    let (_tmp, dir) = new_store();
+    pauses_round_trip(&dir);
+    pauses_round_trip(&flotilla::store::MemStore::new().unwrap());
+}
+
+#[test]
+fn a_pause_is_written_while_another_process_holds_the_apply_lock() {
+    let (tmp, store) = new_store();
+    let _held = store.lock(&holder(1, "watch", "flotilla watch")).unwrap();
+    let other = DirStore::open(&tmp.path().join("state")).unwrap();
+    other
+        .pause(&flotilla::store::Pause {
+            environment: None,
+            reason: "stop now".into(),
+            actor: "bob@ops2".into(),
+            since: ts("2026-12-01T09:00:00Z"),
+        })
+        .unwrap();
+    assert_eq!(
+        store.pauses().unwrap()[0].reason,
+        "stop now",
+        "the lock holder sees it"
+    );
+}

@@ -235,6 +235,13 @@ pub(super) fn build_plan(
     };
     key_sensitive_digests(&mut plan, targets, &key);
     plan.override_schedule(req.overrides.windows.as_deref(), req.overrides.freeze.as_deref());
+    if let Some(store) = req.store {
+        match store.pauses() {
+            Ok(pauses) => plan
+                .pause(|env| crate::store::Pause::holding(&pauses, env).map(crate::store::Pause::describe)),
+            Err(e) => plan.pause(|_| Some(format!("the pause records cannot be read ({e})"))),
+        }
+    }
     plan
 }
 

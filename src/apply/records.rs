@@ -56,6 +56,13 @@ impl StoreRecords<'_> {
 }
 
 impl Records for StoreRecords<'_> {
+    fn paused(&self, env: &str) -> Option<String> {
+        match self.store.pauses() {
+            Ok(p) => crate::store::Pause::holding(&p, env).map(crate::store::Pause::describe),
+            // Unreadable pause records hold everything: a pause must never be missed.
+            Err(e) => Some(format!("the pause records cannot be read ({e})")),
+        }
+    }
     fn promotion_waits(&self, env: &str, jobs: &[HostJob]) -> Vec<Option<String>> {
         if !self.fleet.promotion.iter().any(|e| e.as_str() == env) {
             return vec![None; jobs.len()];

@@ -36,7 +36,27 @@ pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location>
     .context("no store directory: set --state-dir, FLOTILLA_STATE_DIR, XDG_STATE_HOME or HOME")
 }
 
-fn actor() -> String {
+/// The store of the fleet in `fleet_dir`, for commands that must work even when its manifests
+/// do not validate (history, pause, resume): only the fleet name is read, and only when no
+/// store is named.
+pub(super) fn store_of(cli: &Cli, fleet_dir: &std::path::Path) -> anyhow::Result<Location> {
+    let name = match &cli.global.state_dir {
+        Some(_) => String::new(),
+        None => {
+            let repo = FleetRepo::open(fleet_dir, None)?;
+            let files = repo.manifest_files()?;
+            files
+                .iter()
+                .find(|f| f.path == "flotilla.toml")
+                .and_then(|f| toml::from_str::<crate::manifest::raw::RawFleetFile>(&f.text).ok())
+                .map(|f| f.fleet.name.get().clone())
+                .context("cannot read the fleet name from flotilla.toml (run `flotilla validate`)")?
+        }
+    };
+    store_location(cli, &name)
+}
+
+pub(super) fn actor() -> String {
     let me = Holder::this_process("", jiff::Timestamp::now());
     format!("{}@{}", me.user, me.machine)
 }
@@ -214,20 +234,7 @@ enum Round {
 }
 
 pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {
-    let name = match &cli.global.state_dir {
-        Some(_) => String::new(),
-        None => {
-            let repo = FleetRepo::open(&args.fleet_dir, None)?;
-            let files = repo.manifest_files()?;
-            files
-                .iter()
-                .find(|f| f.path == "flotilla.toml")
-                .and_then(|f| toml::from_str::<crate::manifest::raw::RawFleetFile>(&f.text).ok())
-                .map(|f| f.fleet.name.get().clone())
-                .context("cannot read the fleet name from flotilla.toml (run `flotilla validate`)")?
-        }
-    };
-    let location = store_location(cli, &name)?;
+    let location = store_of(cli, &args.fleet_dir)?;
     let Some(store) = crate::store::open_existing(&location)? else {
         bail!("no store at {location}: nothing has been applied with it yet");
     };

@@ -116,6 +116,25 @@ Exit codes:
 Examples:
   flotilla history --limit 20
   flotilla history --host web-01 --json";
+    pub const PAUSE: &str = "\
+In-flight hosts finish; no host change starts in the scope until `flotilla resume`. Works
+while an apply or watch runs (they check before every host start).
+
+Exit codes:
+  0  paused
+  1  unknown environment, or an error
+
+Examples:
+  flotilla pause 'INC-4711: database failover'
+  flotilla pause --env production 'change freeze for the launch'";
+    pub const RESUME: &str = "\
+Exit codes:
+  0  resumed (or nothing was paused in that scope)
+  1  unknown environment, or an error
+
+Examples:
+  flotilla resume
+  flotilla resume --env production";
     pub const STATUS: &str = "\
 Exit codes:
   0  done
@@ -187,6 +206,12 @@ pub enum Command {
     /// drifted, unreachable.
     #[command(after_help = help::STATUS)]
     Status(StatusArgs),
+    /// Stop all host changes (apply and watch) in the fleet or one environment until resumed.
+    #[command(after_help = help::PAUSE)]
+    Pause(PauseArgs),
+    /// Lift a pause made with `flotilla pause`.
+    #[command(after_help = help::RESUME)]
+    Resume(ResumeArgs),
     /// Write the JSON Schemas for manifests and plans.
     #[command(after_help = help::SCHEMA)]
     Schema(SchemaArgs),
@@ -364,6 +389,29 @@ pub struct HistoryArgs {
     /// JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why: shown by plan, apply, status and watch, and written to the audit log.
+    #[arg(value_name = "REASON")]
+    pub reason: String,
+    /// The fleet root (its name picks the default store).
+    #[arg(default_value = ".", value_name = "FLEET_DIR")]
+    pub fleet_dir: PathBuf,
+    /// Pause only this environment (default: the whole fleet).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The fleet root (its name picks the default store).
+    #[arg(default_value = ".", value_name = "FLEET_DIR")]
+    pub fleet_dir: PathBuf,
+    /// Resume only this environment (default: lift the fleet-wide pause).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Args)]

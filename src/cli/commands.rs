@@ -19,6 +19,8 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
         Command::Show(args) => show(args, color),
         Command::History(args) => super::apply::history(cli, args),
+        Command::Pause(args) => super::pause::pause(cli, args),
+        Command::Resume(args) => super::pause::resume(cli, args),
         Command::Status(args) => status(cli, args, color).await,
         Command::Schema(args) => schema(args),
         Command::Init(args) => super::init::init(args),

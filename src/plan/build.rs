@@ -248,6 +248,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             waiting,
             promotion_holds: holds,
             overridden: None,
+            paused: None,
             waves,
             view: EnvironmentView {
                 window: window_text,

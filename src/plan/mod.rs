@@ -98,6 +98,10 @@ pub struct EnvironmentPlan {
     /// lifts for this run: the reason; null when nothing is overridden.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overridden: Option<String>,
+    /// `flotilla pause` holds every change of this environment: the reason, who and since
+    /// when; null when not paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
     /// Host names per wave, canaries first.
     pub waves: Vec<Vec<String>>,
     /// Presentation only: the window sentence and the configured wave targets.
@@ -288,6 +292,17 @@ impl Plan {
         }
     }
 
+    /// Marks the environments `paused_by` names as paused (DESIGN §10): their changes wait
+    /// until someone resumes them, whatever the schedule says.
+    pub fn pause(&mut self, paused_by: impl Fn(&str) -> Option<String>) {
+        for env in &mut self.environments {
+            let Some(why) = paused_by(&env.name) else { continue };
+            let why = escape_controls(&why);
+            env.waiting = Some(format!("paused: {why}"));
+            env.paused = Some(why);
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         self.summary.add + self.summary.change + self.summary.destroy > 0
     }
@@ -333,6 +348,7 @@ mod tests {
             waiting: (!open || frozen).then(|| "closed; opens Sat 02:00".to_owned()),
             promotion_holds: Vec::new(),
             overridden: None,
+            paused: None,
             waves: vec![vec!["h1".into()]],
             view: EnvironmentView {
                 window: "closed; opens Sat 02:00".into(),

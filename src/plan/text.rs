@@ -183,6 +183,13 @@ pub fn render(plan: &Plan, opts: TextOptions) -> String {
             );
             format!(" · {}", p.action(Action::Delete, &text))
         });
+        let halted = match &env.paused {
+            Some(why) => format!(
+                "{halted} · {}",
+                p.action(Action::Delete, &format!("PAUSED: {why}"))
+            ),
+            None => halted,
+        };
         let _ = writeln!(
             out,
             "{} {}{halted} · {} · waves {}",

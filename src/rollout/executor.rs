@@ -71,6 +71,9 @@ pub trait Records: Sync {
     fn wave_done(&self, env: &str, waves_done: usize, bake_until: Option<Timestamp>);
     /// The environment's part of the run is over.
     fn finished(&self, env: &str, end: &EnvEnd<'_>);
+    /// Why changes in `env` are paused (`flotilla pause`), if they are. Asked before every
+    /// host start: a pause made while a run goes on holds the hosts not started yet.
+    fn paused(&self, env: &str) -> Option<String>;
 }
 
 /// How an environment's part of a run ended, for [`Records::finished`].
@@ -252,12 +255,16 @@ async fn run_env(
         loop {
             while set.len() < limit && hold.is_none() {
                 let Some(job) = queue.next() else { break };
+                let gate = Gate {
+                    paused: spec.records.paused(name),
+                    ..env.gate.clone()
+                };
                 let decision = policy::next_start(
                     &budget,
                     spec.cancel.state(),
                     broken.as_deref(),
                     job.blocked.as_deref(),
-                    &env.gate,
+                    &gate,
                     spec.clock.now(),
                 );
                 match decision {

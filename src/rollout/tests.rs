@@ -42,6 +42,8 @@ struct Lab {
     calls: Mutex<Vec<(String, String)>>,
     in_flight: Mutex<HashMap<String, usize>>,
     most: Mutex<HashMap<String, usize>>,
+    /// A person pauses the environment once this many hosts were changed.
+    pause_after: Option<usize>,
 }
 
 struct Fake {
@@ -106,6 +108,8 @@ struct Rec {
     promotion_asked: Mutex<Vec<String>>,
     changed: Mutex<Vec<String>>,
     ended: Mutex<Vec<(String, bool, Option<Halt>)>>,
+    /// A person pauses the environment once this many hosts were changed.
+    pause_after: Option<usize>,
 }
 
 impl Records for Rec {
@@ -117,6 +121,12 @@ impl Records for Rec {
         self.changed.lock().unwrap().push(t.desired.name.to_string());
     }
     fn wave_done(&self, _: &str, _: usize, _: Option<Timestamp>) {}
+    fn paused(&self, _: &str) -> Option<String> {
+        let changed = self.changed.lock().unwrap().len();
+        self.pause_after
+            .is_some_and(|n| changed >= n)
+            .then(|| "INC-7 (by alice@ops1)".to_owned())
+    }
     fn finished(&self, env: &str, end: &EnvEnd<'_>) {
         self.ended
             .lock()
@@ -209,6 +219,10 @@ struct Run {
 }
 
 async fn run(loaded: &LoadedFleet, env: EnvRun, lab: Lab, cancel: Cancel) -> Run {
+    let rec = Rec {
+        pause_after: lab.pause_after,
+        ..Rec::default()
+    };
     let lab = Arc::new(lab);
     let pool = Arc::new(Pool::new());
     for d in &loaded.desired {
@@ -218,7 +232,6 @@ async fn run(loaded: &LoadedFleet, env: EnvRun, lab: Lab, cancel: Cancel) -> Run
         };
         pool.put(d.name.as_str(), Box::new(fake)).await;
     }
-    let rec = Rec::default();
     let artifacts = Default::default();
     let clock = Clock::following_tokio(START.parse().unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -314,6 +327,33 @@ async fn a_freeze_that_begins_mid_wave_leaves_the_hosts_not_yet_started_untouche
     }
     let (_, hold) = &r.summary.holds[0];
     assert_eq!(hold.until(), Some(start + SignedDuration::from_hours(2)));
+    assert!(!r.rec.ended.lock().unwrap()[0].1, "the rollout is not complete");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_made_mid_wave_holds_the_hosts_not_yet_started() {
+    let (_dir, loaded) = fleet(3, "waves = [\"100%\"]\nmax_parallel = 1");
+    let lab = Lab {
+        took: Duration::from_secs(60),
+        pause_after: Some(1),
+        ..Lab::default()
+    };
+    let r = run(&loaded, env_run(jobs(&loaded, &[1, 1, 1])), lab, Cancel::never()).await;
+    assert_eq!(
+        calls(&r.lab, "apply"),
+        ["h1"],
+        "only the host started before the pause ran"
+    );
+    for h in ["h2", "h3"] {
+        match outcome(&r.summary, h) {
+            HostOutcome::Waiting {
+                hold: Hold::Paused { why },
+            } => assert!(why.contains("INC-7"), "{why}"),
+            o => panic!("{h}: {o:?}"),
+        }
+    }
+    let (_, hold) = &r.summary.holds[0];
+    assert_eq!(hold.until(), None, "a pause has no end of its own");
     assert!(!r.rec.ended.lock().unwrap()[0].1, "the rollout is not complete");
 }
 

@@ -40,6 +40,10 @@ const LOCK: &str = "lock";
 const AUDIT: &str = "audit.jsonl";
 const ROLLOUTS: &str = "rollouts";
 const PROMOTIONS: &str = "promotions.jsonl";
+const PAUSES: &str = "pauses.json";
+/// Serialises pause and resume (read, change, write) without the apply lock, which a running
+/// `watch` holds while a person pauses it.
+const PAUSES_LOCK: &str = "pauses.lock";
 const OBSERVATIONS: &str = "observations";
 const CACHE: &str = "cache";
 const ARTIFACTS: &str = "artifacts";
@@ -620,6 +624,48 @@ impl Store for DirStore {
 
     fn artifact_cache_dir(&self) -> PathBuf {
         artifact_cache_dir(&self.dir)
+    }
+
+    fn pauses(&self) -> Result<Vec<super::Pause>, StoreError> {
+        let path = self.dir.join(PAUSES);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            problem: format!("the pause records are not valid: {e}"),
+            fix: "fix the JSON (a list of pauses), or delete the file to lift every pause",
+        })
+    }
+
+    fn pause(&self, pause: &super::Pause) -> Result<(), StoreError> {
+        self.edit_pauses(|pauses| {
+            super::set_pause(pauses, pause.clone());
+        })
+    }
+
+    fn resume(&self, environment: Option<&str>) -> Result<Option<super::Pause>, StoreError> {
+        self.edit_pauses(|pauses| super::take_pause(pauses, environment))
+    }
+}
+
+impl DirStore {
+    /// Reads, changes and atomically rewrites the pause records under their own lock.
+    fn edit_pauses<T>(&self, edit: impl FnOnce(&mut Vec<super::Pause>) -> T) -> Result<T, StoreError> {
+        let lock_path = self.dir.join(PAUSES_LOCK);
+        let lock = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path, "open"))?;
+        lock.lock().map_err(io_err(&lock_path, "lock"))?;
+        let mut pauses = self.pauses()?;
+        let out = edit(&mut pauses);
+        let mut bytes = serde_json::to_vec_pretty(&pauses)
+            .map_err(|e| io_err(&self.dir.join(PAUSES), "encode")(io::Error::other(e)))?;
+        bytes.push(b'\n');
+        write_atomic(&self.dir, PAUSES, &bytes)?;
+        Ok(out)
     }
 }
 

@@ -19,6 +19,7 @@ struct State {
     observations: BTreeMap<String, Observation>,
     rollouts: BTreeMap<String, RolloutRecord>,
     promotions: Vec<PromotionRecord>,
+    pauses: Vec<super::Pause>,
 }
 
 /// A store held in memory; clones share it.
@@ -160,5 +161,19 @@ impl Store for MemStore {
 
     fn digest_key(&self) -> Result<super::DigestKey, StoreError> {
         Ok(self.key.clone())
+    }
+
+    fn pauses(&self) -> Result<Vec<super::Pause>, StoreError> {
+        Ok(self.state().pauses.clone())
+    }
+
+    fn pause(&self, pause: &super::Pause) -> Result<(), StoreError> {
+        let mut state = self.state();
+        super::set_pause(&mut state.pauses, pause.clone());
+        Ok(())
+    }
+
+    fn resume(&self, environment: Option<&str>) -> Result<Option<super::Pause>, StoreError> {
+        Ok(super::take_pause(&mut self.state().pauses, environment))
     }
 }

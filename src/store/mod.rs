@@ -134,6 +134,72 @@ pub trait Store: Send + Sync {
     /// The store's digest key (created on first use, kept private): plans and the audit log
     /// publish the sha256 of a `sensitive` file only keyed with it (see [`DigestKey`]).
     fn digest_key(&self) -> Result<DigestKey, StoreError>;
+
+    /// The pauses in force (`flotilla pause`): the fleet-wide one first, then by environment.
+    /// Read without the apply lock, and at every host start: a pause written while an apply
+    /// or `watch` runs holds the hosts it has not started yet.
+    fn pauses(&self) -> Result<Vec<Pause>, StoreError>;
+
+    /// Pauses a scope; a pause already in force there is replaced (its reason updated).
+    /// Works while another process holds the apply lock: that is when it is needed.
+    fn pause(&self, pause: &Pause) -> Result<(), StoreError>;
+
+    /// Lifts the pause of `environment` (`None`: the fleet-wide one) and returns it; `None`
+    /// when that scope was not paused.
+    fn resume(&self, environment: Option<&str>) -> Result<Option<Pause>, StoreError>;
+}
+
+/// A pause (DESIGN §10): no host change starts in its scope, by `apply` or `watch`, until
+/// someone resumes it. In-flight hosts finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// The paused environment; `None` pauses the whole fleet.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Why, as the person gave it.
+    pub reason: String,
+    /// Who paused (`user@machine`).
+    pub actor: String,
+    pub since: jiff::Timestamp,
+}
+
+impl Pause {
+    /// The pause that holds `env`, if any: its own, else the fleet-wide one.
+    pub fn holding<'a>(pauses: &'a [Pause], env: &str) -> Option<&'a Pause> {
+        pauses
+            .iter()
+            .find(|p| p.environment.as_deref() == Some(env))
+            .or_else(|| pauses.iter().find(|p| p.environment.is_none()))
+    }
+
+    /// "INC-42 (alice@ops1, since 2026-12-01 09:00 UTC)", or with the scope for fleet-wide.
+    pub fn describe(&self) -> String {
+        let scope = match &self.environment {
+            Some(_) => "",
+            None => "the whole fleet, ",
+        };
+        format!(
+            "{} ({scope}by {}, since {})",
+            self.reason,
+            self.actor,
+            self.since.strftime("%Y-%m-%d %H:%M UTC")
+        )
+    }
+}
+
+/// Puts `pause` in place of its scope's pause, keeping the order [`Store::pauses`] promises.
+pub(crate) fn set_pause(pauses: &mut Vec<Pause>, pause: Pause) {
+    pauses.retain(|p| p.environment != pause.environment);
+    pauses.push(pause);
+    pauses.sort_by(|a, b| a.environment.cmp(&b.environment));
+}
+
+/// Removes and returns the pause of `environment`'s scope.
+pub(crate) fn take_pause(pauses: &mut Vec<Pause>, environment: Option<&str>) -> Option<Pause> {
+    let i = pauses
+        .iter()
+        .position(|p| p.environment.as_deref() == environment)?;
+    Some(pauses.remove(i))
 }
 
 /// Proof of holding a store's apply lock; dropping it releases the lock.
