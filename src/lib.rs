@@ -31,3 +31,4 @@ pub mod target;
 pub mod text;
 pub mod transaction;
 pub mod transport;
+pub mod watch;

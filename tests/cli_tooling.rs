@@ -16,6 +16,7 @@ const COMMANDS: &[&str] = &[
     "show",
     "history",
     "status",
+    "watch",
     "pause",
     "resume",
     "schema",

@@ -64,6 +64,7 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
     let options = ApplyOptions {
         actor: "test@lab".into(),
         dirty: false,
+        unattended: false,
     };
     let report = apply::apply(&request, planned, &options, None).await.unwrap();
     request.pool.close_all().await;

@@ -11,6 +11,7 @@
 //! recovered, rolled back or re-checked.
 
 mod audit;
+pub mod guard;
 mod prepare;
 mod records;
 mod run;
@@ -86,6 +87,9 @@ pub struct ApplyOptions {
     pub actor: String,
     /// The working tree had uncommitted changes (`--allow-dirty`).
     pub dirty: bool,
+    /// `watch` applies without a person: nothing is approved (see [`guard`]). A person's
+    /// apply records the guarded settings of every environment it covers as approved.
+    pub unattended: bool,
 }
 
 /// How a run ended, which decides the exit code (DESIGN §11).

@@ -83,6 +83,16 @@ pub async fn apply<'a>(
     started.changes =
         vec![serde_json::json!({ "epoch": epoch, "hosts": planned.plan.summary.hosts_changed })];
     store.append_audit(&started)?;
+    if !opts.unattended {
+        // A person saw this plan and said yes: `watch` may carry on with these connection
+        // settings and commands in the environments it covered.
+        let envs: BTreeSet<&str> = planned.targets.iter().map(|d| d.environment.as_str()).collect();
+        for env in envs {
+            let guarded = super::guard::Guarded::of(fleet, &req.fleet.desired, env);
+            let approval = guarded.approval(revision.as_deref(), &opts.actor, req.clock.now());
+            store.approve(env, &approval)?;
+        }
+    }
     for (flag, reason) in [
         ("override-windows", &req.overrides.windows),
         ("override-freeze", &req.overrides.freeze),

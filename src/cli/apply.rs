@@ -136,6 +136,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     let options = ApplyOptions {
         actor: actor(),
         dirty: source.rev.is_none() && repo.is_dirty(),
+        unattended: false,
     };
     let mut confirmed: Option<std::collections::BTreeMap<String, String>> = None;
     loop {

@@ -116,6 +116,15 @@ Exit codes:
 Examples:
   flotilla history --limit 20
   flotilla history --host web-01 --json";
+    pub const WATCH: &str = "\
+Exit codes (with --once; without, 0 after SIGTERM/SIGINT once hosts in flight finished):
+  0  every change applied, or none to make
+  1  invalid revision, a host failed or could not be observed, or an error
+  3  changes wait (window, freeze, promotion, pause, or a person's apply)
+
+Examples:
+  flotilla watch --listen :9090
+  flotilla watch --state-dir /var/lib/flotilla --remote https://git.example.com/fleet.git --branch main";
     pub const PAUSE: &str = "\
 In-flight hosts finish; no host change starts in the scope until `flotilla resume`. Works
 while an apply or watch runs (they check before every host start).
@@ -206,6 +215,10 @@ pub enum Command {
     /// drifted, unreachable.
     #[command(after_help = help::STATUS)]
     Status(StatusArgs),
+    /// Follow a branch: plan and apply every new revision to auto_apply environments, correct
+    /// drift, serve health and metrics.
+    #[command(after_help = help::WATCH)]
+    Watch(WatchArgs),
     /// Stop all host changes (apply and watch) in the fleet or one environment until resumed.
     #[command(after_help = help::PAUSE)]
     Pause(PauseArgs),
@@ -389,6 +402,51 @@ pub struct HistoryArgs {
     /// JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The fleet root, in a local repository whose branch is followed (without --remote).
+    #[arg(default_value = ".", value_name = "FLEET_DIR")]
+    pub fleet_dir: PathBuf,
+    /// Follow this remote repository (file://, https:// or ssh://) through a mirror in the
+    /// store; needs --state-dir.
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// The branch to follow (default: the local repository's current branch; `main` for a
+    /// remote).
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// How often the branch is polled (a local repository also wakes watch on every commit).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = duration)]
+    pub interval: std::time::Duration,
+    /// How often every host is observed and drift corrected.
+    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = duration)]
+    pub drift_interval: std::time::Duration,
+    /// Serve /healthz, /readyz, /metrics, /status and /plan (`:9090` binds 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// One cycle, then exit with apply's exit code.
+    #[arg(long)]
+    pub once: bool,
+    /// Only these minisign public keys are trusted (one per line), whatever the manifests say.
+    #[arg(long, env = "FLOTILLA_TRUSTED_KEYS", value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
+    /// The environment variable holding an HTTPS token for --remote (sent as a bearer token).
+    #[arg(long, default_value = "FLOTILLA_GIT_TOKEN", value_name = "VAR")]
+    pub remote_token_env: String,
+    /// SSH key (a deploy key) for an ssh:// --remote.
+    #[arg(long, value_name = "FILE")]
+    pub remote_identity: Option<PathBuf>,
+    /// known_hosts for an ssh:// --remote (host keys are always checked).
+    #[arg(long, value_name = "FILE")]
+    pub remote_known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
         Command::Show(args) => show(args, color),
         Command::History(args) => super::apply::history(cli, args),
+        Command::Watch(args) => super::watch::watch(cli, args).await,
         Command::Pause(args) => super::pause::pause(cli, args),
         Command::Resume(args) => super::pause::resume(cli, args),
         Command::Status(args) => status(cli, args, color).await,

@@ -11,6 +11,7 @@ mod release;
 mod signals;
 mod tooling;
 mod views;
+mod watch;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -41,9 +41,10 @@ const AUDIT: &str = "audit.jsonl";
 const ROLLOUTS: &str = "rollouts";
 const PROMOTIONS: &str = "promotions.jsonl";
 const PAUSES: &str = "pauses.json";
-/// Serialises pause and resume (read, change, write) without the apply lock, which a running
-/// `watch` holds while a person pauses it.
-const PAUSES_LOCK: &str = "pauses.lock";
+const APPROVALS: &str = "approvals.json";
+/// Serialises changes of pauses and approvals (read, change, write) without the apply lock,
+/// which a running `watch` holds while a person pauses it.
+const RECORDS_LOCK: &str = "records.lock";
 const OBSERVATIONS: &str = "observations";
 const CACHE: &str = "cache";
 const ARTIFACTS: &str = "artifacts";
@@ -627,44 +628,78 @@ impl Store for DirStore {
     }
 
     fn pauses(&self) -> Result<Vec<super::Pause>, StoreError> {
-        let path = self.dir.join(PAUSES);
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(Vec::new());
-        };
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            path,
-            problem: format!("the pause records are not valid: {e}"),
-            fix: "fix the JSON (a list of pauses), or delete the file to lift every pause",
-        })
+        self.read_json(
+            PAUSES,
+            "fix the JSON (a list of pauses), or delete the file to lift every pause",
+        )
     }
 
     fn pause(&self, pause: &super::Pause) -> Result<(), StoreError> {
-        self.edit_pauses(|pauses| {
+        self.edit_json(PAUSES, |pauses: &mut Vec<super::Pause>| {
             super::set_pause(pauses, pause.clone());
         })
     }
 
     fn resume(&self, environment: Option<&str>) -> Result<Option<super::Pause>, StoreError> {
-        self.edit_pauses(|pauses| super::take_pause(pauses, environment))
+        self.edit_json(PAUSES, |pauses: &mut Vec<super::Pause>| {
+            super::take_pause(pauses, environment)
+        })
+    }
+
+    fn approvals(&self) -> Result<std::collections::BTreeMap<String, super::Approval>, StoreError> {
+        self.read_json(
+            APPROVALS,
+            "fix the JSON, or delete the file (watch then waits for a person's apply in every environment)",
+        )
+    }
+
+    fn approve(&self, env: &str, approval: &super::Approval) -> Result<(), StoreError> {
+        check_file_name("environment", env)?;
+        self.edit_json(
+            APPROVALS,
+            |all: &mut std::collections::BTreeMap<String, super::Approval>| {
+                all.insert(env.to_owned(), approval.clone());
+            },
+        )
     }
 }
 
 impl DirStore {
-    /// Reads, changes and atomically rewrites the pause records under their own lock.
-    fn edit_pauses<T>(&self, edit: impl FnOnce(&mut Vec<super::Pause>) -> T) -> Result<T, StoreError> {
-        let lock_path = self.dir.join(PAUSES_LOCK);
+    /// A small JSON record file at the top of the store; its default when absent.
+    fn read_json<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        name: &str,
+        fix: &'static str,
+    ) -> Result<T, StoreError> {
+        let path = self.dir.join(name);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(T::default());
+        };
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            problem: format!("the records are not valid: {e}"),
+            fix,
+        })
+    }
+
+    /// Reads, changes and atomically rewrites a record file under the records lock.
+    fn edit_json<T, R>(&self, name: &str, edit: impl FnOnce(&mut T) -> R) -> Result<R, StoreError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    {
+        let lock_path = self.dir.join(RECORDS_LOCK);
         let lock = OpenOptions::new()
             .append(true)
             .create(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path, "open"))?;
         lock.lock().map_err(io_err(&lock_path, "lock"))?;
-        let mut pauses = self.pauses()?;
-        let out = edit(&mut pauses);
-        let mut bytes = serde_json::to_vec_pretty(&pauses)
-            .map_err(|e| io_err(&self.dir.join(PAUSES), "encode")(io::Error::other(e)))?;
+        let mut records: T = self.read_json(name, "fix the JSON, or delete the file")?;
+        let out = edit(&mut records);
+        let mut bytes = serde_json::to_vec_pretty(&records)
+            .map_err(|e| io_err(&self.dir.join(name), "encode")(io::Error::other(e)))?;
         bytes.push(b'\n');
-        write_atomic(&self.dir, PAUSES, &bytes)?;
+        write_atomic(&self.dir, name, &bytes)?;
         Ok(out)
     }
 }

@@ -20,6 +20,7 @@ struct State {
     rollouts: BTreeMap<String, RolloutRecord>,
     promotions: Vec<PromotionRecord>,
     pauses: Vec<super::Pause>,
+    approvals: std::collections::BTreeMap<String, super::Approval>,
 }
 
 /// A store held in memory; clones share it.
@@ -175,5 +176,14 @@ impl Store for MemStore {
 
     fn resume(&self, environment: Option<&str>) -> Result<Option<super::Pause>, StoreError> {
         Ok(super::take_pause(&mut self.state().pauses, environment))
+    }
+
+    fn approvals(&self) -> Result<std::collections::BTreeMap<String, super::Approval>, StoreError> {
+        Ok(self.state().approvals.clone())
+    }
+
+    fn approve(&self, env: &str, approval: &super::Approval) -> Result<(), StoreError> {
+        self.state().approvals.insert(env.to_owned(), approval.clone());
+        Ok(())
     }
 }

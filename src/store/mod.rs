@@ -53,8 +53,6 @@ pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
     }
 }
 
-/// Opens the store at `location` only if it exists: commands that only read (plan, status,
-/// history) never create one.
 /// Where the store at `location` keeps verified artifacts, whether or not the store exists
 /// yet: `validate` and `plan` remember checked artifacts there without creating a store.
 pub fn artifact_cache_dir(location: &Location) -> PathBuf {
@@ -63,6 +61,16 @@ pub fn artifact_cache_dir(location: &Location) -> PathBuf {
     }
 }
 
+/// Where `watch --remote` keeps its bare mirror of the fleet repository (DESIGN §7): a local
+/// directory whatever the backend, since Git reads it.
+pub fn mirror_dir(location: &Location) -> PathBuf {
+    match location {
+        Location::Dir(d) => d.join("cache").join("mirror.git"),
+    }
+}
+
+/// Opens the store at `location` only if it exists: commands that only read (plan, status,
+/// history) never create one.
 pub fn open_existing(location: &Location) -> Result<Option<Box<dyn Store>>, StoreError> {
     match location {
         Location::Dir(d) if !d.join("id").is_file() => Ok(None),
@@ -147,6 +155,27 @@ pub trait Store: Send + Sync {
     /// Lifts the pause of `environment` (`None`: the fleet-wide one) and returns it; `None`
     /// when that scope was not paused.
     fn resume(&self, environment: Option<&str>) -> Result<Option<Pause>, StoreError>;
+
+    /// Per environment, what a person last applied of the settings `watch` never changes on
+    /// its own (DESIGN §10).
+    fn approvals(&self) -> Result<std::collections::BTreeMap<String, Approval>, StoreError>;
+
+    /// Records that a person applied `env` with these settings.
+    fn approve(&self, env: &str, approval: &Approval) -> Result<(), StoreError>;
+}
+
+/// What a person applied of an environment's guarded settings: `[trust]`, connection settings
+/// and commands (hooks, `on_change`, health checks), each as a digest. `watch` applies an
+/// environment unattended only while its digests are the ones a person applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub trust: String,
+    pub connection: String,
+    pub commands: String,
+    #[serde(default)]
+    pub revision: Option<String>,
+    pub actor: String,
+    pub at: jiff::Timestamp,
 }
 
 /// A pause (DESIGN §10): no host change starts in its scope, by `apply` or `watch`, until

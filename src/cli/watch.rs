@@ -1,0 +1,199 @@
+//! `flotilla watch`: arguments in, the store locked for the process's life, the loop
+//! (`flotilla::watch`) run with its views: the plan and one line per note as text, or one
+//! JSON object per line under `--log-format json`. The endpoints run beside it.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::mpsc;
+
+use super::Outcome;
+use super::apply::{actor, store_of};
+use super::args::{Cli, LogFormat, WatchArgs};
+use crate::clock::Clock;
+use crate::plan::Plan;
+use crate::rollout::Event;
+use crate::store::{Holder, Location};
+use crate::watch::{self, Follower, Note, Origin, Remote, Shared, Watch, WatchView};
+
+pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
+    let (location, origin) = match &args.remote {
+        Some(url) => {
+            let Some(dir) = &cli.global.state_dir else {
+                bail!(
+                    "--remote needs a store: pass --state-dir DIR (or set FLOTILLA_STATE_DIR); the mirror is kept there"
+                );
+            };
+            let location = Location::Dir(dir.clone());
+            let token = std::env::var(&args.remote_token_env)
+                .ok()
+                .filter(|t| !t.is_empty());
+            let remote = Remote {
+                url: url.clone(),
+                branch: args.branch.clone().unwrap_or_else(|| "main".to_owned()),
+                mirror: crate::store::mirror_dir(&location),
+                token,
+                identity: args.remote_identity.clone(),
+                known_hosts: args.remote_known_hosts.clone(),
+                timeout: args.interval.max(std::time::Duration::from_secs(60)),
+            };
+            (location, Origin::Remote(remote))
+        }
+        None => {
+            let location = match &cli.global.state_dir {
+                Some(d) => Location::Dir(d.clone()),
+                None => store_of(cli, &args.fleet_dir)?,
+            };
+            let fleet_dir = args
+                .fleet_dir
+                .canonicalize()
+                .with_context(|| format!("reading {}", args.fleet_dir.display()))?;
+            let origin = Origin::Local {
+                fleet_dir,
+                branch: args.branch.clone(),
+            };
+            (location, origin)
+        }
+    };
+    let store = crate::store::open(&location)?;
+    // One controller per store (DESIGN §10): held until the process ends.
+    let _lock = store.lock(&Holder::this_process("flotilla watch", jiff::Timestamp::now()))?;
+    let pinned = match &args.trusted_keys {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading trusted keys from {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let describe = match &origin {
+        Origin::Local { fleet_dir, branch } => format!(
+            "{} (branch {})",
+            fleet_dir.display(),
+            branch.as_deref().unwrap_or("checked out")
+        ),
+        Origin::Remote(r) => format!("{} (branch {})", r.url, r.branch),
+    };
+    let settings = watch::Settings {
+        interval: args.interval,
+        drift_interval: args.drift_interval,
+        parallel: cli.global.parallel as usize,
+        pinned_keys: pinned,
+        actor: format!("watch:{}", actor()),
+        identity_file: args.connection.identity_file.clone(),
+        known_hosts: args.connection.known_hosts.clone(),
+    };
+    let clock = Clock::wall();
+    let shared = Arc::new(Shared::default());
+    let cancel = super::signals::cancel();
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = match &args.listen {
+        Some(addr) => {
+            let addr = watch::http::parse_listen(addr).map_err(anyhow::Error::msg)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let serve = watch::http::serve(listener, shared.clone(), clock, args.interval, async {
+                let _ = http_stopped.await;
+            });
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
+    let view = LogView {
+        json: matches!(cli.global.log_format, LogFormat::Json),
+    };
+    view.note(&Note::Started { origin: describe });
+    let result = Watch {
+        store: store.as_ref(),
+        follower: Follower::new(origin),
+        settings,
+        clock,
+        cancel,
+        shared,
+        view: &view,
+    }
+    .run(args.once)
+    .await;
+    let _ = stop_http.send(());
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    let outcome = result?;
+    Ok(if args.once {
+        outcome.into()
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Text: the plan as `flotilla plan` prints it, then one line per note and event. JSON: one
+/// object per line, each with `time`, `event` and the revision.
+struct LogView {
+    json: bool,
+}
+
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn with_fields(mut v: serde_json::Value, revision: Option<&str>) -> String {
+    if let Some(map) = v.as_object_mut() {
+        map.insert("time".into(), jiff::Timestamp::now().to_string().into());
+        if let Some(r) = revision {
+            map.entry("revision").or_insert_with(|| r.into());
+        }
+    }
+    v.to_string()
+}
+
+impl WatchView for LogView {
+    fn plan(&self, revision: &str, plan: &Plan) {
+        if self.json {
+            let v = serde_json::json!({ "event": "plan", "plan": plan });
+            emit(&with_fields(v, Some(revision)));
+        } else {
+            let text = crate::plan::text::render(
+                plan,
+                crate::plan::text::TextOptions {
+                    color: false,
+                    detail: false,
+                },
+            );
+            emit(&format!(
+                "plan at {}:\n{}",
+                &revision[..revision.len().min(12)],
+                text.trim_end()
+            ));
+        }
+    }
+
+    fn note(&self, note: &Note) {
+        if self.json {
+            emit(&with_fields(serde_json::to_value(note).unwrap_or_default(), None));
+        } else {
+            emit(&note.to_string());
+        }
+    }
+
+    fn events(&self, revision: &str) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let json = self.json;
+        let revision = revision.to_owned();
+        let task = tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if json {
+                    emit(&with_fields(
+                        serde_json::to_value(&e).unwrap_or_default(),
+                        Some(&revision),
+                    ));
+                } else {
+                    emit(&e.line());
+                }
+            }
+        });
+        (tx, task)
+    }
+}

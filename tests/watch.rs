@@ -1,0 +1,436 @@
+//! `flotilla watch` end to end (DESIGN §10): real Git repositories (a work tree, and a bare
+//! remote over file://), hosts on the local transport, signed artifacts, the real binary, its
+//! HTTP endpoints queried over loopback, SIGTERM. Each test says what a user would see.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TestFleet, apply, flotilla, run, signed_fleet, wait_for};
+
+/// A fleet with one `auto_apply` environment (`web`, hosts w1 and w2) and one without
+/// (`db`, host d1), each managing a file; no promotion order.
+fn fleet(web_content: &str) -> TestFleet {
+    let (f, keys) = signed_fleet("");
+    f.write(
+        "flotilla.toml",
+        &format!(
+            "[fleet]\nname = \"acme\"\n\n[defaults]\ntransport = \"local\"\n\n[trust]\nkeys = [\"{}\"]\n",
+            keys.public()
+        ),
+    );
+    std::fs::remove_file(f.path().join("environments/staging.toml")).unwrap();
+    std::fs::remove_file(f.path().join("environments/prod.toml")).unwrap();
+    write_web(&f, web_content, "");
+    f.write(
+        "environments/db.toml",
+        "[[file]]\npath = \"/etc/db.conf\"\ncontent = \"max = 1\\n\"\n",
+    );
+    f.host("hosts/web.toml", "w1", "web", "");
+    f.host("hosts/web.toml", "w2", "web", "");
+    f.host("hosts/db.toml", "d1", "db", "");
+    f.commit("init");
+    f
+}
+
+fn write_web(f: &TestFleet, content: &str, extra: &str) {
+    f.write(
+        "environments/web.toml",
+        &format!(
+            "auto_apply = true\n\n[[file]]\npath = \"/etc/web.conf\"\ncontent = \"{content}\\n\"\n{extra}"
+        ),
+    );
+}
+
+fn web_conf(f: &TestFleet, host: &str) -> Option<String> {
+    std::fs::read_to_string(f.root(host).join("etc/web.conf")).ok()
+}
+
+fn watch_once(f: &TestFleet, store: &Path, extra: &[&str]) -> common::Run {
+    run(flotilla()
+        .arg("--state-dir")
+        .arg(store)
+        .args(["watch", "--once"])
+        .args(extra)
+        .arg(f.path()))
+}
+
+/// The person's first apply: approves the web environment's connection settings and commands.
+fn person_applies(f: &TestFleet, store: &Path) {
+    let r = apply(f, store, &["--env", "web"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn once_applies_a_new_content_revision_to_auto_apply_environments_only() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    write_web(&f, "v = 2", "");
+    let rev = f.commit("web v2");
+
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(
+        r.code, 3,
+        "db's changes wait for a person: {}{}",
+        r.stdout, r.stderr
+    );
+    // The plan is logged before anything is applied.
+    let plan_at = r.stdout.find("plan at ").expect("plan logged");
+    let applied_at = r.stdout.find("w1: applied").expect("w1 applied");
+    assert!(plan_at < applied_at, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("new revision {}", &rev[..12])),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("db: auto_apply is off: changes wait for a person's `flotilla apply --env db`"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+    assert_eq!(web_conf(&f, "w2").as_deref(), Some("v = 2\n"));
+    assert!(
+        !f.root("d1").join("etc/db.conf").exists(),
+        "db is left to a person"
+    );
+
+    let h = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["history", "--json", "--host", "w1"])
+        .arg(f.path()));
+    assert!(
+        h.stdout.contains("\"actor\":\"watch:"),
+        "watch applies are audited as watch: {}",
+        h.stdout
+    );
+}
+
+#[test]
+fn a_revision_that_changes_commands_waits_for_a_person_and_then_goes() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    write_web(
+        &f,
+        "v = 2",
+        "on_change = \"touch /tmp/flotilla-watch-should-not-run\"\n",
+    );
+    f.commit("web v2 with an on_change command");
+
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("web: commands (hooks, on_change, health) changed since a person last applied web"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        web_conf(&f, "w1").as_deref(),
+        Some("v = 1\n"),
+        "nothing applied unattended"
+    );
+
+    person_applies(&f, store.path());
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+    write_web(
+        &f,
+        "v = 3",
+        "on_change = \"touch /tmp/flotilla-watch-should-not-run\"\n",
+    );
+    f.commit("web v3, same command");
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        web_conf(&f, "w1").as_deref(),
+        Some("v = 3\n"),
+        "approved commands: applied"
+    );
+}
+
+#[test]
+fn an_invalid_revision_is_reported_and_never_applied() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    f.write(
+        "environments/web.toml",
+        "auto_apply = true\n[rollout]\nwavez = [1]\n",
+    );
+    let bad = f.commit("typo");
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "revision {} is invalid and will not be applied",
+            &bad[..12]
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("environments/web.toml:3:1"),
+        "file:line:col shown: {}",
+        r.stdout
+    );
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"));
+}
+
+#[test]
+fn a_second_watch_on_the_same_store_is_refused_with_the_holders_name() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    let mut first = spawn_watch(&f, store.path(), &[]);
+    wait_for("the first watch to hold the lock", 20, || {
+        std::fs::read_to_string(store.path().join("lock")).is_ok_and(|t| t.contains("flotilla watch"))
+    });
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("flotilla watch"),
+        "names the holder: {}",
+        r.stderr
+    );
+    let a = apply(&f, store.path(), &[]);
+    assert_eq!(
+        a.code, 1,
+        "apply beside watch is refused: {}{}",
+        a.stdout, a.stderr
+    );
+    stop(&mut first);
+}
+
+fn spawn_watch(f: &TestFleet, store: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(store)
+        .args(["watch", "--interval", "1s"])
+        .args(extra)
+        .arg(f.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch")
+}
+
+/// SIGTERM, then the exit status and everything the process printed.
+fn stop(child: &mut Child) -> (Option<i32>, String) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let mut waited = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(waited < 300, "watch did not exit within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    };
+    let mut out = String::new();
+    use std::io::Read as _;
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut out);
+    }
+    (status.code(), out)
+}
+
+fn get(url: &str) -> (u16, String) {
+    match ureq::get(url).call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(ureq::Error::StatusCode(c)) => (c, String::new()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+#[test]
+fn a_commit_is_applied_while_watch_runs_and_the_endpoints_tell_the_story() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let port = common::sshd::free_port("127.0.0.1");
+    let listen = format!(":{port}");
+    let mut w = spawn_watch(&f, store.path(), &["--listen", &listen]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("/healthz", 20, || {
+        ureq::get(&format!("{base}/healthz")).call().is_ok()
+    });
+    wait_for("the first cycle", 30, || get(&format!("{base}/readyz")).0 == 200);
+
+    write_web(&f, "v = 2", "");
+    let rev = f.commit("web v2");
+    let started = std::time::Instant::now();
+    wait_for("w2 to get v = 2", 30, || {
+        web_conf(&f, "w2").as_deref() == Some("v = 2\n")
+    });
+    let took = started.elapsed();
+
+    let (code, status) = get(&format!("{base}/status"));
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    wait_for("the status to name the new revision", 10, || {
+        let (_, s) = get(&format!("{base}/status"));
+        serde_json::from_str::<serde_json::Value>(&s).unwrap()["revision"] == rev.as_str()
+    });
+    let db = v["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "db")
+        .unwrap()
+        .clone();
+    assert!(
+        db["needs_person"].as_str().unwrap().contains("auto_apply is off"),
+        "{db}"
+    );
+
+    let (code, metrics) = get(&format!("{base}/metrics"));
+    assert_eq!(code, 200);
+    for needle in [
+        "flotilla_cycles_total",
+        "flotilla_host_applies_total",
+        &format!("flotilla_revision_info{{revision=\"{rev}\"}} 1"),
+        "flotilla_hosts{environment=\"web\",status=\"converged\"} 2",
+        "flotilla_window_open{environment=\"db\"} 1",
+        "flotilla_cycle_duration_seconds_bucket",
+        "flotilla_last_sync_timestamp_seconds",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    let (code, plan) = get(&format!("{base}/plan"));
+    assert_eq!(code, 200);
+    assert!(plan.contains("\"format_version\""), "{plan}");
+
+    let (code, out) = stop(&mut w);
+    assert_eq!(code, Some(0), "SIGTERM ends watch with 0:\n{out}");
+    assert!(out.contains("stopping"), "{out}");
+    eprintln!("commit → w2 converged in {took:?}");
+}
+
+#[test]
+fn a_remote_is_followed_through_a_mirror_and_a_force_push_is_not() {
+    let f = fleet("v = 1");
+    // The manifests are read from the mirror, so host roots are absolute here.
+    for file in ["hosts/web.toml", "hosts/db.toml"] {
+        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
+        f.write(
+            file,
+            &text.replace(
+                "root = \"roots/",
+                &format!("root = \"{}/roots/", f.path().display()),
+            ),
+        );
+    }
+    f.commit("absolute roots");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let remote = tempfile::tempdir().unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    git(remote.path(), &["init", "--bare", "--quiet", "-b", "main"]);
+    let url = format!("file://{}", remote.path().display());
+    git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
+    write_web(&f, "v = 2", "");
+    f.commit("web v2");
+    git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
+
+    let r = watch_once(&f, store.path(), &["--remote", &url]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+    assert!(
+        store.path().join("cache/mirror.git").is_dir(),
+        "the mirror lives in the store"
+    );
+
+    // A running watch follows fast-forwards only.
+    let port = common::sshd::free_port("127.0.0.1");
+    let mut w = spawn_watch(
+        &f,
+        store.path(),
+        &["--remote", &url, "--listen", &format!(":{port}")],
+    );
+    // Tolerates the moments before the server listens.
+    let status = || {
+        let body = ureq::get(&format!("http://127.0.0.1:{port}/status"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        body.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .unwrap_or_default()
+    };
+    wait_for("the first cycle", 30, || status()["last_cycle"].is_object());
+    write_web(&f, "v = 3", "");
+    f.commit("web v3");
+    git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
+    wait_for("v = 3 from the remote", 30, || {
+        web_conf(&f, "w1").as_deref() == Some("v = 3\n")
+    });
+    // Rewrite history: a commit on top of the first one, force-pushed.
+    git(f.path(), &["reset", "--quiet", "--hard", "HEAD~2"]);
+    std::fs::write(f.path().join("roots/.keep"), "").ok();
+    write_web(&f, "v = 666", "");
+    let forced = f.commit("rewritten");
+    git(
+        f.path(),
+        &["push", "--quiet", "--force", &url, "HEAD:refs/heads/main"],
+    );
+    wait_for("the force push to be reported", 30, || {
+        status()["latest_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("force-pushed"))
+    });
+    assert_eq!(status()["latest"], forced.as_str());
+    assert_eq!(
+        web_conf(&f, "w1").as_deref(),
+        Some("v = 3\n"),
+        "the rewritten history is not applied"
+    );
+    let (code, out) = stop(&mut w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("the branch was force-pushed"), "{out}");
+
+    let r = watch_once(
+        &f,
+        store.path(),
+        &["--remote", &format!("file://{}/nope", remote.path().display())],
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot fetch branch `main`"), "{}", r.stderr);
+}
+
+#[test]
+fn watch_without_a_store_for_a_remote_says_how_to_fix_it() {
+    let f = fleet("v = 1");
+    let r = run(flotilla()
+        .args(["watch", "--once", "--remote", "file:///nonexistent"])
+        .arg(f.path()));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("--remote needs a store: pass --state-dir"),
+        "{}",
+        r.stderr
+    );
+}
