@@ -117,10 +117,12 @@ Examples:
   flotilla history --limit 20
   flotilla history --host web-01 --json";
     pub const WATCH: &str = "\
-Exit codes (with --once; without, 0 after SIGTERM/SIGINT once hosts in flight finished):
-  0  every change applied, or none to make
-  1  invalid revision, a host failed or could not be observed, or an error
-  3  changes wait (window, freeze, promotion, pause, or a person's apply)
+Without --once, watch runs until SIGTERM/SIGINT, lets hosts in flight finish and exits 0.
+
+Exit codes:
+  0  (--once) every change applied, or none to make
+  1  (--once) invalid revision, a host failed or could not be observed, or an error
+  3  (--once) changes wait (window, freeze, promotion, pause, or a person's apply)
 
 Examples:
   flotilla watch --listen :9090
