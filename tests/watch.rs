@@ -183,7 +183,7 @@ fn an_invalid_revision_is_reported_and_never_applied() {
 }
 
 #[test]
-fn a_second_watch_on_the_same_store_is_refused_with_the_holders_name() {
+fn a_second_watch_waits_for_the_store_while_once_and_apply_are_refused_naming_the_holder() {
     let f = fleet("v = 1");
     let store = tempfile::tempdir().unwrap();
     let mut first = spawn_watch(&f, store.path(), &[]);
@@ -203,7 +203,32 @@ fn a_second_watch_on_the_same_store_is_refused_with_the_holders_name() {
         "apply beside watch is refused: {}{}",
         a.stdout, a.stderr
     );
-    stop(&mut first);
+
+    // A second long-running watch waits for the store, says so, and takes over when free.
+    let port = common::sshd::free_port("127.0.0.1");
+    let mut second = spawn_watch(&f, store.path(), &["--listen", &format!(":{port}")]);
+    let status = || {
+        ureq::get(&format!("http://127.0.0.1:{port}/status"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .unwrap_or_default()
+    };
+    wait_for("the second watch to report the held store", 20, || {
+        status()["store_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("flotilla watch"))
+    });
+    let (code, _) = stop(&mut first);
+    assert_eq!(code, Some(0));
+    wait_for("the second watch to take the store over", 30, || {
+        let s = status();
+        s["store_problem"].is_null() && s["last_cycle"].is_object()
+    });
+    let (code, out) = stop(&mut second);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("watch waits for it"), "{out}");
 }
 
 fn spawn_watch(f: &TestFleet, store: &Path, extra: &[&str]) -> Child {

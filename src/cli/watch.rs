@@ -14,7 +14,7 @@ use super::args::{Cli, LogFormat, WatchArgs};
 use crate::clock::Clock;
 use crate::plan::Plan;
 use crate::rollout::Event;
-use crate::store::{Holder, Location};
+use crate::store::Location;
 use crate::watch::{self, Follower, Note, Origin, Remote, Shared, Watch, WatchView};
 
 pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
@@ -57,8 +57,6 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
         }
     };
     let store = crate::store::open(&location)?;
-    // One controller per store (DESIGN §10): held until the process ends.
-    let _lock = store.lock(&Holder::this_process("flotilla watch", jiff::Timestamp::now()))?;
     let pinned = match &args.trusted_keys {
         Some(p) => Some(
             std::fs::read_to_string(p)

@@ -175,7 +175,16 @@ async fn attempt(w: &Watch<'_>, rev: &str, pool: Arc<Pool>) -> Result<Done, Stri
     };
     let everything = request(Scope::Hosts(&all));
     let planned = engine::prepare(&everything).await.map_err(|e| e.to_string())?;
-    w.view.plan(rev, &planned.plan);
+    // The plan is logged when it says something new: a fleet at rest logs one line per cycle.
+    let digest = crate::resolve::sha256_hex(
+        serde_json::to_string(&planned.plan.hosts)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    let worth_showing = planned.plan.has_changes() || planned.plan.summary.hosts_unreachable > 0;
+    if w.shared.plan_changed(&digest) && worth_showing {
+        w.view.plan(rev, &planned.plan);
+    }
     if let Ok(json) = serde_json::to_string_pretty(&planned.plan) {
         w.shared.set_plan(json);
     }

@@ -93,6 +93,11 @@ pub enum Note {
         revision: String,
         error: String,
     },
+    /// Another process holds the store: watch waits for it.
+    StoreHeld {
+        error: String,
+        retry_in_secs: u64,
+    },
     Stopping,
 }
 
@@ -144,6 +149,9 @@ impl std::fmt::Display for Note {
             }
             Note::CycleFailed { revision, error } => {
                 write!(f, "cycle at {} failed: {error}", short(revision))
+            }
+            Note::StoreHeld { error, retry_in_secs } => {
+                write!(f, "{error}; watch waits for it (retrying in {retry_in_secs}s)")
             }
             Note::Stopping => write!(f, "stopping: hosts in flight finish, then watch exits"),
         }
@@ -203,6 +211,10 @@ impl Watch<'_> {
     /// Runs cycles until a stop is requested; with `once`, one cycle (on the branch's head).
     /// Returns the outcome of the last cycle (`--once` exits with it).
     pub async fn run(mut self, once: bool) -> Result<Outcome, WatchError> {
+        // One controller per store, for the whole run (DESIGN §10).
+        let Some(_lock) = self.lock(once).await? else {
+            return Ok(Outcome::Success);
+        };
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<()>();
         // Keep the watcher alive for the loop's life; a failure only means polling.
         let _watcher = ref_watcher(&self.follower, wake_tx);
@@ -284,6 +296,42 @@ impl Watch<'_> {
         }
         pool.close_all().await;
         Ok(last)
+    }
+
+    /// Takes the store's lock. Held by another process: `--once` is refused (naming the
+    /// holder); a running watch waits with backoff, saying so in the log and `/status`.
+    /// `None`: stopped while waiting.
+    async fn lock(&self, once: bool) -> Result<Option<Box<dyn crate::store::LockGuard>>, WatchError> {
+        let mut attempt = 0u32;
+        loop {
+            let holder = crate::store::Holder::this_process("flotilla watch", jiff::Timestamp::now());
+            match self.store.lock(&holder) {
+                Ok(guard) => {
+                    self.shared.update(|s| s.store_problem = None);
+                    return Ok(Some(guard));
+                }
+                Err(e @ crate::store::StoreError::Locked { .. }) if !once => {
+                    attempt += 1;
+                    let wait = self
+                        .settings
+                        .interval
+                        .saturating_mul(1 << attempt.min(6))
+                        .min(MAX_BACKOFF)
+                        .max(Duration::from_secs(1));
+                    let error = e.to_string();
+                    self.view.note(&Note::StoreHeld {
+                        error: error.clone(),
+                        retry_in_secs: wait.as_secs(),
+                    });
+                    self.shared.update(|s| s.store_problem = Some(error));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancel.reached(Stop::Drain) => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Looks at the branch: a new head is loaded and, when valid, put in force.

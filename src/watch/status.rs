@@ -28,6 +28,8 @@ pub struct WatchStatus {
     /// The last problem reaching the repository (fetch failed, branch deleted), if the last
     /// attempt failed.
     pub source_problem: Option<String>,
+    /// Another process holds the store's lock; watch waits for it.
+    pub store_problem: Option<String>,
     pub last_cycle: Option<Cycle>,
     /// When a cycle last succeeded (planned and applied without an error of its own).
     pub last_success: Option<Timestamp>,
@@ -154,6 +156,8 @@ impl Metrics {
 pub struct Shared {
     status: Mutex<WatchStatus>,
     plan: Mutex<Option<String>>,
+    /// A digest of the last plan's hosts, to log a plan only when it changed.
+    plan_digest: Mutex<Option<String>>,
     metrics: Metrics,
 }
 
@@ -162,6 +166,7 @@ impl Default for Shared {
         Shared {
             status: Mutex::new(WatchStatus::default()),
             plan: Mutex::new(None),
+            plan_digest: Mutex::new(None),
             metrics: Metrics::new(),
         }
     }
@@ -181,6 +186,16 @@ impl Shared {
     /// The latest plan as JSON (`/plan`).
     pub fn plan(&self) -> Option<String> {
         self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `digest` differs from the last plan's (and remembers it).
+    pub(super) fn plan_changed(&self, digest: &str) -> bool {
+        let mut last = self.plan_digest.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() == Some(digest) {
+            return false;
+        }
+        *last = Some(digest.to_owned());
+        true
     }
 
     pub(super) fn set_plan(&self, json: String) {
