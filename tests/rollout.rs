@@ -373,3 +373,20 @@ fn a_rollout_killed_during_its_bake_waits_out_the_rest_when_it_resumes() {
     );
     assert_eq!(current(&f, "h3").as_deref(), Some("2.0.0"));
 }
+
+#[test]
+fn a_new_rollout_waits_min_interval_after_the_last_one_ended() {
+    let (f, _keys, store) = three_hosts("", "min_interval = \"1h\"\n");
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "changes wait: {}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("min_interval: the last rollout ended at"),
+        "{}",
+        r.stdout
+    );
+    for h in ["h1", "h2", "h3"] {
+        assert!(current(&f, h).unwrap().ends_with("1.0.0"), "{h} untouched");
+    }
+    // The wait has an end: `apply --wait` would sleep until it, the report says when.
+    assert!(r.stdout.contains("next may start 1h later"), "{}", r.stdout);
+}

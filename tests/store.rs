@@ -661,6 +661,7 @@ fn rollout() -> RolloutRecord {
         halted_wave: None,
         halted_at: None,
         started_at: ts("2026-11-22T07:40:00Z"),
+        ended_at: None,
         changed: vec![flotilla::store::ChangedHost {
             host: "web-01".into(),
             wave: 1,

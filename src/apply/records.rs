@@ -144,6 +144,7 @@ impl Records for StoreRecords<'_> {
             if end.completed {
                 // Rolled back or pruned: nothing left for a later run to re-check.
                 r.changed.clear();
+                r.ended_at.get_or_insert(now);
             }
         });
         // Only a completed rollout promotes: not a halted one, not one interrupted during a

@@ -516,6 +516,13 @@ fn env_run(
     store: &dyn Store,
 ) -> Result<EnvRun, EngineError> {
     let revision = req.repo.revision();
+    let cfg = req.fleet.fleet.environments.get(env.name.as_str());
+    // When the last, different rollout ended (completed or halted): `min_interval` counts
+    // from it.
+    let last_ended = stored
+        .as_ref()
+        .filter(|r| r.identity() != Some(identity))
+        .and_then(|r| r.ended_at.or(r.halted_at));
     let resumable = stored.filter(|r| {
         r.identity() == Some(identity)
             && r.halted.is_none()
@@ -523,8 +530,12 @@ fn env_run(
     });
     let mut earlier = Vec::new();
     let mut bake_until = None;
+    let mut started_at = None;
+    let not_before =
+        cfg.and_then(|c| policy::next_rollout_at(last_ended, c.rollout.min_interval, req.clock.now()));
     match resumable {
         Some(record) => {
+            started_at = Some(record.started_at);
             for job in &mut jobs {
                 let name = job.desired.name.as_str();
                 job.wave = record
@@ -548,7 +559,10 @@ fn env_run(
                 .collect();
             bake_until = record.bake_deadline;
         }
+        // Too soon after the last rollout: nothing is recorded, the gate holds every host.
+        None if not_before.is_some() => {}
         None => {
+            started_at = Some(req.clock.now());
             let record = RolloutRecord {
                 revision: revision.map(str::to_owned),
                 desired: Some(identity.to_owned()),
@@ -559,12 +573,12 @@ fn env_run(
                 halted_wave: None,
                 halted_at: None,
                 started_at: req.clock.now(),
+                ended_at: None,
                 changed: Vec::new(),
             };
             store.save_rollout(&env.name, &record)?;
         }
     }
-    let cfg = req.fleet.fleet.environments.get(env.name.as_str());
     let gate = Gate {
         windows: match (&req.overrides.windows, cfg) {
             (None, Some(e)) => e.windows.clone(),
@@ -575,8 +589,10 @@ fn env_run(
             _ => Vec::new(),
         },
         paused: None,
+        not_before,
     };
     Ok(EnvRun {
+        started_at,
         name: env.name.clone(),
         jobs,
         gate,

@@ -105,6 +105,10 @@ pub struct Rollout {
     pub on_failure: OnFailure,
     pub health_command: Option<String>,
     pub promotion_soak: Duration,
+    /// A new rollout starts at least this long after the last one ended.
+    pub min_interval: Duration,
+    /// A rollout still running after this long halts; `None`: no limit.
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for Rollout {
@@ -118,6 +122,8 @@ impl Default for Rollout {
             on_failure: OnFailure::Rollback,
             health_command: None,
             promotion_soak: Duration::ZERO,
+            min_interval: Duration::ZERO,
+            max_duration: None,
         }
     }
 }

@@ -312,6 +312,16 @@ pub struct RawRollout {
     #[serde(default)]
     #[schemars(extend("default" = "0s"))]
     pub promotion_soak: Option<Str>,
+    /// A new rollout of this environment starts at least this long after the last one
+    /// ended, so a burst of commits does not churn the fleet.
+    #[serde(default)]
+    #[schemars(extend("default" = "0s"))]
+    pub min_interval: Option<Str>,
+    /// A rollout still running after this long halts (reason `max_duration`); "" or unset:
+    /// no limit.
+    #[serde(default)]
+    #[schemars(extend("default" = ""))]
+    pub max_duration: Option<Str>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]

@@ -236,7 +236,9 @@ fn plain_expected(key: &str, expected: &str) -> String {
         "a boolean" => "true or false".to_owned(),
         "a string" => match key {
             "connect_timeout" | "command_timeout" | "bake" | "promotion_soak" | "timeout" | "interval"
-            | "duration" => "a duration in quotes, such as \"10s\"".to_owned(),
+            | "duration" | "min_interval" | "max_duration" => {
+                "a duration in quotes, such as \"10s\"".to_owned()
+            }
             "start" | "end" => "a time in quotes, such as \"02:00\"".to_owned(),
             "from" | "until" => "an RFC 3339 date in quotes, such as \"2026-12-20T00:00:00Z\"".to_owned(),
             "mode" => "octal permission bits in quotes, such as \"0644\"".to_owned(),
@@ -1188,6 +1190,24 @@ impl Validator<'_> {
             .filter(|c| !c.trim().is_empty());
         if let Some(s) = self.duration(file, &r.promotion_soak) {
             out.promotion_soak = s;
+        }
+        if let Some(s) = self.duration(file, &r.min_interval) {
+            out.min_interval = s;
+        }
+        let limit = r
+            .max_duration
+            .as_ref()
+            .filter(|d| !d.get().trim().is_empty())
+            .cloned();
+        if let Some(d) = self.duration(file, &limit) {
+            if d.is_zero() {
+                if let Some(s) = &limit {
+                    self.err(file, s.span(), "`max_duration` must be longer than 0s")
+                        .help = Some("leave it out (or \"\") for no limit".into());
+                }
+            } else {
+                out.max_duration = Some(d);
+            }
         }
         out
     }

@@ -57,6 +57,8 @@ pub struct EnvRun {
     pub earlier: Vec<Touched>,
     /// The end of a bake that an earlier, interrupted run of this rollout did not finish.
     pub bake_until: Option<Timestamp>,
+    /// When this rollout started (`max_duration` counts from it).
+    pub started_at: Option<Timestamp>,
 }
 
 /// What the driver needs from the records kept between runs, without knowing the store.
@@ -255,6 +257,13 @@ async fn run_env(
         loop {
             while set.len() < limit && hold.is_none() {
                 let Some(job) = queue.next() else { break };
+                if let Some(started) = env.started_at
+                    && let Some(why) =
+                        policy::past_max_duration(started, rollout.max_duration, spec.clock.now())
+                    && let Some(why) = budget.halt_for(why)
+                {
+                    halt = Some(halted(name, wave, why, emit));
+                }
                 let gate = Gate {
                     paused: spec.records.paused(name),
                     ..env.gate.clone()

@@ -21,6 +21,8 @@ pub struct Gate {
     pub freezes: Vec<Freeze>,
     /// Why changes are paused (`flotilla pause`), if they are.
     pub paused: Option<String>,
+    /// `min_interval`: a new rollout may not start before this moment (and why).
+    pub not_before: Option<(Timestamp, String)>,
 }
 
 /// Why a host that could otherwise start waits, and until when if that is known.
@@ -61,6 +63,14 @@ impl Gate {
     pub fn hold(&self, now: Timestamp) -> Option<Hold> {
         if let Some(why) = &self.paused {
             return Some(Hold::Paused { why: why.clone() });
+        }
+        if let Some((until, why)) = &self.not_before
+            && now < *until
+        {
+            return Some(Hold::Schedule {
+                why: why.clone(),
+                until: Some(*until),
+            });
         }
         let a = availability(&self.windows, &self.freezes, now);
         if a.open {
@@ -119,6 +129,16 @@ impl Budget {
             "{} failed host(s), more than max_failures allows ({})",
             self.failed, self.allowed
         );
+        self.halt = Some(why.clone());
+        Some(why)
+    }
+
+    /// Halts for a reason other than failures (`max_duration`). Returns the reason when this
+    /// is what halts the rollout; `None` when it had halted already.
+    pub fn halt_for(&mut self, why: String) -> Option<String> {
+        if self.halt.is_some() {
+            return None;
+        }
         self.halt = Some(why.clone());
         Some(why)
     }
@@ -202,6 +222,41 @@ pub fn next_start(
     }
 }
 
+/// `min_interval` (DESIGN §6.4): when a new rollout of an environment may start, given when
+/// its last rollout ended (completed or halted). `None`: at once.
+pub fn next_rollout_at(
+    last_ended: Option<Timestamp>,
+    min_interval: Duration,
+    now: Timestamp,
+) -> Option<(Timestamp, String)> {
+    let ended = last_ended?;
+    let at = crate::duration::saturating_add(ended, min_interval);
+    (now < at).then(|| {
+        (
+            at,
+            format!(
+                "min_interval: the last rollout ended at {}; the next may start {} later",
+                ended.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                crate::duration::format_duration(min_interval),
+            ),
+        )
+    })
+}
+
+/// `max_duration` (DESIGN §6.4): why a rollout that started at `started` halts at `now`, if
+/// it ran longer than `max`.
+pub fn past_max_duration(started: Timestamp, max: Option<Duration>, now: Timestamp) -> Option<String> {
+    let max = max?;
+    let deadline = crate::duration::saturating_add(started, max);
+    (now >= deadline).then(|| {
+        format!(
+            "max_duration: the rollout started at {} and is still running after {}",
+            started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            crate::duration::format_duration(max)
+        )
+    })
+}
+
 /// When the bake after a wave ends, or `None` when there is nothing to bake: no `bake`, no
 /// host changed yet, or the rollout is halting anyway. Saturates instead of overflowing.
 pub fn bake_until(bake: Duration, budget: &Budget, changed: usize, now: Timestamp) -> Option<Timestamp> {
@@ -281,6 +336,49 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn min_interval_holds_a_new_rollout_until_the_interval_after_the_last_one_ended() {
+        let ended = ts("2026-12-01T10:00:00Z");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(next_rollout_at(None, hour, ended), None, "no earlier rollout");
+        assert_eq!(next_rollout_at(Some(ended), Duration::ZERO, ended), None);
+        let (at, why) = next_rollout_at(Some(ended), hour, ts("2026-12-01T10:30:00Z")).unwrap();
+        assert_eq!(at, ts("2026-12-01T11:00:00Z"));
+        assert!(
+            why.starts_with("min_interval: the last rollout ended at 2026-12-01 10:00:00 UTC"),
+            "{why}"
+        );
+        assert_eq!(
+            next_rollout_at(Some(ended), hour, ts("2026-12-01T11:00:00Z")),
+            None
+        );
+        let gate = Gate {
+            not_before: Some((at, why)),
+            ..Gate::default()
+        };
+        let h = gate.hold(ts("2026-12-01T10:30:00Z")).unwrap();
+        assert_eq!(h.until(), Some(at));
+        assert_eq!(gate.hold(at), None);
+    }
+
+    #[test]
+    fn max_duration_counts_from_the_rollouts_start_and_saturates() {
+        let start = ts("2026-12-01T10:00:00Z");
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(past_max_duration(start, None, ts("2099-01-01T00:00:00Z")), None);
+        assert_eq!(past_max_duration(start, hour, ts("2026-12-01T10:59:59Z")), None);
+        assert!(past_max_duration(start, hour, ts("2026-12-01T11:00:00Z")).is_some());
+        let huge = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(past_max_duration(start, huge, ts("2099-01-01T00:00:00Z")), None);
+        let mut budget = Budget::new(CountOrPercent::Count(0), 3, 0);
+        assert_eq!(
+            budget.halt_for("max_duration".into()).as_deref(),
+            Some("max_duration")
+        );
+        assert_eq!(budget.halt_for("again".into()), None, "halts once");
+        assert_eq!(budget.halted(), Some("max_duration"));
     }
 
     #[test]

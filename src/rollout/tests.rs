@@ -274,6 +274,7 @@ fn env_run(jobs: Vec<HostJob>) -> EnvRun {
         failed_before: 0,
         earlier: Vec::new(),
         bake_until: None,
+        started_at: None,
     }
 }
 
@@ -355,6 +356,39 @@ async fn a_pause_made_mid_wave_holds_the_hosts_not_yet_started() {
     let (_, hold) = &r.summary.holds[0];
     assert_eq!(hold.until(), None, "a pause has no end of its own");
     assert!(!r.rec.ended.lock().unwrap()[0].1, "the rollout is not complete");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_past_max_duration_halts_before_its_next_host() {
+    let (_dir, loaded) = fleet(
+        3,
+        "waves = [\"100%\"]\nmax_parallel = 1\nmax_duration = \"1h\"\non_failure = \"halt\"",
+    );
+    let start: Timestamp = START.parse().unwrap();
+    let mut env = env_run(jobs(&loaded, &[1, 1, 1]));
+    // Started 50 minutes ago (an earlier run); each host takes 10 minutes.
+    env.started_at = Some(start - SignedDuration::from_mins(50));
+    let lab = Lab {
+        took: Duration::from_secs(600),
+        ..Lab::default()
+    };
+    let r = run(&loaded, env, lab, Cancel::never()).await;
+    assert_eq!(calls(&r.lab, "apply"), ["h1"], "h2 would start 60 minutes in");
+    let (_, halt) = &r.summary.halts[0];
+    assert!(halt.reason.starts_with("max_duration:"), "{}", halt.reason);
+    for h in ["h2", "h3"] {
+        assert!(
+            matches!(
+                outcome(&r.summary, h),
+                HostOutcome::Skipped {
+                    kind: SkipKind::Halted,
+                    ..
+                }
+            ),
+            "{h}: {:?}",
+            outcome(&r.summary, h)
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -387,6 +387,9 @@ pub struct RolloutRecord {
     #[serde(default)]
     pub halted_at: Option<jiff::Timestamp>,
     pub started_at: jiff::Timestamp,
+    /// When it completed (every wave done); `min_interval` counts from it.
+    #[serde(default)]
+    pub ended_at: Option<jiff::Timestamp>,
     /// Every host this rollout changed so far, recorded as it happened: a later run of the
     /// same rollout re-checks them after bakes and rolls them back if it halts.
     #[serde(default)]
