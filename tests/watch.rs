@@ -459,3 +459,89 @@ fn watch_without_a_store_for_a_remote_says_how_to_fix_it() {
         r.stderr
     );
 }
+
+#[test]
+fn drift_made_by_hand_is_corrected_by_the_next_drift_check() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let mut w = spawn_watch(&f, store.path(), &["--drift-interval", "1s"]);
+    std::fs::write(f.root("w1").join("etc/web.conf"), "edited by hand\n").unwrap();
+    wait_for("the drift check to restore w1", 30, || {
+        web_conf(&f, "w1").as_deref() == Some("v = 1\n")
+    });
+    let (code, out) = stop(&mut w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("w1: applied"), "{out}");
+}
+
+#[test]
+fn sigterm_during_a_bake_ends_watch_with_0_and_the_bake_is_remembered() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    write_web(&f, "v = 2", "\n[rollout]\nwaves = [1, \"100%\"]\nbake = \"1h\"\n");
+    f.commit("v2, baked for an hour after the canary");
+    let mut w = spawn_watch(&f, store.path(), &[]);
+    wait_for("the canary w1 to get v = 2", 30, || {
+        web_conf(&f, "w1").as_deref() == Some("v = 2\n")
+    });
+    wait_for("the bake to be recorded", 30, || {
+        std::fs::read_to_string(store.path().join("rollouts/web.json"))
+            .is_ok_and(|t| t.contains("\"bake_deadline\": \"20"))
+    });
+    let started = std::time::Instant::now();
+    let (code, out) = stop(&mut w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "SIGTERM ends a bake promptly");
+    assert_eq!(web_conf(&f, "w2").as_deref(), Some("v = 1\n"), "wave 2 never started");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_revision() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    write_web(&f, "v = 2", "");
+    let rev = f.commit("web v2");
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["--log-format", "json", "watch", "--once"])
+        .arg(f.path()));
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    let lines: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let plan = lines.iter().find(|l| l["event"] == "plan").expect("a plan event");
+    assert_eq!(plan["revision"], rev.as_str());
+    assert_eq!(plan["plan"]["revision"], rev.as_str());
+    let applied = lines
+        .iter()
+        .find(|l| l["event"] == "host_applied" && l["host"] == "w1")
+        .expect("w1's event");
+    assert_eq!(applied["revision"], rev.as_str());
+    assert_eq!(applied["env"], "web");
+    assert!(lines.iter().all(|l| l["time"].is_string()), "every line has a time");
+}
+
+#[test]
+fn a_paused_environment_is_not_applied_by_watch() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let p = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["pause", "--env", "web", "INC-9"])
+        .arg(f.path()));
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    write_web(&f, "v = 2", "");
+    f.commit("web v2");
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("paused: INC-9"), "{}", r.stdout);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"));
+}

@@ -13,6 +13,7 @@ mod cycle;
 mod follow;
 pub mod http;
 mod status;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,9 +189,6 @@ pub enum WatchError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// The longest wait between attempts to reach a failing repository.
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
-
 /// The state of the loop between wake-ups.
 struct Loop {
     /// The newest valid revision: what is applied.
@@ -238,12 +236,7 @@ impl Watch<'_> {
                 Err(e) if once => return Err(e.into()),
                 Err(e) => {
                     st.failures += 1;
-                    let backoff = self
-                        .settings
-                        .interval
-                        .saturating_mul(1 << st.failures.min(6))
-                        .min(MAX_BACKOFF)
-                        .max(self.settings.interval);
+                    let backoff = wake::backoff(self.settings.interval, st.failures);
                     let error = e.to_string();
                     self.view.note(&Note::SourceFailed {
                         error: error.clone(),
@@ -255,7 +248,7 @@ impl Watch<'_> {
             };
             let now = self.clock.now();
             let fresh = st.in_force.is_some() && self.shared.status().revision != st.in_force;
-            let due = fresh || now >= st.drift_due || st.requeue_at.is_some_and(|t| now >= t);
+            let due = wake::cycle_due(fresh, now, st.drift_due, st.requeue_at);
             if let (true, Some(rev)) = (due, st.in_force.clone()) {
                 if fresh {
                     // A new revision may carry new connection settings: new sessions.
@@ -265,7 +258,11 @@ impl Watch<'_> {
                 let result = cycle::run(&self, &rev, pool.clone()).await;
                 last = result.outcome;
                 st.requeue_at = result.requeue_at;
-                st.drift_due = self.clock.now() + signed(self.settings.drift_interval);
+                st.drift_due = self
+                    .clock
+                    .now()
+                    .saturating_add(wake::signed(self.settings.drift_interval))
+                    .unwrap_or(Timestamp::MAX);
             } else if once {
                 // Nothing valid to apply.
                 last = Outcome::Failure;
@@ -274,13 +271,9 @@ impl Watch<'_> {
                 break;
             }
             let now = self.clock.now();
-            let mut wake = now + signed(poll_in);
-            wake = wake.min(st.drift_due);
-            if let Some(t) = st.requeue_at {
-                wake = wake.min(t.max(now));
-            }
-            self.shared.update(|s| s.next_wake = Some(wake));
-            let sleep = wake.duration_since(now).try_into().unwrap_or(Duration::ZERO);
+            let wake_at = wake::next_wake(now, poll_in, st.drift_due, st.requeue_at);
+            self.shared.update(|s| s.next_wake = Some(wake_at));
+            let sleep = wake_at.duration_since(now).try_into().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 Some(()) = wake_rx.recv() => {
@@ -312,12 +305,7 @@ impl Watch<'_> {
                 }
                 Err(e @ crate::store::StoreError::Locked { .. }) if !once => {
                     attempt += 1;
-                    let wait = self
-                        .settings
-                        .interval
-                        .saturating_mul(1 << attempt.min(6))
-                        .min(MAX_BACKOFF)
-                        .max(Duration::from_secs(1));
+                    let wait = wake::backoff(self.settings.interval, attempt);
                     let error = e.to_string();
                     self.view.note(&Note::StoreHeld {
                         error: error.clone(),
@@ -390,9 +378,6 @@ impl Watch<'_> {
     }
 }
 
-fn signed(d: Duration) -> jiff::SignedDuration {
-    jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
-}
 
 /// Wakes the loop when a local repository's refs change (inotify through `notify`). Polling
 /// every interval remains the fallback if the watcher cannot be set up.
