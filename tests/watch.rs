@@ -493,8 +493,15 @@ fn sigterm_during_a_bake_ends_watch_with_0_and_the_bake_is_remembered() {
     let started = std::time::Instant::now();
     let (code, out) = stop(&mut w);
     assert_eq!(code, Some(0), "{out}");
-    assert!(started.elapsed() < Duration::from_secs(10), "SIGTERM ends a bake promptly");
-    assert_eq!(web_conf(&f, "w2").as_deref(), Some("v = 1\n"), "wave 2 never started");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGTERM ends a bake promptly"
+    );
+    assert_eq!(
+        web_conf(&f, "w2").as_deref(),
+        Some("v = 1\n"),
+        "wave 2 never started"
+    );
 }
 
 #[test]
@@ -524,7 +531,10 @@ fn json_logs_are_one_object_per_line_with_the_revision() {
         .expect("w1's event");
     assert_eq!(applied["revision"], rev.as_str());
     assert_eq!(applied["env"], "web");
-    assert!(lines.iter().all(|l| l["time"].is_string()), "every line has a time");
+    assert!(
+        lines.iter().all(|l| l["time"].is_string()),
+        "every line has a time"
+    );
 }
 
 #[test]
@@ -544,4 +554,97 @@ fn a_paused_environment_is_not_applied_by_watch() {
     assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("paused: INC-9"), "{}", r.stdout);
     assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"));
+}
+
+#[test]
+fn an_ssh_remote_is_fetched_with_a_deploy_key_and_strict_host_keys() {
+    if !common::sshd::available("an_ssh_remote_is_fetched_with_a_deploy_key_and_strict_host_keys") {
+        return;
+    }
+    let lab = common::sshd::SshLab::start(1);
+    let f = fleet("v = 1");
+    for file in ["hosts/web.toml", "hosts/db.toml"] {
+        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
+        f.write(
+            file,
+            &text.replace(
+                "root = \"roots/",
+                &format!("root = \"{}/roots/", f.path().display()),
+            ),
+        );
+    }
+    f.commit("absolute roots");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let remote = lab.path().join("fleet.git");
+    let git = |dir: &Path, args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    git(
+        lab.path(),
+        &["init", "--bare", "--quiet", "-b", "main", "fleet.git"],
+    );
+    write_web(&f, "v = 2", "");
+    f.commit("web v2");
+    git(
+        f.path(),
+        &[
+            "push",
+            "--quiet",
+            &remote.display().to_string(),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    let h = &lab.hosts[0];
+    let url = format!("ssh://root@{}:{}{}", h.address, h.port, remote.display());
+    let key = lab.client_key.display().to_string();
+
+    // An unknown host key is never accepted.
+    let empty = lab.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let r = watch_once(
+        &f,
+        store.path(),
+        &[
+            "--remote",
+            &url,
+            "--remote-identity",
+            &key,
+            "--remote-known-hosts",
+            &empty.display().to_string(),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("Host key verification failed"), "{}", r.stderr);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"));
+
+    let known = lab.known_hosts.display().to_string();
+    let r = watch_once(
+        &f,
+        store.path(),
+        &[
+            "--remote",
+            &url,
+            "--remote-identity",
+            &key,
+            "--remote-known-hosts",
+            &known,
+        ],
+    );
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        web_conf(&f, "w1").as_deref(),
+        Some("v = 2\n"),
+        "applied from the ssh:// remote"
+    );
 }

@@ -235,17 +235,41 @@ async fn fetch(r: &Remote) -> Result<(), FollowError> {
     if out.status.success() {
         return Ok(());
     }
-    let err = crate::text::sanitize(&String::from_utf8_lossy(&out.stderr));
-    let why = err
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("git fetch failed");
-    let why = why.trim_start_matches("fatal: ").to_owned();
+    let why = git_error(&out.stderr);
     Err(failed(match &r.token {
         Some(t) if !t.is_empty() => why.replace(t.as_str(), "***"),
         _ => why,
     }))
+}
+
+/// git's own words, without its boilerplate ("Please make sure you have the correct access
+/// rights…"), on one bounded line.
+fn git_error(stderr: &[u8]) -> String {
+    let text = crate::text::sanitize(&String::from_utf8_lossy(stderr));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("fatal: ")
+                .trim_start_matches("error: ")
+        })
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("Please make sure you have the correct access rights")
+                && *l != "and the repository exists."
+        })
+        .collect();
+    let mut why = if lines.is_empty() {
+        "git fetch failed".to_owned()
+    } else {
+        lines.join("; ")
+    };
+    if why.len() > 500 {
+        let cut = (0..=500).rev().find(|&i| why.is_char_boundary(i)).unwrap_or(0);
+        why.truncate(cut);
+        why.push('…');
+    }
+    why
 }
 
 /// A URL without its password (`https://user:secret@host` → `https://user:***@host`).
@@ -269,6 +293,17 @@ fn shell_quote(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_errors_keep_the_cause_and_drop_the_boilerplate() {
+        let e = b"Host key verification failed.\r\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n";
+        assert_eq!(
+            git_error(e),
+            "Host key verification failed.; Could not read from remote repository."
+        );
+        assert_eq!(git_error(b""), "git fetch failed");
+        assert!(git_error(&[b'x'; 2000]).len() <= 504);
+    }
 
     #[test]
     fn passwords_in_urls_are_never_shown() {

@@ -378,7 +378,6 @@ impl Watch<'_> {
     }
 }
 
-
 /// Wakes the loop when a local repository's refs change (inotify through `notify`). Polling
 /// every interval remains the fallback if the watcher cannot be set up.
 fn ref_watcher(follower: &Follower, wake: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {

@@ -10,7 +10,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Whether a cycle is due at `now`: a new revision came into force, the drift check is due,
 /// or something that waited may go.
-pub fn cycle_due(new_revision: bool, now: Timestamp, drift_due: Timestamp, requeue_at: Option<Timestamp>) -> bool {
+pub fn cycle_due(
+    new_revision: bool,
+    now: Timestamp,
+    drift_due: Timestamp,
+    requeue_at: Option<Timestamp>,
+) -> bool {
     new_revision || now >= drift_due || requeue_at.is_some_and(|t| now >= t)
 }
 
@@ -68,15 +73,27 @@ mod tests {
         let drift = ts("2026-12-01T10:15:00Z");
         assert_eq!(next_wake(now, minute, drift, None), ts("2026-12-01T10:01:00Z"));
         let window = ts("2026-12-01T10:00:30Z");
-        assert_eq!(next_wake(now, minute, drift, Some(window)), window, "a window opens first");
+        assert_eq!(
+            next_wake(now, minute, drift, Some(window)),
+            window,
+            "a window opens first"
+        );
         assert_eq!(
             next_wake(now, Duration::from_secs(3600), drift, None),
             drift,
             "the drift check comes before the next poll"
         );
         let past = ts("2026-12-01T09:00:00Z");
-        assert_eq!(next_wake(now, minute, drift, Some(past)), now, "never in the past");
-        assert_eq!(next_wake(now, Duration::MAX, Timestamp::MAX, None), Timestamp::MAX, "saturates");
+        assert_eq!(
+            next_wake(now, minute, drift, Some(past)),
+            now,
+            "never in the past"
+        );
+        assert_eq!(
+            next_wake(now, Duration::MAX, Timestamp::MAX, None),
+            Timestamp::MAX,
+            "saturates"
+        );
     }
 
     #[test]
