@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::{EngineError, Request, Scope};
+use crate::artifact::RepositoryCheck;
 use crate::observe::{Observation, ObserveError, observe_all};
+use crate::plan::room::{self, ArtifactSizes};
 use crate::plan::{self, HostInput, Plan, PlanInput, SavedPlan};
 use crate::resolve::DesiredHost;
 use crate::store::{DigestKey, RolloutRecord};
@@ -92,7 +94,8 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         .artifact_cache
         .clone()
         .or_else(|| store.map(|s| s.artifact_cache_dir()));
-    let (observations, artifact_errors) = observe_and_check(req, &targets, store_id.as_deref(), cache).await;
+    let (observations, checked) = observe_and_check(req, &targets, store_id.as_deref(), cache).await;
+    let artifact_errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
     let take_over = req.overrides.take_over.is_some();
     let mut refused = BTreeMap::new();
     for (d, o) in targets.iter().zip(&observations) {
@@ -116,6 +119,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         &rollouts,
         &promotions,
         observed_at,
+        &checked.sizes,
     );
     plan.no_longer_managed = match store {
         Some(s) => s
@@ -140,7 +144,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
 
 /// Observes the hosts and, at the same time, checks every repository artifact (DESIGN §3):
 /// the check is CPU and disk on the controller while observing waits on hosts, so neither
-/// waits for the other. The check runs on this thread (the repository handle cannot cross
+/// waits for the other. The check also gives the sizes of the artifacts that passed. The check runs on this thread (the repository handle cannot cross
 /// threads); the observation is driven from a scoped thread. On a current-thread runtime
 /// (tests) they run one after the other.
 async fn observe_and_check(
@@ -148,13 +152,8 @@ async fn observe_and_check(
     targets: &[&DesiredHost],
     store_id: Option<&str>,
     cache: Option<std::path::PathBuf>,
-) -> (Vec<Result<Observation, ObserveError>>, Vec<String>) {
-    let check = || -> Vec<String> {
-        crate::artifact::check_repository(&req.fleet.fleet, req.repo, req.trust, cache.clone())
-            .into_iter()
-            .map(|e| e.to_string())
-            .collect()
-    };
+) -> (Vec<Result<Observation, ObserveError>>, RepositoryCheck) {
+    let check = || crate::artifact::check_repository(&req.fleet.fleet, req.repo, req.trust, cache.clone());
     let (fleet_dir, pool, parallel) = (req.repo.fleet_dir(), &req.pool, req.parallel);
     let observe = move || observe_all(targets, fleet_dir, pool, parallel, store_id);
     let handle = tokio::runtime::Handle::current();
@@ -172,8 +171,10 @@ async fn observe_and_check(
     })
 }
 
-/// The pure part: desired × observed → plan, with the hosts this store may not change and
-/// the rollouts halted at this revision.
+/// The pure part: desired × observed → plan, with the hosts this store may not change, the
+/// rollouts halted at this revision, and a warning for each host without room for the
+/// artifacts of known `sizes` it installs.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build_plan(
     req: &Request<'_>,
     planned: (&[&DesiredHost], &[Result<Observation, ObserveError>]),
@@ -181,6 +182,7 @@ pub(super) fn build_plan(
     rollouts: &BTreeMap<String, RolloutRecord>,
     promotions: &[crate::store::PromotionRecord],
     observed_at: jiff::Timestamp,
+    sizes: &ArtifactSizes,
 ) -> Plan {
     let (targets, observations) = planned;
     let revision = req.repo.revision().map(str::to_owned);
@@ -234,6 +236,7 @@ pub(super) fn build_plan(
         None => DigestKey::process().clone(),
     };
     key_sensitive_digests(&mut plan, targets, &key);
+    warn_without_room(&mut plan, targets, observations, sizes);
     plan.override_schedule(req.overrides.windows.as_deref(), req.overrides.freeze.as_deref());
     if let Some(store) = req.store {
         match store.pauses() {
@@ -243,6 +246,31 @@ pub(super) fn build_plan(
         }
     }
     plan
+}
+
+/// Warns about each host that lacks room for what it installs (DESIGN §6.1); apply refuses
+/// such a host before uploading.
+fn warn_without_room(
+    plan: &mut Plan,
+    targets: &[&DesiredHost],
+    observations: &[Result<Observation, ObserveError>],
+    sizes: &ArtifactSizes,
+) {
+    if sizes.is_empty() {
+        return;
+    }
+    let by_name: std::collections::HashMap<&str, (&DesiredHost, &Observation)> = targets
+        .iter()
+        .zip(observations)
+        .filter_map(|(d, o)| Some((d.name.as_str(), (*d, o.as_ref().ok()?))))
+        .collect();
+    for host in plan.hosts.iter_mut().filter(|h| h.refused.is_none()) {
+        if let Some((d, o)) = by_name.get(host.name.as_str())
+            && let Some(why) = room::shortfall(d, o, &host.changes, sizes)
+        {
+            host.warnings.push(why);
+        }
+    }
 }
 
 /// Replaces the sha256 in `before`/`after` of `sensitive` files with the store's keyed digest

@@ -12,8 +12,9 @@ use super::audit::AuditLog;
 use super::prepare::{Planned, build_plan, refusal};
 use super::records::StoreRecords;
 use super::{ApplyOptions, EngineError, Report, Request, Wait};
-use crate::artifact::{ArtifactCache, ArtifactRequest, DEFAULT_MAX_UNPACKED};
+use crate::artifact::{ArtifactCache, ArtifactRequest, ArtifactSize, DEFAULT_MAX_UNPACKED};
 use crate::observe::{Observation, observe_all};
+use crate::plan::room::{self, ArtifactSizes};
 use crate::plan::{Action as ChangeAction, Change, Kind};
 use crate::resolve::DesiredHost;
 use crate::rollout::policy::{self, Gate, SkipKind};
@@ -63,7 +64,7 @@ pub async fn apply<'a>(
 
     // Every artifact is fetched and verified before any host is touched; a repository artifact
     // that failed when planning refuses the run even if no host needs it (DESIGN §3).
-    let (artifacts, mut errors) = prepare_artifacts(req, &planned, store);
+    let (artifacts, sizes, mut errors) = prepare_artifacts(req, &planned, store);
     for e in &planned.artifact_errors {
         if !errors.contains(e) {
             errors.push(e.clone());
@@ -143,7 +144,7 @@ pub async fn apply<'a>(
             req,
             &mut planned,
             epoch,
-            &artifacts,
+            (&artifacts, &sizes),
             &log,
             &tx,
             &changes,
@@ -236,7 +237,7 @@ async fn run(
     req: &Request<'_>,
     planned: &mut Planned<'_>,
     epoch: u64,
-    artifacts: &BTreeMap<(String, String), Upload>,
+    (artifacts, sizes): (&BTreeMap<(String, String), Upload>, &ArtifactSizes),
     log: &AuditLog<'_>,
     tx: &mpsc::UnboundedSender<Event>,
     changes: &std::sync::Mutex<BTreeMap<String, Vec<Change>>>,
@@ -279,6 +280,7 @@ async fn run(
             &planned.rollouts,
             &promotions,
             req.clock.now(),
+            sizes,
         );
         planned.plan.hosts = fresh.hosts;
         planned.plan.environments = fresh.environments;
@@ -377,6 +379,9 @@ async fn run(
                     changes: h.changes.clone(),
                     wave: h.wave?,
                     blocked: None,
+                    // Checked against every artifact's size, not only the repository's the
+                    // plan knew: this run fetched them all.
+                    no_room: room::shortfall(d, o, &h.changes, sizes),
                 })
             })
             .collect();
@@ -602,13 +607,13 @@ fn env_run(
     })
 }
 
-/// Fetches and checks every artifact the planned hosts need; returns the verified uploads
-/// and, separately, every failure (each names runtime, version and why).
+/// Fetches and checks every artifact the planned hosts need; returns the verified uploads,
+/// their sizes and, separately, every failure (each names runtime, version and why).
 fn prepare_artifacts(
     req: &Request<'_>,
     planned: &Planned<'_>,
     store: &dyn Store,
-) -> (BTreeMap<(String, String), Upload>, Vec<String>) {
+) -> (BTreeMap<(String, String), Upload>, ArtifactSizes, Vec<String>) {
     let observed: BTreeMap<&str, &Observation> = planned
         .targets
         .iter()
@@ -647,7 +652,7 @@ fn prepare_artifacts(
         }
     }
     let cache = ArtifactCache::new(store.artifact_cache_dir());
-    let (mut ok, mut errors) = (BTreeMap::new(), Vec::new());
+    let (mut ok, mut sizes, mut errors) = (BTreeMap::new(), ArtifactSizes::new(), Vec::new());
     for (rt, v) in needed {
         let Some(version) = req
             .fleet
@@ -667,6 +672,7 @@ fn prepare_artifacts(
         };
         match blocking(|| cache.prepare(&request, req.repo, req.trust, DEFAULT_MAX_UNPACKED)) {
             Ok(p) => {
+                sizes.insert((rt.clone(), v.clone()), ArtifactSize::of(&p));
                 ok.insert(
                     (rt.clone(), v.clone()),
                     Upload {
@@ -678,7 +684,7 @@ fn prepare_artifacts(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    (ok, errors)
+    (ok, sizes, errors)
 }
 
 /// Restores hosts a killed transaction left `pending` (DESIGN §6.1), only hosts this store may

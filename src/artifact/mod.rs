@@ -25,7 +25,7 @@ mod repository;
 mod trust;
 mod verified;
 
-pub use repository::check_repository;
+pub use repository::{RepositoryCheck, check_repository};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -97,6 +97,26 @@ pub struct Prepared {
     pub signed_by: Option<String>,
     /// Whether the bytes were fetched by this call (false: the cached copy was reused).
     pub fetched: bool,
+}
+
+/// How much room an artifact takes on a host: its upload (into `state_dir/staging`) and its
+/// unpacked files (into `runtimes_dir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactSize {
+    /// Bytes of the (compressed) tarball.
+    pub upload: u64,
+    /// Total bytes of its regular files.
+    pub unpacked: u64,
+}
+
+impl ArtifactSize {
+    /// The sizes of a verified artifact.
+    pub fn of(p: &Prepared) -> ArtifactSize {
+        ArtifactSize {
+            upload: p.size,
+            unpacked: p.unpacked_size,
+        }
+    }
 }
 
 /// The content-addressed artifact cache: `<store>/cache/artifacts/<sha256>`.

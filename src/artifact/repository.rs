@@ -2,29 +2,44 @@
 //! §3): sha256, signature by a trusted key, tarball inspection — reusing what the cache
 //! already verified, so an unchanged artifact costs a `stat`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{ArtifactCache, ArtifactError, ArtifactRequest, DEFAULT_MAX_UNPACKED, RepoReader, TrustPolicy};
+use super::{
+    ArtifactCache, ArtifactError, ArtifactRequest, ArtifactSize, DEFAULT_MAX_UNPACKED, RepoReader,
+    TrustPolicy,
+};
 use crate::manifest::Fleet;
 use crate::manifest::model::ArtifactRef;
 
-/// Checks every repository artifact of `fleet`; returns every failure (each names runtime,
-/// version and why). `cache` is the store's artifact cache; without one the check runs in a
-/// temporary cache and nothing is remembered. Blocking: file I/O and hashing.
+/// What checking the repository's artifacts found.
+#[derive(Debug, Default)]
+pub struct RepositoryCheck {
+    /// Every failure (each names runtime, version and why).
+    pub errors: Vec<ArtifactError>,
+    /// (runtime, version) → sizes, for every artifact that passed: the plan warns about hosts
+    /// without room for them.
+    pub sizes: BTreeMap<(String, String), ArtifactSize>,
+}
+
+/// Checks every repository artifact of `fleet`. `cache` is the store's artifact cache; without
+/// one the check runs in a temporary cache and nothing is remembered. Blocking: file I/O and
+/// hashing.
 pub fn check_repository(
     fleet: &Fleet,
     repo: &dyn RepoReader,
     trust: &TrustPolicy,
     cache: Option<PathBuf>,
-) -> Vec<ArtifactError> {
+) -> RepositoryCheck {
     let wanted: Vec<_> = fleet
         .runtimes
         .iter()
         .flat_map(|(name, rt)| rt.versions.iter().map(move |(v, version)| (name, v, version)))
         .filter(|(_, _, version)| matches!(version.artifact, ArtifactRef::Repo(_)))
         .collect();
+    let mut out = RepositoryCheck::default();
     if wanted.is_empty() {
-        return Vec::new();
+        return out;
     }
     // A temporary cache when there is no store: every artifact is read and checked in full.
     let scratch;
@@ -36,7 +51,7 @@ pub fn check_repository(
                 scratch.path().to_owned()
             }
             Err(e) => {
-                return vec![ArtifactError::Cache {
+                out.errors.push(ArtifactError::Cache {
                     at: Box::new(super::Origin {
                         runtime: String::new(),
                         version: String::new(),
@@ -44,12 +59,12 @@ pub fn check_repository(
                     }),
                     path: std::env::temp_dir(),
                     source: e,
-                }];
+                });
+                return out;
             }
         },
     };
     let cache = ArtifactCache::new(dir);
-    let mut errors = Vec::new();
     for (name, v, version) in wanted {
         let request = ArtifactRequest {
             runtime: name.as_str(),
@@ -58,9 +73,13 @@ pub fn check_repository(
             signature: &version.signature,
             sha256: &version.sha256,
         };
-        if let Err(e) = cache.prepare(&request, repo, trust, DEFAULT_MAX_UNPACKED) {
-            errors.push(e);
+        match cache.prepare(&request, repo, trust, DEFAULT_MAX_UNPACKED) {
+            Ok(p) => {
+                out.sizes
+                    .insert((name.to_string(), v.to_string()), ArtifactSize::of(&p));
+            }
+            Err(e) => out.errors.push(e),
         }
     }
-    errors
+    out
 }

@@ -62,6 +62,7 @@ pub(super) fn check_repo_artifacts(
     )?;
     Ok(
         crate::artifact::check_repository(&loaded.fleet, repo, &trust, cache)
+            .errors
             .into_iter()
             .map(|e| e.to_string())
             .collect(),

@@ -46,6 +46,24 @@ pub struct Observation {
     /// `state.json` was not written by the store this run uses.
     #[serde(skip)]
     pub content_withheld: Option<String>,
+    /// Free space where runtimes unpack and where uploads land; `None` when the probe could
+    /// not tell. Not part of the fingerprint: it changes all the time, and a saved plan must
+    /// not go stale because a log grew.
+    #[serde(skip)]
+    pub free_space: Option<FreeSpace>,
+}
+
+/// Free space on a host (DESIGN §6.1), as `df -Pk` reported it: bytes available to
+/// unprivileged users (root may use a few reserved blocks more), so a check against it errs
+/// on the side of warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeSpace {
+    /// On the filesystem that holds `runtimes_dir` (where versions unpack).
+    pub runtimes: u64,
+    /// On the filesystem that holds `state_dir` (where artifacts are uploaded, in `staging/`).
+    pub state: u64,
+    /// Both directories are on one filesystem: uploads and unpacked versions share `runtimes`.
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -269,6 +287,7 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
                     Err(e) => obs.state_error = Some(e),
                 }
             }
+            "df" => obs.free_space = parse_df(payload),
             "state-too-large" => {
                 obs.state_error = Some(format!("state.json is {} bytes, too large to read", text()));
             }
@@ -338,6 +357,43 @@ fn parse_file(fields: &str) -> Result<ObservedFile, String> {
         size: size.parse().unwrap_or(0),
         content: None,
     })
+}
+
+/// `df -Pk A B`'s output: a header, then one line per directory ("device blocks used
+/// available capacity% mount point"; device and mount point may hold spaces). Anything else —
+/// a missing or failed `df`, a line too many or too few, a number that is not one — is
+/// unknown, never an error: free space only ever adds a warning.
+pub fn parse_df(out: &[u8]) -> Option<FreeSpace> {
+    if out.len() > 8192 {
+        return None;
+    }
+    let text = std::str::from_utf8(out).ok()?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    lines.next()?; // the header
+    let (rt, st) = (df_line(lines.next()?)?, df_line(lines.next()?)?);
+    if lines.next().is_some() {
+        return None;
+    }
+    Some(FreeSpace {
+        runtimes: rt.0,
+        state: st.0,
+        shared: rt.1 == st.1,
+    })
+}
+
+/// One `df -P` line: bytes available, and the filesystem's identity (device and mount point).
+fn df_line(line: &str) -> Option<(u64, (String, String))> {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let num = |s: &str| s.parse::<u64>().ok();
+    let count = |s: &str| s == "-" || num(s).is_some();
+    let i = (1..t.len().saturating_sub(4)).find(|&i| {
+        count(t[i])
+            && count(t[i + 1])
+            && num(t[i + 2]).is_some()
+            && (t[i + 3] == "-" || t[i + 3].strip_suffix('%').is_some_and(|p| num(p).is_some()))
+    })?;
+    let available = num(t[i + 2])?.checked_mul(1024)?;
+    Some((available, (t[..i].join(" "), t[i + 4..].join(" "))))
 }
 
 struct Reader<'a> {
@@ -420,4 +476,52 @@ pub async fn observe_all(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "Filesystem     1024-blocks    Used Available Capacity Mounted on\n";
+
+    #[test]
+    fn df_lines_give_bytes_available_and_whether_the_filesystem_is_shared() {
+        let two = format!("{HEADER}tmpfs 40960 1024 39936 3% /srv/my root\n/dev/sda1 1000 - 500 50% /\n");
+        let fs = parse_df(two.as_bytes()).unwrap();
+        assert_eq!(fs.runtimes, 39936 * 1024);
+        assert_eq!(fs.state, 500 * 1024);
+        assert!(!fs.shared);
+        let one = format!("{HEADER}my dev 10 2 8 20% /\nmy dev 10 2 8 20% /\n");
+        assert_eq!(
+            parse_df(one.as_bytes()),
+            Some(FreeSpace {
+                runtimes: 8192,
+                state: 8192,
+                shared: true
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_from_a_host_is_unknown_free_space_not_an_error() {
+        let huge = format!("{HEADER}d 1 1 {} 1% /\nd 1 1 1 1% /\n", u64::MAX);
+        for bad in [
+            "",
+            HEADER,
+            "df: /x: No such file or directory\n",
+            &format!("{HEADER}d 1 1 1 1% /\n"),
+            &format!("{HEADER}d 1 1 1 1% /\nd 1 1 1 1% /\nd 1 1 1 1% /\n"),
+            &format!("{HEADER}d x 1 1 1% /\nd 1 1 1 1% /\n"),
+            &format!("{HEADER}d 1 1 -5 1% /\nd 1 1 1 1% /\n"),
+            &huge,
+            &"x".repeat(10_000),
+        ] {
+            assert_eq!(parse_df(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(parse_df(&[0xff, 0xfe, b'\n']), None);
+        // A probe that reports garbage free space is still a good observation.
+        let out = b"flotilla-probe 1\ndf 3\n1 2\nflotilla-probe end\n";
+        let obs = parse(out, &[]).unwrap();
+        assert_eq!(obs.free_space, None);
+    }
 }

@@ -6,6 +6,7 @@ mod build;
 pub mod fold;
 pub mod markdown;
 pub mod promotion;
+pub mod room;
 pub mod text;
 
 pub use build::{HostInput, PlanInput, build};

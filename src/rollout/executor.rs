@@ -33,6 +33,9 @@ pub struct HostJob {
     pub wave: usize,
     /// Why the host may not be touched (an artifact it needs failed its checks).
     pub blocked: Option<String>,
+    /// Why the host lacks room for the artifacts it installs (`crate::plan::room`): when its
+    /// turn comes it fails as [`FailureKind::NoRoom`], before anything is uploaded.
+    pub no_room: Option<String>,
 }
 
 /// A host a rollout changed: enough to re-check it after a bake or roll it back on halt.
@@ -287,6 +290,24 @@ async fn run_env(
                                     .collect(),
                             });
                             announced = true;
+                        }
+                        if let Some(why) = &job.no_room {
+                            // Refused before anything is uploaded: reported and audited as a
+                            // failed host, not counted against the budget (no evidence against
+                            // the version; see policy::counts_against_budget).
+                            let error = format!("not started, nothing uploaded: {why}");
+                            emit.send(Event::HostFailed {
+                                host: job.desired.name.to_string(),
+                                env: name.to_owned(),
+                                kind: FailureKind::NoRoom,
+                                error: error.clone(),
+                            });
+                            let outcome = HostOutcome::Failed {
+                                kind: FailureKind::NoRoom,
+                                error,
+                            };
+                            summary.results.push(result(job, None, outcome));
+                            continue;
                         }
                         let txn = transaction::build(&job.desired, &job.observed, &job.changes, &spec.txn);
                         let id = txn.id.clone();

@@ -41,6 +41,9 @@ pub enum FailureKind {
     Panicked,
     /// The run was aborted (a second Ctrl-C) while the host was in flight.
     Aborted,
+    /// The host lacks free space for the artifacts it installs (upload plus unpacked size);
+    /// it was refused before anything was uploaded.
+    NoRoom,
 }
 
 /// What happened to one host.

@@ -173,13 +173,14 @@ pub enum SkipKind {
 }
 
 /// Whether a host that ended with `kind` counts against the failure budget. A host found
-/// locked by another transaction, or changed since it was observed, was left untouched: it is
+/// locked by another transaction, changed since it was observed, or without room for the
+/// artifacts it installs, was left untouched: it is
 /// reported (the run exits 1) but is no evidence against the new version, so it must not
 /// halt the rollout and roll back the hosts that did change.
 pub fn counts_against_budget(kind: crate::rollout::FailureKind) -> bool {
     use crate::rollout::FailureKind::*;
     match kind {
-        Locked | Stale => false,
+        Locked | Stale | NoRoom => false,
         RolledBack | Broken | Unhealthy | Connection | Panicked | Aborted => true,
     }
 }
@@ -404,6 +405,7 @@ mod tests {
         use crate::rollout::FailureKind;
         assert!(!counts_against_budget(FailureKind::Locked));
         assert!(!counts_against_budget(FailureKind::Stale));
+        assert!(!counts_against_budget(FailureKind::NoRoom));
         assert!(counts_against_budget(FailureKind::RolledBack));
         assert!(counts_against_budget(FailureKind::Connection));
         assert!(counts_against_budget(FailureKind::Panicked));

@@ -205,6 +205,7 @@ fn jobs(loaded: &LoadedFleet, waves: &[usize]) -> Vec<HostJob> {
             changes: upgrade(),
             wave,
             blocked: None,
+            no_room: None,
         })
         .collect()
 }

@@ -176,6 +176,49 @@ while IFS="$TAB" read -r op a b c d e f g; do
   esac
 done < "$TX/ops"
 
+# A failed unpack (runtime $a, version $b, tar's status $1 and messages $tm, $inc the partial
+# version): names the cause and leaves nothing behind. GNU tar reports a write that ran out of
+# room as "Wrote only N of M bytes", without errno, so the free space left where it unpacked
+# decides whether to say "No space left on device" (one `df`, on this failure path only).
+# Removed before anything is written (the log may sit on the full filesystem): every partial
+# version of this transaction, and its uploads of versions not on the host (nothing will use
+# them; an artifact whose recorded version is installed stays, as in housekeep). One `rm`.
+unpack_failed() {
+  why "$1"
+  uf_cause=""
+  case $tm in
+    *"No space left on device"*) uf_cause="No space left on device" ;;
+    *)
+      uf_avail=""; uf_prev=""
+      # shellcheck disable=SC2046
+      set -- $(df -Pk "$inc" 2>/dev/null)
+      for uf_f; do case $uf_f in *%) uf_avail=$uf_prev ;; esac; uf_prev=$uf_f; done
+      case $uf_avail in '' | *[!0-9]*) ;; *) [ "$uf_avail" -ge 1024 ] || uf_cause="No space left on device" ;; esac ;;
+  esac
+  set -- "$RT"/*/.incoming-"$FLOTILLA_TXN"
+  while IFS="$TAB" read -r uf_op uf_a uf_b uf_c uf_rest; do
+    [ "$uf_op" = install ] && [ ! -d "$RT/$uf_a/$uf_b" ] || continue
+    r=""; v=""
+    [ -f "$S/staging/$uf_c.for" ] && IFS="$TAB" read -r r v uf_rest < "$S/staging/$uf_c.for"
+    [ -n "$r" ] && [ -d "$RT/$r/$v" ] && continue
+    set -- "$@" "$S/staging/$uf_c.tar.gz" "$S/staging/$uf_c.for"
+  done < "$TX/ops"
+  rm -rf -- "$@"
+  [ -z "$tm" ] || printf '%s\n' "$tm" >> "$TX/log"
+  # tar's first message is the one that names what failed (the last is its summary).
+  uf_first=""
+  while IFS= read -r l; do
+    case $l in '' | *"Exiting with failure status"*) ;; *) uf_first=$l; break ;; esac
+  done <<EOF
+$tm
+EOF
+  [ "${#uf_first}" -le 300 ] || uf_first="tar's message is too long to show here"
+  if [ -n "$uf_cause" ]; then
+    fail "install $a $b: unpacking failed$W: $uf_cause in $FLOTILLA_RUNTIMES_DIR${uf_first:+ ($uf_first)}; the partial version and the upload were removed: free space there, or make the artifact smaller (see $TX/log)"
+  fi
+  fail "install $a $b: unpacking failed$W${uf_first:+: $uf_first} (see $TX/log)"
+}
+
 # Installs are unpacked and checked before `pending` is written: into .incoming-<txn> beside
 # the versions, which nothing reads and the next transaction removes if this one is cut off.
 # The `find` that checks and flushes an unpacked version flushes the journal and `pending`
@@ -201,8 +244,13 @@ while IFS="$TAB" read -r op a b c d e f g; do
   inc="$RT/$a/.incoming-$FLOTILLA_TXN"
   # One mkdir: -p only when the runtime's directory is new (journaled as rtdir).
   if [ -d "$RT/$a" ]; then mkdir "$inc"; else mkdir -p "$inc"; fi || fail "install $a $b: cannot create $inc"
-  T tar --no-same-owner --no-same-permissions -xzf "$art" -C "$inc" >> "$TX/log" 2>&1 ||
-    { why $?; rm -rf "$inc"; fail "install $a $b: unpacking failed$W (see $TX/log)"; }
+  # tar's messages are held in memory, not appended to the log: an unpack fails mostly
+  # because the disk is full, and then the log (in state_dir, often the same filesystem)
+  # cannot take them and the cause is lost. The command substitution's child becomes
+  # `timeout` (exec): as many process starts as `T tar ... >> log` (counted with strace).
+  tm=$(timeout "$TO" tar --no-same-owner --no-same-permissions -xzf "$art" -C "$inc" 2>&1) ||
+    unpack_failed $?
+  [ -z "$tm" ] || printf '%s\n' "$tm" >> "$TX/log"
   # shellcheck disable=SC2086
   check_unpacked $flush "$TX/state.pending.put"
   if [ -n "$BAD" ]; then
