@@ -648,3 +648,38 @@ fn an_ssh_remote_is_fetched_with_a_deploy_key_and_strict_host_keys() {
         "applied from the ssh:// remote"
     );
 }
+
+#[test]
+fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let port = common::sshd::free_port("127.0.0.1");
+    let mut w = spawn_watch(&f, store.path(), &["--drift-interval", "1s", "--listen", &format!(":{port}")]);
+    let plan = || {
+        ureq::get(&format!("http://127.0.0.1:{port}/plan"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .unwrap_or_default()
+    };
+    wait_for("the first plan", 30, || plan()["revision"].is_string());
+    // w1 moves to a new, empty root: a connection change (watch waits for a person), and the
+    // plan must be of the new root, not of a session kept open on the old one.
+    std::fs::create_dir_all(f.root("w1-new")).unwrap();
+    let hosts = std::fs::read_to_string(f.path().join("hosts/web.toml")).unwrap();
+    f.write("hosts/web.toml", &hosts.replace("roots/w1\"", "roots/w1-new\""));
+    let rev = f.commit("w1 moves");
+    wait_for("a plan of the new revision", 30, || plan()["revision"] == rev.as_str());
+    let p = plan();
+    let w1 = p["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "w1").unwrap().clone();
+    assert!(
+        !w1["changes"].as_array().unwrap().is_empty(),
+        "the new root lacks /etc/web.conf: {w1}"
+    );
+    assert!(!f.root("w1-new").join("etc/web.conf").exists(), "nothing applied unattended");
+    let (code, out) = stop(&mut w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("connection settings changed since a person last applied web"), "{out}");
+}

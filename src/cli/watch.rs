@@ -81,6 +81,8 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
         identity_file: args.connection.identity_file.clone(),
         known_hosts: args.connection.known_hosts.clone(),
     };
+    // Warm connections across drift checks: SSH masters outlive one drift interval.
+    crate::transport::ssh::keep_masters_for(args.drift_interval + std::time::Duration::from_secs(60));
     let clock = Clock::wall();
     let shared = Arc::new(Shared::default());
     let cancel = super::signals::cancel();

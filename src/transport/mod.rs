@@ -240,12 +240,17 @@ pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError
     }
 }
 
-/// Open sessions, one per host, kept for the whole command: the probe, a re-probe, uploads and
-/// the transaction all reuse the host's one connection (an SSH handshake costs far more than a
-/// command on an open session). Sessions are closed explicitly by [`Pool::close_all`].
+/// Open sessions, one per host, kept for the whole command (and across `watch`'s cycles): the
+/// probe, a re-probe, uploads and the transaction all reuse the host's one connection (an SSH
+/// handshake costs far more than a command on an open session). A session is reused only for
+/// the exact target it was opened for: a host whose address, user, key or any other
+/// connection setting changed gets a new one. Sessions are closed explicitly by
+/// [`Pool::close_all`].
 #[derive(Default)]
 pub struct Pool {
-    idle: tokio::sync::Mutex<std::collections::HashMap<String, Box<dyn Session>>>,
+    idle: tokio::sync::Mutex<std::collections::HashMap<String, (Option<String>, Box<dyn Session>)>>,
+    /// The target each host's session (idle or in use) was opened for, as `{:?}`.
+    opened_for: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Pool {
@@ -256,24 +261,38 @@ impl Pool {
     /// The host's open session, or a new one. Give it back with [`Pool::put`] when done; a
     /// session that failed mid-use is better dropped than returned.
     pub async fn take(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
+        let key = format!("{target:?}");
         let existing = self.idle.lock().await.remove(&target.host);
-        if let Some(mut s) = existing {
-            if s.is_alive().await {
+        if let Some((opened_for, mut s)) = existing {
+            // A session put in without a target (tests' fakes) serves any.
+            if opened_for.as_ref().is_none_or(|k| *k == key) && s.is_alive().await {
+                self.remember(&target.host, key);
                 return Ok(s);
             }
-            // Idle past its ControlPersist bound (or dropped): connect again.
+            // Idle past its ControlPersist bound, dropped, or opened for other settings.
             let _ = s.close().await;
         }
-        connect(target).await
+        let session = connect(target).await?;
+        self.remember(&target.host, key);
+        Ok(session)
+    }
+
+    fn remember(&self, host: &str, key: String) {
+        let mut map = self.opened_for.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(host.to_owned(), key);
     }
 
     pub async fn put(&self, host: &str, session: Box<dyn Session>) {
-        self.idle.lock().await.insert(host.to_owned(), session);
+        let key = {
+            let map = self.opened_for.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(host).cloned()
+        };
+        self.idle.lock().await.insert(host.to_owned(), (key, session));
     }
 
     /// Closes every idle session (SSH masters must not outlive the command).
     pub async fn close_all(&self) {
-        let sessions: Vec<Box<dyn Session>> = self.idle.lock().await.drain().map(|(_, s)| s).collect();
+        let sessions: Vec<Box<dyn Session>> = self.idle.lock().await.drain().map(|(_, (_, s))| s).collect();
         let mut set = tokio::task::JoinSet::new();
         for s in sessions {
             set.spawn(async move {

@@ -75,10 +75,22 @@ pub const CONTROL_PERSIST: Duration = Duration::from_secs(120);
 /// who want orphaned masters gone sooner; anything else is ignored with a warning.
 pub const CONTROL_PERSIST_ENV: &str = "FLOTILLA_SSH_CONTROL_PERSIST";
 
+/// A longer bound for a long-running process (`watch`), set once at its start.
+static KEEP_FOR: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Keeps idle masters up for `d` (at most an hour) instead of [`CONTROL_PERSIST`]: `watch`
+/// observes every host each drift interval, and a master that outlives the interval turns the
+/// next drift check's handshakes into one channel each. The cost is the same as ever: an
+/// orphaned master (the controller killed with SIGKILL) stays logged in for up to `d`. The
+/// environment variable still wins.
+pub fn keep_masters_for(d: Duration) {
+    let _ = KEEP_FOR.set(d.clamp(Duration::from_secs(1), Duration::from_secs(3600)));
+}
+
 /// The `ControlPersist` bound this process uses (see [`CONTROL_PERSIST`]).
 pub fn control_persist() -> Duration {
     let Some(value) = std::env::var_os(CONTROL_PERSIST_ENV) else {
-        return CONTROL_PERSIST;
+        return KEEP_FOR.get().copied().unwrap_or(CONTROL_PERSIST);
     };
     match value.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
         Some(secs @ 1..=3600) => Duration::from_secs(secs),

@@ -226,7 +226,9 @@ impl Watch<'_> {
             reported_force: None,
         };
         let mut last = Outcome::Success;
-        let mut pool = Arc::new(crate::transport::Pool::new());
+        // Sessions stay open across cycles (warm drift checks); the pool reconnects a host
+        // whose connection settings changed, or whose session died.
+        let pool = Arc::new(crate::transport::Pool::new());
         loop {
             if self.cancel.draining() {
                 break;
@@ -250,11 +252,6 @@ impl Watch<'_> {
             let fresh = st.in_force.is_some() && self.shared.status().revision != st.in_force;
             let due = wake::cycle_due(fresh, now, st.drift_due, st.requeue_at);
             if let (true, Some(rev)) = (due, st.in_force.clone()) {
-                if fresh {
-                    // A new revision may carry new connection settings: new sessions.
-                    pool.close_all().await;
-                    pool = Arc::new(crate::transport::Pool::new());
-                }
                 let result = cycle::run(&self, &rev, pool.clone()).await;
                 last = result.outcome;
                 st.requeue_at = result.requeue_at;
