@@ -19,38 +19,8 @@ RUNS=${RUNS:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 FL=${FLOTILLA:-$here/target/release/flotilla}
 [ -x "$FL" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-lab=$(mktemp -d /tmp/flb-XXXX)
-cleanup() { for p in "$lab"/sshd-*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$lab"; }
-[ -n "${KEEP:-}" ] && echo "lab: $lab" || trap cleanup EXIT
-mkdir -p /run/sshd "$lab/fleet"/{environments,hosts,runtimes,artifacts}
-ssh-keygen -q -t ed25519 -N '' -f "$lab/client"
-base=$((20000 + $$ % 20000))
-: > "$lab/known_hosts"
-for i in $(seq 0 $((N - 1))); do
-  a=127.0.0.$((10 + i)); p=$((base + i))
-  ssh-keygen -q -t ed25519 -N '' -f "$lab/host-$i"
-  cat > "$lab/sshd-$i.conf" <<CONF
-HostKey $lab/host-$i
-PidFile $lab/sshd-$i.pid
-UsePAM no
-StrictModes no
-AuthorizedKeysFile $lab/client.pub
-PermitRootLogin prohibit-password
-ListenAddress $a:$p
-MaxStartups 200
-MaxSessions 20
-LogLevel ERROR
-# This machine's root .bashrc starts pyenv on every ssh command (0.1-1.2 s); real hosts do
-# not, and SHLVL=1 skips it (see ../shared/TESTING.md). It applies to both sides equally.
-SetEnv SHLVL=1
-CONF
-  /usr/sbin/sshd -f "$lab/sshd-$i.conf"
-  echo "[$a]:$p $(cut -d' ' -f1,2 "$lab/host-$i.pub")" >> "$lab/known_hosts"
-  mkdir -p "$lab/roots/h$i" "$lab/raw/h$i"
-  printf '[[host]]\nname = "h%03d"\nenvironment = "bench"\naddress = "%s"\nport = %d\nroot = "%s/roots/h%d"\n\n' \
-    "$i" "$a" "$p" "$lab" "$i" >> "$lab/fleet/hosts/all.toml"
-done
-sleep 1
+. "$here/benches/lab.sh"
+start_lab "$N"
 
 # A 20 MB runtime (incompressible), signed.
 mkdir -p "$lab/src/bin"
@@ -74,7 +44,6 @@ printf '[runtimes]\nbig = "1.0.0"\n[rollout]\nwaves = ["100%%"]\nmax_parallel = 
 printf '[[version]]\nversion = "1.0.0"\nartifact = "artifacts/big-1.0.0.tar.gz"\nsha256 = "%s"\n[health]\ncommand = "./bin/check"\n' "$sha" > "$lab/fleet/runtimes/big.toml"
 git -C "$lab/fleet" init -q && git -C "$lab/fleet" add -A && git -C "$lab/fleet" -c user.name=b -c user.email=b@b commit -qm bench
 
-hosts() { for i in $(seq 0 $((N - 1))); do echo "127.0.0.$((10 + i)) $((base + i)) $i"; done; }
 SSH="ssh -o KexAlgorithms=curve25519-sha256 -i $lab/client -o UserKnownHostsFile=$lab/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR"
 export SSH lab sha
 

@@ -98,6 +98,8 @@ pub fn build(plan: &Plan, last_event: &dyn Fn(&str) -> Option<AuditEvent>) -> St
                         last_event(&h.name).filter(|e| FAILED_EVENTS.contains(&e.event.as_str()))
                     {
                         (HostStatus::Failed, Some(e.error.unwrap_or(e.event)), None)
+                    } else if let Some(why) = &h.busy {
+                        (HostStatus::Waiting, Some(why.clone()), None)
                     } else if h.changes.iter().any(|c| c.drift) {
                         (HostStatus::Drifted, Some("changed outside Flotilla".into()), None)
                     } else if let Some(why) = &env.waiting {

@@ -390,3 +390,66 @@ fn a_new_rollout_waits_min_interval_after_the_last_one_ended() {
     // The wait has an end: `apply --wait` would sleep until it, the report says when.
     assert!(r.stdout.contains("next may start 1h later"), "{}", r.stdout);
 }
+
+#[test]
+fn a_host_over_host_limits_waits_and_plan_and_status_say_which_limit() {
+    // Memory in use is always over 1%: h2 stays busy, the others go.
+    let (f, _keys, store) = three_hosts("", "waves = [\"100%\"]\n");
+    let hosts = std::fs::read_to_string(f.path().join("hosts/a.toml")).unwrap();
+    // Only h2 is limited: it moves to an environment of its own with the limit.
+    f.write(
+        "hosts/a.toml",
+        &hosts.replace(
+            "name = \"h2\"\nenvironment = \"staging\"",
+            "name = \"h2\"\nenvironment = \"busy\"",
+        ),
+    );
+    f.write(
+        "environments/staging.toml",
+        "[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\nwaves = [\"100%\"]\n",
+    );
+    f.write(
+        "environments/busy.toml",
+        "[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\nhost_limits = { memory = \"1%\", cpu = \"1000%\" }\n",
+    );
+    f.commit("h2 is limited");
+
+    let plan = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("plan")
+        .arg(f.path()));
+    assert!(plan.stdout.contains("busy: memory"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("is over host_limits.memory 1%"),
+        "{}",
+        plan.stdout
+    );
+
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "h2 waits: {}{}", r.stdout, r.stderr);
+    assert!(current(&f, "h1").unwrap().ends_with("2.0.0"));
+    assert!(current(&f, "h3").unwrap().ends_with("2.0.0"));
+    assert!(
+        current(&f, "h2").unwrap().ends_with("1.0.0"),
+        "the busy host is untouched"
+    );
+    assert!(r.stdout.contains("h2"), "{}", r.stdout);
+
+    let st = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["status", "--json"])
+        .arg(f.path()));
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let h2 = v["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["hosts"].as_array().unwrap().iter())
+        .find(|h| h["name"] == "h2")
+        .unwrap()
+        .clone();
+    assert_eq!(h2["status"], "waiting", "{h2}");
+    assert!(h2["reason"].as_str().unwrap().starts_with("busy: memory"), "{h2}");
+}

@@ -655,7 +655,11 @@ fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
     let store = tempfile::tempdir().unwrap();
     person_applies(&f, store.path());
     let port = common::sshd::free_port("127.0.0.1");
-    let mut w = spawn_watch(&f, store.path(), &["--drift-interval", "1s", "--listen", &format!(":{port}")]);
+    let mut w = spawn_watch(
+        &f,
+        store.path(),
+        &["--drift-interval", "1s", "--listen", &format!(":{port}")],
+    );
     let plan = || {
         ureq::get(&format!("http://127.0.0.1:{port}/plan"))
             .call()
@@ -671,15 +675,29 @@ fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
     let hosts = std::fs::read_to_string(f.path().join("hosts/web.toml")).unwrap();
     f.write("hosts/web.toml", &hosts.replace("roots/w1\"", "roots/w1-new\""));
     let rev = f.commit("w1 moves");
-    wait_for("a plan of the new revision", 30, || plan()["revision"] == rev.as_str());
+    wait_for("a plan of the new revision", 30, || {
+        plan()["revision"] == rev.as_str()
+    });
     let p = plan();
-    let w1 = p["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "w1").unwrap().clone();
+    let w1 = p["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "w1")
+        .unwrap()
+        .clone();
     assert!(
         !w1["changes"].as_array().unwrap().is_empty(),
         "the new root lacks /etc/web.conf: {w1}"
     );
-    assert!(!f.root("w1-new").join("etc/web.conf").exists(), "nothing applied unattended");
+    assert!(
+        !f.root("w1-new").join("etc/web.conf").exists(),
+        "nothing applied unattended"
+    );
     let (code, out) = stop(&mut w);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("connection settings changed since a person last applied web"), "{out}");
+    assert!(
+        out.contains("connection settings changed since a person last applied web"),
+        "{out}"
+    );
 }

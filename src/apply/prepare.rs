@@ -237,6 +237,7 @@ pub(super) fn build_plan(
     };
     key_sensitive_digests(&mut plan, targets, &key);
     warn_without_room(&mut plan, targets, observations, sizes);
+    warn_busy(&mut plan, &req.fleet.fleet, targets, observations);
     plan.override_schedule(req.overrides.windows.as_deref(), req.overrides.freeze.as_deref());
     if let Some(store) = req.store {
         match store.pauses() {
@@ -269,6 +270,36 @@ fn warn_without_room(
             && let Some(why) = room::shortfall(d, o, &host.changes, sizes)
         {
             host.warnings.push(why);
+        }
+    }
+}
+
+/// Says which hosts with changes are over their environment's `host_limits` (DESIGN §6.4):
+/// apply starts them after the rest of their wave, if they are no longer busy by then.
+fn warn_busy(
+    plan: &mut Plan,
+    fleet: &crate::manifest::model::Fleet,
+    targets: &[&DesiredHost],
+    observations: &[Result<Observation, ObserveError>],
+) {
+    for (d, o) in targets.iter().zip(observations) {
+        let Ok(o) = o else { continue };
+        let Some(env) = fleet.environments.get(d.environment.as_str()) else {
+            continue;
+        };
+        let disk = o.free_space.and_then(|f| f.runtimes_used_percent);
+        let Some(why) = crate::rollout::policy::busy(&env.rollout.host_limits, o.usage, disk) else {
+            continue;
+        };
+        if let Some(host) = plan
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == d.name.as_str() && !h.changes.is_empty() && h.refused.is_none())
+        {
+            host.warnings.push(format!(
+                "{why}: it waits while the rest of its wave goes, and starts then if no longer busy"
+            ));
+            host.busy = Some(why);
         }
     }
 }

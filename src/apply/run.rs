@@ -382,6 +382,13 @@ async fn run(
                     // Checked against every artifact's size, not only the repository's the
                     // plan knew: this run fetched them all.
                     no_room: room::shortfall(d, o, &h.changes, sizes),
+                    busy: req.fleet.fleet.environments.get(env.name.as_str()).and_then(|e| {
+                        policy::busy(
+                            &e.rollout.host_limits,
+                            o.usage,
+                            o.free_space.and_then(|f| f.runtimes_used_percent),
+                        )
+                    }),
                 })
             })
             .collect();

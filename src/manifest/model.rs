@@ -109,6 +109,16 @@ pub struct Rollout {
     pub min_interval: Duration,
     /// A rollout still running after this long halts; `None`: no limit.
     pub max_duration: Option<Duration>,
+    /// Hosts busier than this wait (DESIGN §6.4).
+    pub host_limits: HostLimits,
+}
+
+/// `host_limits`, in percent; `None`: no limit on that resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostLimits {
+    pub cpu: Option<u32>,
+    pub memory: Option<u8>,
+    pub disk: Option<u8>,
 }
 
 impl Default for Rollout {
@@ -124,6 +134,7 @@ impl Default for Rollout {
             promotion_soak: Duration::ZERO,
             min_interval: Duration::ZERO,
             max_duration: None,
+            host_limits: HostLimits::default(),
         }
     }
 }

@@ -278,6 +278,21 @@ with_settings! {
     }
 }
 
+/// `[rollout] host_limits`: usage limits, each "N%".
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostLimits {
+    /// One-minute load average per CPU, e.g. "90%" (may be over 100%).
+    #[serde(default)]
+    pub cpu: Option<Str>,
+    /// Memory in use, e.g. "85%".
+    #[serde(default)]
+    pub memory: Option<Str>,
+    /// The filesystem holding runtimes_dir, e.g. "80%".
+    #[serde(default)]
+    pub disk: Option<Str>,
+}
+
 /// `[rollout]`; every key optional.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -322,6 +337,12 @@ pub struct RawRollout {
     #[serde(default)]
     #[schemars(extend("default" = ""))]
     pub max_duration: Option<Str>,
+    /// A host busier than this does not start (it waits as busy, the rest of its wave goes
+    /// on): `cpu` (one-minute load per CPU), `memory` (in use) and `disk` (the filesystem
+    /// holding runtimes_dir), each "N%".
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub host_limits: Option<RawHostLimits>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]

@@ -1209,6 +1209,34 @@ impl Validator<'_> {
                 out.max_duration = Some(d);
             }
         }
+        if let Some(l) = &r.host_limits {
+            let mut percent = |key: &str, v: &Option<Str>, max: u32| -> Option<u32> {
+                let v = v.as_ref()?;
+                let n = v
+                    .get()
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<u32>().ok());
+                match n {
+                    Some(n) if (1..=max).contains(&n) => Some(n),
+                    _ => {
+                        self.err(
+                            file,
+                            v.span(),
+                            format!("invalid `host_limits.{key}` `{}`", v.get()),
+                        )
+                        .help = Some(format!("write a percentage from 1% to {max}%, such as \"80%\""));
+                        None
+                    }
+                }
+            };
+            out.host_limits = crate::manifest::model::HostLimits {
+                // Load per CPU can exceed 100%.
+                cpu: percent("cpu", &l.cpu, 1000),
+                memory: percent("memory", &l.memory, 100).map(|n| n as u8),
+                disk: percent("disk", &l.disk, 100).map(|n| n as u8),
+            };
+        }
         out
     }
 

@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+mod usage;
+pub use usage::Usage;
+
 use crate::hoststate::HostState;
 use crate::manifest::model::HostPath;
 use crate::resolve::DesiredHost;
@@ -51,6 +54,10 @@ pub struct Observation {
     /// not go stale because a log grew.
     #[serde(skip)]
     pub free_space: Option<FreeSpace>,
+    /// CPU load and memory in use (`host_limits`); `None` when the probe could not tell. Not
+    /// part of the fingerprint either.
+    #[serde(skip)]
+    pub usage: Option<Usage>,
 }
 
 /// Free space on a host (DESIGN §6.1), as `df -Pk` reported it: bytes available to
@@ -64,6 +71,8 @@ pub struct FreeSpace {
     pub state: u64,
     /// Both directories are on one filesystem: uploads and unpacked versions share `runtimes`.
     pub shared: bool,
+    /// How full the filesystem holding `runtimes_dir` is (df's capacity), for `host_limits`.
+    pub runtimes_used_percent: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -220,6 +229,29 @@ pub async fn observe(
     Ok(obs)
 }
 
+/// Reads a host's usage again (`host_limits`): a probe with no file requests. Returns the
+/// CPU and memory usage and how full the filesystem holding `runtimes_dir` is.
+pub async fn usage(
+    session: &mut dyn Session,
+    host: &DesiredHost,
+) -> Result<(Option<Usage>, Option<u8>), ObserveError> {
+    let s = &host.settings;
+    let env = vec![
+        (
+            "FLOTILLA_RUNTIMES_DIR".to_owned(),
+            s.runtimes_dir.value.to_string(),
+        ),
+        ("FLOTILLA_STATE_DIR".to_owned(), s.state_dir.value.to_string()),
+        ("FLOTILLA_PROBE_FULL".to_owned(), "1".to_owned()),
+    ];
+    let out = run_probe(session, host, env, Vec::new()).await?;
+    let obs = parse(&out, &[]).map_err(|why| ObserveError::Malformed {
+        host: host.name.to_string(),
+        why,
+    })?;
+    Ok((obs.usage, obs.free_space.and_then(|f| f.runtimes_used_percent)))
+}
+
 async fn run_probe(
     session: &mut dyn Session,
     host: &DesiredHost,
@@ -288,6 +320,7 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
                 }
             }
             "df" => obs.free_space = parse_df(payload),
+            "usage" => obs.usage = usage::parse(payload),
             "state-too-large" => {
                 obs.state_error = Some(format!("state.json is {} bytes, too large to read", text()));
             }
@@ -378,11 +411,13 @@ pub fn parse_df(out: &[u8]) -> Option<FreeSpace> {
         runtimes: rt.0,
         state: st.0,
         shared: rt.1 == st.1,
+        runtimes_used_percent: rt.2,
     })
 }
 
-/// One `df -P` line: bytes available, and the filesystem's identity (device and mount point).
-fn df_line(line: &str) -> Option<(u64, (String, String))> {
+/// One `df -P` line: bytes available, the filesystem's identity (device and mount point) and
+/// how full it is (capacity, `None` for "-").
+fn df_line(line: &str) -> Option<(u64, (String, String), Option<u8>)> {
     let t: Vec<&str> = line.split_whitespace().collect();
     let num = |s: &str| s.parse::<u64>().ok();
     let count = |s: &str| s == "-" || num(s).is_some();
@@ -393,7 +428,11 @@ fn df_line(line: &str) -> Option<(u64, (String, String))> {
             && (t[i + 3] == "-" || t[i + 3].strip_suffix('%').is_some_and(|p| num(p).is_some()))
     })?;
     let available = num(t[i + 2])?.checked_mul(1024)?;
-    Some((available, (t[..i].join(" "), t[i + 4..].join(" "))))
+    let used = t[i + 3]
+        .strip_suffix('%')
+        .and_then(|p| p.parse::<u8>().ok())
+        .filter(|p| *p <= 100);
+    Some((available, (t[..i].join(" "), t[i + 4..].join(" ")), used))
 }
 
 struct Reader<'a> {
@@ -497,7 +536,8 @@ mod tests {
             Some(FreeSpace {
                 runtimes: 8192,
                 state: 8192,
-                shared: true
+                shared: true,
+                runtimes_used_percent: Some(20),
             })
         );
     }

@@ -32,6 +32,28 @@ if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
   fd1=$rt; while [ -n "$fd1" ] && [ ! -d "$fd1" ]; do fd1=${fd1%/*}; done
   fd2="$R$FLOTILLA_STATE_DIR"; while [ -n "$fd2" ] && [ ! -d "$fd2" ]; do fd2=${fd2%/*}; done
   rec df "$(df -Pk "${fd1:-/}" "${fd2:-/}" 2>/dev/null)"
+  # CPU load and memory in use, for `host_limits` (DESIGN §6.4; disk comes from `df` above):
+  # built-ins reading /proc and /sys, no process start. Fields a host lacks are sent as "-",
+  # and anything but digits ends the count: the values are the host's, hence untrusted.
+  l1=-; n=0; mt=-; ma=-
+  { read -r l1 _ < /proc/loadavg; } 2>/dev/null
+  if { read -r on < /sys/devices/system/cpu/online; } 2>/dev/null; then
+    IFS=,
+    for r in $on; do
+      case $r in
+        ''|*[!0-9-]*|*-*-*|-*|*-) n=0; break ;;
+        *-*) n=$((n + ${r#*-} - ${r%-*} + 1)) ;;
+        *) n=$((n + 1)) ;;
+      esac
+    done
+    unset IFS
+  fi
+  if [ -r /proc/meminfo ]; then
+    while read -r k v _; do
+      case $k in MemTotal:) mt=$v ;; MemAvailable:) ma=$v; break ;; esac
+    done < /proc/meminfo
+  fi
+  rec usage "$l1 $n $mt $ma"
   if [ -d "$rt" ]; then
     for rd in "$rt"/*; do
       [ -d "$rd" ] || continue

@@ -83,6 +83,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                     interrupted: false,
                     changes: Vec::new(),
                     warnings: Vec::new(),
+                    busy: None,
                 },
                 (Ok(o), None) => {
                     let mut warnings = Vec::new();
@@ -123,6 +124,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                         interrupted: o.interrupted(),
                         changes: host_changes(h.desired, o),
                         warnings,
+                        busy: None,
                     }
                 }
                 (Err(e), _) => HostPlan {
@@ -135,6 +137,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                     interrupted: false,
                     changes: Vec::new(),
                     warnings: Vec::new(),
+                    busy: None,
                 },
             },
         )

@@ -158,6 +158,10 @@ pub struct HostPlan {
     /// the controller's, an unreadable `state.json`, missing tools.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Over its environment's `host_limits` when observed: which limits (DESIGN §6.4); null
+    /// when not busy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<String>,
 }
 
 #[derive(

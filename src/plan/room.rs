@@ -165,6 +165,7 @@ mod tests {
                 runtimes,
                 state,
                 shared,
+                runtimes_used_percent: None,
             }),
             ..Observation::default()
         }

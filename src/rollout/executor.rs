@@ -36,6 +36,9 @@ pub struct HostJob {
     /// Why the host lacks room for the artifacts it installs (`crate::plan::room`): when its
     /// turn comes it fails as [`FailureKind::NoRoom`], before anything is uploaded.
     pub no_room: Option<String>,
+    /// Why the host was over its environment's `host_limits` when observed: it waits while
+    /// the rest of its wave goes, then its usage is read again (DESIGN §6.4).
+    pub busy: Option<String>,
 }
 
 /// A host a rollout changed: enough to re-check it after a bake or roll it back on halt.
@@ -235,6 +238,8 @@ async fn run_env(
     }
     let mut started = false;
     let last_wave = waves.keys().last().copied().unwrap_or(0);
+    // Busy hosts left waiting: the rollout is not complete (and promotes nothing) yet.
+    let mut busy_left = false;
     for (wave, jobs) in waves {
         if let Some(h) = &hold {
             for job in jobs {
@@ -254,12 +259,16 @@ async fn run_env(
         }
         let mut announced = false;
         let limit = (rollout.max_parallel as usize).min(spec.parallel).max(1);
-        let mut queue = jobs.into_iter();
+        let mut queue: std::collections::VecDeque<&HostJob> = jobs.into_iter().collect();
+        // Busy hosts wait for the rest of the wave, then are looked at again once.
+        let mut deferred: Vec<&HostJob> = Vec::new();
+        let mut cleared: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut rechecked = false;
         let mut set = tokio::task::JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, (&HostJob, String)> = HashMap::new();
         loop {
             while set.len() < limit && hold.is_none() {
-                let Some(job) = queue.next() else { break };
+                let Some(job) = queue.pop_front() else { break };
                 if let Some(started) = env.started_at
                     && let Some(why) =
                         policy::past_max_duration(started, rollout.max_duration, spec.clock.now())
@@ -286,7 +295,7 @@ async fn run_env(
                                 env: name.to_owned(),
                                 wave,
                                 hosts: std::iter::once(job.desired.name.to_string())
-                                    .chain(queue.clone().map(|j| j.desired.name.to_string()))
+                                    .chain(queue.iter().map(|j| j.desired.name.to_string()))
                                     .collect(),
                             });
                             announced = true;
@@ -307,6 +316,17 @@ async fn run_env(
                                 error,
                             };
                             summary.results.push(result(job, None, outcome));
+                            continue;
+                        }
+                        if let Some(why) = &job.busy
+                            && !cleared.contains(job.desired.name.as_str())
+                        {
+                            emit.send(Event::HostBusy {
+                                host: job.desired.name.to_string(),
+                                env: name.to_owned(),
+                                why: why.clone(),
+                            });
+                            deferred.push(job);
                             continue;
                         }
                         let txn = transaction::build(&job.desired, &job.observed, &job.changes, &spec.txn);
@@ -348,7 +368,24 @@ async fn run_env(
                 }
             }
             if set.is_empty() {
-                break;
+                let may_go = hold.is_none() && budget.halted().is_none() && !spec.cancel.draining();
+                if rechecked || deferred.is_empty() || !may_go {
+                    break;
+                }
+                rechecked = true;
+                for job in std::mem::take(&mut deferred) {
+                    match recheck_busy(spec, job, &rollout.host_limits).await {
+                        None => {
+                            cleared.insert(job.desired.name.as_str());
+                            queue.push_back(job);
+                        }
+                        Some(why) => {
+                            deferred_results(summary, job, why);
+                            busy_left = true;
+                        }
+                    }
+                }
+                continue;
             }
             let joined = tokio::select! {
                 biased;
@@ -445,6 +482,11 @@ async fn run_env(
             }
             break;
         }
+        // Busy hosts not looked at again (a hold, a halt or a stop came first) still wait.
+        for job in std::mem::take(&mut deferred) {
+            deferred_results(summary, job, job.busy.clone().unwrap_or_default());
+            busy_left = true;
+        }
         if let Some(h) = &hold {
             for job in queue {
                 summary
@@ -482,7 +524,8 @@ async fn run_env(
         .await;
     }
     let hold = hold.or(held);
-    let completed = halt.is_none() && hold.is_none() && !spec.cancel.draining() && broken.is_none();
+    let completed =
+        halt.is_none() && hold.is_none() && !busy_left && !spec.cancel.draining() && broken.is_none();
     if completed {
         finish(spec, name, &touched, emit).await;
     }
@@ -490,6 +533,35 @@ async fn run_env(
         halt,
         hold,
         completed,
+    }
+}
+
+/// A busy host that stays busy: it waits (DESIGN §6.4), and the run exits 3 for it.
+fn deferred_results(summary: &mut Summary, job: &HostJob, why: String) {
+    let hold = Hold::Busy { why };
+    summary
+        .results
+        .push(result(job, None, HostOutcome::Waiting { hold }));
+}
+
+/// Reads a busy host's usage again, when the rest of its wave is done: why it is still busy,
+/// or `None` when it may start now.
+async fn recheck_busy(
+    spec: &RunSpec<'_>,
+    job: &HostJob,
+    limits: &crate::manifest::model::HostLimits,
+) -> Option<String> {
+    let target = Target::for_host(&job.desired, spec.fleet_dir);
+    let before = job.busy.clone().unwrap_or_default();
+    let mut session = match spec.pool.take(&target).await {
+        Ok(s) => s,
+        Err(e) => return Some(format!("{before} (its usage could not be read again: {e})")),
+    };
+    let now = crate::observe::usage(session.as_mut(), &job.desired).await;
+    spec.pool.put(&target.host, session).await;
+    match now {
+        Ok((usage, disk)) => policy::busy(limits, usage, disk),
+        Err(e) => Some(format!("{before} (its usage could not be read again: {e})")),
     }
 }
 

@@ -157,6 +157,13 @@ pub enum Event {
         env: String,
         why: String,
     },
+    /// Over its environment's `host_limits`: it waits; the rest of its wave goes on, and it
+    /// is tried again when they are done.
+    HostBusy {
+        host: String,
+        env: String,
+        why: String,
+    },
     /// Not started: stale, blocked by an artifact, halted rollout, interruption.
     HostSkipped {
         host: String,
@@ -180,7 +187,8 @@ impl Event {
             | Event::HostApplied { host, .. }
             | Event::HostFailed { host, .. }
             | Event::RolledBack { host, .. }
-            | Event::HostSkipped { host, .. } => Some(host),
+            | Event::HostSkipped { host, .. }
+            | Event::HostBusy { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -238,6 +246,7 @@ impl Event {
             Event::HostFailed { host, error, .. } => format!("  {host}: FAILED: {}", escape_controls(error)),
             Event::RolledBack { host, why, .. } => format!("  {host}: rolled back: {}", escape_controls(why)),
             Event::HostSkipped { host, why, .. } => format!("  {host}: skipped: {}", escape_controls(why)),
+            Event::HostBusy { host, why, .. } => format!("  {host}: waits, {}", escape_controls(why)),
             Event::Halted { env, why, .. } => format!("environment {env}: HALTED: {why}"),
         }
     }

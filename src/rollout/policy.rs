@@ -35,6 +35,8 @@ pub enum Hold {
     Paused { why: String },
     /// An earlier environment in the promotion order has not promoted this version yet.
     Promotion { why: String },
+    /// The host is over its environment's `host_limits`; only this host waits.
+    Busy { why: String },
 }
 
 impl Hold {
@@ -43,7 +45,7 @@ impl Hold {
         match self {
             Hold::Schedule { why, .. } => why.clone(),
             Hold::Paused { why } => format!("paused: {why}"),
-            Hold::Promotion { why } => why.clone(),
+            Hold::Promotion { why } | Hold::Busy { why } => why.clone(),
         }
     }
 
@@ -51,7 +53,7 @@ impl Hold {
     pub fn until(&self) -> Option<Timestamp> {
         match self {
             Hold::Schedule { until, .. } => *until,
-            Hold::Paused { .. } | Hold::Promotion { .. } => None,
+            Hold::Paused { .. } | Hold::Promotion { .. } | Hold::Busy { .. } => None,
         }
     }
 }
@@ -223,6 +225,31 @@ pub fn next_start(
     }
 }
 
+/// `host_limits` (DESIGN §6.4): why a host is too busy to start now, naming each limit it is
+/// over; `None` when it may start. A usage the host could not report holds nothing.
+pub fn busy(
+    limits: &crate::manifest::model::HostLimits,
+    usage: Option<crate::observe::Usage>,
+    disk_used: Option<u8>,
+) -> Option<String> {
+    let mut over = Vec::new();
+    let mut check = |what: &str, limit: Option<u32>, value: Option<u32>| {
+        if let (Some(l), Some(v)) = (limit, value)
+            && v > l
+        {
+            over.push(format!("{what} {v}% is over host_limits.{what} {l}%"));
+        }
+    };
+    check("cpu", limits.cpu, usage.and_then(|u| u.cpu));
+    check(
+        "memory",
+        limits.memory.map(u32::from),
+        usage.and_then(|u| u.memory).map(u32::from),
+    );
+    check("disk", limits.disk.map(u32::from), disk_used.map(u32::from));
+    (!over.is_empty()).then(|| format!("busy: {}", over.join(", ")))
+}
+
 /// `min_interval` (DESIGN §6.4): when a new rollout of an environment may start, given when
 /// its last rollout ended (completed or halted). `None`: at once.
 pub fn next_rollout_at(
@@ -337,6 +364,41 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_host_over_any_limit_is_busy_and_unknown_usage_holds_nothing() {
+        use crate::manifest::model::HostLimits;
+        use crate::observe::Usage;
+        let limits = HostLimits {
+            cpu: Some(90),
+            memory: Some(85),
+            disk: None,
+        };
+        let usage = |cpu, memory| Some(Usage { cpu, memory });
+        assert_eq!(
+            busy(&limits, usage(Some(90), Some(85)), Some(99)),
+            None,
+            "at the limit is fine"
+        );
+        assert_eq!(
+            busy(&limits, usage(Some(150), Some(90)), None).as_deref(),
+            Some("busy: cpu 150% is over host_limits.cpu 90%, memory 90% is over host_limits.memory 85%")
+        );
+        assert_eq!(
+            busy(&limits, None, None),
+            None,
+            "a host that cannot tell is not held"
+        );
+        assert_eq!(
+            busy(&HostLimits::default(), usage(Some(900), Some(100)), Some(100)),
+            None
+        );
+        let disk = HostLimits {
+            disk: Some(80),
+            ..HostLimits::default()
+        };
+        assert!(busy(&disk, None, Some(81)).unwrap().contains("disk 81%"));
     }
 
     #[test]

@@ -44,6 +44,8 @@ struct Lab {
     most: Mutex<HashMap<String, usize>>,
     /// A person pauses the environment once this many hosts were changed.
     pause_after: Option<usize>,
+    /// What a busy host's usage read again says ("LOAD CPUS MEMTOTAL MEMAVAILABLE").
+    usage_now: Option<String>,
 }
 
 struct Fake {
@@ -54,6 +56,24 @@ struct Fake {
 #[async_trait]
 impl Session for Fake {
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
+        if script.env.iter().any(|(k, _)| k == "FLOTILLA_PROBE_FULL") {
+            // A busy host's usage, read again: what the lab says it is now.
+            let usage = self.lab.usage_now.as_deref().unwrap_or("- 0 - -");
+            self.lab
+                .calls
+                .lock()
+                .unwrap()
+                .push((self.host.clone(), "usage".into()));
+            return Ok(Output {
+                status: 0,
+                stdout: format!(
+                    "flotilla-probe 1\nusage {}\n{usage}\nflotilla-probe end\n",
+                    usage.len()
+                )
+                .into_bytes(),
+                stderr: Vec::new(),
+            });
+        }
         let mode = script
             .env
             .iter()
@@ -206,6 +226,7 @@ fn jobs(loaded: &LoadedFleet, waves: &[usize]) -> Vec<HostJob> {
             wave,
             blocked: None,
             no_room: None,
+            busy: None,
         })
         .collect()
 }
@@ -390,6 +411,58 @@ async fn a_rollout_past_max_duration_halts_before_its_next_host() {
             outcome(&r.summary, h)
         );
     }
+}
+
+async fn busy_run(usage_now: &str) -> Run {
+    let (_dir, loaded) = fleet(
+        3,
+        "waves = [\"100%\"]\nmax_parallel = 1\nhost_limits = { memory = \"80%\" }",
+    );
+    let mut jobs = jobs(&loaded, &[1, 1, 1]);
+    jobs[0].busy = Some("busy: memory 95% is over host_limits.memory 80%".into());
+    let lab = Lab {
+        took: Duration::from_secs(1),
+        usage_now: Some(usage_now.into()),
+        ..Lab::default()
+    };
+    run(&loaded, env_run(jobs), lab, Cancel::never()).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_host_waits_for_the_rest_of_its_wave_then_starts_when_no_longer_busy() {
+    // 50% of memory in use when read again: under the limit.
+    let r = busy_run("0.1 2 1000 500").await;
+    let order: Vec<(String, String)> = r.lab.calls.lock().unwrap().clone();
+    let order: Vec<String> = order.into_iter().map(|(h, m)| format!("{h}:{m}")).collect();
+    assert_eq!(order, ["h2:apply", "h3:apply", "h1:usage", "h1:apply"]);
+    assert!(
+        r.summary.results.iter().all(|x| x.applied()),
+        "{:?}",
+        r.summary.results
+    );
+    assert!(r.rec.ended.lock().unwrap()[0].1, "the rollout completed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_still_busy_after_its_wave_waits_and_the_rollout_is_not_complete() {
+    let r = busy_run("0.1 2 1000 100").await;
+    assert_eq!(calls(&r.lab, "apply"), ["h2", "h3"]);
+    match outcome(&r.summary, "h1") {
+        HostOutcome::Waiting {
+            hold: Hold::Busy { why },
+        } => assert_eq!(why, "busy: memory 90% is over host_limits.memory 80%"),
+        o => panic!("{o:?}"),
+    }
+    assert!(
+        !r.rec.ended.lock().unwrap()[0].1,
+        "not complete while a host waits"
+    );
+    assert!(
+        r.events
+            .iter()
+            .any(|e| matches!(e, Event::HostBusy { host, .. } if host == "h1")),
+        "the wait is reported as it happens"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -240,6 +240,9 @@ pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError
     }
 }
 
+/// An idle session and the target it was opened for (`None`: put in without one).
+type Idle = (Option<String>, Box<dyn Session>);
+
 /// Open sessions, one per host, kept for the whole command (and across `watch`'s cycles): the
 /// probe, a re-probe, uploads and the transaction all reuse the host's one connection (an SSH
 /// handshake costs far more than a command on an open session). A session is reused only for
@@ -248,7 +251,7 @@ pub async fn connect(target: &Target) -> Result<Box<dyn Session>, TransportError
 /// [`Pool::close_all`].
 #[derive(Default)]
 pub struct Pool {
-    idle: tokio::sync::Mutex<std::collections::HashMap<String, (Option<String>, Box<dyn Session>)>>,
+    idle: tokio::sync::Mutex<std::collections::HashMap<String, Idle>>,
     /// The target each host's session (idle or in use) was opened for, as `{:?}`.
     opened_for: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
