@@ -151,15 +151,7 @@ pub async fn observe(
     host: &DesiredHost,
     store_id: Option<&str>,
 ) -> Result<Observation, ObserveError> {
-    let s = &host.settings;
-    let env = vec![
-        (
-            "FLOTILLA_RUNTIMES_DIR".to_owned(),
-            s.runtimes_dir.value.to_string(),
-        ),
-        ("FLOTILLA_STATE_DIR".to_owned(), s.state_dir.value.to_string()),
-        ("FLOTILLA_PROBE_FULL".to_owned(), "1".to_owned()),
-    ];
+    let env = full_probe_env(host);
     let desired_paths: Vec<&HostPath> = if host.decommission {
         Vec::new()
     } else {
@@ -229,21 +221,26 @@ pub async fn observe(
     Ok(obs)
 }
 
-/// Reads a host's usage again (`host_limits`): a probe with no file requests. Returns the
-/// CPU and memory usage and how full the filesystem holding `runtimes_dir` is.
-pub async fn usage(
-    session: &mut dyn Session,
-    host: &DesiredHost,
-) -> Result<(Option<Usage>, Option<u8>), ObserveError> {
+/// The environment of a full probe (runtimes, state, usage and room, besides files).
+fn full_probe_env(host: &DesiredHost) -> Vec<(String, String)> {
     let s = &host.settings;
-    let env = vec![
+    vec![
         (
             "FLOTILLA_RUNTIMES_DIR".to_owned(),
             s.runtimes_dir.value.to_string(),
         ),
         ("FLOTILLA_STATE_DIR".to_owned(), s.state_dir.value.to_string()),
         ("FLOTILLA_PROBE_FULL".to_owned(), "1".to_owned()),
-    ];
+    ]
+}
+
+/// Reads a host's usage again (`host_limits`): a probe with no file requests. Returns the
+/// CPU and memory usage and how full the filesystem holding `runtimes_dir` is.
+pub async fn usage(
+    session: &mut dyn Session,
+    host: &DesiredHost,
+) -> Result<(Option<Usage>, Option<u8>), ObserveError> {
+    let env = full_probe_env(host);
     let out = run_probe(session, host, env, Vec::new()).await?;
     let obs = parse(&out, &[]).map_err(|why| ObserveError::Malformed {
         host: host.name.to_string(),
