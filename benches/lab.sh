@@ -8,6 +8,8 @@ start_lab() { # N
   [ -n "${KEEP:-}" ] && echo "lab: $lab" || trap cleanup EXIT
   mkdir -p /run/sshd "$lab/fleet"/{environments,hosts,runtimes,artifacts}
   ssh-keygen -q -t ed25519 -N '' -f "$lab/client"
+  # sshd reads the authorized key as the user logging in, who may not be root.
+  chmod 755 "$lab"; chmod 644 "$lab/client.pub"
   base=$((20000 + $$ % 20000))
   : > "$lab/known_hosts"
   for i in $(seq 0 $((N - 1))); do
