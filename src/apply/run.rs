@@ -148,6 +148,7 @@ pub async fn apply<'a>(
             &tx,
             &changes,
             &mut report,
+            opts.detail,
         )
         .await;
         drop(tx);
@@ -241,6 +242,7 @@ async fn run(
     tx: &mpsc::UnboundedSender<Event>,
     changes: &std::sync::Mutex<BTreeMap<String, Vec<Change>>>,
     report: &mut Report,
+    detail: crate::transaction::Detail,
 ) -> Result<(), EngineError> {
     let store = log.store;
     let emit = |e: Event| {
@@ -477,6 +479,7 @@ async fn run(
             epoch,
             now: req.clock.now(),
             artifacts,
+            detail,
         },
         environments,
         parallel: req.parallel,
