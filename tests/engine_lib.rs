@@ -65,6 +65,7 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
         actor: "test@lab".into(),
         dirty: false,
         unattended: false,
+        detail: Default::default(),
     };
     let report = apply::apply(&request, planned, &options, None).await.unwrap();
     request.pool.close_all().await;

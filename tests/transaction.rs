@@ -84,7 +84,7 @@ async fn later(w: &World, mode: &str, txn: &str) -> transaction::Report {
     let mut session = transport::connect(&target).await.unwrap();
     let r = match mode {
         "recover" => transaction::recover(session.as_mut(), d, txn).await,
-        "recheck" => transaction::recheck(session.as_mut(), d, txn).await,
+        "recheck" => transaction::recheck(session.as_mut(), d, txn, Default::default()).await,
         "finish" => transaction::finish(session.as_mut(), d, txn).await,
         _ => unreachable!(),
     };
@@ -275,6 +275,7 @@ async fn a_changed_host_is_stale_and_left_untouched() {
         epoch: 1,
         now,
         artifacts: &w.artifacts,
+        detail: Default::default(),
     };
     let txn = transaction::build(d, &obs, &p.hosts[0].changes, &cx);
     let r = transaction::run(session.as_mut(), d, &target.root, &txn, &|_| {})

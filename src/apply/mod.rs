@@ -90,6 +90,9 @@ pub struct ApplyOptions {
     /// `watch` applies without a person: nothing is approved (see [`guard`]). A person's
     /// apply records the guarded settings of every environment it covers as approved.
     pub unattended: bool,
+    /// What the hosts report besides each result: on-host steps as they start, the output of
+    /// hooks and health checks (`-v`).
+    pub detail: crate::transaction::Detail,
 }
 
 /// How a run ended, which decides the exit code (DESIGN §11).

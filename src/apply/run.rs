@@ -149,6 +149,7 @@ pub async fn apply<'a>(
             &tx,
             &changes,
             &mut report,
+            opts.detail,
         )
         .await;
         drop(tx);
@@ -242,6 +243,7 @@ async fn run(
     tx: &mpsc::UnboundedSender<Event>,
     changes: &std::sync::Mutex<BTreeMap<String, Vec<Change>>>,
     report: &mut Report,
+    detail: crate::transaction::Detail,
 ) -> Result<(), EngineError> {
     let store = log.store;
     let emit = |e: Event| {
@@ -489,6 +491,7 @@ async fn run(
             epoch,
             now: req.clock.now(),
             artifacts,
+            detail,
         },
         environments,
         parallel: req.parallel,

@@ -137,6 +137,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         actor: actor(),
         dirty: source.rev.is_none() && repo.is_dirty(),
         unattended: false,
+        detail: views::detail(cli),
     };
     let mut confirmed: Option<std::collections::BTreeMap<String, String>> = None;
     loop {

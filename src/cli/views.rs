@@ -11,6 +11,19 @@ use super::args::{Cli, LogFormat};
 use crate::apply::Report;
 use crate::cancel::{Cancel, Stop};
 use crate::rollout::{Event, HostOutcome};
+use crate::transaction::Detail;
+
+/// What the hosts are asked to report besides each result, for what [`apply_events`] shows:
+/// on-host steps for a terminal's spinners, a JSON log and `-v`'s plain lines; the output of
+/// hooks, health checks and on_change commands with `-v`. Nothing with `-q`.
+pub fn detail(cli: &Cli) -> Detail {
+    let json = matches!(cli.global.log_format, LogFormat::Json);
+    let verbose = cli.global.verbose > 0 && !cli.global.quiet;
+    Detail {
+        steps: !cli.global.quiet && (verbose || json || std::io::stderr().is_terminal()),
+        output: verbose,
+    }
+}
 
 /// A sender for the engine's events and the task that shows them; it ends when the sender
 /// is dropped.
@@ -19,6 +32,7 @@ pub fn apply_events(cli: &Cli) -> (mpsc::UnboundedSender<Event>, tokio::task::Jo
     let json = matches!(cli.global.log_format, LogFormat::Json);
     let terminal = std::io::stderr().is_terminal() && !json;
     let quiet = cli.global.quiet;
+    let verbose = cli.global.verbose > 0;
     let task = tokio::spawn(async move {
         let mut waves = WaveCounts::default();
         if quiet {
@@ -28,6 +42,10 @@ pub fn apply_events(cli: &Cli) -> (mpsc::UnboundedSender<Event>, tokio::task::Jo
         }
         if !terminal {
             while let Some(e) = rx.recv().await {
+                // On-host steps as plain lines only with -v: one line per step and host.
+                if matches!(e, Event::HostRunning { .. }) && !json && !verbose {
+                    continue;
+                }
                 let count = waves.note(&e);
                 if json {
                     eprintln!("{}", serde_json::to_string(&e).unwrap_or_default());
@@ -46,7 +64,7 @@ pub fn apply_events(cli: &Cli) -> (mpsc::UnboundedSender<Event>, tokio::task::Jo
         let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
         while let Some(e) = rx.recv().await {
             match &e {
-                Event::HostStep { host, step } => {
+                Event::HostStep { host, step } | Event::HostRunning { host, step } => {
                     let bar = bars.entry(host.clone()).or_insert_with(|| {
                         let b = multi.add(indicatif::ProgressBar::new_spinner());
                         b.set_style(style.clone());

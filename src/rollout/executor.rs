@@ -414,15 +414,29 @@ async fn run_env(
                 }
                 break;
             };
-            let (id, report) = match joined {
+            let (id, mut report) = match joined {
                 Ok((id, r)) => (id, r),
                 Err(e) => (e.id(), Err((FailureKind::Panicked, panic_message(e)))),
             };
             let Some((job, txn)) = in_flight.remove(&id) else {
                 continue;
             };
+            // -v: shown after the host's result, whatever it is.
+            let outputs = match &mut report {
+                Ok(r) => std::mem::take(&mut r.outputs),
+                Err(_) => Vec::new(),
+            };
             let outcome = host_outcome(report);
             let host = job.desired.name.to_string();
+            let output_events: Vec<Event> = outputs
+                .into_iter()
+                .map(|o| Event::HostOutput {
+                    host: host.clone(),
+                    env: name.to_owned(),
+                    label: o.label,
+                    lines: o.lines,
+                })
+                .collect();
             match &outcome {
                 HostOutcome::Applied { warning } => {
                     emit.send(Event::HostApplied {
@@ -465,6 +479,9 @@ async fn run_env(
                     }
                 }
                 _ => {}
+            }
+            for e in output_events {
+                emit.send(e);
             }
             summary.results.push(result(job, Some(txn), outcome));
         }
@@ -612,10 +629,17 @@ fn run_host(
     let events = emit.clone();
     let progress_host = desired.name.to_string();
     async move {
-        let progress = move |step: &str| {
-            events.send(Event::HostStep {
-                host: progress_host.clone(),
-                step: step.to_owned(),
+        let progress = move |p: transaction::Progress<'_>| {
+            let host = progress_host.clone();
+            events.send(match p {
+                transaction::Progress::Controller(step) => Event::HostStep {
+                    host,
+                    step: step.to_owned(),
+                },
+                transaction::Progress::OnHost(step) => Event::HostRunning {
+                    host,
+                    step: step.to_owned(),
+                },
             });
         };
         let mut session = pool

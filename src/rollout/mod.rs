@@ -129,9 +129,26 @@ pub enum Event {
         /// The rest of a bake an interrupted run did not finish.
         resumed: bool,
     },
+    /// A phase of a host's run on the controller's side, or a warning about the host.
     HostStep {
         host: String,
         step: String,
+    },
+    /// The step a host's transaction just started on the host (streamed while it runs; only
+    /// when the run asked for [`crate::transaction::Detail::steps`]).
+    HostRunning {
+        host: String,
+        step: String,
+    },
+    /// The last lines of one command's output on a host, after the host finished (only when
+    /// the run asked for [`crate::transaction::Detail::output`], `-v`): host text, sanitized
+    /// and bounded; never a sensitive file's on_change.
+    HostOutput {
+        host: String,
+        env: String,
+        /// What ran: `health check of app 2.0.0`, `on_change /etc/app.conf`, …
+        label: String,
+        lines: Vec<String>,
     },
     HostApplied {
         host: String,
@@ -183,6 +200,8 @@ impl Event {
     pub fn host(&self) -> Option<&str> {
         match self {
             Event::HostStep { host, .. }
+            | Event::HostRunning { host, .. }
+            | Event::HostOutput { host, .. }
             | Event::HostRecovered { host, .. }
             | Event::HostApplied { host, .. }
             | Event::HostFailed { host, .. }
@@ -221,7 +240,22 @@ impl Event {
             } => {
                 format!("environment {env}: finishing the bake of the interrupted rollout (until {until:.0})")
             }
-            Event::HostStep { host, step } => format!("  {host}: {}", escape_controls(step)),
+            Event::HostStep { host, step } | Event::HostRunning { host, step } => {
+                format!("  {host}: {}", escape_controls(step))
+            }
+            Event::HostOutput {
+                host, label, lines, ..
+            } => {
+                let mut out = format!("  {host}: output of {}:", escape_controls(label));
+                if lines.is_empty() {
+                    out.push_str(" (none)");
+                }
+                for l in lines {
+                    out.push_str("\n    | ");
+                    out.push_str(&escape_controls(l));
+                }
+                out
+            }
             Event::HostRecovered { host, txn, .. } => {
                 format!("  {host}: restored the state from before interrupted transaction {txn}")
             }

@@ -75,13 +75,25 @@ pub(super) async fn recheck(
     emit: Emit<'_>,
 ) -> Option<String> {
     let hosts: Vec<&Touched> = touched.iter().collect();
-    let checks = on_hosts(spec, &hosts, limit, |mut s, d, txn| async move {
-        let r = transaction::recheck(s.as_mut(), &d, &txn).await;
+    let detail = spec.txn.detail;
+    let checks = on_hosts(spec, &hosts, limit, move |mut s, d, txn| async move {
+        let r = transaction::recheck(s.as_mut(), &d, &txn, detail).await;
         (s, r)
     })
     .await;
     let mut halt = None;
-    for (t, r) in touched.iter().zip(checks) {
+    for (t, mut r) in touched.iter().zip(checks) {
+        // -v: each check's output, whatever its result.
+        if let Ok(rep) = &mut r {
+            for o in std::mem::take(&mut rep.outputs) {
+                emit.send(Event::HostOutput {
+                    host: t.desired.name.to_string(),
+                    env: env.to_owned(),
+                    label: o.label,
+                    lines: o.lines,
+                });
+            }
+        }
         let HostOutcome::Failed { kind, error } = host_outcome(r) else {
             continue;
         };

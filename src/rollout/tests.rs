@@ -267,6 +267,7 @@ async fn run(loaded: &LoadedFleet, env: EnvRun, lab: Lab, cancel: Cancel) -> Run
             epoch: 1,
             now: clock.now(),
             artifacts: &artifacts,
+            detail: Default::default(),
         },
         environments: vec![env],
         parallel: 64,

@@ -42,16 +42,33 @@ if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
   tar -b 128 -m -p -xf - -C "$S" ||
     { say "error cannot receive the uploads and the transaction bundle into $FLOTILLA_STATE_DIR (disk full?)"; exit 0; }
   [ -f "$TX/txn.sh" ] || { say "error the bundle holds no transaction $FLOTILLA_TXN"; exit 0; }
+  [ "${FLOTILLA_STEPS:-}" = 1 ] && : > "$TX/steps"
   setsid sh "$TX/txn.sh" < /dev/null >> "$TX/log" 2>&1 &
+  txn=$!
+  # FLOTILLA_STEPS=1 (a terminal, -v or a JSON log shows progress): each step txn.sh starts
+  # goes to the controller as it happens, one line each, before the result line. `tail -f`
+  # follows the steps file (inotify: no polling of the file), so txn.sh only ever appends to a
+  # file and never blocks on or dies with the connection; --pid=$$: a tail left behind by a
+  # dropped connection ends with this shell. One process start, about 0.6 ms of host CPU per
+  # transaction (measured, 1,000 rounds: 1.2 s with it, 0.6 s without), and none without
+  # FLOTILLA_STEPS, which is how the controller runs without a terminal or -v.
+  if [ "${FLOTILLA_STEPS:-}" = 1 ]; then
+    tail -n +1 -f --pid=$$ -- "$TX/steps" 2>/dev/null &
+    follow=$!
+  fi
 else
-  rm -f "$TX/result"
+  rm -f "$TX/result" "$TX/outputs"
   # Later modes run the controller's txn.sh (sent on stdin), not the one in the bundle: a
   # transaction left by an older Flotilla is recovered with today's fence and locking.
   script=$(cat)
   [ -n "$script" ] || script=$(cat "$TX/txn.sh")
   setsid sh -c "$script" flotilla-txn < /dev/null >> "$TX/log" 2>&1 &
+  txn=$!
 fi
-wait $!
+wait "$txn"
+# Every step is in the final list below: the follower stops at once (a step it had not sent
+# yet is not lost), and a newline ends a line it may have been cut off in.
+if [ -n "${follow:-}" ]; then kill "$follow" 2>/dev/null; wait "$follow" 2>/dev/null; echo; fi
 if [ -f "$TX/result" ]; then
   IFS= read -r res < "$TX/result"
   say "$res"
@@ -62,6 +79,18 @@ fi
 if [ -f "$TX/steps" ]; then
   echo "flotilla-steps"
   while IFS= read -r l; do printf '%s\n' "$l"; done < "$TX/steps"
+fi
+# -v (FLOTILLA_OUTPUT=1): the end of each command's own output (txn.sh names them in
+# `outputs`), whatever the result: its last 4 KiB (a `tail` per command, only with -v), each
+# line prefixed so that no output can pass for a label ("=") or for the next section.
+if [ -f "$TX/outputs" ]; then
+  echo "flotilla-output"
+  while IFS='	' read -r n label; do
+    case $n in '' | *[!0-9]*) continue ;; esac
+    printf '=%s\n' "$label"
+    tail -c 4096 -- "$TX/out/$n" > "$TX/out/tail" 2>/dev/null || continue
+    while IFS= read -r l || [ -n "$l" ]; do printf '|%s\n' "$l"; done < "$TX/out/tail"
+  done < "$TX/outputs"
 fi
 # The log's tail is for failure messages only: no `tail` fork when all went well.
 if [ "$res" != ok ] && [ -f "$TX/log" ]; then echo "flotilla-log"; tail -n 20 "$TX/log"; fi

@@ -20,8 +20,8 @@ use crate::transport::{Script, Session, TransportError};
 
 mod report;
 
-use report::parse_report;
-pub use report::{Report, describe_failure};
+pub use report::{CommandOutput, Report, describe_failure};
+use report::{StepStream, parse_report};
 
 /// The host transaction, one constant script in two files (txn_lib.sh: settings and functions;
 /// txn_main.sh: the flow).
@@ -35,6 +35,28 @@ pub struct Upload {
     pub local_path: PathBuf,
 }
 
+/// What the person watching a run wants from its hosts besides each result (DESIGN §6.5).
+/// Each costs host work, so it is asked for only when something shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// Each on-host step as the transaction starts it (a terminal, `-v` or a JSON log shows
+    /// them): [`run`]'s `progress` hears [`Progress::OnHost`].
+    pub steps: bool,
+    /// The last lines of every hook's, health check's and on_change's output, also when it
+    /// succeeds (`-v`): [`Report::outputs`]. Never a sensitive file's on_change.
+    pub output: bool,
+}
+
+/// What [`run`] reports while a transaction goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// A phase on the controller's side (uploading, starting the transaction).
+    Controller(&'a str),
+    /// The step the host's transaction just started (with [`Detail::steps`]); host text,
+    /// sanitized.
+    OnHost(&'a str),
+}
+
 /// What the transaction needs besides the host's plan.
 pub struct Context<'a> {
     pub fleet: &'a Fleet,
@@ -44,6 +66,8 @@ pub struct Context<'a> {
     pub now: jiff::Timestamp,
     /// (runtime, version) → verified artifact.
     pub artifacts: &'a BTreeMap<(String, String), Upload>,
+    /// What the hosts report besides each result.
+    pub detail: Detail,
 }
 
 /// A host's transaction, ready to upload.
@@ -56,6 +80,8 @@ pub struct Transaction {
     /// Bundle files whose mode is not 0600: a file's copy carries the mode the host gives it.
     pub modes: BTreeMap<String, u32>,
     pub uploads: Vec<Upload>,
+    /// What the host reports besides the result ([`Context::detail`]).
+    pub detail: Detail,
 }
 
 /// How a host's transaction ended.
@@ -192,7 +218,9 @@ pub fn build(
             },
         );
     }
-    let mut on_change: Vec<String> = Vec::new();
+    // Each distinct command once, with the files that trigger it (the first names it in steps
+    // and -v output).
+    let mut on_change: Vec<(String, Vec<&str>)> = Vec::new();
     let mut sensitive_on_change = BTreeSet::new();
     for (n, c) in upserts.iter().filter(|c| c.kind == Kind::File).enumerate() {
         let Ok(path) = HostPath::new(&c.name) else {
@@ -234,13 +262,14 @@ pub fn build(
             if f.sensitive { "sensitive" } else { "-" },
         ]);
         if let Some(cmd) = &f.on_change {
-            let k = match on_change.iter().position(|x| x == cmd) {
+            let k = match on_change.iter().position(|x| x.0 == *cmd) {
                 Some(k) => k,
                 None => {
-                    on_change.push(cmd.clone());
+                    on_change.push((cmd.clone(), Vec::new()));
                     on_change.len() - 1
                 }
             };
+            on_change[k].1.push(&c.name);
             bundle.insert(format!("onchange-for/{n}"), Arc::from(k.to_string().into_bytes()));
             if f.sensitive {
                 sensitive_on_change.insert(k);
@@ -262,14 +291,20 @@ pub fn build(
             line(&["link", &c.name, v, c.before.as_deref().unwrap_or("-")]);
         }
     }
-    for (k, cmd) in on_change.iter().enumerate() {
+    for (k, (cmd, paths)) in on_change.iter().enumerate() {
         bundle.insert(format!("cmds/onchange-{k}"), Arc::from(cmd.as_bytes()));
         if sensitive_on_change.contains(&k) {
             // Its output may hold the secret: txn.sh keeps it out of the log (whose tail
             // reaches the terminal and the audit log).
             bundle.insert(format!("cmds/onchange-{k}.sensitive"), Arc::from(&b""[..]));
         }
-        line(&["onchange", &k.to_string(), "a changed file"]);
+        // Validated paths: no tab or newline.
+        let names = match paths.as_slice() {
+            [one] => (*one).to_owned(),
+            [first, more @ ..] => format!("{first} (and {} more)", more.len()),
+            [] => "a changed file".to_owned(),
+        };
+        line(&["onchange", &k.to_string(), &names]);
     }
     for c in upserts.iter().filter(|c| c.kind == Kind::Runtime) {
         let Some(v) = c.after.as_deref() else { continue };
@@ -386,6 +421,7 @@ pub fn build(
         bundle,
         modes,
         uploads,
+        detail: cx.detail,
     }
 }
 
@@ -400,9 +436,10 @@ fn tar_bundle(t: &Transaction) -> std::io::Result<Vec<u8>> {
             dirs.insert(dir.to_owned());
         }
     }
-    // undo/ receives copies of the files a transaction replaces: root's only, and present
-    // from the start (one `mkdir` fewer on the host).
+    // undo/ receives copies of the files a transaction replaces, out/ the output of each
+    // command with -v: root's only, and present from the start (no `mkdir` on the host).
     dirs.insert("undo".to_owned());
+    dirs.insert("out".to_owned());
     let dir = |b: &mut tar::Builder<Vec<u8>>, path: String, mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
@@ -415,7 +452,7 @@ fn tar_bundle(t: &Transaction) -> std::io::Result<Vec<u8>> {
         dir(
             &mut b,
             format!("{top}/{d}/"),
-            if d == "undo" { 0o700 } else { 0o755 },
+            if d == "undo" || d == "out" { 0o700 } else { 0o755 },
         )?;
     }
     for (path, data) in &t.bundle {
@@ -441,9 +478,12 @@ fn tar_upload_header(sha256: &str, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(b.get_ref().clone())
 }
 
-fn env(desired: &DesiredHost, txn: &str, mode: &str) -> Vec<(String, String)> {
+fn env(desired: &DesiredHost, txn: &str, mode: &str, detail: Detail) -> Vec<(String, String)> {
     let s = &desired.settings;
+    let flag = |on: bool| if on { "1" } else { "" }.to_owned();
     vec![
+        ("FLOTILLA_STEPS".into(), flag(detail.steps)),
+        ("FLOTILLA_OUTPUT".into(), flag(detail.output)),
         ("FLOTILLA_STATE_DIR".into(), s.state_dir.value.to_string()),
         ("FLOTILLA_RUNTIMES_DIR".into(), s.runtimes_dir.value.to_string()),
         ("FLOTILLA_HOST".into(), desired.name.to_string()),
@@ -463,13 +503,14 @@ fn env(desired: &DesiredHost, txn: &str, mode: &str) -> Vec<(String, String)> {
 
 /// Streams the artifacts and the bundle to the host and runs the transaction there, all in
 /// one command that holds the host lock from the first byte; waits for its result.
-/// `progress` hears each phase, for the views.
+/// `progress` hears each phase, and with [`Detail::steps`] each on-host step as it starts,
+/// for the views.
 pub async fn run(
     session: &mut dyn Session,
     desired: &DesiredHost,
     root: &std::path::Path,
     txn: &Transaction,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &(dyn Fn(Progress<'_>) + Send + Sync),
 ) -> Result<Report, TxnError> {
     use tokio::io::AsyncReadExt as _;
     // The host's root is the transport's business (FLOTILLA_ROOT); kept for compatibility.
@@ -523,18 +564,24 @@ pub async fn run(
         source,
     })?;
     let mut input = input.chain(std::io::Cursor::new(bundle));
-    match txn.uploads.as_slice() {
-        [] => progress("running the transaction"),
-        [u] => progress(&format!(
-            "uploading {} and running the transaction",
-            &u.sha256[..12]
-        )),
-        more => progress(&format!(
-            "uploading {} artifacts and running the transaction",
-            more.len()
-        )),
-    }
-    launch(session, desired, &txn.id, "apply", &mut input, upload_bytes).await
+    let phase = match txn.uploads.as_slice() {
+        [] => "running the transaction".to_owned(),
+        [u] => format!("uploading {} and running the transaction", &u.sha256[..12]),
+        more => format!("uploading {} artifacts and running the transaction", more.len()),
+    };
+    progress(Progress::Controller(&phase));
+    let on_host = |step: &str| progress(Progress::OnHost(step));
+    let mut steps = StepStream::new(&on_host);
+    let launched = Launch {
+        txn_id: &txn.id,
+        mode: "apply",
+        upload_bytes,
+        detail: txn.detail,
+    };
+    launch(session, desired, &launched, &mut input, &mut |chunk| {
+        steps.feed(chunk)
+    })
+    .await
 }
 
 /// Rolls back a transaction from its journal: one that a crash or kill left `pending`, or a
@@ -550,7 +597,7 @@ pub async fn recover(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "recover", &mut TXN_SH.as_bytes(), 0).await
+    later(session, desired, txn_id, "recover", Detail::default()).await
 }
 
 /// Re-runs a committed transaction's health checks (after a bake), changing nothing.
@@ -558,13 +605,18 @@ pub async fn recover(
 /// Fenced like [`recover`], under the host lock, but only on the committed state: when
 /// `state.json` is not byte for byte this transaction's committed state (a later transaction
 /// wrote it, it was rolled back, or it never committed) the result is [`Outcome::Stale`] and
-/// no check runs.
+/// no check runs. With [`Detail::output`] the report carries the end of each check's output.
 pub async fn recheck(
     session: &mut dyn Session,
     desired: &DesiredHost,
     txn_id: &str,
+    detail: Detail,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "health", &mut TXN_SH.as_bytes(), 0).await
+    let output = Detail {
+        steps: false,
+        output: detail.output,
+    };
+    later(session, desired, txn_id, "health", output).await
 }
 
 /// Called once the environment's rollout completed without halting: nothing will roll this
@@ -581,25 +633,50 @@ pub async fn finish(
     desired: &DesiredHost,
     txn_id: &str,
 ) -> Result<Report, TxnError> {
-    launch(session, desired, txn_id, "finish", &mut TXN_SH.as_bytes(), 0).await
+    later(session, desired, txn_id, "finish", Detail::default()).await
+}
+
+/// One run of launch.sh: which transaction, in which mode, what it uploads and reports.
+struct Launch<'a> {
+    txn_id: &'a str,
+    mode: &'a str,
+    upload_bytes: u64,
+    detail: Detail,
+}
+
+/// A later mode (recover, health, finish) of a transaction an apply left: the controller's
+/// txn.sh on stdin, nothing uploaded, no steps streamed.
+async fn later(
+    session: &mut dyn Session,
+    desired: &DesiredHost,
+    txn_id: &str,
+    mode: &str,
+    detail: Detail,
+) -> Result<Report, TxnError> {
+    let l = Launch {
+        txn_id,
+        mode,
+        upload_bytes: 0,
+        detail,
+    };
+    launch(session, desired, &l, &mut TXN_SH.as_bytes(), &mut |_| {}).await
 }
 
 async fn launch(
     session: &mut dyn Session,
     desired: &DesiredHost,
-    txn_id: &str,
-    mode: &str,
+    l: &Launch<'_>,
     input: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
-    upload_bytes: u64,
+    tap: crate::transport::Tap<'_>,
 ) -> Result<Report, TxnError> {
-    let timeout = launch_budget(desired.settings.command_timeout.value, upload_bytes);
+    let timeout = launch_budget(desired.settings.command_timeout.value, l.upload_bytes);
     let script = Script {
         text: LAUNCH_SH,
-        env: env(desired, txn_id, mode),
+        env: env(desired, l.txn_id, l.mode, l.detail),
         stdin: Vec::new(),
         timeout: Some(timeout),
     };
-    let out = session.run_with_input(&script, input).await?;
+    let out = session.run_with_input(&script, input, tap).await?;
     parse_report(desired.name.as_str(), &out.stdout)
 }
 

@@ -90,23 +90,45 @@ put_state() {
 }
 
 # Runs a command file with the hook environment, bounded by the command timeout; its output
-# goes to $OUT (the log, whose last lines the controller shows when something fails).
+# goes to $OUT (the log, whose last lines the controller shows when something fails). $1 names
+# the command for -v.
 OUT="$TX/log"
-run_cmd() { # cmdfile cwd [runtime version previous]
-  ( cd "$2" 2>/dev/null || cd /
-    FLOTILLA_RUNTIME=${3:-} FLOTILLA_VERSION=${4:-} FLOTILLA_PREVIOUS_VERSION=${5:-} \
-    FLOTILLA_VERSION_DIR=${4:+$RT/$3/$4} FLOTILLA_ROOT=$R \
-      exec timeout "$TO" sh "$1" < /dev/null 9>&- ) >> "$OUT" 2>&1
+run_cmd() { # label cmdfile cwd [runtime version previous]
+  cap "$1"
+  ( cd "$3" 2>/dev/null || cd /
+    FLOTILLA_RUNTIME=${4:-} FLOTILLA_VERSION=${5:-} FLOTILLA_PREVIOUS_VERSION=${6:-} \
+    FLOTILLA_VERSION_DIR=${5:+$RT/$4/$5} FLOTILLA_ROOT=$R \
+      exec timeout "$TO" sh "$2" < /dev/null 9>&- ) >> "$CAP" 2>&1
+  uncap
+}
+# -v (FLOTILLA_OUTPUT=1): `cap LABEL` sends the next command's output (to CAP) into a file of
+# its own first, out/N, named in `outputs`: launch.sh sends the end of each with the result.
+# `uncap` then appends it to the log (one `cat` per command, only with -v) and keeps the
+# command's status. Never for output that has a file of its own (a sensitive file's on_change).
+CAP=$OUT; NOUT=0
+cap() {
+  CAP=$OUT
+  [ "${FLOTILLA_OUTPUT:-}" = 1 ] && [ "$OUT" = "$TX/log" ] || return 0
+  NOUT=$((NOUT + 1))
+  : > "$TX/out/$NOUT" && printf '%s\t%s\n' "$NOUT" "$1" >> "$TX/outputs" && CAP="$TX/out/$NOUT"
+  :
+}
+uncap() {
+  uc=$?
+  [ "$CAP" = "$OUT" ] || cat -- "$CAP" >> "$OUT"
+  CAP=$OUT
+  return $uc
 }
 # An on_change command; one that a sensitive file triggers (cmds/onchange-K.sensitive) writes
 # to a root-only file of its own, never to the log: its output may hold the secret, and the
-# log's tail reaches the controller's terminal and audit log.
-on_change() { # k
+# log's tail (and with -v each command's output) reaches the controller's terminal and audit
+# log.
+on_change() { # k label
   if [ -f "$TX/cmds/onchange-$1.sensitive" ]; then
     OUT="$TX/onchange-$1.out"
     printf 'on_change %s: output not shown: sensitive (root can read %s on the host)\n' "$1" "$OUT" >> "$TX/log"
   fi
-  run_cmd "$TX/cmds/onchange-$1" /
+  run_cmd "$2" "$TX/cmds/onchange-$1" /
   oc=$?; OUT="$TX/log"; return $oc
 }
 
@@ -164,12 +186,13 @@ $rev
 EOF
   # Hooks again for what was restored: each distinct on_change once, then activate hooks.
   while IFS="$TAB" read -r kind a b c; do
-    [ "$kind" = onchange ] && [ -f "$TX/cmds/onchange-$a" ] && on_change "$a" || true
+    [ "$kind" = onchange ] && [ -f "$TX/cmds/onchange-$a" ] && on_change "$a" "on_change (rollback)" || true
   done <<EOF
 $rerun
 EOF
   while IFS="$TAB" read -r kind a b c; do
-    [ "$kind" = activate ] && [ -f "$TX/cmds/activate-$a" ] && run_cmd "$TX/cmds/activate-$a" "$RT/$a/$b" "$a" "$b" "$c" || true
+    [ "$kind" = activate ] && [ -f "$TX/cmds/activate-$a" ] &&
+      run_cmd "activate hook of $a $b (rollback)" "$TX/cmds/activate-$a" "$RT/$a/$b" "$a" "$b" "$c" || true
   done <<EOF
 $rerun
 EOF

@@ -24,13 +24,14 @@ if [ "$MODE" = health ]; then
     case $op in
       health)
         step "re-check health $a $b"
+        cap "health check of $a $b (re-check)"
         ( cd "$RT/$a/$b" && FLOTILLA_RUNTIME=$a FLOTILLA_VERSION=$b FLOTILLA_VERSION_DIR="$RT/$a/$b" \
             FLOTILLA_PREVIOUS_VERSION=${f#-} FLOTILLA_ROOT=$R exec timeout "$c" sh "$TX/cmds/health-$a" 9>&- ) \
-            >> "$TX/log" 2>&1 < /dev/null ||
-          { result "unhealthy health check of $a $b failed after the bake (see $TX/log)"; exit 0; } ;;
+            >> "$CAP" 2>&1 < /dev/null
+        uncap || { result "unhealthy health check of $a $b failed after the bake (see $TX/log)"; exit 0; } ;;
       health-env)
         step "re-check health_command"
-        run_cmd "$TX/cmds/health-env" / || { result "unhealthy health_command failed after the bake (see $TX/log)"; exit 0; } ;;
+        run_cmd "health_command (re-check)" "$TX/cmds/health-env" / || { result "unhealthy health_command failed after the bake (see $TX/log)"; exit 0; } ;;
     esac
   done < "$TX/ops"
   result ok
@@ -331,7 +332,7 @@ while IFS="$TAB" read -r op a b c d e f g; do
       set_link "$a" "$b" || fail "switch $a: cannot move the current link" ;;
     onchange) # n path
       step "on_change for $b"
-      on_change "$a" || {
+      on_change "$a" "on_change $b" || {
         oc=$?
         if [ -f "$TX/cmds/onchange-$a.sensitive" ]; then fail "on_change of $b failed (exit $oc; output not shown: sensitive)"; fi
         fail "on_change of $b failed (exit $oc, see $TX/log)"
@@ -339,19 +340,22 @@ while IFS="$TAB" read -r op a b c d e f g; do
     activate) # runtime version previous
       [ -f "$TX/cmds/activate-$a" ] || continue
       step "activate $a $b"
-      run_cmd "$TX/cmds/activate-$a" "$RT/$a/$b" "$a" "$b" "$c" || fail "activate hook of $a $b failed (see $TX/log)" ;;
+      run_cmd "activate hook of $a $b" "$TX/cmds/activate-$a" "$RT/$a/$b" "$a" "$b" "$c" || fail "activate hook of $a $b failed (see $TX/log)" ;;
     health) # runtime version timeout retries interval previous|-
       step "health $a $b"
       n=0
+      # -v: every attempt's output, in one file.
+      cap "health check of $a $b"
       until ( cd "$RT/$a/$b" && FLOTILLA_RUNTIME=$a FLOTILLA_VERSION=$b FLOTILLA_VERSION_DIR="$RT/$a/$b" \
           FLOTILLA_PREVIOUS_VERSION=${f#-} FLOTILLA_ROOT=$R exec timeout "$c" sh "$TX/cmds/health-$a" 9>&- ) \
-          >> "$TX/log" 2>&1 < /dev/null; do
-        n=$((n + 1)); [ "$n" -gt "$d" ] && fail "health check of $a $b failed after $n attempt(s) (see $TX/log)"
+          >> "$CAP" 2>&1 < /dev/null; do
+        n=$((n + 1)); [ "$n" -gt "$d" ] && { uncap; fail "health check of $a $b failed after $n attempt(s) (see $TX/log)"; }
         sleep "$e"
-      done ;;
+      done
+      uncap ;;
     health-env)
       step "environment health_command"
-      run_cmd "$TX/cmds/health-env" / || fail "health_command failed (see $TX/log)" ;;
+      run_cmd "health_command" "$TX/cmds/health-env" / || fail "health_command failed (see $TX/log)" ;;
     commit)
       step "commit"
       # The written files and the runtime directories that received a version reach the disk
@@ -376,7 +380,7 @@ while IFS="$TAB" read -r op a b c d e f; do
   case $op in
     remove-runtime) # runtime version|-
       step "remove $a"
-      if [ -f "$TX/cmds/remove-$a" ]; then run_cmd "$TX/cmds/remove-$a" "$RT/$a" "$a" "${b#-}" || errors="$errors; remove hook of $a failed"; fi
+      if [ -f "$TX/cmds/remove-$a" ]; then run_cmd "remove hook of $a" "$TX/cmds/remove-$a" "$RT/$a" "$a" "${b#-}" || errors="$errors; remove hook of $a failed"; fi
       rm -rf "$RT/$a" || errors="$errors; cannot remove $RT/$a" ;;
     remove-file) # path backup_id|-
       # A file Flotilla took over gets its original back (a link as the link it was), not

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Output, Script, Session, Target, TransportError};
+use super::{Output, Script, Session, Tap, Target, TransportError};
 
 pub struct LocalSession {
     target: Target,
@@ -39,13 +39,15 @@ impl LocalSession {
 #[async_trait]
 impl Session for LocalSession {
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
-        self.run_with_input(script, &mut tokio::io::empty()).await
+        self.run_with_input(script, &mut tokio::io::empty(), &mut |_| {})
+            .await
     }
 
     async fn run_with_input(
         &mut self,
         script: &Script<'_>,
         input: &mut (dyn AsyncRead + Unpin + Send),
+        tap: Tap<'_>,
     ) -> Result<Output, TransportError> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -84,7 +86,7 @@ impl Session for LocalSession {
         let run = async {
             let ((), out, err) = tokio::join!(
                 feed,
-                super::read_bounded(out, super::MAX_STDOUT),
+                super::read_bounded_tapped(out, super::MAX_STDOUT, tap),
                 super::read_bounded(err, super::MAX_STDERR)
             );
             (out, err)

@@ -127,6 +127,10 @@ pub fn upload_budget(command_timeout: Duration, bytes: u64) -> Duration {
     command_timeout.saturating_add(transfer)
 }
 
+/// Hears a command's stdout as it arrives, chunk by chunk as read (a line may span chunks):
+/// the progress a long host command reports before it ends.
+pub type Tap<'t> = &'t mut (dyn FnMut(&[u8]) + Send);
+
 /// Reads `r` to its end, keeping at most `limit` bytes. Returns what was kept and whether
 /// there was more; reading stops at `limit + 1`, so memory stays bounded whatever the host
 /// sends.
@@ -134,10 +138,29 @@ pub(crate) async fn read_bounded<R: AsyncRead + Unpin>(
     r: Option<R>,
     limit: usize,
 ) -> std::io::Result<(Vec<u8>, bool)> {
+    read_bounded_tapped(r, limit, &mut |_| {}).await
+}
+
+/// [`read_bounded`], with `tap` hearing each chunk as it arrives (never past `limit`).
+pub(crate) async fn read_bounded_tapped<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    limit: usize,
+    tap: Tap<'_>,
+) -> std::io::Result<(Vec<u8>, bool)> {
     use tokio::io::AsyncReadExt as _;
     let mut buf = Vec::new();
     if let Some(r) = r {
-        r.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+        let mut r = r.take(limit as u64 + 1);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = r.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            let seen = buf.len();
+            buf.extend_from_slice(&chunk[..n]);
+            tap(&buf[seen..buf.len().min(limit)]);
+        }
     }
     let over = buf.len() > limit;
     buf.truncate(limit);
@@ -150,12 +173,15 @@ pub trait Session: Send {
     /// Runs `sh -c script` on the host (through `sudo -n` when the host says so).
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError>;
     /// Runs `script` with `script.stdin` followed by everything `input` yields on its stdin,
-    /// so one command can carry large data (artifacts) to the script. The SSH and local
-    /// transports stream it; this default, for other sessions, reads it into memory first.
+    /// so one command can carry large data (artifacts) to the script; `tap` hears its stdout
+    /// as it arrives, for the progress a long command reports. The SSH and local transports
+    /// stream both; this default, for other sessions, reads the input into memory first and
+    /// taps the output once the command ended.
     async fn run_with_input(
         &mut self,
         script: &Script<'_>,
         input: &mut (dyn AsyncRead + Unpin + Send),
+        tap: Tap<'_>,
     ) -> Result<Output, TransportError> {
         use tokio::io::AsyncReadExt as _;
         let mut stdin = script.stdin.clone();
@@ -167,11 +193,14 @@ pub trait Session: Send {
                 what: "reading a script's input".into(),
                 source,
             })?;
-        self.run(&Script {
-            stdin,
-            ..script.clone()
-        })
-        .await
+        let out = self
+            .run(&Script {
+                stdin,
+                ..script.clone()
+            })
+            .await?;
+        tap(&out.stdout);
+        Ok(out)
     }
     /// Streams `data` into `path` on the host (a path already prefixed with the host's root),
     /// within `command_timeout` (callers that stream large data use [`upload_budget`] in a

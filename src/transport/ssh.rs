@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, SessionBuilder, Stdio};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use super::{Output, Script, Session, Target, TransportError};
+use super::{Output, Script, Session, Tap, Target, TransportError};
 use crate::manifest::model::Become;
 
 /// Reads `NAME LEN\n<LEN bytes>\n` records up to a `--` line, exports them (only FLOTILLA_*
@@ -296,6 +296,7 @@ impl SshSession {
         env: &[(String, String)],
         input: &mut (dyn AsyncRead + Unpin + Send),
         timeout: Duration,
+        tap: Tap<'_>,
     ) -> Result<Output, TransportError> {
         let t = self.target.clone();
         let preamble = self.preamble(env);
@@ -338,7 +339,7 @@ impl SshSession {
             let (out, err) = (child.stdout().take(), child.stderr().take());
             let (_fed, out, err) = tokio::join!(
                 feed,
-                super::read_bounded(out, super::MAX_STDOUT),
+                super::read_bounded_tapped(out, super::MAX_STDOUT, tap),
                 super::read_bounded(err, super::MAX_STDERR)
             );
             let io = |e: std::io::Error| TransportError::ConnectionLost {
@@ -403,18 +404,20 @@ impl Session for SshSession {
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
         let mut input = &script.stdin[..];
-        self.exec(script.text, &script.env, &mut input, timeout).await
+        self.exec(script.text, &script.env, &mut input, timeout, &mut |_| {})
+            .await
     }
 
     async fn run_with_input(
         &mut self,
         script: &Script<'_>,
         input: &mut (dyn AsyncRead + Unpin + Send),
+        tap: Tap<'_>,
     ) -> Result<Output, TransportError> {
         use tokio::io::AsyncReadExt as _;
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
         let mut all = (&script.stdin[..]).chain(input);
-        self.exec(script.text, &script.env, &mut all, timeout).await
+        self.exec(script.text, &script.env, &mut all, timeout, tap).await
     }
 
     async fn upload(
@@ -424,7 +427,7 @@ impl Session for SshSession {
     ) -> Result<u64, TransportError> {
         let env = vec![("FLOTILLA_DEST".to_owned(), path.to_owned())];
         let timeout = self.target.command_timeout;
-        let out = self.exec(UPLOAD, &env, data, timeout).await?;
+        let out = self.exec(UPLOAD, &env, data, timeout, &mut |_| {}).await?;
         let text = String::from_utf8_lossy(&out.stdout);
         match text
             .trim()

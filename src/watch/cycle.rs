@@ -243,6 +243,7 @@ async fn attempt(w: &Watch<'_>, rev: &str, pool: Arc<Pool>) -> Result<Done, Stri
             actor: w.settings.actor.clone(),
             dirty: false,
             unattended: true,
+            detail: Default::default(),
         };
         let (tx, view) = w.view.events(rev);
         // The plan of every host is reused when the environments held for a person have no

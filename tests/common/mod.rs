@@ -411,6 +411,7 @@ pub async fn apply_txn_once(
         epoch: 1,
         now,
         artifacts,
+        detail: Default::default(),
     };
     let txn = transaction::build(d, &obs, &p.hosts[0].changes, &cx);
     let report = transaction::run(session.as_mut(), d, &target.root, &txn, &|_| {})
