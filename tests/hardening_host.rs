@@ -4,6 +4,7 @@
 mod common;
 
 use std::os::unix::fs::FileTypeExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 
 use common::{apply, flotilla, run, signed_fleet};
 
@@ -204,4 +205,224 @@ fn a_failing_on_change_of_a_sensitive_file_shows_none_of_its_output() {
         !all_text(store.path()).contains("hunter2"),
         "the store never holds it"
     );
+}
+
+/// `dir` first on the controller's PATH, which the local transport hands to the host scripts:
+/// a stand-in command there runs in place of the host's own.
+fn path_with(dir: &std::path::Path) -> String {
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// An executable shell script `name` in `dir`.
+fn stand_in(dir: &std::path::Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    common::set_mode(&p, 0o755);
+}
+
+fn is_root() -> bool {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// `command -v NAME`: the host's own command a stand-in wraps.
+fn real(name: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v \"$1\"", "sh", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_temporary_file_swapped_for_a_link_never_passes_its_mode_or_owner_on() {
+    let test = "a_temporary_file_swapped_for_a_link_never_passes_its_mode_or_owner_on";
+    if !is_root() {
+        return common::skip(test, "a directory owned by another user needs root");
+    }
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/home/alice/app.conf\"\ncontent = \"x = 1\\n\"\nmode = \"0666\"\nowner = \"nobody\"\n",
+    );
+    f.commit("a file in a user's directory");
+    // Alice (uid 65534 here) owns her home directory; root's secret is elsewhere.
+    let home = f.root("h1").join("home/alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    let victim = secret.path().join("shadow");
+    std::fs::write(&victim, "root:secret\n").unwrap();
+    common::set_mode(&victim, 0o600);
+    // Alice wins the race every time: the moment Flotilla's copy lands at the temporary name
+    // in her directory, she (setpriv: as uid 65534) swaps it for a link to the victim.
+    let bin = tempfile::tempdir().unwrap();
+    stand_in(
+        bin.path(),
+        "cp",
+        &format!(
+            "#!/bin/sh\n{} \"$@\" || exit\nfor last; do :; done\ncase $last in\n  */alice/app.conf.flotilla-undo | */alice/app.conf.flotilla-restore) ;;\n  */alice/app.conf.flotilla-*)\n    setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'rm -f \"$1\" && ln -s \"$2\" \"$1\"' swap \"$last\" '{}' ;;\nesac\n",
+            real("cp"),
+            victim.display()
+        ),
+    );
+    let store = tempfile::tempdir().unwrap();
+    let r = run(flotilla()
+        .env("PATH", path_with(bin.path()))
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path()));
+    let meta = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o600,
+        "the victim's mode is untouched: {}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "the victim's owner is untouched"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
+    assert!(
+        std::fs::symlink_metadata(home.join("app.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "what lands at the managed path is Alice's link, which she could have put there anyway"
+    );
+}
+
+#[test]
+fn a_chown_whose_name_lookup_hangs_fails_the_host_within_command_timeout() {
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "command_timeout = \"2s\"");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/etc/app.conf\"\ncontent = \"x = 1\\n\"\nowner = \"root\"\ngroup = \"root\"\n",
+    );
+    f.commit("a file with an owner");
+    // The host's user directory (LDAP, sssd) stops answering: chown waits for it. The stand-in
+    // waits 30 s, then does nothing.
+    let bin = tempfile::tempdir().unwrap();
+    stand_in(bin.path(), "chown", "#!/bin/sh\nexec sleep 30\n");
+    let store = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let r = run(flotilla()
+        .env("PATH", path_with(bin.path()))
+        .arg("--state-dir")
+        .arg(store.path())
+        .args(["apply", "--auto-approve"])
+        .arg(f.path()));
+    assert!(
+        started.elapsed().as_secs() < 25,
+        "bounded by command_timeout, not the lookup"
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("/etc/app.conf: chown root:root failed (did not finish within command_timeout, 2s)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!f.root("h1").join("etc/app.conf").exists(), "rolled back");
+    // With the directory answering again, a retry goes through: the lock was freed.
+    let r = apply(&f, store.path(), &["--retry", "the user directory answers again"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn a_fifo_swapped_in_while_the_probe_looks_at_a_file_neither_stalls_nor_is_read() {
+    let test = "a_fifo_swapped_in_while_the_probe_looks_at_a_file_neither_stalls_nor_is_read";
+    if !is_root() {
+        return common::skip(test, "a directory owned by another user needs root");
+    }
+    let (f, _keys) = signed_fleet("");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.write(
+        "environments/staging.toml",
+        "[[file]]\npath = \"/home/alice/app.conf\"\ncontent = \"x = 1\\n\"\n",
+    );
+    f.commit("a file in a user's directory");
+    let home = f.root("h1").join("home/alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let plan = |path: Option<&str>| {
+        let mut c = flotilla();
+        if let Some(p) = path {
+            c.env("PATH", p);
+        }
+        c.arg("--state-dir").arg(store.path()).arg("plan").arg(f.path());
+        c
+    };
+    // A file in a user's directory is read the careful way (dd, no blocking open): unchanged,
+    // it is no change; edited by Alice, its diff shows.
+    let r = run(&mut plan(None));
+    assert!(r.stdout.contains("No changes."), "{}{}", r.stdout, r.stderr);
+    std::fs::write(home.join("app.conf"), "x = 2\n").unwrap();
+    let r = run(&mut plan(None));
+    assert!(r.stdout.contains("- x = 2"), "{}{}", r.stdout, r.stderr);
+
+    // Alice hits the window every time: right after the probe's `stat` has seen a regular
+    // file, she (setpriv: as uid 65534) puts a FIFO at its name. A blocking open of it waits
+    // for a writer that never comes.
+    let file = home.join("app.conf");
+    let armed = f.root("h1").join("armed");
+    std::fs::write(&armed, "").unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    stand_in(
+        bin.path(),
+        "stat",
+        &format!(
+            "#!/bin/sh\n{} \"$@\"; rc=$?\nfor a; do\n  if [ \"$a\" = '{file}' ] && rm '{armed}' 2>/dev/null; then\n    setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'rm -f \"$1\" && mkfifo \"$1\"' swap '{file}'\n  fi\ndone\nexit $rc\n",
+            real("stat"),
+            file = file.display(),
+            armed = armed.display()
+        ),
+    );
+    let child = plan(Some(&path_with(bin.path())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // Stalled: a writer (opened without blocking) frees the probe, so that nothing is
+            // left behind, and the test fails.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc_o_nonblock())
+                .open(&file);
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+            panic!("the probe stalled on the FIFO");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!armed.exists(), "the swap happened");
+    assert!(
+        std::fs::symlink_metadata(&file).unwrap().file_type().is_fifo(),
+        "left as it was"
+    );
+    assert!(
+        stdout.contains("/home/alice/app.conf")
+            && stdout.contains("replaces a file that changed while it was read"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// O_NONBLOCK on Linux (no libc dependency for one constant).
+fn libc_o_nonblock() -> i32 {
+    0o4000
 }

@@ -25,11 +25,14 @@
 # Every command that can block runs under the command timeout (T: `timeout` is one more
 # process start, paid only where a command reads or flushes something a host user or a
 # hostile artifact could have made slow or special: sha256sum of a managed file, tar, find,
-# sync, the backup copies). Nothing here opens a FIFO or device for reading: paths are checked
-# just before, sha256sum gets names (never this shell's redirected stdin, which would block
-# the shell itself), and copies of what is at a managed path use `cp -PR`, which recreates a
-# link, FIFO or device instead of following or opening it. Commands that touch only
-# Flotilla's own root-only files (the bundle, state_dir) run bare.
+# sync, the backup copies; and chown, whose name lookups (NSS: LDAP, sssd) can hang). Nothing
+# here opens a FIFO or device for reading: paths are checked just before, sha256sum gets names
+# (never this shell's redirected stdin, which would block the shell itself), and copies of
+# what is at a managed path use `cp -PR`, which recreates a link, FIFO or device instead of
+# following or opening it. Nothing changes the owner or mode of a name in a directory a user
+# may own (chmod and chown follow a link swapped in there): they are set on root-only copies,
+# or by cp on the file it just created. Commands that touch only Flotilla's own root-only
+# files (the bundle, state_dir) run bare.
 export LC_ALL=C
 set -u
 umask 022

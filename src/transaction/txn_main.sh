@@ -297,26 +297,37 @@ while IFS="$TAB" read -r op a b c d e f g; do
         fail "file $b: its parent directory $LP is a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
       fi
       [ -d "${target%/*}/" ] || mkdir -p "${target%/*}/" || fail "file $b: cannot create its directory"
-      did file "$a"
       tmp="$target.flotilla-$FLOTILLA_TXN"
-      # Private until its mode is set; the mode last, since chown clears setuid/setgid bits.
-      # --remove-destination makes cp create a fresh file (O_EXCL): a link or FIFO planted at
-      # the temporary name (the id is in state.json) is replaced, not written through. Its
-      # source is the bundle's own copy, so it cannot block: no timeout needed. That copy
-      # carries the file's mode (launch.sh unpacks the bundle with -p): without an owner or
-      # group to set, cp --preserve=mode gives it after writing the data, and no chmod runs.
-      umask 077
-      if [ "$d" = - ] && [ "$e" = - ]; then
-        cp -T --preserve=mode --remove-destination "$TX/files/$a" "$tmp"
-      else
-        cp -T --remove-destination "$TX/files/$a" "$tmp"
-      fi || { umask 022; rm -f "$tmp"; fail "file $b: cannot write it"; }
-      umask 022
+      # Owner and mode are given to the bundle's copy first, in the root-only transaction
+      # directory, where no one else can swap the name (it already has the mode: launch.sh
+      # unpacks the bundle with -p). cp then creates the temporary file fresh
+      # (--remove-destination: it removes whatever is at the name, then opens with O_EXCL, so
+      # a link or FIFO planted at the temporary name, whose id is in state.json, is replaced,
+      # never written through), and sets its owner,
+      # then its mode, on the descriptor it opened (fchown, fchmod: seen with strace;
+      # --preserve=mode alone when the file has no owner or group, so a setgid directory's
+      # group stays). A chmod or chown by name in the file's directory, which a local user may
+      # own, would follow a link that user swapped in at the temporary name (to /etc/shadow,
+      # say) after the copy; so would `set -C` with dash, whose noclobber opens an existing
+      # link to a FIFO or device for writing (tried). A file with an owner starts as many
+      # processes as before (timeout, chown, cp, mv instead of cp, chown, chmod, mv): chmod
+      # runs only to put back setuid/setgid bits, which chown clears.
       if [ "$d" != - ] || [ "$e" != - ]; then
         own=""; [ "$d" != - ] && own=$d; [ "$e" != - ] && own="$own:$e"
-        chown -h "$own" "$tmp" >> "$TX/log" 2>&1 || { rm -f "$tmp"; fail "file $b: chown $own failed"; }
-        chmod "$c" "$tmp" || { rm -f "$tmp"; fail "file $b: cannot set mode $c"; }
+        # Bounded: chown looks the names up (NSS: LDAP, sssd), and a lookup can hang.
+        T chown "$own" "$TX/files/$a" >> "$TX/log" 2>&1 || { why $?; fail "file $b: chown $own failed$W"; }
+        case $c in [2-7]???) chmod "$c" "$TX/files/$a" || fail "file $b: cannot set mode $c" ;; esac
+        keep=mode,ownership
+      else
+        keep=mode
       fi
+      did file "$a"
+      # Its source is the bundle's own copy and it creates its target: it cannot block, no
+      # timeout needed.
+      umask 077
+      cp -T --preserve=$keep --remove-destination "$TX/files/$a" "$tmp" ||
+        { umask 022; rm -f "$tmp"; fail "file $b: cannot write it"; }
+      umask 022
       if link_in_parents "$b"; then
         fail "file $b: its parent directory $LP became a symlink; Flotilla never follows one (replace the link with a directory, or drop the file)"
       fi
