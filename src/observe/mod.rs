@@ -357,7 +357,11 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
             }
             "content" => {
                 let path = last_file.as_ref().ok_or("content without a file record")?;
-                if let Some(ObservedFile::Regular { content, .. }) = obs.files.get_mut(path) {
+                // Kept only if it is what was hashed: a file that changed between the two reads
+                // (or a FIFO swapped in, which the probe pads with zeros) shows no diff.
+                if let Some(ObservedFile::Regular { content, sha256, .. }) = obs.files.get_mut(path)
+                    && crate::resolve::sha256_hex(payload) == *sha256
+                {
                     *content = Some(payload.to_vec());
                 }
             }
@@ -517,6 +521,28 @@ pub async fn observe_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_kept_only_when_it_is_what_was_hashed() {
+        let path = HostPath::new("/etc/app.conf").unwrap();
+        let probe = |content: &str| {
+            let sha = crate::resolve::sha256_hex(b"x = 1\n");
+            let file = format!("{sha} 644 root root 6");
+            format!(
+                "flotilla-probe 1\nfile {}\n{file}\ncontent {}\n{content}\nflotilla-probe end\n",
+                file.len(),
+                content.len()
+            )
+        };
+        let content_of = |out: String| match parse(out.as_bytes(), &[&path]).unwrap().files.remove(&path) {
+            Some(ObservedFile::Regular { content, .. }) => content,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(content_of(probe("x = 1\n")).as_deref(), Some(&b"x = 1\n"[..]));
+        // Changed between the hash and the read, or the zeros a FIFO swapped in is padded with.
+        assert_eq!(content_of(probe("x = 2\n")), None);
+        assert_eq!(content_of(probe("\0\0\0\0\0\0")), None);
+    }
 
     const HEADER: &str = "Filesystem     1024-blocks    Used Available Capacity Mounted on\n";
 

@@ -75,18 +75,66 @@ link_in_parents() {
   done
   return 1
 }
+# A regular file is hashed through a plain `sha256sum < file` (the redirect opens it) only
+# when no one but root can replace its name between the `[ -f ]` and that open: every
+# directory from the root down to the file is owned by root and not writable by group or
+# others (an ACL granting write shows in the group bits). Anywhere else (a user's home) a FIFO
+# swapped in at that instant would block the open, and with it the probe, until the
+# controller gives up; so the file is read by `dd` with O_NONBLOCK and O_NOFOLLOW (a FIFO
+# opens at once and has nothing to read, a link is refused), never past the size just
+# stat'ed, and what was read counts only if the name still leads to the same file (device,
+# inode, ctime to the nanosecond, mode, owner, size: renaming a file away and back changes
+# its ctime). One `stat` gives the file's fields and its directories' owners: the hot path of
+# a no-op plan, an unchanged file in a root-only directory, still starts two processes (stat,
+# sha256sum); a file in a user's directory four (stat, dd, sha256sum, stat again).
+# Device nodes cannot be planted by a user (mknod needs root); at most a user hard-links one
+# they may already read and write, and dd reads no more of it than the size stat'ed.
 while IFS= read -r line; do
   op=${line%% *}; p=$R${line#* }
   if link_in_parents "${line#* }"; then rec file-other "a file under $LP, which is a symlink"
   elif [ -L "$p" ]; then rec file-other "symlink"
   elif [ -f "$p" ]; then
-    meta=$(stat -c '%a %U %G %s' "$p" 2>/dev/null) || meta="? ? ? ?"
-    sum=$(sha256sum < "$p" 2>/dev/null) || sum="unreadable"
+    set -- "$p"; d=${p%/*}
+    while [ "${#d}" -gt "${#R}" ]; do set -- "$@" "$d"; d=${d%/*}; done
+    st=$(stat -c '%a %U %G %s %u %d:%i:%.9Z' -- "$@" 2>/dev/null) || st=""
+    meta="? ? ? ?"; id=""; open=1
+    if [ -n "$st" ]; then
+      open=0
+      while read -r m u g s uid fid; do
+        if [ -z "$id" ]; then meta="$m $u $g $s"; id="$m $u $g $s $uid $fid"; continue; fi
+        [ "$uid" = 0 ] || open=1
+        case $m in *[2367]? | *[2367]) open=1 ;; esac
+      done <<EOF
+$st
+EOF
+    fi
+    sz=${meta##* }
+    if [ "$open" = 0 ]; then
+      sum=$(sha256sum < "$p" 2>/dev/null) || sum="unreadable"
+    else
+      case $sz in
+        '' | *[!0-9]*) sum="unreadable" ;;
+        *)
+          sum=$(dd if="$p" iflag=nonblock,nofollow,count_bytes count="$sz" bs=64K status=none 2>/dev/null | sha256sum)
+          [ "$(stat -c '%a %U %G %s %u %d:%i:%.9Z' -- "$p" 2>/dev/null)" = "$id" ] || sum="" ;;
+      esac
+    fi
+    if [ -z "$sum" ]; then rec file-other "file that changed while it was read"; continue; fi
     rec file "${sum%% *} $meta"
+    # Content, when asked for (a changed managed file: not the hot path), is exactly the size
+    # reported, read as above and padded with zeros if it came up short; the controller keeps
+    # it only if its sha256 is the one just reported.
     if [ "$op" = C ]; then
-      sz=${meta##* }  # stat's %s: no `wc -c` fork
-      case $sz in ''|*[!0-9]*) sz=$(wc -c < "$p") ;; esac
-      if [ "$sz" -le 262144 ]; then printf 'content %s\n' "$sz"; cat "$p"; printf '\n'; fi
+      case $sz in
+        '' | *[!0-9]*) ;;
+        *)
+          if [ "$sz" -le 262144 ]; then
+            printf 'content %s\n' "$sz"
+            { dd if="$p" iflag=nonblock,nofollow,count_bytes count="$sz" bs=64K status=none 2>/dev/null
+              head -c "$sz" /dev/zero; } | head -c "$sz"
+            printf '\n'
+          fi ;;
+      esac
     fi
   elif [ -e "$p" ]; then rec file-other "not a regular file"
   else rec file-missing ""
