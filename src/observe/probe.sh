@@ -86,7 +86,11 @@ link_in_parents() {
 # inode, ctime to the nanosecond, mode, owner, size: renaming a file away and back changes
 # its ctime). One `stat` gives the file's fields and its directories' owners: the hot path of
 # a no-op plan, an unchanged file in a root-only directory, still starts two processes (stat,
-# sha256sum); a file in a user's directory four (stat, dd, sha256sum, stat again).
+# sha256sum); a file in a user's directory four (stat, dd, sha256sum, stat again). Measured
+# (300 local probes each, loaded machine): five files in root-only directories 8.5-9.3 ms of
+# host CPU per probe before and after; one file in a user's directory 2.3-2.5 ms before,
+# 4.2-4.3 ms after. A `timeout` around every sha256sum would cost the hot path a process per
+# file and still wait.
 # Device nodes cannot be planted by a user (mknod needs root); at most a user hard-links one
 # they may already read and write, and dd reads no more of it than the size stat'ed.
 while IFS= read -r line; do
