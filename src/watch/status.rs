@@ -204,6 +204,15 @@ impl Shared {
 
     /// Records a finished cycle: status and metrics.
     pub(super) fn cycle_done(&self, cycle: Cycle, environments: Vec<EnvironmentState>, ended: Timestamp) {
+        // The status first: /status never lags behind /metrics.
+        self.update(|s| {
+            if cycle.error.is_none() {
+                s.last_success = Some(ended);
+            }
+            s.revision = Some(cycle.revision.clone());
+            s.last_cycle = Some(cycle.clone());
+            s.environments = environments.clone();
+        });
         let m = &self.metrics;
         m.cycles.inc();
         m.applies.inc_by(cycle.applied as u64);
@@ -234,14 +243,6 @@ impl Shared {
                 })
                 .set(i64::from(env.window_open));
         }
-        self.update(|s| {
-            if cycle.error.is_none() {
-                s.last_success = Some(ended);
-            }
-            s.revision = Some(cycle.revision.clone());
-            s.last_cycle = Some(cycle);
-            s.environments = environments;
-        });
     }
 
     /// `/metrics` in the Prometheus text format.
