@@ -701,3 +701,18 @@ fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
         "{out}"
     );
 }
+
+#[test]
+fn watch_leaves_a_busy_host_waiting_and_says_which_limit() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    // Memory in use is always over 1%: both web hosts are busy.
+    write_web(&f, "v = 2", "\n[rollout]\nhost_limits = { memory = \"1%\" }\n");
+    f.commit("web v2, with a memory limit no host meets");
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("w1: waits, busy: memory"), "{}", r.stdout);
+    assert!(r.stdout.contains("is over host_limits.memory 1%"), "{}", r.stdout);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"));
+}

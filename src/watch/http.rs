@@ -59,27 +59,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    let s = app.shared.status();
-    let now = app.clock.now();
-    let fresh = s.last_success.is_some_and(|t| {
-        now.duration_since(t)
-            .try_into()
-            .is_ok_and(|age: Duration| age <= app.stale_after)
-    });
-    if fresh {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        let why = match (&s.last_success, &s.last_cycle) {
-            (None, None) => "no cycle has finished yet".to_owned(),
-            (_, Some(c)) if c.error.is_some() => {
-                format!(
-                    "the last cycle failed: {}",
-                    c.error.as_deref().unwrap_or_default()
-                )
-            }
-            _ => format!("no successful cycle within {}s", app.stale_after.as_secs()),
-        };
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response()
+    match app.shared.status().readiness(app.clock.now(), app.stale_after) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
 

@@ -321,9 +321,18 @@ impl Watch<'_> {
 
     /// Looks at the branch: a new head is loaded and, when valid, put in force.
     async fn look(&mut self, st: &mut Loop) -> Result<(), FollowError> {
+        let started = std::time::Instant::now();
         let seen = self.follower.look().await?;
+        tracing::debug!(
+            millis = started.elapsed().as_millis() as u64,
+            "looked at the branch"
+        );
         st.failures = 0;
-        self.shared.update(|s| s.source_problem = None);
+        let now = self.clock.now();
+        self.shared.update(|s| {
+            s.source_problem = None;
+            s.last_poll = Some(now);
+        });
         let head = match seen {
             Seen::Head(h) => h,
             Seen::ForcePushed { followed, head } => {

@@ -33,11 +33,41 @@ pub struct WatchStatus {
     pub last_cycle: Option<Cycle>,
     /// When a cycle last succeeded (planned and applied without an error of its own).
     pub last_success: Option<Timestamp>,
+    /// When the branch was last looked at successfully (a poll that found nothing new, too).
+    pub last_poll: Option<Timestamp>,
     pub environments: Vec<EnvironmentState>,
     /// When the next cycle is due at the latest.
     pub next_wake: Option<Timestamp>,
     /// A stop was requested: no new host starts.
     pub stopping: bool,
+}
+
+impl WatchStatus {
+    /// `/readyz` (DESIGN §10): ready when the last cycle succeeded and watch did something
+    /// successfully — a cycle, or a look at the branch that found nothing new — within
+    /// `stale_after` (three intervals). Between drift checks a fleet at rest runs no cycle,
+    /// and that is not a reason to be taken out of service.
+    pub fn readiness(&self, now: Timestamp, stale_after: std::time::Duration) -> Result<(), String> {
+        let Some(cycle) = &self.last_cycle else {
+            return Err("no cycle has finished yet".into());
+        };
+        if let Some(e) = &cycle.error {
+            return Err(format!("the last cycle failed: {e}"));
+        }
+        let latest = self.last_success.max(self.last_poll);
+        let fresh = latest.is_some_and(|t| {
+            now.duration_since(t)
+                .try_into()
+                .is_ok_and(|age: std::time::Duration| age <= stale_after)
+        });
+        if fresh {
+            return Ok(());
+        }
+        Err(match &self.source_problem {
+            Some(p) => format!("nothing succeeded within {}s: {p}", stale_after.as_secs()),
+            None => format!("nothing succeeded within {}s", stale_after.as_secs()),
+        })
+    }
 }
 
 /// How a cycle went.
@@ -250,5 +280,55 @@ impl Shared {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn cycle(error: Option<&str>) -> Cycle {
+        Cycle {
+            revision: "abc".into(),
+            started: ts("2026-12-01T10:00:00Z"),
+            seconds: 1.0,
+            outcome: "success".into(),
+            error: error.map(str::to_owned),
+            applied: 0,
+            failed: 0,
+            drifted: 0,
+        }
+    }
+
+    #[test]
+    fn ready_while_cycles_or_polls_succeed_and_not_after_a_failed_cycle() {
+        let minute = std::time::Duration::from_secs(60);
+        let stale = minute * 3;
+        let mut s = WatchStatus::default();
+        assert_eq!(
+            s.readiness(ts("2026-12-01T10:00:00Z"), stale).unwrap_err(),
+            "no cycle has finished yet"
+        );
+        s.last_cycle = Some(cycle(None));
+        s.last_success = Some(ts("2026-12-01T10:00:00Z"));
+        assert!(s.readiness(ts("2026-12-01T10:03:00Z"), stale).is_ok());
+        assert!(s.readiness(ts("2026-12-01T10:03:01Z"), stale).is_err(), "stale");
+        s.last_poll = Some(ts("2026-12-01T10:10:00Z"));
+        assert!(
+            s.readiness(ts("2026-12-01T10:12:00Z"), stale).is_ok(),
+            "polls keep it fresh"
+        );
+        s.source_problem = Some("cannot fetch".into());
+        let why = s.readiness(ts("2026-12-01T10:20:00Z"), stale).unwrap_err();
+        assert!(why.ends_with("cannot fetch"), "{why}");
+        s.last_cycle = Some(cycle(Some("store unreadable")));
+        assert_eq!(
+            s.readiness(ts("2026-12-01T10:12:00Z"), stale).unwrap_err(),
+            "the last cycle failed: store unreadable"
+        );
     }
 }
