@@ -716,3 +716,80 @@ fn watch_leaves_a_busy_host_waiting_and_says_which_limit() {
     assert!(r.stdout.contains("is over host_limits.memory 1%"), "{}", r.stdout);
     assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"));
 }
+
+#[test]
+fn a_fix_after_an_invalid_revision_is_applied() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    f.write(
+        "environments/web.toml",
+        "auto_apply = true\n[rollout]\nwavez = [1]\n",
+    );
+    f.commit("typo");
+    assert_eq!(watch_once(&f, store.path(), &[]).code, 1);
+    write_web(&f, "v = 2", "");
+    f.commit("fixed");
+    let r = watch_once(&f, store.path(), &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+}
+
+#[test]
+fn a_deleted_branch_and_a_corrupt_mirror_are_reported_or_repaired_never_a_crash() {
+    let f = fleet("v = 1");
+    for file in ["hosts/web.toml", "hosts/db.toml"] {
+        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
+        f.write(
+            file,
+            &text.replace(
+                "root = \"roots/",
+                &format!("root = \"{}/roots/", f.path().display()),
+            ),
+        );
+    }
+    f.commit("absolute roots");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let remote = tempfile::tempdir().unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    git(remote.path(), &["init", "--bare", "--quiet", "-b", "main"]);
+    let url = format!("file://{}", remote.path().display());
+    git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
+    assert_eq!(
+        watch_once(&f, store.path(), &["--remote", &url]).code,
+        3,
+        "db waits for a person"
+    );
+
+    // The mirror is damaged: it is cloned again, and the next revision applies.
+    let mirror = store.path().join("cache/mirror.git");
+    std::fs::remove_file(mirror.join("HEAD")).unwrap();
+    std::fs::write(mirror.join("config"), "not a config").unwrap();
+    write_web(&f, "v = 2", "");
+    f.commit("web v2");
+    git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
+    let r = watch_once(&f, store.path(), &["--remote", &url]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+
+    // The branch is deleted on the remote: reported, nothing changes.
+    git(remote.path(), &["update-ref", "-d", "refs/heads/main"]);
+    let r = watch_once(&f, store.path(), &["--remote", &url]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("cannot fetch branch `main`"), "{}", r.stderr);
+    assert!(r.stderr.contains("couldn't find remote ref"), "{}", r.stderr);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+}
