@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# watch's memory over many cycles (not a test): HOSTS local-transport hosts (default 1000),
-# each with one managed file, converged; `flotilla watch --drift-interval 1s` runs CYCLES drift
-# checks (default 100) and its RSS is sampled from /proc after each, to show it does not grow.
+# watch's memory over many cycles, and its CPU at rest (not a test): HOSTS local-transport
+# hosts (default 1000), each with one managed file, converged; `flotilla watch --drift-interval
+# 1s` runs CYCLES drift checks (default 100) and its RSS is sampled from /proc, to show it does
+# not grow. Then a watch with the default drift interval is left alone for IDLE seconds
+# (default 60) after its first cycle, and its CPU use over that time is printed.
 #   bash benches/watch_rss.sh [HOSTS] [CYCLES]   (cargo build --release first)
 set -euo pipefail
 N=${1:-1000}
@@ -38,4 +40,17 @@ while :; do
   last=$n
   [ "$n" -ge "$CYCLES" ] && break
 done
+kill -TERM "$wpid"; wait "$wpid" || true
+
+IDLE=${IDLE:-60}
+"$FL" --state-dir "$lab/store" watch --listen ":$port" "$lab/fleet" > "$lab/idle.log" 2>&1 &
+wpid=$!
+until curl -sf "http://127.0.0.1:$port/metrics" | grep -q '^flotilla_cycles_total 1'; do
+  sleep 0.5; kill -0 "$wpid" || { tail -5 "$lab/idle.log"; exit 1; }
+done
+t0=$(awk '{print $14 + $15}' "/proc/$wpid/stat")
+sleep "$IDLE"
+t1=$(awk '{print $14 + $15}' "/proc/$wpid/stat")
+printf 'at rest (drift check every 15m, polling every 60s): %.2f%% of one CPU over %ds\n' \
+  "$(echo "($t1 - $t0) / $IDLE" | bc -l)" "$IDLE"
 kill -TERM "$wpid"; wait "$wpid" || true
