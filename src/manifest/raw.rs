@@ -284,12 +284,15 @@ with_settings! {
 pub struct RawHostLimits {
     /// One-minute load average per CPU, e.g. "90%" (may be over 100%).
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub cpu: Option<Str>,
     /// Memory in use, e.g. "85%".
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub memory: Option<Str>,
     /// The filesystem holding runtimes_dir, e.g. "80%".
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub disk: Option<Str>,
 }
 
