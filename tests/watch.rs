@@ -793,3 +793,48 @@ fn a_deleted_branch_and_a_corrupt_mirror_are_reported_or_repaired_never_a_crash(
     assert!(r.stderr.contains("couldn't find remote ref"), "{}", r.stderr);
     assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
 }
+
+#[test]
+fn a_running_watch_holds_a_paused_environment_and_goes_on_after_resume() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    let cli = |args: &[&str]| {
+        let r = run(flotilla()
+            .arg("--state-dir")
+            .arg(store.path())
+            .args(args)
+            .arg(f.path()));
+        assert_eq!(r.code, 0, "{args:?}: {}{}", r.stdout, r.stderr);
+    };
+    cli(&["pause", "--env", "web", "INC-12"]);
+    let port = common::sshd::free_port("127.0.0.1");
+    let mut w = spawn_watch(&f, store.path(), &["--listen", &format!(":{port}")]);
+    let status = || {
+        ureq::get(&format!("http://127.0.0.1:{port}/status"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .unwrap_or_default()
+    };
+    write_web(&f, "v = 2", "");
+    let rev = f.commit("web v2");
+    wait_for("a cycle of the new revision that finds web paused", 30, || {
+        let s = status();
+        s["revision"] == rev.as_str()
+            && s["environments"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["name"] == "web" && e["paused"].is_string()))
+    });
+    // More cycles pass (paused changes are looked at again every interval, 1 s here).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"), "paused");
+    cli(&["resume", "--env", "web"]);
+    wait_for("w1 to get v = 2 after resume", 30, || {
+        web_conf(&f, "w1").as_deref() == Some("v = 2\n")
+    });
+    let (code, out) = stop(&mut w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("paused: INC-12"), "{out}");
+}

@@ -21,8 +21,8 @@ use crate::resolve::DesiredHost;
 use crate::rollout::HostOutcome;
 use crate::transport::Pool;
 
-/// How often changes that wait without a known end (promotion soak, a pause) are looked at
-/// again, as `apply --wait` does.
+/// How often changes that wait without a known end (promotion soak, a pause, a busy host) are
+/// looked at again, as `apply --wait` does — or every `--interval`, if that is shorter.
 const RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 /// What a cycle means for the loop.
@@ -279,7 +279,8 @@ async fn attempt(w: &Watch<'_>, rev: &str, pool: Arc<Pool>) -> Result<Done, Stri
     let now = w.clock.now();
     let requeue_at = report.as_ref().and_then(|r| {
         let open_ended = r.waits.iter().any(|w| w.hold.until().is_none());
-        let recheck = open_ended.then(|| now + RECHECK);
+        let every = super::wake::signed(w.settings.interval).min(RECHECK);
+        let recheck = open_ended.then(|| now.saturating_add(every).unwrap_or(Timestamp::MAX));
         match (r.next.requeue_at, recheck) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
