@@ -47,6 +47,16 @@ pub struct Global {
     /// The store directory (default: $XDG_STATE_HOME/flotilla/<fleet>).
     #[arg(long, global = true, env = "FLOTILLA_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A store in PostgreSQL, shared by operators, CI and `watch` replicas:
+    /// postgres://USER@HOST:PORT/DB (add ?sslmode=require for TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_STATE",
+        value_name = "URL",
+        conflicts_with = "state_dir"
+    )]
+    pub state: Option<String>,
     /// No colour, whatever the terminal (NO_COLOR is honoured too).
     #[arg(long, global = true)]
     pub no_color: bool,
