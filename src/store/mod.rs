@@ -32,7 +32,7 @@ pub use dir::DirStore;
 pub use history::render_history;
 pub use key::{DigestKey, KEYED_PREFIX};
 pub use memory::MemStore;
-pub use pg::{PgStore, PgUrl};
+pub use pg::{CopySummary, PgStore, PgUrl};
 
 /// Where a store lives (DESIGN §7): a directory (the embedded default), or a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,6 +516,9 @@ pub enum StoreError {
         action: &'static str,
         detail: String,
     },
+    /// `flotilla store copy` refuses a target that holds state already.
+    #[error("cannot copy into {url}: {problem}; copy into a new, empty database (CREATE DATABASE …)")]
+    CopyTarget { url: String, problem: String },
     #[error(
         "{url}: the database's store schema is version {found}, newer than this Flotilla knows (up to {supported}); upgrade Flotilla, or use another database"
     )]

@@ -342,6 +342,15 @@ pub fn signed_fleet(runtime_extra: &str) -> (TestFleet, Keys) {
     (f, keys)
 }
 
+/// A `flotilla.toml` for fleet "acme" on the local transport, trusting `keys`, with no
+/// promotion order (environments wait on nothing but their own rules).
+pub fn fleet_toml_without_promotion(keys: &Keys) -> String {
+    format!(
+        "[fleet]\nname = \"acme\"\n\n[defaults]\ntransport = \"local\"\n\n[trust]\nkeys = [\"{}\"]\n",
+        keys.public()
+    )
+}
+
 /// `flotilla --state-dir STORE apply --auto-approve EXTRA… FLEET`.
 pub fn apply(f: &TestFleet, store: &Path, extra: &[&str]) -> Run {
     run(flotilla()

@@ -274,6 +274,7 @@ fn audit_events_come_back_oldest_first_filtered_and_limited(b: &Backend) {
 
 fn audit_events_survive_reopening_byte_for_byte(b: &Backend) {
     let mut e = event("override", Some("prod"), None);
+    e.time = ts("2026-11-22T07:40:00.123456789Z");
     e.reason = Some("hotfix\nfor INC-42 \u{1b}[31m".into());
     e.error = Some("ünïcode and \"quotes\"".into());
     e.dirty = true;

@@ -19,10 +19,12 @@ use super::{
     RolloutRecord, Store, StoreError, check_file_name,
 };
 
+mod copy;
 mod db;
 mod lease;
 mod schema;
 
+pub use copy::CopySummary;
 pub use db::PgUrl;
 use db::{Db, Query};
 
@@ -269,16 +271,19 @@ impl Store for PgStore {
                 let tx = c.transaction().await?;
                 let insert = tx
                     .prepare(
-                        "INSERT INTO flotilla_audit (time, actor, revision, dirty, environment, host, event, changes, error, reason) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        "INSERT INTO flotilla_audit (time, time_nanos, actor, revision, dirty, environment, host, event, changes, error, reason) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .await?;
                 for e in &events {
                     let changes = serde_json::Value::Array(e.changes.clone());
+                    // PostgreSQL keeps microseconds; the rest goes beside, so nothing is lost.
+                    let nanos = e.time.subsec_nanosecond().rem_euclid(1000);
                     tx.execute(
                         &insert,
                         &[
-                            &e.time,
+                            &(e.time - jiff::SignedDuration::from_nanos(i64::from(nanos))),
+                            &nanos,
                             &e.actor,
                             &e.revision,
                             &e.dirty,
@@ -305,7 +310,7 @@ impl Store for PgStore {
                 // The newest N matching, returned oldest first.
                 let rows = c
                     .query(
-                        "SELECT * FROM (SELECT seq, time, actor, revision, dirty, environment, host, event, changes, error, reason \
+                        "SELECT * FROM (SELECT seq, time, time_nanos, actor, revision, dirty, environment, host, event, changes, error, reason \
                          FROM flotilla_audit WHERE ($1::text IS NULL OR host = $1) AND ($2::text IS NULL OR environment = $2) \
                          ORDER BY seq DESC LIMIT $3) newest ORDER BY seq",
                         &[&filter.host, &filter.env, &limit],
@@ -315,8 +320,10 @@ impl Store for PgStore {
                     .iter()
                     .map(|r| {
                         let changes: serde_json::Value = r.get("changes");
+                        let time: jiff::Timestamp = r.get("time");
+                        let nanos: i32 = r.get("time_nanos");
                         AuditEvent {
-                            time: r.get("time"),
+                            time: time + jiff::SignedDuration::from_nanos(i64::from(nanos)),
                             actor: r.get("actor"),
                             revision: r.get("revision"),
                             dirty: r.get("dirty"),

@@ -28,6 +28,7 @@ CREATE TABLE flotilla_lock_holder (
 CREATE TABLE flotilla_audit (
     seq bigserial PRIMARY KEY,
     time timestamptz NOT NULL,
+    time_nanos integer NOT NULL DEFAULT 0 CHECK (time_nanos BETWEEN 0 AND 999),
     actor text NOT NULL,
     revision text,
     dirty boolean NOT NULL DEFAULT false,
