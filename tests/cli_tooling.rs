@@ -11,6 +11,7 @@ use common::{flotilla, run};
 
 const COMMANDS: &[&str] = &[
     "validate",
+    "store",
     "plan",
     "apply",
     "show",

@@ -10,13 +10,7 @@ use common::{TestFleet, apply, current, flotilla, run, signed_fleet};
 fn fleet() -> TestFleet {
     let (f, keys) = signed_fleet("");
     // No promotion order: prod waits only on the pause.
-    f.write(
-        "flotilla.toml",
-        &format!(
-            "[fleet]\nname = \"acme\"\n\n[defaults]\ntransport = \"local\"\n\n[trust]\nkeys = [\"{}\"]\n",
-            keys.public()
-        ),
-    );
+    f.write("flotilla.toml", &common::fleet_toml_without_promotion(&keys));
     f.host("hosts/s.toml", "s1", "staging", "");
     f.host("hosts/p.toml", "p1", "prod", "");
     f.commit("init");

@@ -1,6 +1,8 @@
-//! The directory store against real directories and real processes: the lock between processes
-//! (and after one is killed), epochs under contention, the audit log after a torn append, and
-//! the errors an operator sees for corrupt or unusable state.
+//! The stores against real directories, a real PostgreSQL and real processes. `conformance`
+//! runs one suite on both backends (the lock between processes and after one is killed, epochs
+//! under contention, audit order and durability, records round trips); the rest are the
+//! directory store's own (files after a torn append, the errors an operator sees for corrupt or
+//! unusable state) and PostgreSQL's own (schema versions, a lost session, a crash mid-write).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -12,8 +14,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
 use flotilla::store::{
-    AuditEvent, AuditFilter, DirStore, Holder, RolloutRecord, Store, StoreError, default_dir, render_history,
+    AuditEvent, AuditFilter, DirStore, Holder, Location, RolloutRecord, Store, StoreError, default_dir,
+    render_history,
 };
+
+mod common;
+#[path = "store/conformance.rs"]
+mod conformance;
 use jiff::Timestamp;
 
 /// Set in the environment of a child copy of this test binary to make [`child_helper`] act.
@@ -39,6 +46,15 @@ fn new_store() -> (tempfile::TempDir, DirStore) {
     (tmp, store)
 }
 
+/// A store location as a child process gets it: a `postgres://` URL or a directory.
+fn location_of(spec: &str) -> Location {
+    if spec.starts_with("postgres://") {
+        Location::parse_url(spec).unwrap()
+    } else {
+        Location::Dir(PathBuf::from(spec))
+    }
+}
+
 /// Runs this test binary again, as a child doing `task` (see [`child_helper`]).
 fn spawn_child(task: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
@@ -50,11 +66,13 @@ fn spawn_child(task: &str) -> Child {
         .unwrap()
 }
 
-/// Not a test of its own: the body of the child processes the tests below spawn. Without
-/// `FLOTILLA_STORE_TEST_CHILD` it does nothing.
+/// Not a test of its own: the body of the child processes the tests spawn. Without
+/// `FLOTILLA_STORE_TEST_CHILD` it does nothing. `STORE` is a directory or a `postgres://` URL.
 ///
-/// - `epochs <n> <dir>`: takes n epochs, printing `EPOCH <e>` for each;
-/// - `lock <dir>`: takes the lock, prints `LOCKED`, and waits to be killed.
+/// - `epochs <n> <STORE>`: takes n epochs, printing `EPOCH <e>` for each;
+/// - `lock <STORE>`: takes the lock, prints `LOCKED`, and waits to be killed;
+/// - `audit <STORE>`: appends batches of 200 events, printing `BATCH <k>` after each, until
+///   killed.
 #[test]
 fn child_helper() {
     let Ok(task) = std::env::var(CHILD_ENV) else {
@@ -62,15 +80,15 @@ fn child_helper() {
     };
     let mut words = task.splitn(3, ' ');
     match (words.next(), words.next(), words.next()) {
-        (Some("epochs"), Some(n), Some(dir)) => {
-            let store = DirStore::open(Path::new(dir)).unwrap();
+        (Some("epochs"), Some(n), Some(spec)) => {
+            let store = flotilla::store::open(&location_of(spec)).unwrap();
             let mut out = std::io::stdout().lock();
             for _ in 0..n.parse::<usize>().unwrap() {
                 writeln!(out, "EPOCH {}", store.next_epoch().unwrap()).unwrap();
             }
         }
-        (Some("lock"), Some(dir), None) => {
-            let store = DirStore::open(Path::new(dir)).unwrap();
+        (Some("lock"), Some(spec), None) => {
+            let store = flotilla::store::open(&location_of(spec)).unwrap();
             let _guard = store
                 .lock(&Holder::this_process("store-test child", Timestamp::now()))
                 .unwrap();
@@ -78,6 +96,17 @@ fn child_helper() {
             std::io::stdout().flush().unwrap();
             // Killed by the parent long before this ends.
             std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+        (Some("audit"), Some(spec), None) => {
+            let store = flotilla::store::open(&location_of(spec)).unwrap();
+            let batch: Vec<AuditEvent> = (0..200)
+                .map(|i| event("host-applied", Some("prod"), Some(&format!("web-{i:03}"))))
+                .collect();
+            for k in 0..1000 {
+                store.append_audit_all(&batch).unwrap();
+                println!("BATCH {k}");
+                std::io::stdout().flush().unwrap();
+            }
         }
         _ => panic!("unknown child task {task:?}"),
     }
@@ -126,25 +155,6 @@ fn stores_created_at_the_same_time_in_one_directory_agree_on_the_id() {
         .map(|t| t.join().unwrap())
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-}
-
-#[test]
-fn the_store_is_usable_as_a_shared_trait_object() {
-    let (_tmp, store) = new_store();
-    let store: Arc<dyn Store> = Arc::new(store);
-    let other = store.clone();
-    let epoch = std::thread::spawn(move || other.next_epoch().unwrap())
-        .join()
-        .unwrap();
-    assert_eq!(epoch, 1);
-    assert!(store.artifact_cache_dir().is_dir());
-}
-
-#[test]
-fn different_stores_have_different_ids() {
-    let (_a, a) = new_store();
-    let (_b, b) = new_store();
-    assert_ne!(a.id(), b.id());
 }
 
 #[test]
@@ -275,53 +285,6 @@ fn a_store_directory_that_cannot_be_created_is_reported() {
 // The lock
 
 #[test]
-fn a_held_lock_refuses_a_second_holder_and_names_the_first() {
-    let (tmp, store) = new_store();
-    let first = holder(1234, "alice", "flotilla apply");
-    let guard = store.lock(&first).unwrap();
-    assert_eq!(guard.holder(), &first);
-    assert!(guard.taken_over().is_none());
-
-    // Another DirStore on the same directory, as another process would have.
-    let other = DirStore::open(&tmp.path().join("state")).unwrap();
-    for s in [&store, &other] {
-        let err = s.lock(&holder(99, "bob", "flotilla watch")).unwrap_err();
-        let StoreError::Locked { holder: Some(h), .. } = &err else {
-            panic!("{err:?}");
-        };
-        assert_eq!(**h, first);
-        let msg = err.to_string();
-        assert!(
-            msg.contains("pid 1234 (alice@build-01, `flotilla apply`, since 2026-11-22T07:40:00Z)"),
-            "{msg}"
-        );
-        assert!(msg.contains("lock"), "{msg}");
-    }
-    drop(guard);
-}
-
-#[test]
-fn the_lock_is_released_on_drop() {
-    let (_tmp, store) = new_store();
-    let guard = store.lock(&holder(1, "alice", "flotilla apply")).unwrap();
-    drop(guard);
-    let again = store.lock(&holder(2, "bob", "flotilla apply")).unwrap();
-    assert!(again.taken_over().is_none(), "a released lock is not a dead one");
-}
-
-#[test]
-fn the_lock_is_released_when_its_holder_panics() {
-    let (_tmp, store) = new_store();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _guard = store.lock(&holder(1, "alice", "flotilla apply")).unwrap();
-        panic!("deliberate panic while holding the store lock");
-    }));
-    assert!(result.is_err());
-    let guard = store.lock(&holder(2, "bob", "flotilla apply")).unwrap();
-    assert!(guard.taken_over().is_none());
-}
-
-#[test]
 fn a_lock_file_left_by_a_dead_process_is_taken_over() {
     let (tmp, store) = new_store();
     let dead = holder(4_000_000, "carol", "flotilla apply");
@@ -346,45 +309,8 @@ fn a_garbled_lock_file_without_a_holder_is_taken_over() {
     assert!(guard.taken_over().is_none());
 }
 
-#[test]
-fn the_lock_of_another_process_is_refused_and_taken_over_once_it_is_killed() {
-    let (tmp, store) = new_store();
-    let dir = tmp.path().join("state");
-    let mut child = spawn_child(&format!("lock {}", dir.display()));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.unwrap() == "LOCKED"),
-        "the child did not take the lock"
-    );
-
-    let err = store.lock(&holder(1, "alice", "flotilla apply")).unwrap_err();
-    let msg = err.to_string();
-    assert!(msg.contains(&format!("pid {} (", child.id())), "{msg}");
-    assert!(msg.contains("`store-test child`"), "{msg}");
-
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let guard = store.lock(&holder(1, "alice", "flotilla apply")).unwrap();
-    let dead = guard.taken_over().expect("the dead child's details are reported");
-    assert_eq!(dead.pid, child.id());
-    assert_eq!(dead.command, "store-test child");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Epochs
-
-#[test]
-fn epochs_start_at_one_and_survive_reopening() {
-    let (tmp, store) = new_store();
-    assert_eq!(store.next_epoch().unwrap(), 1);
-    assert_eq!(store.next_epoch().unwrap(), 2);
-    let again = DirStore::open(&tmp.path().join("state")).unwrap();
-    assert_eq!(again.next_epoch().unwrap(), 3);
-    assert_eq!(
-        fs::read_to_string(tmp.path().join("state/epoch")).unwrap().trim(),
-        "3"
-    );
-}
 
 /// Every epoch handed out is unique, and each taker sees its own increase.
 fn check_epochs(per_taker: &[Vec<u64>], total: u64) {
@@ -394,53 +320,6 @@ fn check_epochs(per_taker: &[Vec<u64>], total: u64) {
     let all: BTreeSet<u64> = per_taker.iter().flatten().copied().collect();
     assert_eq!(all.len() as u64, total, "an epoch was handed out twice");
     assert_eq!(all, (1..=total).collect(), "epochs are dense from 1");
-}
-
-#[test]
-fn epochs_strictly_increase_across_concurrent_threads() {
-    let (tmp, store) = new_store();
-    let dir = Arc::new(tmp.path().join("state"));
-    let store = Arc::new(store);
-    let threads: Vec<_> = (0..8)
-        .map(|i| {
-            let (dir, store) = (dir.clone(), store.clone());
-            std::thread::spawn(move || {
-                // Half share one DirStore, half open their own (as separate processes would).
-                let own;
-                let s: &DirStore = if i % 2 == 0 {
-                    &store
-                } else {
-                    own = DirStore::open(&dir).unwrap();
-                    &own
-                };
-                (0..50).map(|_| s.next_epoch().unwrap()).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let per_thread: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    check_epochs(&per_thread, 400);
-}
-
-#[test]
-fn epochs_strictly_increase_across_concurrent_processes() {
-    let (tmp, store) = new_store();
-    let dir = tmp.path().join("state");
-    let children: Vec<Child> = (0..2)
-        .map(|_| spawn_child(&format!("epochs 100 {}", dir.display())))
-        .collect();
-    let mine: Vec<u64> = (0..100).map(|_| store.next_epoch().unwrap()).collect();
-    let mut per_process = vec![mine];
-    for mut child in children {
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let epochs: Vec<u64> = out
-            .lines()
-            .filter_map(|l| l.unwrap().strip_prefix("EPOCH ").map(|e| e.parse().unwrap()))
-            .collect();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(epochs.len(), 100);
-        per_process.push(epochs);
-    }
-    check_epochs(&per_process, 300);
 }
 
 #[test]
@@ -485,82 +364,6 @@ fn kinds(events: &[AuditEvent]) -> Vec<String> {
             )
         })
         .collect()
-}
-
-#[test]
-fn audit_events_come_back_oldest_first_filtered_and_limited() {
-    let (_tmp, store) = new_store();
-    assert!(
-        store.audit(&AuditFilter::default()).unwrap().is_empty(),
-        "empty before any append"
-    );
-    let events = [
-        event("apply-started", None, None),
-        event("host-applied", Some("staging"), Some("stg-01")),
-        event("host-failed", Some("prod"), Some("web-01")),
-        event("rolled-back", Some("prod"), Some("web-01")),
-        event("host-applied", Some("prod"), Some("web-02")),
-        event("apply-finished", None, None),
-    ];
-    for e in &events {
-        store.append_audit(e).unwrap();
-    }
-    let all = store.audit(&AuditFilter::default()).unwrap();
-    assert_eq!(all, events);
-
-    let by_env = store
-        .audit(&AuditFilter {
-            env: Some("prod".into()),
-            ..AuditFilter::default()
-        })
-        .unwrap();
-    assert_eq!(
-        kinds(&by_env),
-        [
-            "host-failed prod/web-01",
-            "rolled-back prod/web-01",
-            "host-applied prod/web-02"
-        ]
-    );
-
-    let by_host = store
-        .audit(&AuditFilter {
-            host: Some("web-01".into()),
-            ..AuditFilter::default()
-        })
-        .unwrap();
-    assert_eq!(
-        kinds(&by_host),
-        ["host-failed prod/web-01", "rolled-back prod/web-01"]
-    );
-
-    let newest_two = store
-        .audit(&AuditFilter {
-            limit: Some(2),
-            ..AuditFilter::default()
-        })
-        .unwrap();
-    assert_eq!(
-        kinds(&newest_two),
-        ["host-applied prod/web-02", "apply-finished -/-"]
-    );
-
-    let combined = store
-        .audit(&AuditFilter {
-            env: Some("prod".into()),
-            host: Some("web-01".into()),
-            limit: Some(1),
-        })
-        .unwrap();
-    assert_eq!(kinds(&combined), ["rolled-back prod/web-01"]);
-
-    let none = store
-        .audit(&AuditFilter {
-            limit: Some(0),
-            ..AuditFilter::default()
-        })
-        .unwrap();
-    assert!(none.is_empty());
 }
 
 #[test]
@@ -620,33 +423,6 @@ fn a_torn_last_line_neither_hides_the_log_nor_swallows_the_next_event() {
     assert!(text.ends_with('\n'));
 }
 
-#[test]
-fn concurrent_audit_appends_never_interleave() {
-    let (tmp, _store) = new_store();
-    let dir = Arc::new(tmp.path().join("state"));
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let dir = dir.clone();
-            std::thread::spawn(move || {
-                let store = DirStore::open(&dir).unwrap();
-                for i in 0..25 {
-                    let mut e = event("host-applied", Some("prod"), Some(&format!("h{t}-{i}")));
-                    e.changes = vec![serde_json::json!({"padding": "x".repeat(5000)})];
-                    store.append_audit(&e).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let text = fs::read_to_string(dir.join("audit.jsonl")).unwrap();
-    for line in text.lines() {
-        serde_json::from_str::<AuditEvent>(line).unwrap();
-    }
-    assert_eq!(text.lines().count(), 100);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rollouts and observations
 
@@ -671,31 +447,6 @@ fn rollout() -> RolloutRecord {
 }
 
 #[test]
-fn rollouts_are_saved_and_read_back_per_environment() {
-    let (tmp, store) = new_store();
-    assert_eq!(store.rollout("prod").unwrap(), None);
-    let mut r = rollout();
-    store.save_rollout("prod", &r).unwrap();
-    assert_eq!(store.rollout("prod").unwrap(), Some(r.clone()));
-    assert_eq!(store.rollout("staging").unwrap(), None);
-    r.waves_done = 2;
-    r.halted = Some("max_failures exceeded".into());
-    store.save_rollout("prod", &r).unwrap();
-    assert_eq!(
-        DirStore::open(&tmp.path().join("state"))
-            .unwrap()
-            .rollout("prod")
-            .unwrap(),
-        Some(r)
-    );
-    let names: Vec<_> = fs::read_dir(tmp.path().join("state/rollouts"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, ["prod.json"], "no temporary files left behind");
-}
-
-#[test]
 fn a_corrupt_rollout_record_is_a_clear_error() {
     let (tmp, store) = new_store();
     let path = tmp.path().join("state/rollouts/prod.json");
@@ -704,29 +455,6 @@ fn a_corrupt_rollout_record_is_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.starts_with(&path.display().to_string()), "{msg}");
     assert!(msg.contains("delete the file"), "{msg}");
-}
-
-#[test]
-fn observations_are_saved_and_list_the_known_hosts() {
-    let (tmp, store) = new_store();
-    assert!(store.known_hosts().unwrap().is_empty());
-    store
-        .save_observation("web-02", "fp-2", ts("2026-11-22T07:40:00Z"))
-        .unwrap();
-    store
-        .save_observation("web-01", "fp-1", ts("2026-11-22T07:40:00Z"))
-        .unwrap();
-    store
-        .save_observation("web-01", "fp-1b", ts("2026-11-22T07:45:00Z"))
-        .unwrap();
-    // Leftovers that are not observations.
-    fs::write(tmp.path().join("state/observations/.web-03.json.tmp-0123"), "").unwrap();
-    fs::write(tmp.path().join("state/observations/README"), "").unwrap();
-    assert_eq!(store.known_hosts().unwrap(), ["web-01", "web-02"]);
-    let obs = store.observation("web-01").unwrap().unwrap();
-    assert_eq!(obs.fingerprint, "fp-1b");
-    assert_eq!(obs.at, ts("2026-11-22T07:45:00Z"));
-    assert_eq!(store.observation("web-09").unwrap(), None);
 }
 
 #[test]
@@ -739,19 +467,6 @@ fn a_corrupt_observation_is_ignored_as_the_cache_it_is() {
         .save_observation("web-01", "fp", ts("2026-11-22T07:40:00Z"))
         .unwrap();
     assert_eq!(store.observation("web-01").unwrap().unwrap().fingerprint, "fp");
-}
-
-#[test]
-fn names_that_would_escape_the_store_are_refused() {
-    let (tmp, store) = new_store();
-    for bad in ["../evil", "a/b", ".hidden", ""] {
-        let err = store.save_rollout(bad, &rollout()).unwrap_err();
-        assert!(matches!(err, StoreError::BadName { .. }), "{bad:?}: {err:?}");
-        assert!(store.rollout(bad).is_err());
-        assert!(store.save_observation(bad, "fp", Timestamp::now()).is_err());
-        assert!(store.observation(bad).is_err());
-    }
-    assert!(!tmp.path().join("evil.json").exists());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -924,28 +639,168 @@ fn pauses_round_trip(store: &dyn Store) {
 }
 
 #[test]
-fn pauses_are_kept_per_scope_in_the_directory_store_and_in_memory() {
-    let (_tmp, dir) = new_store();
-    pauses_round_trip(&dir);
+fn pauses_are_kept_per_scope_in_memory_too() {
     pauses_round_trip(&flotilla::store::MemStore::new().unwrap());
 }
 
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL's own
+
+use common::pg;
+
+/// A PostgreSQL store in a database of its own; `None` after a visible skip.
+#[track_caller]
+fn pg_store(test: &str) -> Option<(pg::TestDb, Location)> {
+    let db = pg::database(test)?;
+    let location = Location::parse_url(&db.url).unwrap();
+    Some((db, location))
+}
+
 #[test]
-fn a_pause_is_written_while_another_process_holds_the_apply_lock() {
-    let (tmp, store) = new_store();
-    let _held = store.lock(&holder(1, "watch", "flotilla watch")).unwrap();
-    let other = DirStore::open(&tmp.path().join("state")).unwrap();
-    other
-        .pause(&flotilla::store::Pause {
-            environment: None,
-            reason: "stop now".into(),
-            actor: "bob@ops2".into(),
-            since: ts("2026-12-01T09:00:00Z"),
-        })
-        .unwrap();
+fn postgres_reading_commands_create_nothing_and_the_first_use_creates_the_schema() {
+    let Some((db, location)) = pg_store("postgres_reading_commands_create_nothing") else {
+        return;
+    };
+    assert!(flotilla::store::open_existing(&location).unwrap().is_none());
+    let tables = "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'flotilla%'";
+    assert_eq!(db.sql(tables), [[Some("0".to_owned())]], "nothing created");
+    let store = flotilla::store::open(&location).unwrap();
+    let id = store.id().to_owned();
+    assert_eq!(db.sql("SELECT id FROM flotilla_store"), [[Some(id.clone())]]);
     assert_eq!(
-        store.pauses().unwrap()[0].reason,
-        "stop now",
-        "the lock holder sees it"
+        db.sql("SELECT max(version) FROM flotilla_schema"),
+        [[Some("1".to_owned())]]
     );
+    let existing = flotilla::store::open_existing(&location).unwrap().unwrap();
+    assert_eq!(existing.id(), id);
+}
+
+#[test]
+fn postgres_a_database_with_a_newer_schema_is_refused() {
+    let Some((db, location)) = pg_store("postgres_a_database_with_a_newer_schema_is_refused") else {
+        return;
+    };
+    flotilla::store::open(&location).unwrap();
+    db.sql("INSERT INTO flotilla_schema (version) VALUES (99)");
+    for result in [
+        flotilla::store::open(&location).map(|_| ()),
+        flotilla::store::open_existing(&location).map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 99, .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("upgrade Flotilla"), "{msg}");
+        assert!(msg.contains(&db.name), "names the database: {msg}");
+    }
+}
+
+#[test]
+fn postgres_the_audit_table_is_append_only_and_queryable_with_sql() {
+    let Some((db, location)) = pg_store("postgres_the_audit_table_is_append_only") else {
+        return;
+    };
+    let store = flotilla::store::open(&location).unwrap();
+    store
+        .append_audit(&event("host-applied", Some("prod"), Some("web-01")))
+        .unwrap();
+    // The documented columns, as a team's SQL would read them.
+    assert_eq!(
+        db.sql(
+            "SELECT time, actor, environment, host, event, jsonb_array_length(changes) FROM flotilla_audit"
+        ),
+        [[
+            Some("2026-11-22 07:40:00+00".to_owned()),
+            Some("alice".to_owned()),
+            Some("prod".to_owned()),
+            Some("web-01".to_owned()),
+            Some("host-applied".to_owned()),
+            Some("0".to_owned()),
+        ]]
+    );
+    for sql in [
+        "UPDATE flotilla_audit SET actor = 'mallory'",
+        "DELETE FROM flotilla_audit",
+    ] {
+        let admin = db.url.clone();
+        let sql = sql.to_owned();
+        let failed = std::panic::catch_unwind(move || pg::admin_sql(&admin, &sql)).is_err();
+        assert!(failed, "the audit log refuses changes");
+    }
+    assert_eq!(store.audit(&AuditFilter::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn postgres_a_crash_in_the_middle_of_a_batch_leaves_all_of_it_or_none() {
+    let Some((_db, location)) = pg_store("postgres_a_crash_in_the_middle_of_a_batch") else {
+        return;
+    };
+    let store = flotilla::store::open(&location).unwrap();
+    let mut child = spawn_child(&format!("audit {}", _db.url));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap() == "BATCH 2"), "the child appended");
+    // Killed while it is (most likely) in the middle of its next batch.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let events = store.audit(&AuditFilter::default()).unwrap();
+    assert!(events.len() >= 600, "{}", events.len());
+    assert_eq!(events.len() % 200, 0, "a batch is appended whole or not at all");
+    store.append_audit(&event("take-over", None, None)).unwrap();
+    assert_eq!(
+        store
+            .audit(&AuditFilter::default())
+            .unwrap()
+            .last()
+            .unwrap()
+            .event,
+        "take-over"
+    );
+}
+
+#[test]
+fn postgres_a_lost_session_is_reported_by_the_guard_and_frees_the_lock() {
+    let Some((db, location)) = pg_store("postgres_a_lost_session_is_reported_by_the_guard") else {
+        return;
+    };
+    let store = flotilla::store::open(&location).unwrap();
+    let guard = store.lock(&holder(1, "alice", "flotilla watch")).unwrap();
+    assert!(guard.lost().is_none());
+    assert!(store.lease_lost().is_none());
+    // The server ends the sessions (as a restart or a cut connection would).
+    db.terminate_sessions();
+    common::wait_for("the guard to notice its lost session", 10, || {
+        guard.lost().is_some()
+    });
+    let why = guard.lost().unwrap();
+    assert!(why.contains("starts no more hosts"), "{why}");
+    assert_eq!(store.lease_lost(), Some(why));
+    // Another process takes the lock; the lost holder's row is reported as a dead holder's.
+    let other = flotilla::store::open(&location).unwrap();
+    let taken = other.lock(&holder(2, "bob", "flotilla watch")).unwrap();
+    assert_eq!(taken.taken_over().map(|h| h.user.as_str()), Some("alice"));
+    // The store that lost its session still works for everything else (it reconnects).
+    assert_eq!(store.next_epoch().unwrap(), 1);
+    drop(guard);
+    assert!(store.lease_lost().is_none(), "forgotten with its guard");
+}
+
+#[test]
+fn postgres_urls_are_checked_and_never_shown_with_their_password() {
+    for bad in ["mysql://u@h/db", "postgres://u:s3cret@h/db?sslmode=sometimes"] {
+        let msg = Location::parse_url(bad).unwrap_err().to_string();
+        assert!(!msg.contains("s3cret"), "{msg}");
+        assert!(msg.contains("--state"), "{msg}");
+    }
+    let location = Location::parse_url("postgres://ops:s3cret@db.example:6543/fleet").unwrap();
+    assert_eq!(location.to_string(), "postgres://ops@db.example:6543/fleet");
+    assert!(!format!("{location:?}").contains("s3cret"));
+    // Artifacts and the mirror stay in a local cache keyed by the database, not the password.
+    let again = Location::parse_url("postgres://ops:other@db.example:6543/fleet").unwrap();
+    assert_eq!(
+        flotilla::store::artifact_cache_dir(&location),
+        flotilla::store::artifact_cache_dir(&again)
+    );
+    assert!(flotilla::store::mirror_dir(&location).ends_with("mirror.git"));
 }

@@ -14,13 +14,7 @@ use common::{TestFleet, apply, flotilla, run, signed_fleet, wait_for};
 /// (`db`, host d1), each managing a file; no promotion order.
 fn fleet(web_content: &str) -> TestFleet {
     let (f, keys) = signed_fleet("");
-    f.write(
-        "flotilla.toml",
-        &format!(
-            "[fleet]\nname = \"acme\"\n\n[defaults]\ntransport = \"local\"\n\n[trust]\nkeys = [\"{}\"]\n",
-            keys.public()
-        ),
-    );
+    f.write("flotilla.toml", &common::fleet_toml_without_promotion(&keys));
     std::fs::remove_file(f.path().join("environments/staging.toml")).unwrap();
     std::fs::remove_file(f.path().join("environments/prod.toml")).unwrap();
     write_web(&f, web_content, "");

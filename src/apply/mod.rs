@@ -196,7 +196,9 @@ pub enum EngineError {
         "the saved plan is for fleet {saved:?}, but the fleet directory holds fleet {found}: plan again with `flotilla plan --out`"
     )]
     OtherFleet { saved: String, found: String },
-    #[error("applying needs a store: pass --state-dir (or set FLOTILLA_STATE_DIR, XDG_STATE_HOME or HOME)")]
+    #[error(
+        "applying needs a store: pass --state-dir or --state postgres://… (or set FLOTILLA_STATE_DIR, FLOTILLA_STATE, XDG_STATE_HOME or HOME)"
+    )]
     NoStore,
     #[error("cannot check the artifacts: {0}")]
     Artifacts(String),

@@ -22,10 +22,20 @@ use crate::transport::Pool;
 
 const PROMPT: &str = "Do you want to apply these changes? Only 'yes' will be accepted:";
 
-/// The store for `fleet`: --state-dir / FLOTILLA_STATE_DIR, else the XDG default.
+/// The store named on the command line or in the environment: --state / FLOTILLA_STATE (a
+/// PostgreSQL URL) or --state-dir / FLOTILLA_STATE_DIR; `None` when neither is given.
+pub(super) fn named_location(cli: &Cli) -> anyhow::Result<Option<Location>> {
+    if let Some(url) = &cli.global.state {
+        return Ok(Some(Location::parse_url(url)?));
+    }
+    Ok(cli.global.state_dir.clone().map(Location::Dir))
+}
+
+/// The store for `fleet`: --state / FLOTILLA_STATE, --state-dir / FLOTILLA_STATE_DIR, else
+/// the XDG default.
 pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location> {
-    if let Some(d) = &cli.global.state_dir {
-        return Ok(Location::Dir(d.clone()));
+    if let Some(location) = named_location(cli)? {
+        return Ok(location);
     }
     crate::store::default_dir(
         std::env::var_os("XDG_STATE_HOME").as_deref(),
@@ -40,8 +50,8 @@ pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location>
 /// do not validate (history, pause, resume): only the fleet name is read, and only when no
 /// store is named.
 pub(super) fn store_of(cli: &Cli, fleet_dir: &std::path::Path) -> anyhow::Result<Location> {
-    let name = match &cli.global.state_dir {
-        Some(_) => String::new(),
+    let name = match named_location(cli)? {
+        Some(location) => return Ok(location),
         None => {
             let repo = FleetRepo::open(fleet_dir, None)?;
             let files = repo.manifest_files()?;

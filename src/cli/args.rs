@@ -47,6 +47,16 @@ pub struct Global {
     /// The store directory (default: $XDG_STATE_HOME/flotilla/<fleet>).
     #[arg(long, global = true, env = "FLOTILLA_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A store in PostgreSQL, shared by operators, CI and `watch` replicas:
+    /// postgres://USER@HOST:PORT/DB (add ?sslmode=require for TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_STATE",
+        value_name = "URL",
+        conflicts_with = "state_dir"
+    )]
+    pub state: Option<String>,
     /// No colour, whatever the terminal (NO_COLOR is honoured too).
     #[arg(long, global = true)]
     pub no_color: bool,
@@ -194,6 +204,14 @@ Exit codes:
 Examples:
   flotilla man | man -l -
   flotilla man --out-dir /usr/local/share/man/man1";
+    pub const STORE: &str = "\
+Exit codes:
+  0  done
+  1  the source or target cannot be used (the target already holds state), or an error
+
+Examples:
+  flotilla store copy --from ~/.local/state/flotilla/acme --to postgres://flotilla@db.example/acme
+  flotilla store copy --from /var/lib/flotilla --to 'postgres://flotilla@db.example/acme?sslmode=require'";
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +262,29 @@ pub enum Command {
     /// Print the man page (or write one page per command).
     #[command(after_help = help::MAN)]
     Man(ManArgs),
+    /// Manage the store itself: copy a directory store into PostgreSQL.
+    #[command(after_help = help::STORE, subcommand)]
+    Store(StoreCommand),
+}
+
+/// `flotilla store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a directory store into a PostgreSQL database, keeping its id (hosts are not
+    /// refused), epoch, audit log, rollouts, promotion records, pauses, approvals, observations
+    /// and digest key. The database must hold no store yet.
+    #[command(after_help = help::STORE)]
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreCopyArgs {
+    /// The directory store to copy (left as it is).
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The PostgreSQL store to create: postgres://USER@HOST:PORT/DB.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
         Command::Release(args) => super::release::release(args),
         Command::Completions(args) => super::tooling::completions(args),
         Command::Man(args) => super::tooling::man(args),
+        Command::Store(args) => super::store::store(args),
     }
 }
 

@@ -9,6 +9,7 @@ mod output;
 mod pause;
 mod release;
 mod signals;
+mod store;
 mod tooling;
 mod views;
 mod watch;

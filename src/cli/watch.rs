@@ -9,23 +9,21 @@ use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 
 use super::Outcome;
-use super::apply::{actor, store_of};
+use super::apply::{actor, named_location, store_of};
 use super::args::{Cli, LogFormat, WatchArgs};
 use crate::clock::Clock;
 use crate::plan::Plan;
 use crate::rollout::Event;
-use crate::store::Location;
 use crate::watch::{self, Follower, Note, Origin, Remote, Shared, Watch, WatchView};
 
 pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
     let (location, origin) = match &args.remote {
         Some(url) => {
-            let Some(dir) = &cli.global.state_dir else {
+            let Some(location) = named_location(cli)? else {
                 bail!(
-                    "--remote needs a store: pass --state-dir DIR (or set FLOTILLA_STATE_DIR); the mirror is kept there"
+                    "--remote needs a store: pass --state-dir DIR or --state postgres://… (or set FLOTILLA_STATE_DIR or FLOTILLA_STATE); the mirror is kept in its cache"
                 );
             };
-            let location = Location::Dir(dir.clone());
             let token = std::env::var(&args.remote_token_env)
                 .ok()
                 .filter(|t| !t.is_empty());
@@ -41,10 +39,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
             (location, Origin::Remote(remote))
         }
         None => {
-            let location = match &cli.global.state_dir {
-                Some(d) => Location::Dir(d.clone()),
-                None => store_of(cli, &args.fleet_dir)?,
-            };
+            let location = store_of(cli, &args.fleet_dir)?;
             let fleet_dir = args
                 .fleet_dir
                 .canonicalize()

@@ -144,6 +144,29 @@ impl DirStore {
         &self.dir
     }
 
+    /// The environments with a rollout record, sorted (for `flotilla store copy`).
+    pub fn rollout_environments(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.dir.join(ROLLOUTS);
+        let mut envs = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir, "list"))? {
+            let name = entry.map_err(io_err(&dir, "list"))?.file_name();
+            if let Some(env) = name.to_str().and_then(|n| n.strip_suffix(".json"))
+                && check_file_name("environment", env).is_ok()
+            {
+                envs.push(env.to_owned());
+            }
+        }
+        envs.sort_unstable();
+        Ok(envs)
+    }
+
+    /// The last epoch handed out (0 before the first), without taking one.
+    pub fn last_epoch(&self) -> Result<u64, StoreError> {
+        let path = self.dir.join(EPOCH);
+        let bytes = fs::read(&path).map_err(io_err(&path, "read"))?;
+        read_epoch(&path, &bytes)
+    }
+
     fn rollout_file(&self, env: &str) -> Result<(PathBuf, String), StoreError> {
         check_file_name("environment", env)?;
         Ok((self.dir.join(ROLLOUTS), format!("{env}.json")))

@@ -55,6 +55,16 @@ impl DigestKey {
         out
     }
 
+    /// The key as 64 hex digits, as stored.
+    pub(crate) fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Reads [`DigestKey::to_hex`]'s form.
+    pub(crate) fn from_hex(text: &str) -> Option<DigestKey> {
+        DigestKey::parse(text)
+    }
+
     fn parse(text: &str) -> Option<DigestKey> {
         let text = text.trim();
         if text.len() != 64 {

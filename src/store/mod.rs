@@ -1,9 +1,9 @@
 //! The store: the reconciler's own state (DESIGN §7) — the apply lock, the append-only audit
 //! log, epochs, rollout records, the last observation of each host and the artifact cache.
 //!
-//! Everything above this module talks to the [`Store`] trait only, so that a second backend
-//! (PostgreSQL, for several `watch` replicas) can be added without anything else knowing that
-//! the embedded default, [`DirStore`], keeps its state in a directory. The types exchanged here
+//! Everything above this module talks to the [`Store`] trait only: the embedded default,
+//! [`DirStore`], keeps its state in a directory; [`PgStore`] in a PostgreSQL database (for a
+//! team sharing one fleet, and several `watch` replicas with one leader). The types exchanged here
 //! are plain data (serde) and carry no paths; the one exception is
 //! [`Store::artifact_cache_dir`], because artifacts are local files whatever the backend.
 //!
@@ -26,22 +26,34 @@ mod fsutil;
 mod history;
 mod key;
 mod memory;
+mod pg;
 
 pub use dir::DirStore;
 pub use history::render_history;
 pub use key::{DigestKey, KEYED_PREFIX};
 pub use memory::MemStore;
+pub use pg::{CopySummary, PgStore, PgUrl};
 
 /// Where a store lives (DESIGN §7): a directory (the embedded default), or a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Dir(PathBuf),
+    /// A `postgres://` URL (`--state`, `FLOTILLA_STATE`); shown without its password.
+    Postgres(PgUrl),
+}
+
+impl Location {
+    /// `--state`'s value: a `postgres://` URL.
+    pub fn parse_url(url: &str) -> Result<Location, StoreError> {
+        PgUrl::parse(url).map(Location::Postgres)
+    }
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Dir(d) => write!(f, "{}", d.display()),
+            Location::Postgres(url) => write!(f, "{url}"),
         }
     }
 }
@@ -50,6 +62,7 @@ impl fmt::Display for Location {
 pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
     match location {
         Location::Dir(d) => Ok(Box::new(DirStore::open(d)?)),
+        Location::Postgres(url) => Ok(Box::new(PgStore::open(url)?)),
     }
 }
 
@@ -58,6 +71,7 @@ pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
 pub fn artifact_cache_dir(location: &Location) -> PathBuf {
     match location {
         Location::Dir(d) => dir::artifact_cache_dir(d),
+        Location::Postgres(url) => pg::cache_dir(url).join("artifacts"),
     }
 }
 
@@ -66,6 +80,7 @@ pub fn artifact_cache_dir(location: &Location) -> PathBuf {
 pub fn mirror_dir(location: &Location) -> PathBuf {
     match location {
         Location::Dir(d) => d.join("cache").join("mirror.git"),
+        Location::Postgres(url) => pg::cache_dir(url).join("mirror.git"),
     }
 }
 
@@ -75,6 +90,7 @@ pub fn open_existing(location: &Location) -> Result<Option<Box<dyn Store>>, Stor
     match location {
         Location::Dir(d) if !d.join("id").is_file() => Ok(None),
         Location::Dir(_) => open(location).map(Some),
+        Location::Postgres(url) => Ok(PgStore::open_existing(url)?.map(|s| Box::new(s) as Box<dyn Store>)),
     }
 }
 
@@ -92,6 +108,14 @@ pub trait Store: Send + Sync {
     /// panics, and by the operating system when the process dies — so a lock left behind by a
     /// dead process is simply taken over (the guard reports it in [`LockGuard::taken_over`]).
     fn lock(&self, holder: &Holder) -> Result<Box<dyn LockGuard>, StoreError>;
+
+    /// Why the apply lock this store handed out (and whose guard still lives) is no longer
+    /// held, if it is not: a PostgreSQL store whose lock session was lost. Checked before every
+    /// host start, since the guard itself is held far from there. `None` for backends whose
+    /// lock cannot be lost while the process lives.
+    fn lease_lost(&self) -> Option<String> {
+        None
+    }
 
     /// Hands out the next epoch: strictly greater than every epoch this store handed out
     /// before, in any process, persisted before it is returned.
@@ -240,6 +264,13 @@ pub trait LockGuard: Send + Sync + fmt::Debug {
     /// it over. Its apply was interrupted: hosts may be `pending` and rollouts unfinished, which
     /// the next plan resumes from; callers should say so.
     fn taken_over(&self) -> Option<&Holder>;
+
+    /// Why the lock is no longer held although this guard lives, if it is not: a PostgreSQL
+    /// store's session was lost (the server released the lock, another process may hold it).
+    /// A holder that sees this starts no new host, and `watch` goes back to standby.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Who holds (or held) the apply lock, shown to whoever is refused it.
@@ -464,6 +495,34 @@ pub enum StoreError {
         path: PathBuf,
         holder: Option<Box<Holder>>,
     },
+    /// Another process holds a PostgreSQL store's lock (its database session does).
+    #[error(
+        "the store {url} is locked by {}: one apply at a time per store; wait for it to finish, or stop that process, and try again (the lock ends with that process's database session)",
+        describe_holder(.holder)
+    )]
+    LeaseHeld {
+        url: String,
+        holder: Option<Box<Holder>>,
+    },
+    /// `--state` or `FLOTILLA_STATE` is not a URL the PostgreSQL driver reads.
+    #[error("--state {url}: {problem}")]
+    BadUrl { url: String, problem: String },
+    /// The database could not do something; `detail` is the server's or driver's reason.
+    #[error(
+        "{url}: cannot {action}: {detail} (check that the server runs and that the URL, user and password in --state or FLOTILLA_STATE are right)"
+    )]
+    Database {
+        url: String,
+        action: &'static str,
+        detail: String,
+    },
+    /// `flotilla store copy` refuses a target that holds state already.
+    #[error("cannot copy into {url}: {problem}; copy into a new, empty database (CREATE DATABASE …)")]
+    CopyTarget { url: String, problem: String },
+    #[error(
+        "{url}: the database's store schema is version {found}, newer than this Flotilla knows (up to {supported}); upgrade Flotilla, or use another database"
+    )]
+    NewerSchema { url: String, found: i32, supported: i32 },
     #[error("{path}: cannot {action}: {source}{}", io_hint(.source))]
     Io {
         path: PathBuf,
@@ -476,6 +535,22 @@ pub enum StoreError {
         "refusing {what} name {name:?} as a file name in the store: it must not be empty, contain `/` or NUL, or start with `.`"
     )]
     BadName { what: &'static str, name: String },
+}
+
+impl StoreError {
+    /// Whether another process holds the store's lock (whatever the backend): the one error
+    /// a waiting `watch` retries.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Locked { .. } | StoreError::LeaseHeld { .. })
+    }
+
+    /// The holder named by a lock refusal, if any.
+    pub fn lock_holder(&self) -> Option<&Holder> {
+        match self {
+            StoreError::Locked { holder, .. } | StoreError::LeaseHeld { holder, .. } => holder.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 fn describe_holder(holder: &Option<Box<Holder>>) -> String {

@@ -99,6 +99,11 @@ pub enum Note {
         error: String,
         retry_in_secs: u64,
     },
+    /// This watch lost the store's lock (its database session): it starts no more hosts and
+    /// waits as a standby until it can take the lock again.
+    LeaseLost {
+        error: String,
+    },
     Stopping,
 }
 
@@ -154,6 +159,9 @@ impl std::fmt::Display for Note {
             Note::StoreHeld { error, retry_in_secs } => {
                 write!(f, "{error}; watch waits for it (retrying in {retry_in_secs}s)")
             }
+            Note::LeaseLost { error } => {
+                write!(f, "{error}; watch waits as a standby to take the lock again")
+            }
             Note::Stopping => write!(f, "stopping: hosts in flight finish, then watch exits"),
         }
     }
@@ -179,6 +187,9 @@ pub struct Watch<'a> {
     pub shared: Arc<Shared>,
     pub view: &'a dyn WatchView,
 }
+
+/// The longest a standby `watch` waits between attempts to take the store's lock.
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
 
 /// Why `watch` could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +221,7 @@ impl Watch<'_> {
     /// Returns the outcome of the last cycle (`--once` exits with it).
     pub async fn run(mut self, once: bool) -> Result<Outcome, WatchError> {
         // One controller per store, for the whole run (DESIGN §10).
-        let Some(_lock) = self.lock(once).await? else {
+        let Some(mut lock) = self.lock(once).await? else {
             return Ok(Outcome::Success);
         };
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<()>();
@@ -232,6 +243,21 @@ impl Watch<'_> {
         loop {
             if self.cancel.draining() {
                 break;
+            }
+            // A leader whose lock was lost (its database session ended) is no leader: it
+            // stands by until it holds the lock again, and starts from the stored state then.
+            if let Some(error) = lock.lost() {
+                self.view.note(&Note::LeaseLost { error: error.clone() });
+                self.shared.update(|s| s.store_problem = Some(error));
+                drop(lock);
+                lock = match self.lock(once).await? {
+                    Some(l) => l,
+                    None => break,
+                };
+                // Whatever was applied meanwhile was another leader's: look again.
+                st.in_force = None;
+                st.seen = None;
+                st.drift_due = self.clock.now();
             }
             let poll_in = match self.look(&mut st).await {
                 Ok(()) => self.settings.interval,
@@ -300,9 +326,11 @@ impl Watch<'_> {
                     self.shared.update(|s| s.store_problem = None);
                     return Ok(Some(guard));
                 }
-                Err(e @ crate::store::StoreError::Locked { .. }) if !once => {
+                Err(e) if e.is_locked() && !once => {
                     attempt += 1;
-                    let wait = wake::backoff(self.settings.interval, attempt);
+                    // A standby tries at least every STANDBY_RETRY, so it takes over soon
+                    // after the leader dies (DESIGN §7: within 15 s).
+                    let wait = wake::backoff(self.settings.interval, attempt).min(STANDBY_RETRY);
                     let error = e.to_string();
                     self.view.note(&Note::StoreHeld {
                         error: error.clone(),

@@ -2,6 +2,7 @@
 //! host roots arranged as a real host would look after an apply.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -226,6 +227,7 @@ pub fn flotilla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     c.env("NO_COLOR", "1")
         .env_remove("FLOTILLA_STATE_DIR")
+        .env_remove("FLOTILLA_STATE")
         .env_remove("FLOTILLA_LOG");
     STATE_HOME.with(|d| c.env("XDG_STATE_HOME", d.path()));
     c
@@ -338,6 +340,15 @@ pub fn signed_fleet(runtime_extra: &str) -> (TestFleet, Keys) {
         ),
     );
     (f, keys)
+}
+
+/// A `flotilla.toml` for fleet "acme" on the local transport, trusting `keys`, with no
+/// promotion order (environments wait on nothing but their own rules).
+pub fn fleet_toml_without_promotion(keys: &Keys) -> String {
+    format!(
+        "[fleet]\nname = \"acme\"\n\n[defaults]\ntransport = \"local\"\n\n[trust]\nkeys = [\"{}\"]\n",
+        keys.public()
+    )
 }
 
 /// `flotilla --state-dir STORE apply --auto-approve EXTRA… FLEET`.
