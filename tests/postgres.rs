@@ -278,3 +278,39 @@ fn a_standby_watch_takes_over_within_15_s_of_the_leaders_kill_9() {
         "no host was refused or taken over"
     );
 }
+
+#[test]
+fn an_apply_whose_database_sessions_are_cut_starts_no_further_host() {
+    let Some(db) = database("an_apply_whose_database_sessions_are_cut_starts_no_further_host") else {
+        return;
+    };
+    // Three hosts one at a time; each health check takes a second.
+    let (f, _keys) = signed_fleet("[health]\ncommand = \"sleep 1\"\n");
+    for h in ["h1", "h2", "h3"] {
+        f.host("hosts/a.toml", h, "staging", "");
+    }
+    f.write(
+        "environments/staging.toml",
+        "[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\nwaves = [\"100%\"]\nmax_parallel = 1\n",
+    );
+    f.commit("three hosts");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("NO_COLOR", "1")
+        .arg("--state")
+        .arg(&db.url)
+        .args(["apply", "--auto-approve", "--env", "staging"])
+        .arg(f.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("h1 to be changed", 30, || current(&f, "h1").is_some());
+    // As a restarted server or a cut network would: the lock's session is gone, so another
+    // process may hold the lock now. No further host may start.
+    db.terminate_sessions();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert_eq!(current(&f, "h3"), None, "h3 never started: {text}");
+    assert!(text.contains("lock"), "says the lock was lost: {text}");
+}
