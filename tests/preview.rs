@@ -56,6 +56,27 @@ fn bump() -> [(&'static str, String); 2] {
     ]
 }
 
+/// `--against fleet --format json` with the store whose id converged hosts carry.
+fn preview_fleet(f: &TestFleet, store: &std::path::Path, base: &str, head: &str) -> Run {
+    run(flotilla()
+        .arg("--state-dir")
+        .arg(store)
+        .args([
+            "preview",
+            "--base",
+            base,
+            "--head",
+            head,
+            "--against",
+            "fleet",
+            "--format",
+            "json",
+            "--at",
+            AT,
+        ])
+        .arg(f.path()))
+}
+
 fn preview(f: &TestFleet, base: &str, head: &str, extra: &[&str]) -> Run {
     run(flotilla()
         .args(["preview", "--base", base, "--head", head, "--at", AT])
@@ -343,23 +364,7 @@ fn against_the_fleet_observes_base_hosts_where_base_reaches_them_and_never_new_o
         ],
     );
     let store = common::converged_store();
-    let r = run(flotilla()
-        .arg("--state-dir")
-        .arg(store.path())
-        .args([
-            "preview",
-            "--base",
-            "main",
-            "--head",
-            "pr",
-            "--against",
-            "fleet",
-            "--format",
-            "json",
-            "--at",
-            AT,
-        ])
-        .arg(f.path()));
+    let r = preview_fleet(&f, store.path(), "main", "pr");
     assert_eq!(r.code, 0, "{}", r.stderr);
     let doc = json(&r);
     let host = |n: &str| {
@@ -452,5 +457,44 @@ fn against_the_fleet_over_ssh_a_host_new_in_head_is_never_contacted() {
     assert!(
         !second[quiet_before..].contains("Connection from"),
         "head's address was contacted: {second}"
+    );
+}
+
+#[test]
+fn against_the_fleet_head_cannot_unmask_a_sensitive_file_of_base() {
+    let (f, _) = fleet();
+    let secret =
+        "[[host.file]]\npath = \"/etc/secret\"\ncontent = \"token = new\\n\"\nsensitive = SENSITIVE\n";
+    let hosts = std::fs::read_to_string(f.path().join("hosts/staging.toml")).unwrap();
+    f.write(
+        "hosts/staging.toml",
+        &(hosts.clone() + &secret.replace("SENSITIVE", "true")),
+    );
+    let base = f.commit("a secret");
+    f.converge(
+        "staging-01",
+        &[("greeter", "1.0.0")],
+        &[("/etc/secret", "token = on-the-host\n")],
+    );
+    let head = change(
+        &f,
+        "unmask it",
+        &[(
+            "hosts/staging.toml",
+            &(hosts + &secret.replace("SENSITIVE", "false")),
+        )],
+    );
+    let store = common::converged_store();
+    let r = preview_fleet(&f, store.path(), &base, &head);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.stdout.contains("on-the-host"),
+        "the host's secret leaked: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("/etc/secret"),
+        "the change is still shown: {}",
+        r.stdout
     );
 }

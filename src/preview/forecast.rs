@@ -306,3 +306,122 @@ fn runs(desired: &[DesiredHost], env: &str, runtime: &str, version: &str) -> boo
         .filter_map(|h| h.runtimes.get(runtime))
         .all(|p| matches!(&p.value, Pin::Version(v) if v.as_str() == version))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{HostInput, PlanInput};
+
+    const RUNTIME: &str = "[[version]]\nversion = \"1\"\nartifact = \"https://x.invalid/1.tgz\"\nsha256 = \"1111111111111111111111111111111111111111111111111111111111111111\"\n[[version]]\nversion = \"2\"\nartifact = \"https://x.invalid/2.tgz\"\nsha256 = \"2222222222222222222222222222222222222222222222222222222222222222\"\n";
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// staging (s) and prod (p) with `app` at `version`; prod's environment file gets `prod`.
+    fn fleet(version: &str, prod: &str) -> crate::load::LoadedFleet {
+        crate::load::testing::load_files(&[
+            (
+                "flotilla.toml",
+                "[fleet]\nname = \"t\"\npromotion = [\"staging\", \"prod\"]\n[defaults]\ntransport = \"local\"\n",
+            ),
+            (
+                "environments/staging.toml",
+                &format!("[runtimes]\napp = \"{version}\"\n"),
+            ),
+            (
+                "environments/prod.toml",
+                &format!("[runtimes]\napp = \"{version}\"\n{prod}"),
+            ),
+            (
+                "hosts/h.toml",
+                "[[host]]\nname = \"s\"\nenvironment = \"staging\"\nroot = \"r/s\"\n[[host]]\nname = \"p\"\nenvironment = \"prod\"\nroot = \"r/p\"\n",
+            ),
+            ("runtimes/app.toml", RUNTIME),
+        ])
+    }
+
+    fn forecast_of(prod: &str, promotions: &[PromotionRecord], at: Timestamp) -> Vec<Forecast> {
+        let (base, head) = (fleet("1", prod), fleet("2", prod));
+        let obs: Vec<_> = base
+            .desired
+            .iter()
+            .map(|d| super::super::assume::observation(Some(d), "t", "x"))
+            .collect();
+        let plan = crate::plan::build(&PlanInput {
+            fleet: &head.fleet,
+            revision: None,
+            hosts: head
+                .desired
+                .iter()
+                .zip(&obs)
+                .map(|(d, o)| HostInput {
+                    desired: d,
+                    observed: Ok(o),
+                    refused: None,
+                    take_over: false,
+                })
+                .collect(),
+            at,
+            observed_at: at,
+            all_desired: &head.desired,
+            promotions,
+            halts: &Default::default(),
+        });
+        forecast(&ForecastInput {
+            fleet: &head.fleet,
+            desired: &head.desired,
+            plan: &plan,
+            at,
+            promotions,
+            last_ended: &BTreeMap::new(),
+            active: &BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn a_freeze_and_a_recorded_promotion_move_the_first_wave() {
+        let at = ts("2026-12-01T00:00:00Z");
+        let freeze = "[rollout]\npromotion_soak = \"2h\"\n[[freeze]]\nfrom = \"2026-12-01T00:00:00Z\"\nuntil = \"2026-12-03T00:00:00Z\"\nreason = \"launch\"\n";
+        let f = forecast_of(freeze, &[], at);
+        assert_eq!(f[0].summary, "at once");
+        assert_eq!(f[1].first_wave, Some(ts("2026-12-03T00:00:00Z")));
+        assert_eq!(
+            f[1].after,
+            ["staging converges and soaks 2h", "the freeze ends (launch)"]
+        );
+        // staging promoted version 2 long ago: only the freeze holds prod.
+        let record = PromotionRecord {
+            environment: "staging".into(),
+            runtime: "app".into(),
+            version: "2".into(),
+            at: ts("2026-11-01T00:00:00Z"),
+        };
+        let f = forecast_of(
+            "[rollout]\npromotion_soak = \"2h\"\n",
+            std::slice::from_ref(&record),
+            at,
+        );
+        assert_eq!((f[1].first_wave, f[1].summary.as_str()), (Some(at), "at once"));
+        // Promoted an hour ago: the soak has an hour left.
+        let recent = PromotionRecord {
+            at: ts("2026-11-30T23:00:00Z"),
+            ..record
+        };
+        let f = forecast_of("[rollout]\npromotion_soak = \"2h\"\n", &[recent], at);
+        assert_eq!(f[1].first_wave, Some(ts("2026-12-01T01:00:00Z")));
+        assert_eq!(f[1].after, ["app 2 soaks 2h in staging"]);
+    }
+
+    #[test]
+    fn a_window_that_never_opens_blocks_with_why() {
+        let never = "[[window]]\ndays = []\nstart = \"02:00\"\nduration = \"1h\"\n";
+        let f = forecast_of(never, &[], ts("2026-12-01T00:00:00Z"));
+        assert_eq!(f[1].first_wave, None);
+        assert!(
+            f[1].blocked.as_deref().unwrap().contains("no window opens"),
+            "{:?}",
+            f[1]
+        );
+    }
+}

@@ -288,6 +288,26 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
     let pool = Arc::new(crate::transport::Pool::new());
     let observations = observe(req, &base, &targets, store.as_deref(), &base_repo, &pool).await;
     pool.close_all().await;
+    // What the forecast needs of the observations and of base; both go before planning, which
+    // is where 10,000 hosts peak in memory.
+    let mut active: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    for (d, o) in targets.iter().zip(&observations) {
+        let Ok(o) = o else { continue };
+        let set = active.entry(d.environment.to_string()).or_default();
+        set.extend(
+            o.runtimes
+                .iter()
+                .filter_map(|(rt, r)| Some((rt.clone(), r.current.clone()?))),
+        );
+    }
+    // Hosts base names and head does not are left as they are: the plan lists them.
+    let mut gone: BTreeSet<String> = base
+        .desired
+        .iter()
+        .filter(|b| head.fleet.host(b.name.as_str()).is_none())
+        .map(|b| b.name.to_string())
+        .collect();
+    drop(base);
     let trust =
         crate::artifact::TrustPolicy::new(&head.fleet.trust.keys, head.fleet.trust.require_signatures, None)
             .map_err(|e| PreviewError::Trust(e.to_string()))?;
@@ -306,30 +326,14 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         artifact_cache: None,
     };
     let mut plan = crate::apply::plan_observed(&engine, &targets, &observations)?;
-    // Hosts base names and head does not are left as they are: list them.
-    let mut gone: BTreeSet<String> = plan.no_longer_managed.drain(..).collect();
-    gone.extend(
-        base.desired
-            .iter()
-            .filter(|b| head.fleet.host(b.name.as_str()).is_none())
-            .map(|b| b.name.to_string()),
-    );
+    drop(observations);
+    gone.extend(plan.no_longer_managed.drain(..));
     plan.no_longer_managed = gone.into_iter().collect();
     let (promotions, rollouts) = crate::apply::records(&engine)?;
     let last_ended: BTreeMap<String, jiff::Timestamp> = rollouts
         .iter()
         .filter_map(|(env, r)| Some((env.clone(), r.ended_at.or(r.halted_at)?)))
         .collect();
-    let mut active: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
-    for (d, o) in targets.iter().zip(&observations) {
-        let Ok(o) = o else { continue };
-        let set = active.entry(d.environment.to_string()).or_default();
-        set.extend(
-            o.runtimes
-                .iter()
-                .filter_map(|(rt, r)| Some((rt.clone(), r.current.clone()?))),
-        );
-    }
     let forecast = forecast::forecast(&forecast::ForecastInput {
         fleet: &head.fleet,
         desired: &head.desired,
@@ -372,7 +376,7 @@ async fn observe(
         Against::Fleet => {
             let mut probed: Vec<DesiredHost> = targets
                 .iter()
-                .filter_map(|d| Some(reached_as_base(by_name.get(d.name.as_str())?, d)))
+                .filter_map(|d| Some(probe_as_base(by_name.get(d.name.as_str())?, d)))
                 .collect();
             override_connection(&mut probed, req);
             let refs: Vec<&DesiredHost> = probed.iter().collect();
@@ -396,14 +400,20 @@ async fn observe(
     }
 }
 
-/// The host to probe for `head`'s desired state, reached exactly as base reaches it: base's
-/// address and every connection and directory setting, with head's runtimes and files (which
-/// paths to look at; only their size and digest come back unless base's store manages them).
-fn reached_as_base(base: &DesiredHost, head: &DesiredHost) -> DesiredHost {
+/// The host to probe: base's, with base's connection settings and only the file paths base
+/// names, so head can make the probe read nothing base would not (a path only head names is
+/// planned as missing; apply would take over a file found there). Where head names the same
+/// path, its content is what the probe compares with, so a diff can be shown; a file either
+/// revision marks `sensitive` stays sensitive, so head cannot unmask a secret on a host.
+fn probe_as_base(base: &DesiredHost, head: &DesiredHost) -> DesiredHost {
     let mut d = base.clone();
-    d.runtimes = head.runtimes.clone();
-    d.files = head.files.clone();
-    d.decommission = head.decommission;
+    for (path, f) in &mut d.files {
+        if let Some(h) = head.files.get(path) {
+            let sensitive = f.value.sensitive || h.value.sensitive;
+            *f = h.clone();
+            f.value.sensitive = sensitive;
+        }
+    }
     d
 }
 
