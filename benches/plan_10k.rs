@@ -8,6 +8,8 @@
 #[path = "../examples/gen_fleet.rs"]
 #[allow(dead_code)]
 mod gen_fleet;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -85,25 +87,8 @@ fn observation_from(d: &flotilla::resolve::DesiredHost, bump: bool) -> Observati
     o
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke test.
-    let full = args.iter().any(|a| a == "--bench");
-    let hosts = args
-        .iter()
-        .position(|a| a == "--hosts")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if full { 10_000 } else { 300 });
+    let (hosts, full) = support::args();
     let iterations = if full { 5 } else { 1 };
     let dir = tempfile::tempdir().expect("tempdir");
     gen_fleet::generate(dir.path(), hosts, 50).expect("generate the fleet");
@@ -173,5 +158,8 @@ fn main() {
         "  total (excluding setup)   : {:8.1} ms",
         ms(best[0] + best[2] + best[3])
     );
-    println!("  peak RSS                  : {:8.1} MiB", peak_rss_mib());
+    println!(
+        "  peak RSS                  : {:8.1} MiB",
+        support::peak_rss_mib()
+    );
 }

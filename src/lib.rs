@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod preview;
 pub mod release;
 pub mod repo;
 pub mod resolve;

@@ -241,3 +241,20 @@ fn linked_local_roots(fleet: &Fleet, desired: &[DesiredHost], fleet_dir: &Path) 
     }
     out
 }
+
+/// Test fixtures shared by unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Loads a fleet written from `files` (path, text) into a temporary directory; panics
+    /// when it is invalid.
+    pub(crate) fn load_files(files: &[(&str, &str)]) -> super::LoadedFleet {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, t) in files {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, t).unwrap();
+        }
+        let repo = crate::repo::FleetRepo::open(dir.path(), None).unwrap();
+        super::load(&repo).unwrap_or_else(|_| panic!("invalid test fleet"))
+    }
+}

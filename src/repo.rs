@@ -232,6 +232,19 @@ impl FleetRepo {
         }
     }
 
+    /// The first line of the commit's message when reading a commit (`--rev`), for titles
+    /// such as a preview's. `None` for a working tree.
+    pub fn subject(&self) -> Option<String> {
+        match &self.source {
+            Source::Commit { repo, commit, .. } => {
+                let c = repo.find_commit(*commit).ok()?;
+                let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
+                Some(message.lines().next().unwrap_or_default().trim().to_owned())
+            }
+            Source::WorkTree { .. } => None,
+        }
+    }
+
     /// HEAD's commit id even when the tree is dirty, for messages.
     pub fn head(&self) -> Option<&str> {
         self.revision.as_deref()

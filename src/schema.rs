@@ -15,5 +15,9 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("host.schema.json", render(schema_for!(RawHostFile))),
         ("runtime.schema.json", render(schema_for!(RawRuntime))),
         ("plan.schema.json", render(schema_for!(crate::plan::Plan))),
+        (
+            "preview.schema.json",
+            render(schema_for!(crate::preview::Preview)),
+        ),
     ]
 }

@@ -328,7 +328,7 @@ fn markdown_plan_for_pull_requests() {
         &p,
         &plan::markdown::MarkdownHeader {
             title: "Flotilla plan".into(),
-            notices: vec![],
+            ..Default::default()
         },
     );
     insta::assert_snapshot!(md);

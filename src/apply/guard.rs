@@ -137,16 +137,7 @@ impl Guarded {
 mod tests {
     use super::*;
 
-    fn load(files: &[(&str, &str)]) -> crate::load::LoadedFleet {
-        let dir = tempfile::tempdir().unwrap();
-        for (p, t) in files {
-            let path = dir.path().join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, t).unwrap();
-        }
-        let repo = crate::repo::FleetRepo::open(dir.path(), None).unwrap();
-        crate::load::load(&repo).unwrap_or_else(|_| panic!("invalid test fleet"))
-    }
+    use crate::load::testing::load_files as load;
 
     const FLEET: &str =
         "[fleet]\nname = \"t\"\n[defaults]\ntransport = \"local\"\n[trust]\nrequire_signatures = false\n";

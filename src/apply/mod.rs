@@ -16,7 +16,7 @@ mod prepare;
 mod records;
 mod run;
 
-pub use prepare::{Planned, prepare};
+pub use prepare::{Planned, plan_observed, prepare, records};
 pub use run::apply;
 
 use std::sync::Arc;

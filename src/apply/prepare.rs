@@ -76,18 +76,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         }
     };
     let store = req.store;
-    let promotions = match store {
-        Some(s) => s.promotions()?,
-        None => Vec::new(),
-    };
-    let mut rollouts = BTreeMap::new();
-    if let Some(s) = store {
-        for env in req.fleet.fleet.environments.keys() {
-            if let Some(r) = s.rollout(env.as_str())? {
-                rollouts.insert(env.to_string(), r);
-            }
-        }
-    }
+    let (promotions, rollouts) = records(req)?;
     let observed_at = req.clock.now();
     let store_id = store.map(|s| s.id().to_owned());
     let cache = req
@@ -96,22 +85,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         .or_else(|| store.map(|s| s.artifact_cache_dir()));
     let (observations, checked) = observe_and_check(req, &targets, store_id.as_deref(), cache).await;
     let artifact_errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
-    let take_over = req.overrides.take_over.is_some();
-    let mut refused = BTreeMap::new();
-    for (d, o) in targets.iter().zip(&observations) {
-        if let Ok(o) = o
-            && let Some(why) = refusal(
-                d,
-                o,
-                req.fleet.fleet.name.as_str(),
-                store_id.as_deref(),
-                None,
-                take_over,
-            )
-        {
-            refused.insert(d.name.to_string(), why);
-        }
-    }
+    let refused = refusals(req, &targets, &observations, store_id.as_deref());
     let mut plan = build_plan(
         req,
         (&targets, &observations),
@@ -121,14 +95,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         observed_at,
         &checked.sizes,
     );
-    plan.no_longer_managed = match store {
-        Some(s) => s
-            .known_hosts()?
-            .into_iter()
-            .filter(|h| req.fleet.fleet.host(h).is_none())
-            .collect(),
-        None => Vec::new(),
-    };
+    plan.no_longer_managed = no_longer_managed(req)?;
     let stale = saved.map(|s| stale_hosts(s, &plan)).unwrap_or_default();
     Ok(Planned {
         plan,
@@ -140,6 +107,84 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         saved,
         artifact_errors,
     })
+}
+
+/// Plans hosts observed by the caller, as [`prepare`] would plan them (the store's promotion
+/// records, halts and pauses, hosts it may not change), without checking artifacts: `preview`
+/// observes hosts with the connection settings of another revision (`--against fleet`), or
+/// assumes what they have (`--against manifests`). Reads the store, never writes it.
+pub fn plan_observed(
+    req: &Request<'_>,
+    targets: &[&DesiredHost],
+    observations: &[Result<Observation, ObserveError>],
+) -> Result<Plan, EngineError> {
+    let (promotions, rollouts) = records(req)?;
+    let store_id = req.store.map(|s| s.id().to_owned());
+    let refused = refusals(req, targets, observations, store_id.as_deref());
+    let mut plan = build_plan(
+        req,
+        (targets, observations),
+        &refused,
+        &rollouts,
+        &promotions,
+        req.clock.now(),
+        &ArtifactSizes::default(),
+    );
+    plan.no_longer_managed = no_longer_managed(req)?;
+    Ok(plan)
+}
+
+/// The store's promotion records and each environment's last rollout (none without a store).
+pub fn records(
+    req: &Request<'_>,
+) -> Result<
+    (
+        Vec<crate::store::PromotionRecord>,
+        BTreeMap<String, RolloutRecord>,
+    ),
+    EngineError,
+> {
+    let Some(s) = req.store else {
+        return Ok((Vec::new(), BTreeMap::new()));
+    };
+    let mut rollouts = BTreeMap::new();
+    for env in req.fleet.fleet.environments.keys() {
+        if let Some(r) = s.rollout(env.as_str())? {
+            rollouts.insert(env.to_string(), r);
+        }
+    }
+    Ok((s.promotions()?, rollouts))
+}
+
+/// Hosts the store has seen that the manifests no longer name.
+fn no_longer_managed(req: &Request<'_>) -> Result<Vec<String>, EngineError> {
+    Ok(match req.store {
+        Some(s) => s
+            .known_hosts()?
+            .into_iter()
+            .filter(|h| req.fleet.fleet.host(h).is_none())
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// The observed hosts this store may not change, and why.
+fn refusals(
+    req: &Request<'_>,
+    targets: &[&DesiredHost],
+    observations: &[Result<Observation, ObserveError>],
+    store_id: Option<&str>,
+) -> BTreeMap<String, String> {
+    let take_over = req.overrides.take_over.is_some();
+    let mut refused = BTreeMap::new();
+    for (d, o) in targets.iter().zip(observations) {
+        if let Ok(o) = o
+            && let Some(why) = refusal(d, o, req.fleet.fleet.name.as_str(), store_id, None, take_over)
+        {
+            refused.insert(d.name.to_string(), why);
+        }
+    }
+    refused
 }
 
 /// Observes the hosts and, at the same time, checks every repository artifact (DESIGN §3):

@@ -110,6 +110,18 @@ Exit codes:
 Examples:
   flotilla apply --env staging
   flotilla apply --plan plan.json --auto-approve";
+    pub const PREVIEW: &str = "\
+Both revisions are read from Git objects, never checked out. With --against manifests (the
+default) no host is contacted: every host is assumed at base's desired state. With --against
+fleet hosts are observed with base's connection settings; hosts new in head are not contacted.
+
+Exit codes:
+  0  done (the preview was printed)
+  1  head is invalid (its errors are printed, located, in the chosen format), or an error
+
+Examples:
+  flotilla preview --base origin/main --head HEAD --format markdown > comment.md
+  flotilla preview --base main --head pr-42 --against fleet --at 2026-12-05T09:00:00Z";
     pub const SHOW: &str = "\
 Exit codes:
   0  done
@@ -225,6 +237,10 @@ pub enum Command {
     /// Plan, confirm, and apply the changes host by host, wave by wave.
     #[command(after_help = help::APPLY)]
     Apply(ApplyArgs),
+    /// What merging a pull request will do: head's plan against base, with notices for
+    /// reviewers and a rollout forecast (markdown for a pull-request comment).
+    #[command(after_help = help::PREVIEW)]
+    Preview(PreviewArgs),
     /// One host's resolved desired state and where each value comes from.
     #[command(after_help = help::SHOW)]
     Show(ShowArgs),
@@ -360,6 +376,39 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub targeting: Targeting,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// What a preview plans against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AgainstArg {
+    /// Every host at base's desired state; no network.
+    Manifests,
+    /// Hosts observed live with base's connection settings.
+    Fleet,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The revision the pull request merges into (a branch, tag or commit).
+    #[arg(long, value_name = "REV")]
+    pub base: String,
+    /// The pull request's revision.
+    #[arg(long, value_name = "REV")]
+    pub head: String,
+    /// The fleet root: the directory holding flotilla.toml (in both revisions).
+    #[arg(default_value = ".", value_name = "FLEET_DIR")]
+    pub fleet_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Markdown, value_name = "FORMAT")]
+    pub format: Format,
+    /// Plan against base's manifests (no network) or the live fleet.
+    #[arg(long, value_enum, default_value_t = AgainstArg::Manifests, value_name = "WHAT")]
+    pub against: AgainstArg,
+    /// Evaluate windows and freezes, and start the forecast, at this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     #[command(flatten)]
     pub connection: Connection,
 }

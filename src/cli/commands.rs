@@ -17,6 +17,7 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
         Command::Validate(src) => validate(cli, src, color),
         Command::Plan(args) => plan_cmd(cli, args, color).await,
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
+        Command::Preview(args) => super::preview::preview(cli, args, color).await,
         Command::Show(args) => show(args, color),
         Command::History(args) => super::apply::history(cli, args),
         Command::Watch(args) => super::watch::watch(cli, args).await,
@@ -167,7 +168,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
                 });
             let header = plan::markdown::MarkdownHeader {
                 title: format!("Flotilla plan for `{}` at {rev}", plan.fleet),
-                notices: Vec::new(),
+                ..Default::default()
             };
             out(&plan::markdown::render(&plan, &header))?;
         }

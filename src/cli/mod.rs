@@ -7,6 +7,7 @@ mod commands;
 mod init;
 mod output;
 mod pause;
+mod preview;
 mod release;
 mod signals;
 mod store;

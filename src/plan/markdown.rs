@@ -9,19 +9,44 @@ use super::{HostPlan, Plan};
 /// A pull-request comment's limit is 65,536 characters; stay clearly below it.
 pub const MAX_COMMENT: usize = 65_000;
 
-/// What goes above the per-environment detail (previews add base/head and notices).
+/// What goes above the per-environment detail (previews add base/head, notices and the
+/// forecast). Everything here is kept whatever the size: only per-host detail is cut.
 #[derive(Debug, Clone, Default)]
 pub struct MarkdownHeader {
+    /// Put before everything, as is (a preview's hidden `<!-- … -->` marker).
+    pub marker: Option<String>,
     pub title: String,
+    /// Markdown lines under the title (base and head, what the plan is made against).
+    pub lead: Vec<String>,
+    /// Shown together in one warning, one list item each.
     pub notices: Vec<String>,
+    /// Environment → the "Earliest start" cell, instead of the one the plan alone gives.
+    pub earliest: std::collections::BTreeMap<String, String>,
 }
 
 pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
     let mut head = String::new();
+    if let Some(m) = &header.marker {
+        let _ = writeln!(head, "{m}");
+    }
     let _ = writeln!(head, "### {}\n", header.title);
+    for l in &header.lead {
+        let _ = writeln!(head, "{l}  ");
+    }
+    if !header.lead.is_empty() {
+        head.push('\n');
+    }
     let _ = writeln!(head, "**{}**\n", plan.summary_line());
-    for n in &header.notices {
-        let _ = writeln!(head, "> [!WARNING]\n> {}\n", n.replace('\n', " "));
+    if !header.notices.is_empty() {
+        let _ = writeln!(
+            head,
+            "> [!WARNING]\n> **{} change(s) to review:**",
+            header.notices.len()
+        );
+        for n in &header.notices {
+            let _ = writeln!(head, "> - {}", n.replace('\n', " "));
+        }
+        head.push('\n');
     }
     if !plan.no_longer_managed.is_empty() {
         let names = super::fold::join_limited(&super::fold::fold_names(&plan.no_longer_managed), 10);
@@ -68,6 +93,7 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
             .filter(|h| h.environment == env.name && !h.changes.is_empty())
             .count();
         let earliest = match (changed, env.waiting.is_some(), env.window.next_open) {
+            _ if header.earliest.contains_key(&env.name) => cell(&header.earliest[&env.name]),
             (0, _, _) => "—".to_owned(),
             _ if env.halted.is_some() => "halted".to_owned(),
             _ if !env.promotion_holds.is_empty() => cell(&env.promotion_holds.join("; ")),
@@ -304,7 +330,8 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn longest_backtick_run(s: &str) -> usize {
+/// The longest run of backticks in `s`: a fence around it must be longer.
+pub fn longest_backtick_run(s: &str) -> usize {
     let mut best = 0;
     let mut run = 0;
     for c in s.chars() {

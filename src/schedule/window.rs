@@ -199,6 +199,13 @@ pub fn describe(windows: &[Window], freezes: &[Freeze], a: &Availability, now: T
     }
 }
 
+/// `t` as a person reads it for an environment: weekday, date and time in the zone of the
+/// window open at `t` (UTC without windows), e.g. `Sat 2026-11-28 02:00 CET`.
+pub fn show_local(windows: &[Window], t: Timestamp) -> String {
+    let tz = opening_window(windows, t).map_or(TimeZone::UTC, |w| w.timezone.clone());
+    show(t, &tz, "%a %Y-%m-%d %H:%M %Z")
+}
+
 /// A countdown for people: the two most significant of days, hours, minutes and seconds,
 /// rounded down, a zero second unit left out ("in 5d 20h", "in 3h", "in 45s"). Negative
 /// durations read "5m ago".

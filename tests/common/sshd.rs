@@ -92,6 +92,8 @@ pub struct Sshd {
     pub root: PathBuf,
     /// sshd's stderr (`-e`).
     pub log: PathBuf,
+    /// sshd's `LogLevel`: ERROR unless a test asks for more ([`Sshd::log_connections`]).
+    log_level: &'static str,
     child: Option<Child>,
     config: PathBuf,
 }
@@ -128,6 +130,7 @@ impl SshLab {
                 host_pub: public_key(&host_key.with_extension("pub")),
                 config: lab.dir.path().join(format!("sshd_config_{i}")),
                 log: lab.dir.path().join(format!("sshd-{i}.log")),
+                log_level: "ERROR",
                 host_key,
                 root,
                 child: None,
@@ -263,12 +266,13 @@ impl Sshd {
         let text = format!(
             "HostKey {}\nPidFile {}\nListenAddress {}:{}\nAuthorizedKeysFile {}\nUsePAM no\nStrictModes no\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             MaxStartups 200\nMaxSessions 20\nSetEnv SHLVL=1\nPrintMotd no\nUseDNS no\nLogLevel ERROR\n",
+             MaxStartups 200\nMaxSessions 20\nSetEnv SHLVL=1\nPrintMotd no\nUseDNS no\nLogLevel {}\n",
             self.host_key.display(),
             dir.join(format!("sshd-{}.pid", self.index)).display(),
             self.address,
             self.port,
             authorized.display(),
+            self.log_level,
         );
         std::fs::write(&self.config, text).expect("write sshd config");
     }
@@ -345,6 +349,14 @@ impl Sshd {
         while accepts(&addr) && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Restarts this host's sshd with `LogLevel VERBOSE`: its log then has a `Connection
+    /// from` line for every TCP connection, so a test can tell whether a host was contacted.
+    pub fn log_connections(&mut self, lab_client_key: &Path) {
+        self.log_level = "VERBOSE";
+        self.write_config(&lab_client_key.with_extension("pub"));
+        self.restart();
     }
 
     /// Starts this host's sshd again on the same address, port and config.
