@@ -284,8 +284,9 @@ fn an_apply_whose_database_sessions_are_cut_starts_no_further_host() {
     let Some(db) = database("an_apply_whose_database_sessions_are_cut_starts_no_further_host") else {
         return;
     };
-    // Three hosts one at a time; each health check takes a second.
-    let (f, _keys) = signed_fleet("[health]\ncommand = \"sleep 1\"\n");
+    // Three hosts one at a time; each health check takes 3 s, longer than the lock's 1 s
+    // liveness check needs to notice the loss.
+    let (f, _keys) = signed_fleet("[health]\ncommand = \"sleep 3\"\n");
     for h in ["h1", "h2", "h3"] {
         f.host("hosts/a.toml", h, "staging", "");
     }
@@ -294,7 +295,7 @@ fn an_apply_whose_database_sessions_are_cut_starts_no_further_host() {
         "[runtimes]\ngreeter = \"2.0.0\"\n\n[rollout]\nwaves = [\"100%\"]\nmax_parallel = 1\n",
     );
     f.commit("three hosts");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .env("NO_COLOR", "1")
         .arg("--state")
         .arg(&db.url)
@@ -309,8 +310,19 @@ fn an_apply_whose_database_sessions_are_cut_starts_no_further_host() {
     // process may hold the lock now. No further host may start.
     db.terminate_sessions();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_ne!(out.status.code(), Some(0), "{text}");
     assert_eq!(current(&f, "h3"), None, "h3 never started: {text}");
-    assert!(text.contains("lock"), "says the lock was lost: {text}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "hosts not started are skipped: {text}"
+    );
+    assert_eq!(current(&f, "h2"), None, "h2 never started: {text}");
+    assert!(text.contains("was lost"), "says the lock was lost: {text}");
+    assert!(text.contains("h3: skipped"), "{text}");
 }

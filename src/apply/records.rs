@@ -56,11 +56,11 @@ impl StoreRecords<'_> {
 }
 
 impl Records for StoreRecords<'_> {
+    fn lease_lost(&self) -> Option<String> {
+        self.store.lease_lost()
+    }
+
     fn paused(&self, env: &str) -> Option<String> {
-        // A process that lost the store's lock starts no host: another may hold it now.
-        if let Some(lost) = self.store.lease_lost() {
-            return Some(lost);
-        }
         match self.store.pauses() {
             Ok(p) => crate::store::Pause::holding(&p, env).map(crate::store::Pause::describe),
             // Unreadable pause records hold everything: a pause must never be missed.

@@ -82,6 +82,10 @@ pub trait Records: Sync {
     /// Why changes in `env` are paused (`flotilla pause`), if they are. Asked before every
     /// host start: a pause made while a run goes on holds the hosts not started yet.
     fn paused(&self, env: &str) -> Option<String>;
+    /// Why this process may start no host any more (the store's lock was lost), if so.
+    fn lease_lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How an environment's part of a run ended, for [`Records::finished`].
@@ -280,14 +284,19 @@ async fn run_env(
                     paused: spec.records.paused(name),
                     ..env.gate.clone()
                 };
-                let decision = policy::next_start(
-                    &budget,
-                    spec.cancel.state(),
-                    broken.as_deref(),
-                    job.blocked.as_deref(),
-                    &gate,
-                    spec.clock.now(),
-                );
+                // A process that lost the store's lock starts nothing more: another may hold
+                // it now. Not started hosts are skipped as on an interruption (exit 1).
+                let decision = match spec.records.lease_lost() {
+                    Some(why) => Start::Skip(SkipKind::Interrupted, why),
+                    None => policy::next_start(
+                        &budget,
+                        spec.cancel.state(),
+                        broken.as_deref(),
+                        job.blocked.as_deref(),
+                        &gate,
+                        spec.clock.now(),
+                    ),
+                };
                 match decision {
                     Start::Go => {
                         if !announced {
