@@ -804,3 +804,27 @@ fn postgres_urls_are_checked_and_never_shown_with_their_password() {
     );
     assert!(flotilla::store::mirror_dir(&location).ends_with("mirror.git"));
 }
+
+#[test]
+fn a_torn_append_to_a_rollouts_changed_hosts_is_skipped_not_an_error() {
+    let (tmp, store) = new_store();
+    store.save_rollout("prod", &rollout()).unwrap();
+    store
+        .rollout_host_changed(
+            "prod",
+            &flotilla::store::ChangedHost {
+                host: "web-09".into(),
+                wave: 2,
+                txn: "9-0001".into(),
+            },
+        )
+        .unwrap();
+    // A crash in the middle of the next append leaves half a line.
+    let path = tmp.path().join("state/rollouts/prod.changed.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"host\":\"web-1");
+    std::fs::write(&path, text).unwrap();
+    let read = store.rollout("prod").unwrap().unwrap();
+    let hosts: Vec<&str> = read.changed.iter().map(|c| c.host.as_str()).collect();
+    assert_eq!(hosts, ["web-01", "web-09"]);
+}

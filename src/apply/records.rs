@@ -106,14 +106,22 @@ impl Records for StoreRecords<'_> {
     }
 
     fn host_changed(&self, env: &str, t: &Touched) {
-        self.update(env, |r| {
-            r.changed.retain(|c| c.host != t.desired.name.as_str());
-            r.changed.push(ChangedHost {
-                host: t.desired.name.to_string(),
-                wave: t.wave,
-                txn: t.txn.clone(),
-            });
-        });
+        // The run saved (or resumed) this rollout's record before its first host started, so
+        // the host is appended without reading the record back: one small write per host.
+        if !self.identities.contains_key(env) {
+            return;
+        }
+        let host = ChangedHost {
+            host: t.desired.name.to_string(),
+            wave: t.wave,
+            txn: t.txn.clone(),
+        };
+        if let Err(e) = self.store.rollout_host_changed(env, &host) {
+            self.warn(format!(
+                "cannot record that {} changed in the rollout of {env}: {e}",
+                host.host
+            ));
+        }
     }
 
     fn wave_done(&self, env: &str, waves_done: usize, bake_until: Option<Timestamp>) {

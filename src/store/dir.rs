@@ -178,6 +178,11 @@ impl DirStore {
     }
 }
 
+/// Hosts appended to `env`'s rollout record since it was last saved, one JSON line each.
+fn changed_file(env: &str) -> String {
+    format!("{env}.changed.jsonl")
+}
+
 /// Creates `path` as a directory unless it exists; returns whether it was created.
 fn create_dir(path: &Path) -> Result<bool, StoreError> {
     match fs::create_dir(path) {
@@ -596,7 +601,29 @@ impl Store for DirStore {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err(&dir.join(&name), "encode")(io::Error::other(e)))?;
         bytes.push(b'\n');
-        write_atomic(&dir, &name, &bytes)
+        write_atomic(&dir, &name, &bytes)?;
+        // The record now holds every host: the appended ones are in it. A crash before this
+        // removal only leaves entries that merge into the same list.
+        let appended = dir.join(changed_file(env));
+        match fs::remove_file(&appended) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&appended, "remove")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn rollout_host_changed(&self, env: &str, host: &super::ChangedHost) -> Result<(), StoreError> {
+        let (dir, _) = self.rollout_file(env)?;
+        let path = dir.join(changed_file(env));
+        let mut line = serde_json::to_vec(host)
+            .map_err(|e| io_err(&path, "encode a record for")(io::Error::other(e)))?;
+        line.push(b'\n');
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path, "open"))?;
+        (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
+        file.sync_data().map_err(io_err(&path, "flush to disk"))
     }
 
     fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -605,13 +632,21 @@ impl Store for DirStore {
         let Some(bytes) = read_optional(&path)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path,
-                problem: format!("the rollout record is not valid: {e}"),
-                fix: ROLLOUT_FIX,
-            })
+        let mut record: RolloutRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            problem: format!("the rollout record is not valid: {e}"),
+            fix: ROLLOUT_FIX,
+        })?;
+        let (dir, _) = self.rollout_file(env)?;
+        if let Some(appended) = read_optional(&dir.join(changed_file(env)))? {
+            // A torn last line (a crash mid-append) is skipped, like the audit log's.
+            let hosts = appended
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| serde_json::from_slice(l).ok());
+            super::merge_changed(&mut record, hosts);
+        }
+        Ok(Some(record))
     }
 
     fn record_promotion(&self, record: &PromotionRecord) -> Result<(), StoreError> {

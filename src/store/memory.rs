@@ -147,6 +147,13 @@ impl Store for MemStore {
         Ok(self.state().rollouts.get(env).cloned())
     }
 
+    fn rollout_host_changed(&self, env: &str, host: &super::ChangedHost) -> Result<(), StoreError> {
+        if let Some(r) = self.state().rollouts.get_mut(env) {
+            super::merge_changed(r, [host.clone()]);
+        }
+        Ok(())
+    }
+
     fn artifact_cache_dir(&self) -> PathBuf {
         self.cache.path().to_path_buf()
     }

@@ -83,6 +83,7 @@ conformance!(
     audit_events_survive_reopening_byte_for_byte,
     concurrent_audit_appends_never_interleave,
     rollouts_are_saved_and_read_back_per_environment,
+    hosts_a_rollout_changed_are_appended_and_kept_until_the_record_is_saved,
     observations_are_saved_and_list_the_known_hosts,
     names_that_would_escape_the_store_are_refused,
     pauses_are_kept_per_scope,
@@ -328,6 +329,51 @@ fn rollouts_are_saved_and_read_back_per_environment(b: &Backend) {
     r.halted = Some("max_failures exceeded".into());
     store.save_rollout("prod", &r).unwrap();
     assert_eq!(b.open().rollout("prod").unwrap(), Some(r));
+}
+
+fn hosts_a_rollout_changed_are_appended_and_kept_until_the_record_is_saved(b: &Backend) {
+    use flotilla::store::ChangedHost;
+    let changed = |host: &str, wave, txn: &str| ChangedHost {
+        host: host.into(),
+        wave,
+        txn: txn.into(),
+    };
+    let store = b.open();
+    let mut r = rollout();
+    r.changed = vec![changed("web-01", 1, "7-00ff")];
+    store.save_rollout("prod", &r).unwrap();
+    store
+        .rollout_host_changed("prod", &changed("web-02", 2, "7-0100"))
+        .unwrap();
+    store
+        .rollout_host_changed("prod", &changed("web-03", 2, "7-0101"))
+        .unwrap();
+    // The same host again (a later run of the rollout changed it again): counted once, the
+    // last transaction wins, in its first place.
+    store
+        .rollout_host_changed("prod", &changed("web-02", 2, "8-0001"))
+        .unwrap();
+    let read = b.open().rollout("prod").unwrap().unwrap();
+    assert_eq!(
+        read.changed,
+        [
+            changed("web-01", 1, "7-00ff"),
+            changed("web-02", 2, "8-0001"),
+            changed("web-03", 2, "7-0101")
+        ],
+        "appended hosts are durable and merged, across handles"
+    );
+    // Saving the record makes its list the whole truth again.
+    let mut next = read.clone();
+    next.changed.clear();
+    next.waves_done = 2;
+    store.save_rollout("prod", &next).unwrap();
+    assert_eq!(b.open().rollout("prod").unwrap().unwrap().changed, []);
+    assert_eq!(
+        store.rollout("staging").unwrap(),
+        None,
+        "other environments are untouched"
+    );
 }
 
 fn observations_are_saved_and_list_the_known_hosts(b: &Backend) {

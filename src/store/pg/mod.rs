@@ -398,13 +398,20 @@ impl Store for PgStore {
         let (env, record) = (env.to_owned(), encode(&self.db.url, record)?);
         self.call("save a rollout record", move |c| {
             Box::pin(async move {
-                c.execute(
+                // The record now holds every host: the appended rows go with it, atomically.
+                let tx = c.transaction().await?;
+                tx.execute(
                     "INSERT INTO flotilla_rollouts (environment, record) VALUES ($1, $2) \
                      ON CONFLICT (environment) DO UPDATE SET record = excluded.record, updated_at = now()",
                     &[&env, &record],
                 )
-                .await
-                .map(drop)
+                .await?;
+                tx.execute(
+                    "DELETE FROM flotilla_rollout_changed WHERE environment = $1",
+                    &[&env],
+                )
+                .await?;
+                tx.commit().await
             })
         })
     }
@@ -412,7 +419,8 @@ impl Store for PgStore {
     fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError> {
         check_file_name("environment", env)?;
         let env = env.to_owned();
-        let value: Option<serde_json::Value> = self.call("read a rollout record", move |c| {
+        type Read = Option<(serde_json::Value, Vec<serde_json::Value>)>;
+        let value: Read = self.call("read a rollout record", move |c| {
             Box::pin(async move {
                 let row = c
                     .query_opt(
@@ -420,14 +428,41 @@ impl Store for PgStore {
                         &[&env],
                     )
                     .await?;
-                Ok(row.map(|r| r.get(0)))
+                let Some(row) = row else { return Ok(None) };
+                let appended = c
+                    .query(
+                        "SELECT host FROM flotilla_rollout_changed WHERE environment = $1 ORDER BY seq",
+                        &[&env],
+                    )
+                    .await?;
+                Ok(Some((row.get(0), appended.iter().map(|r| r.get(0)).collect())))
             })
         })?;
-        value
-            .map(|v| {
-                serde_json::from_value(v).map_err(|e| self.corrupt("the rollout record", e, ROLLOUT_FIX))
+        let Some((record, appended)) = value else {
+            return Ok(None);
+        };
+        let mut record: RolloutRecord =
+            serde_json::from_value(record).map_err(|e| self.corrupt("the rollout record", e, ROLLOUT_FIX))?;
+        let hosts = appended
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok());
+        crate::store::merge_changed(&mut record, hosts);
+        Ok(Some(record))
+    }
+
+    fn rollout_host_changed(&self, env: &str, host: &crate::store::ChangedHost) -> Result<(), StoreError> {
+        check_file_name("environment", env)?;
+        let (env, host) = (env.to_owned(), encode(&self.db.url, host)?);
+        self.call("record a host a rollout changed", move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO flotilla_rollout_changed (environment, host) VALUES ($1, $2)",
+                    &[&env, &host],
+                )
+                .await
+                .map(drop)
             })
-            .transpose()
+        })
     }
 
     fn artifact_cache_dir(&self) -> PathBuf {

@@ -71,6 +71,15 @@ CREATE TABLE flotilla_observations (
     at timestamptz NOT NULL
 );
 "#,
+    // 2: hosts a rollout changed, appended one row each instead of rewriting the record.
+    r#"
+CREATE TABLE flotilla_rollout_changed (
+    environment text NOT NULL,
+    seq bigserial NOT NULL,
+    host jsonb NOT NULL,
+    PRIMARY KEY (environment, seq)
+);
+"#,
 ];
 
 /// The newest schema version this binary reads and writes.
