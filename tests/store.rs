@@ -669,10 +669,38 @@ fn postgres_reading_commands_create_nothing_and_the_first_use_creates_the_schema
     assert_eq!(db.sql("SELECT id FROM flotilla_store"), [[Some(id.clone())]]);
     assert_eq!(
         db.sql("SELECT max(version) FROM flotilla_schema"),
-        [[Some("1".to_owned())]]
+        [[Some("2".to_owned())]]
     );
     let existing = flotilla::store::open_existing(&location).unwrap().unwrap();
     assert_eq!(existing.id(), id);
+}
+
+#[test]
+fn postgres_a_database_of_an_older_schema_is_migrated_on_first_use() {
+    let Some((db, location)) = pg_store("postgres_a_database_of_an_older_schema_is_migrated") else {
+        return;
+    };
+    let id = flotilla::store::open(&location).unwrap().id().to_owned();
+    // As a database written by the release before (schema 1) would be.
+    db.sql("DROP TABLE flotilla_rollout_changed; DELETE FROM flotilla_schema WHERE version = 2");
+    let store = flotilla::store::open(&location).unwrap();
+    assert_eq!(store.id(), id, "the same store");
+    assert_eq!(
+        db.sql("SELECT max(version) FROM flotilla_schema"),
+        [[Some("2".to_owned())]]
+    );
+    store.save_rollout("prod", &rollout()).unwrap();
+    store
+        .rollout_host_changed(
+            "prod",
+            &flotilla::store::ChangedHost {
+                host: "web-02".into(),
+                wave: 2,
+                txn: "7-0100".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(store.rollout("prod").unwrap().unwrap().changed.len(), 2);
 }
 
 #[test]
