@@ -59,6 +59,46 @@ fn bench(name: &str, store: &dyn Store, rounds: usize) {
             store.next_epoch().unwrap();
         }))
     );
+    // A rollout's per-host record: appended, so its cost does not grow with the hosts already
+    // changed (the record is saved once, then 10,000 hosts are appended and read back).
+    let record = flotilla::store::RolloutRecord {
+        revision: None,
+        desired: Some("bench".into()),
+        waves: vec![Vec::new()],
+        waves_done: 0,
+        bake_deadline: None,
+        halted: None,
+        halted_wave: None,
+        halted_at: None,
+        started_at: jiff::Timestamp::now(),
+        ended_at: None,
+        changed: Vec::new(),
+    };
+    store.save_rollout("bench", &record).unwrap();
+    let mut i = 0;
+    let mut host = || {
+        i += 1;
+        flotilla::store::ChangedHost {
+            host: format!("web-{i:05}"),
+            wave: 1,
+            txn: format!("1-{i:08x}"),
+        }
+    };
+    let first = time(rounds, || store.rollout_host_changed("bench", &host()).unwrap());
+    for _ in rounds..9_900 {
+        store.rollout_host_changed("bench", &host()).unwrap();
+    }
+    let last = time(100, || store.rollout_host_changed("bench", &host()).unwrap());
+    println!("  rollout host changed, first {rounds:>4} {}", stats(first));
+    println!("  rollout host changed, 9,900+ {}", stats(last));
+    let read = time(5, || {
+        assert_eq!(store.rollout("bench").unwrap().unwrap().changed.len(), 10_000);
+    });
+    println!("  read the record (10,000)    {}", stats(read));
+    // What each host cost before hosts were appended: the whole record, rewritten.
+    let full = store.rollout("bench").unwrap().unwrap();
+    let rewrite = time(5, || store.save_rollout("bench-rewrite", &full).unwrap());
+    println!("  (before) rewrite it, 10,000 {}", stats(rewrite));
 }
 
 fn main() {
