@@ -4,138 +4,19 @@
 //! rollback failed) stops every environment.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
+use super::host::{deferred_results, recheck_busy, result, run_host};
+use super::host::{host_outcome, panic_message};
 use super::policy::{self, Budget, Gate, Hold, SkipKind, Start};
+use super::spec::{Emit, EnvEnd, EnvRun, Events, HostJob, RunSpec, Summary, Touched};
 use super::sweep::{finish, recheck, roll_back};
-use super::{Event, FailureKind, Halt, HostOutcome, HostResult};
-use crate::cancel::{Cancel, Stop};
-use crate::clock::Clock;
-use crate::manifest::model::Fleet;
+use super::{Event, FailureKind, Halt, HostOutcome};
+use crate::cancel::Stop;
 use crate::manifest::model::OnFailure;
-use crate::observe::Observation;
-use crate::plan::Change;
-use crate::resolve::DesiredHost;
-use crate::transaction::{self, Context, Outcome, Report};
-use crate::transport::{Pool, Target};
-
-/// One host to change.
-#[derive(Debug, Clone)]
-pub struct HostJob {
-    pub desired: DesiredHost,
-    pub observed: Observation,
-    pub changes: Vec<Change>,
-    /// 1-based wave of the rollout's layout.
-    pub wave: usize,
-    /// Why the host may not be touched (an artifact it needs failed its checks).
-    pub blocked: Option<String>,
-    /// Why the host lacks room for the artifacts it installs (`crate::plan::room`): when its
-    /// turn comes it fails as [`FailureKind::NoRoom`], before anything is uploaded.
-    pub no_room: Option<String>,
-    /// Why the host was over its environment's `host_limits` when observed: it waits while
-    /// the rest of its wave goes, then its usage is read again (DESIGN §6.4).
-    pub busy: Option<String>,
-}
-
-/// A host a rollout changed: enough to re-check it after a bake or roll it back on halt.
-#[derive(Debug, Clone)]
-pub struct Touched {
-    pub desired: DesiredHost,
-    pub wave: usize,
-    pub txn: String,
-}
-
-/// One environment's part of a run.
-#[derive(Debug, Clone)]
-pub struct EnvRun {
-    pub name: String,
-    pub jobs: Vec<HostJob>,
-    pub gate: Gate,
-    /// Hosts that already failed (unreachable, stale, refused): they count against
-    /// `max_failures` too (DESIGN §6.3).
-    pub failed_before: usize,
-    /// Hosts an earlier, interrupted run of this rollout changed: re-checked after bakes and
-    /// rolled back if the rollout halts.
-    pub earlier: Vec<Touched>,
-    /// The end of a bake that an earlier, interrupted run of this rollout did not finish.
-    pub bake_until: Option<Timestamp>,
-    /// When this rollout started (`max_duration` counts from it).
-    pub started_at: Option<Timestamp>,
-}
-
-/// What the driver needs from the records kept between runs, without knowing the store.
-pub trait Records: Sync {
-    /// Per job, why its changes wait for promotion (`None`: they may go). Asked once per
-    /// environment as it starts, so an environment that converged a moment ago in this run
-    /// already counts.
-    fn promotion_waits(&self, env: &str, jobs: &[HostJob]) -> Vec<Option<String>>;
-    /// A host was changed: recorded at once, so a later run can re-check or roll it back.
-    fn host_changed(&self, env: &str, touched: &Touched);
-    /// A wave is done; `bake_until` is when the bake after it ends.
-    fn wave_done(&self, env: &str, waves_done: usize, bake_until: Option<Timestamp>);
-    /// The environment's part of the run is over.
-    fn finished(&self, env: &str, end: &EnvEnd<'_>);
-    /// Why changes in `env` are paused (`flotilla pause`), if they are. Asked before every
-    /// host start: a pause made while a run goes on holds the hosts not started yet.
-    fn paused(&self, env: &str) -> Option<String>;
-    /// Why this process may start no host any more (the store's lock was lost), if so.
-    fn lease_lost(&self) -> Option<String> {
-        None
-    }
-}
-
-/// How an environment's part of a run ended, for [`Records::finished`].
-#[derive(Debug)]
-pub struct EnvEnd<'a> {
-    pub results: &'a [HostResult],
-    pub halt: Option<&'a Halt>,
-    /// Every wave done, nothing waiting, halted or interrupted.
-    pub completed: bool,
-}
-
-/// Everything one run needs.
-pub struct RunSpec<'a> {
-    pub fleet: &'a Fleet,
-    pub fleet_dir: &'a Path,
-    /// What every transaction of this run carries (revision, store id, epoch, artifacts).
-    pub txn: Context<'a>,
-    /// Environments in the order they go.
-    pub environments: Vec<EnvRun>,
-    /// Hosts changed at once across the fleet.
-    pub parallel: usize,
-    pub cancel: Cancel,
-    /// Sessions opened while observing, reused for the transactions.
-    pub pool: Arc<Pool>,
-    pub clock: Clock,
-    pub records: &'a dyn Records,
-}
-
-/// What a run did.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub results: Vec<HostResult>,
-    pub halts: Vec<(String, Halt)>,
-    /// Environments whose remaining hosts wait, and why.
-    pub holds: Vec<(String, Hold)>,
-    /// A stop was requested.
-    pub interrupted: bool,
-}
-
-/// Where events go: the views, the audit log. A closed receiver is not an error.
-#[derive(Clone)]
-pub(super) struct Events(mpsc::UnboundedSender<Event>);
-
-impl Events {
-    pub(super) fn send(&self, e: Event) {
-        let _ = self.0.send(e);
-    }
-}
-
-pub(super) type Emit<'e> = &'e Events;
+use crate::transaction;
 
 /// Runs every environment in order.
 pub async fn execute(spec: RunSpec<'_>, events: mpsc::UnboundedSender<Event>) -> Summary {
@@ -562,35 +443,6 @@ async fn run_env(
     }
 }
 
-/// A busy host that stays busy: it waits (DESIGN §6.4), and the run exits 3 for it.
-fn deferred_results(summary: &mut Summary, job: &HostJob, why: String) {
-    let hold = Hold::Busy { why };
-    summary
-        .results
-        .push(result(job, None, HostOutcome::Waiting { hold }));
-}
-
-/// Reads a busy host's usage again, when the rest of its wave is done: why it is still busy,
-/// or `None` when it may start now.
-async fn recheck_busy(
-    spec: &RunSpec<'_>,
-    job: &HostJob,
-    limits: &crate::manifest::model::HostLimits,
-) -> Option<String> {
-    let target = Target::for_host(&job.desired, spec.fleet_dir);
-    let before = job.busy.clone().unwrap_or_default();
-    let mut session = match spec.pool.take(&target).await {
-        Ok(s) => s,
-        Err(e) => return Some(format!("{before} (its usage could not be read again: {e})")),
-    };
-    let now = crate::observe::usage(session.as_mut(), &job.desired).await;
-    spec.pool.put(&target.host, session).await;
-    match now {
-        Ok((usage, disk)) => policy::busy(limits, usage, disk),
-        Err(e) => Some(format!("{before} (its usage could not be read again: {e})")),
-    }
-}
-
 fn halted(env: &str, wave: usize, why: String, emit: Emit<'_>) -> Halt {
     emit.send(Event::Halted {
         env: env.to_owned(),
@@ -598,110 +450,6 @@ fn halted(env: &str, wave: usize, why: String, emit: Emit<'_>) -> Halt {
         why: why.clone(),
     });
     Halt { wave, reason: why }
-}
-
-fn result(job: &HostJob, txn: Option<String>, outcome: HostOutcome) -> HostResult {
-    HostResult {
-        host: job.desired.name.to_string(),
-        environment: job.desired.environment.to_string(),
-        changes: job.changes.clone(),
-        txn,
-        outcome,
-    }
-}
-
-pub(super) fn panic_message(e: tokio::task::JoinError) -> String {
-    if e.is_cancelled() {
-        return "the host's task was cancelled".into();
-    }
-    let payload = e.into_panic();
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    format!("internal error (a bug in Flotilla, please report it): the host's task panicked: {text}")
-}
-
-pub(super) type HostRun = Result<Report, (FailureKind, String)>;
-
-/// One host's transaction on its pooled session.
-fn run_host(
-    spec: &RunSpec<'_>,
-    job: &HostJob,
-    txn: transaction::Transaction,
-    emit: Emit<'_>,
-) -> impl std::future::Future<Output = HostRun> + Send + 'static {
-    let target = Target::for_host(&job.desired, spec.fleet_dir);
-    let desired = job.desired.clone();
-    let pool = spec.pool.clone();
-    let events = emit.clone();
-    let progress_host = desired.name.to_string();
-    async move {
-        let progress = move |p: transaction::Progress<'_>| {
-            let host = progress_host.clone();
-            events.send(match p {
-                transaction::Progress::Controller(step) => Event::HostStep {
-                    host,
-                    step: step.to_owned(),
-                },
-                transaction::Progress::OnHost(step) => Event::HostRunning {
-                    host,
-                    step: step.to_owned(),
-                },
-            });
-        };
-        let mut session = pool
-            .take(&target)
-            .await
-            .map_err(|e| (FailureKind::Connection, e.to_string()))?;
-        let r = transaction::run(session.as_mut(), &desired, &target.root, &txn, &progress).await;
-        give_back(&pool, &target.host, session, r).await
-    }
-}
-
-/// Returns a session to the pool after a host command, or closes it when the command failed
-/// (a session that failed mid-use is not reused); the command's result as a [`HostRun`].
-pub(super) async fn give_back(
-    pool: &Pool,
-    host: &str,
-    session: Box<dyn crate::transport::Session>,
-    r: Result<Report, transaction::TxnError>,
-) -> HostRun {
-    match r {
-        Ok(rep) => {
-            pool.put(host, session).await;
-            Ok(rep)
-        }
-        Err(e) => {
-            let _ = session.close().await;
-            Err((FailureKind::Connection, e.to_string()))
-        }
-    }
-}
-
-pub(super) fn host_outcome(r: HostRun) -> HostOutcome {
-    let rep = match r {
-        Ok(rep) => rep,
-        Err((kind, error)) => return HostOutcome::Failed { kind, error },
-    };
-    let kind = match &rep.outcome {
-        Outcome::Applied => return HostOutcome::Applied { warning: None },
-        Outcome::AppliedWithErrors(w) => {
-            return HostOutcome::Applied {
-                warning: Some(w.clone()),
-            };
-        }
-        Outcome::RolledBack(_) => FailureKind::RolledBack,
-        Outcome::Broken(_) => FailureKind::Broken,
-        Outcome::Stale(_) => FailureKind::Stale,
-        Outcome::Locked(_) => FailureKind::Locked,
-        Outcome::Unhealthy(_) => FailureKind::Unhealthy,
-    };
-    HostOutcome::Failed {
-        kind,
-        error: transaction::describe_failure(&rep),
-    }
 }
 
 /// Waits until `until` unless a stop comes first; returns whether the bake ran to its end.

@@ -7,13 +7,16 @@
 //! JSON views, the audit log and (later) `watch`'s metrics all consume.
 
 mod executor;
+mod host;
 pub mod policy;
+mod spec;
 mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use executor::{EnvEnd, EnvRun, HostJob, Records, RunSpec, Summary, Touched, execute};
+pub use executor::execute;
 pub use policy::{Gate, Hold, SkipKind};
+pub use spec::{EnvEnd, EnvRun, HostJob, Records, RunSpec, Summary, Touched};
 
 use serde::Serialize;
 

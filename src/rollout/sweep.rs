@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::executor::{Emit, HostRun, RunSpec, Summary, Touched, give_back, host_outcome, panic_message};
+use super::host::{HostRun, give_back, host_outcome, panic_message};
 use super::policy::Budget;
+use super::spec::{Emit, RunSpec, Summary, Touched};
 use super::{Event, FailureKind, HostOutcome, HostResult};
 use crate::cancel::Stop;
 use crate::resolve::DesiredHost;
