@@ -10,10 +10,12 @@
 //! newer epoch of this one), or cannot be read, is refused — planned as refused, never
 //! recovered, rolled back or re-checked.
 
+mod artifacts;
 mod audit;
 pub mod guard;
 mod prepare;
 mod records;
+mod recover;
 mod run;
 
 pub use prepare::{Planned, plan_observed, prepare, records};

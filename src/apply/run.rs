@@ -8,22 +8,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::mpsc;
 
+use super::artifacts::prepare_artifacts;
 use super::audit::AuditLog;
 use super::prepare::{Planned, build_plan, refusal};
 use super::records::StoreRecords;
+use super::recover::recover_interrupted;
 use super::{ApplyOptions, EngineError, Report, Request, Wait};
-use crate::artifact::{ArtifactCache, ArtifactRequest, ArtifactSize, DEFAULT_MAX_UNPACKED};
 use crate::observe::{Observation, observe_all};
+use crate::plan::Change;
 use crate::plan::room::{self, ArtifactSizes};
-use crate::plan::{Action as ChangeAction, Change, Kind};
 use crate::resolve::DesiredHost;
 use crate::rollout::policy::{self, Gate, SkipKind};
-use crate::rollout::{
-    EnvRun, Event, FailureKind, HostJob, HostOutcome, HostResult, Records as _, RunSpec, Touched,
-};
+use crate::rollout::{EnvRun, Event, HostJob, HostOutcome, HostResult, Records as _, RunSpec, Touched};
 use crate::store::{RolloutRecord, Store};
-use crate::transaction::{self, Context, Upload};
-use crate::transport::Target;
+use crate::transaction::{Context, Upload};
 
 /// Runs blocking work (file I/O, hashing) without stalling other tasks on a multi-threaded
 /// runtime; inline on a current-thread one (tests), where `block_in_place` would panic.
@@ -615,159 +613,4 @@ fn env_run(
         earlier,
         bake_until,
     })
-}
-
-/// Fetches and checks every artifact the planned hosts need; returns the verified uploads,
-/// their sizes and, separately, every failure (each names runtime, version and why).
-fn prepare_artifacts(
-    req: &Request<'_>,
-    planned: &Planned<'_>,
-    store: &dyn Store,
-) -> (BTreeMap<(String, String), Upload>, ArtifactSizes, Vec<String>) {
-    let observed: BTreeMap<&str, &Observation> = planned
-        .targets
-        .iter()
-        .zip(&planned.observations)
-        .filter_map(|(d, o)| Some((d.name.as_str(), o.as_ref().ok()?)))
-        .collect();
-    let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
-    for h in planned
-        .plan
-        .hosts
-        .iter()
-        .filter(|h| !planned.refused.contains_key(&h.name))
-    {
-        let Some(o) = observed.get(h.name.as_str()) else {
-            continue;
-        };
-        for c in &h.changes {
-            if let (Kind::Runtime, ChangeAction::Create | ChangeAction::Update, Some(v)) =
-                (c.kind, c.action, &c.after)
-                && !o.runtimes.get(&c.name).is_some_and(|r| r.versions.contains(v))
-            {
-                needed.insert((c.name.clone(), v.clone()));
-            }
-        }
-    }
-    // An interrupted host is restored first, which may remove what its killed transaction
-    // unpacked: it may need any version it wants, and that is checked before any host too.
-    for (d, o) in planned.targets.iter().zip(&planned.observations) {
-        if planned.refused.contains_key(d.name.as_str()) || !o.as_ref().is_ok_and(Observation::interrupted) {
-            continue;
-        }
-        for (rt, pin) in &d.runtimes {
-            if let crate::manifest::model::Pin::Version(v) = &pin.value {
-                needed.insert((rt.to_string(), v.to_string()));
-            }
-        }
-    }
-    let cache = ArtifactCache::new(store.artifact_cache_dir());
-    let (mut ok, mut sizes, mut errors) = (BTreeMap::new(), ArtifactSizes::new(), Vec::new());
-    for (rt, v) in needed {
-        let Some(version) = req
-            .fleet
-            .fleet
-            .runtimes
-            .get(rt.as_str())
-            .and_then(|r| r.versions.get(v.as_str()))
-        else {
-            continue;
-        };
-        let request = ArtifactRequest {
-            runtime: &rt,
-            version: &v,
-            artifact: &version.artifact,
-            signature: &version.signature,
-            sha256: &version.sha256,
-        };
-        match blocking(|| cache.prepare(&request, req.repo, req.trust, DEFAULT_MAX_UNPACKED)) {
-            Ok(p) => {
-                sizes.insert((rt.clone(), v.clone()), ArtifactSize::of(&p));
-                ok.insert(
-                    (rt.clone(), v.clone()),
-                    Upload {
-                        sha256: p.sha256,
-                        local_path: p.path,
-                    },
-                );
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    (ok, sizes, errors)
-}
-
-/// Restores hosts a killed transaction left `pending` (DESIGN §6.1), only hosts this store may
-/// change; the restore is fenced on the host like every rollback. Returns the indexes (into
-/// `planned.targets`) of the hosts restored.
-async fn recover_interrupted(
-    req: &Request<'_>,
-    planned: &Planned<'_>,
-    emit: &impl Fn(Event),
-    failed: &mut Vec<HostResult>,
-) -> Vec<usize> {
-    let mut restored = Vec::new();
-    for (i, (d, o)) in planned.targets.iter().zip(&planned.observations).enumerate() {
-        // Never a host this store may not change, nor one a saved plan found changed.
-        if planned.refused.contains_key(d.name.as_str()) || planned.stale.contains_key(d.name.as_str()) {
-            continue;
-        }
-        if req.cancel.draining() {
-            break;
-        }
-        let Some(txn) = o
-            .as_ref()
-            .ok()
-            .and_then(|o| o.state.as_ref())
-            .and_then(transaction::pending_txn)
-        else {
-            continue;
-        };
-        let host = d.name.to_string();
-        emit(Event::HostStep {
-            host: host.clone(),
-            step: format!("restoring the state from before interrupted transaction {txn}"),
-        });
-        let target = Target::for_host(d, req.repo.fleet_dir());
-        let result = async {
-            let mut session = req.pool.take(&target).await.map_err(|e| e.to_string())?;
-            let r = transaction::recover(session.as_mut(), d, &txn).await;
-            req.pool.put(&target.host, session).await;
-            r.map_err(|e| e.to_string())
-        }
-        .await;
-        let error = match result {
-            Ok(r) if !r.outcome.failed() => {
-                restored.push(i);
-                emit(Event::HostRecovered {
-                    host,
-                    env: d.environment.to_string(),
-                    txn,
-                });
-                continue;
-            }
-            Ok(r) => format!(
-                "restoring interrupted transaction {txn} failed: {}",
-                transaction::describe_failure(&r)
-            ),
-            Err(e) => format!("restoring interrupted transaction {txn} failed: {e}"),
-        };
-        emit(Event::HostFailed {
-            host: host.clone(),
-            env: d.environment.to_string(),
-            kind: FailureKind::Broken,
-            error: error.clone(),
-        });
-        failed.push(HostResult {
-            host,
-            environment: d.environment.to_string(),
-            changes: Vec::new(),
-            txn: Some(txn),
-            outcome: HostOutcome::Failed {
-                kind: FailureKind::Broken,
-                error,
-            },
-        });
-    }
-    restored
 }
