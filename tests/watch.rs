@@ -524,7 +524,7 @@ fn json_logs_are_one_object_per_line_with_the_revision() {
         .find(|l| l["event"] == "host_applied" && l["host"] == "w1")
         .expect("w1's event");
     assert_eq!(applied["revision"], rev.as_str());
-    assert_eq!(applied["env"], "web");
+    assert_eq!(applied["environment"], "web");
     assert!(
         lines.iter().all(|l| l["time"].is_string()),
         "every line has a time"

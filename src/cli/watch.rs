@@ -137,6 +137,10 @@ fn emit(line: &str) {
 fn with_fields(mut v: serde_json::Value, revision: Option<&str>) -> String {
     if let Some(map) = v.as_object_mut() {
         map.insert("time".into(), jiff::Timestamp::now().to_string().into());
+        // One name for one thing across watch's log: the engine's events say `env`.
+        if let Some(env) = map.remove("env") {
+            map.insert("environment".into(), env);
+        }
         if let Some(r) = revision {
             map.entry("revision").or_insert_with(|| r.into());
         }
