@@ -144,7 +144,12 @@ pub fn render_text(s: &Status) -> String {
             let _ = writeln!(out, "  rollout HALTED: {h}");
         }
         if let Some(p) = &env.paused {
-            let _ = writeln!(out, "  PAUSED: {p}; `flotilla resume` lifts it");
+            let resume = if p.contains("(the whole fleet, ") {
+                "`flotilla resume`".to_owned()
+            } else {
+                format!("`flotilla resume --env {}`", env.name)
+            };
+            let _ = writeln!(out, "  PAUSED: {p}; {resume} lifts it");
         }
         let width = env.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
         for h in &env.hosts {

@@ -57,6 +57,11 @@ fn a_paused_environment_waits_with_who_and_why_and_resume_lets_it_go() {
         "{}",
         st.stdout
     );
+    assert!(
+        st.stdout.contains("`flotilla resume --env prod` lifts it"),
+        "{}",
+        st.stdout
+    );
     let json = cmd(store.path(), &f, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     let prod = v["environments"]
@@ -74,6 +79,14 @@ fn a_paused_environment_waits_with_who_and_why_and_resume_lets_it_go() {
     assert_eq!(a.code, 0, "{}{}", a.stdout, a.stderr);
     assert!(current(&f, "p1").is_some(), "prod applied after resume");
 
+    // A run's start and end say what they summarise, not "1 change".
+    let text = cmd(store.path(), &f, &["history"]);
+    let started = text.stdout.lines().find(|l| l.contains("apply-started")).unwrap();
+    assert!(
+        started.contains("epoch ") && started.contains("hosts "),
+        "{started}"
+    );
+    assert!(!started.contains("1 change"), "{started}");
     let h = cmd(store.path(), &f, &["history", "--json"]);
     let events: Vec<serde_json::Value> = h
         .stdout

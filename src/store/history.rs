@@ -102,10 +102,22 @@ fn revision(e: &AuditEvent) -> String {
 
 fn details(e: &AuditEvent) -> String {
     let mut parts = Vec::new();
-    match e.changes.len() {
-        0 => {}
-        1 => parts.push("1 change".to_owned()),
-        n => parts.push(format!("{n} changes")),
+    match (e.event.as_str(), e.changes.as_slice()) {
+        // A run's start and end carry one summary object, not changes.
+        ("apply-started" | "apply-finished", [serde_json::Value::Object(summary)]) => {
+            let fields: Vec<String> = summary
+                .iter()
+                .filter(|(_, v)| !matches!(v, serde_json::Value::Bool(false)))
+                .map(|(k, v)| match v {
+                    serde_json::Value::Bool(true) => clean(k),
+                    v => format!("{} {}", clean(k), clean(&v.to_string())),
+                })
+                .collect();
+            parts.push(fields.join(", "));
+        }
+        (_, []) => {}
+        (_, [_]) => parts.push("1 change".to_owned()),
+        (_, c) => parts.push(format!("{} changes", c.len())),
     }
     if let Some(error) = &e.error {
         parts.push(format!("error: {}", clean(error)));
