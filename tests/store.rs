@@ -856,3 +856,37 @@ fn a_torn_append_to_a_rollouts_changed_hosts_is_skipped_not_an_error() {
     let hosts: Vec<&str> = read.changed.iter().map(|c| c.host.as_str()).collect();
     assert_eq!(hosts, ["web-01", "web-09"]);
 }
+
+#[test]
+fn an_append_after_a_torn_line_is_kept_for_rollout_hosts_and_promotions() {
+    let (tmp, store) = new_store();
+    store.save_rollout("prod", &rollout()).unwrap();
+    let host = |name: &str| flotilla::store::ChangedHost {
+        host: name.into(),
+        wave: 2,
+        txn: "9-0001".into(),
+    };
+    // A crash in the middle of an append left half a line; the next append must not be
+    // glued to it (and lost with it).
+    let path = tmp.path().join("state/rollouts/prod.changed.jsonl");
+    std::fs::write(&path, "{\"host\":\"web-1").unwrap();
+    store.rollout_host_changed("prod", &host("web-09")).unwrap();
+    let hosts: Vec<String> = store
+        .rollout("prod")
+        .unwrap()
+        .unwrap()
+        .changed
+        .into_iter()
+        .map(|c| c.host)
+        .collect();
+    assert_eq!(hosts, ["web-01", "web-09"]);
+
+    let promotions = tmp.path().join("state/promotions.jsonl");
+    std::fs::write(&promotions, "{\"runtime\":\"gr").unwrap();
+    let record: flotilla::store::PromotionRecord = serde_json::from_value(serde_json::json!({
+        "environment": "staging", "runtime": "greeter", "version": "2.0.0", "at": "2026-12-01T10:00:00Z"
+    }))
+    .unwrap();
+    store.record_promotion(&record).unwrap();
+    assert_eq!(store.promotions().unwrap(), [record]);
+}

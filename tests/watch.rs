@@ -201,14 +201,7 @@ fn a_second_watch_waits_for_the_store_while_once_and_apply_are_refused_naming_th
     // A second long-running watch waits for the store, says so, and takes over when free.
     let port = common::sshd::free_port("127.0.0.1");
     let mut second = spawn_watch(&f, store.path(), &["--listen", &format!(":{port}")]);
-    let status = || {
-        ureq::get(&format!("http://127.0.0.1:{port}/status"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .unwrap_or_default()
-    };
+    let status = || json_at(port, "/status");
     wait_for("the second watch to report the held store", 20, || {
         status()["store_problem"]
             .as_str()
@@ -261,6 +254,43 @@ fn stop(child: &mut Child) -> (Option<i32>, String) {
         let _ = e.read_to_string(&mut out);
     }
     (status.code(), out)
+}
+
+/// The JSON a running watch serves at `path`; null while it does not answer yet (the moments
+/// before its server listens).
+fn json_at(port: u16, path: &str) -> serde_json::Value {
+    ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+/// Makes the hosts' roots absolute and commits: a remote's manifests are read from the mirror
+/// in the store, where relative roots would point elsewhere.
+fn absolute_roots(f: &TestFleet) {
+    for file in ["hosts/web.toml", "hosts/db.toml"] {
+        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
+        let root = format!("root = \"{}/roots/", f.path().display());
+        f.write(file, &text.replace("root = \"roots/", &root));
+    }
+    f.commit("absolute roots");
+}
+
+/// Runs `git -C dir ARGS`; a failure fails the test with git's message.
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn get(url: &str) -> (u16, String) {
@@ -342,33 +372,10 @@ fn a_commit_is_applied_while_watch_runs_and_the_endpoints_tell_the_story() {
 fn a_remote_is_followed_through_a_mirror_and_a_force_push_is_not() {
     let f = fleet("v = 1");
     // The manifests are read from the mirror, so host roots are absolute here.
-    for file in ["hosts/web.toml", "hosts/db.toml"] {
-        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
-        f.write(
-            file,
-            &text.replace(
-                "root = \"roots/",
-                &format!("root = \"{}/roots/", f.path().display()),
-            ),
-        );
-    }
-    f.commit("absolute roots");
+    absolute_roots(&f);
     let store = tempfile::tempdir().unwrap();
     person_applies(&f, store.path());
     let remote = tempfile::tempdir().unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        let o = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     git(remote.path(), &["init", "--bare", "--quiet", "-b", "main"]);
     let url = format!("file://{}", remote.path().display());
     git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
@@ -391,15 +398,7 @@ fn a_remote_is_followed_through_a_mirror_and_a_force_push_is_not() {
         store.path(),
         &["--remote", &url, "--listen", &format!(":{port}")],
     );
-    // Tolerates the moments before the server listens.
-    let status = || {
-        let body = ureq::get(&format!("http://127.0.0.1:{port}/status"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok());
-        body.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .unwrap_or_default()
-    };
+    let status = || json_at(port, "/status");
     wait_for("the first cycle", 30, || status()["last_cycle"].is_object());
     write_web(&f, "v = 3", "");
     f.commit("web v3");
@@ -557,33 +556,10 @@ fn an_ssh_remote_is_fetched_with_a_deploy_key_and_strict_host_keys() {
     }
     let lab = common::sshd::SshLab::start(1);
     let f = fleet("v = 1");
-    for file in ["hosts/web.toml", "hosts/db.toml"] {
-        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
-        f.write(
-            file,
-            &text.replace(
-                "root = \"roots/",
-                &format!("root = \"{}/roots/", f.path().display()),
-            ),
-        );
-    }
-    f.commit("absolute roots");
+    absolute_roots(&f);
     let store = tempfile::tempdir().unwrap();
     person_applies(&f, store.path());
     let remote = lab.path().join("fleet.git");
-    let git = |dir: &Path, args: &[&str]| {
-        let o = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     git(
         lab.path(),
         &["init", "--bare", "--quiet", "-b", "main", "fleet.git"],
@@ -654,14 +630,7 @@ fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
         store.path(),
         &["--drift-interval", "1s", "--listen", &format!(":{port}")],
     );
-    let plan = || {
-        ureq::get(&format!("http://127.0.0.1:{port}/plan"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .unwrap_or_default()
-    };
+    let plan = || json_at(port, "/plan");
     wait_for("the first plan", 30, || plan()["revision"].is_string());
     // w1 moves to a new, empty root: a connection change (watch waits for a person), and the
     // plan must be of the new root, not of a session kept open on the old one.
@@ -732,33 +701,10 @@ fn a_fix_after_an_invalid_revision_is_applied() {
 #[test]
 fn a_deleted_branch_and_a_corrupt_mirror_are_reported_or_repaired_never_a_crash() {
     let f = fleet("v = 1");
-    for file in ["hosts/web.toml", "hosts/db.toml"] {
-        let text = std::fs::read_to_string(f.path().join(file)).unwrap();
-        f.write(
-            file,
-            &text.replace(
-                "root = \"roots/",
-                &format!("root = \"{}/roots/", f.path().display()),
-            ),
-        );
-    }
-    f.commit("absolute roots");
+    absolute_roots(&f);
     let store = tempfile::tempdir().unwrap();
     person_applies(&f, store.path());
     let remote = tempfile::tempdir().unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        let o = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     git(remote.path(), &["init", "--bare", "--quiet", "-b", "main"]);
     let url = format!("file://{}", remote.path().display());
     git(f.path(), &["push", "--quiet", &url, "HEAD:refs/heads/main"]);
@@ -804,14 +750,7 @@ fn a_running_watch_holds_a_paused_environment_and_goes_on_after_resume() {
     cli(&["pause", "--env", "web", "INC-12"]);
     let port = common::sshd::free_port("127.0.0.1");
     let mut w = spawn_watch(&f, store.path(), &["--listen", &format!(":{port}")]);
-    let status = || {
-        ureq::get(&format!("http://127.0.0.1:{port}/status"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .unwrap_or_default()
-    };
+    let status = || json_at(port, "/status");
     write_web(&f, "v = 2", "");
     let rev = f.commit("web v2");
     wait_for("a cycle of the new revision that finds web paused", 30, || {

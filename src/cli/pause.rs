@@ -9,7 +9,6 @@ use super::apply::{actor, store_of};
 use super::args::{Cli, PauseArgs, ResumeArgs};
 use super::output::outln;
 use crate::repo::FleetRepo;
-use crate::store::{AuditEvent, Pause};
 
 /// Refuses an environment the working tree does not define. Only file names are looked at,
 /// so a fleet whose manifests do not validate can still be paused.
@@ -46,18 +45,13 @@ pub fn pause(cli: &Cli, args: &PauseArgs) -> anyhow::Result<Outcome> {
     }
     check_env(&args.fleet_dir, &args.env)?;
     let store = crate::store::open(&store_of(cli, &args.fleet_dir)?)?;
-    let now = jiff::Timestamp::now();
-    let pause = Pause {
-        environment: args.env.clone(),
-        reason: crate::text::sanitize(&args.reason),
-        actor: actor(),
-        since: now,
-    };
-    store.pause(&pause)?;
-    let mut e = AuditEvent::new(now, &pause.actor, "pause");
-    e.environment = args.env.clone();
-    e.reason = Some(pause.reason.clone());
-    store.append_audit(&e)?;
+    let pause = crate::store::pausing::pause(
+        store.as_ref(),
+        args.env.as_deref(),
+        &args.reason,
+        &actor(),
+        jiff::Timestamp::now(),
+    )?;
     let resume = match &args.env {
         Some(env) => format!("flotilla resume --env {env}"),
         None => "flotilla resume".to_owned(),
@@ -73,19 +67,17 @@ pub fn pause(cli: &Cli, args: &PauseArgs) -> anyhow::Result<Outcome> {
 pub fn resume(cli: &Cli, args: &ResumeArgs) -> anyhow::Result<Outcome> {
     check_env(&args.fleet_dir, &args.env)?;
     let store = crate::store::open(&store_of(cli, &args.fleet_dir)?)?;
-    match store.resume(args.env.as_deref())? {
+    let resumed = crate::store::pausing::resume(
+        store.as_ref(),
+        args.env.as_deref(),
+        &actor(),
+        jiff::Timestamp::now(),
+    )?;
+    match &resumed.lifted {
         None => outln!("{} was not paused; nothing to resume.", scope(&args.env))?,
-        Some(lifted) => {
-            let mut e = AuditEvent::new(jiff::Timestamp::now(), &actor(), "resume");
-            e.environment = args.env.clone();
-            e.reason = Some(lifted.describe());
-            store.append_audit(&e)?;
-            outln!("Resumed {} (paused for {}).", scope(&args.env), lifted.describe())?;
-        }
+        Some(lifted) => outln!("Resumed {} (paused for {}).", scope(&args.env), lifted.describe())?,
     }
-    if args.env.is_some()
-        && let Some(fleet) = store.pauses()?.iter().find(|p| p.environment.is_none())
-    {
+    if let Some(fleet) = &resumed.fleet_still_paused {
         outln!(
             "The whole fleet stays paused ({}): `flotilla resume` lifts that.",
             fleet.describe()

@@ -5,25 +5,18 @@ use anyhow::Context as _;
 use super::Outcome;
 use super::args::StoreCommand;
 use super::output::outln;
-use crate::store::{DirStore, Holder, PgStore, PgUrl, Store as _};
+use crate::store::Holder;
 
 pub fn store(command: &StoreCommand) -> anyhow::Result<Outcome> {
     match command {
         StoreCommand::Copy(args) => {
-            if !args.from.join("id").is_file() {
-                anyhow::bail!(
-                    "{}: not a Flotilla store (it has no `id` file); --from takes a store directory such as ~/.local/state/flotilla/FLEET",
-                    args.from.display()
-                );
-            }
-            let from = DirStore::open(&args.from)?;
-            let to = PgUrl::parse(&args.to)?;
             let holder = Holder::this_process("flotilla store copy", jiff::Timestamp::now());
-            let s = PgStore::copy_from_dir(&from, &to, &holder)
-                .with_context(|| format!("copying {} into {to}", args.from.display()))?;
+            let (id, s) = crate::store::copy_dir_to_postgres(&args.from, &args.to, &holder)
+                .with_context(|| format!("copying {} into {}", args.from.display(), redacted(&args.to)))?;
+            let to = redacted(&args.to);
             outln!(
                 "Copied store {} from {} into {to}: epoch {}, {} audit events, {} rollouts, {} promotion records, {} pauses, {} approvals, {} observations.",
-                from.id(),
+                id,
                 args.from.display(),
                 s.epoch,
                 s.audit_events,
@@ -39,4 +32,10 @@ pub fn store(command: &StoreCommand) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
     }
+}
+
+/// The URL as messages show it (no password), or as given when it does not parse (the copy
+/// reports why).
+fn redacted(url: &str) -> String {
+    crate::store::Location::parse_url(url).map_or_else(|_| url.to_owned(), |l| l.to_string())
 }

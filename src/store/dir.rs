@@ -18,14 +18,16 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{create_atomic, io_err, read_optional, sync_dir, write_atomic, write_atomic_cache};
+use super::fsutil::{
+    append_lines, create_atomic, io_err, read_optional, sync_dir, write_atomic, write_atomic_cache,
+};
 use super::{
     AuditEvent, AuditFilter, Holder, LockGuard, Observation, PromotionRecord, RolloutRecord, Store,
     StoreError, check_file_name,
@@ -454,38 +456,7 @@ impl Store for DirStore {
                 .map_err(|e| io_err(&path, "encode an event for")(io::Error::other(e)))?;
             line.push(b'\n');
         }
-        if line.is_empty() {
-            return Ok(());
-        }
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path, "open"))?;
-        // Exclusive while appending, so that concurrent writers do not interleave and the
-        // torn-line check below sees the true end of the file.
-        file.lock().map_err(io_err(&path, "lock"))?;
-        let len = file.metadata().map_err(io_err(&path, "inspect"))?.len();
-        if len > 0 {
-            let mut last = [0u8];
-            file.read_exact_at(&mut last, len - 1)
-                .map_err(io_err(&path, "read"))?;
-            if last[0] != b'\n' {
-                tracing::warn!(
-                    audit = %path.display(),
-                    "the audit log ends in a torn line (a crash during an append); it is kept, and skipped when read"
-                );
-                line.insert(0, b'\n');
-            }
-        }
-        (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
-        file.sync_data().map_err(io_err(&path, "flush to disk"))?;
-        if !existed {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        append_lines(&self.dir, &path, &line)
     }
 
     fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
@@ -617,13 +588,7 @@ impl Store for DirStore {
         let mut line = serde_json::to_vec(host)
             .map_err(|e| io_err(&path, "encode a record for")(io::Error::other(e)))?;
         line.push(b'\n');
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path, "open"))?;
-        (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
-        file.sync_data().map_err(io_err(&path, "flush to disk"))
+        append_lines(&dir, &path, &line)
     }
 
     fn rollout(&self, env: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -654,14 +619,7 @@ impl Store for DirStore {
         let mut line = serde_json::to_vec(record)
             .map_err(|e| io_err(&path, "encode a record for")(io::Error::other(e)))?;
         line.push(b'\n');
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path, "open"))?;
-        file.lock().map_err(io_err(&path, "lock"))?;
-        (&file).write_all(&line).map_err(io_err(&path, "append to"))?;
-        file.sync_data().map_err(io_err(&path, "flush to disk"))
+        append_lines(&self.dir, &path, &line)
     }
 
     fn digest_key(&self) -> Result<super::DigestKey, StoreError> {

@@ -94,6 +94,50 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Reads a whole file; `Ok(None)` when it does not exist.
+/// Appends `lines` (each ending in a newline) to the JSON-lines file `path` in `dir`, durably:
+/// under an exclusive lock, so concurrent writers never interleave; after a newline when the
+/// file ends in a torn line (a crash during an earlier append), so the torn line stays alone
+/// and is skipped by readers instead of swallowing the first new one; flushed, and the
+/// directory too when the file is new.
+pub(crate) fn append_lines(dir: &Path, path: &Path, lines: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt as _;
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let existed = path.exists();
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io_err(path, "open"))?;
+    file.lock().map_err(io_err(path, "lock"))?;
+    let len = file.metadata().map_err(io_err(path, "inspect"))?.len();
+    let mut torn = false;
+    if len > 0 {
+        let mut last = [0u8];
+        file.read_exact_at(&mut last, len - 1)
+            .map_err(io_err(path, "read"))?;
+        if last[0] != b'\n' {
+            tracing::warn!(
+                file = %path.display(),
+                "the file ends in a torn line (a crash during an append); it is kept, and skipped when read"
+            );
+            torn = true;
+        }
+    }
+    let mut file_ref = &file;
+    if torn {
+        file_ref.write_all(b"\n").map_err(io_err(path, "append to"))?;
+    }
+    file_ref.write_all(lines).map_err(io_err(path, "append to"))?;
+    file.sync_data().map_err(io_err(path, "flush to disk"))?;
+    if !existed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),

@@ -26,6 +26,7 @@ mod fsutil;
 mod history;
 mod key;
 mod memory;
+pub mod pausing;
 mod pg;
 
 pub use dir::DirStore;
@@ -82,6 +83,23 @@ pub fn mirror_dir(location: &Location) -> PathBuf {
         Location::Dir(d) => d.join("cache").join("mirror.git"),
         Location::Postgres(url) => pg::cache_dir(url).join("mirror.git"),
     }
+}
+
+/// `flotilla store copy`: moves the directory store at `from` into the PostgreSQL database at
+/// `to` (DESIGN §7), with its id, so the hosts it applied to are not refused. Returns the id
+/// and what was copied.
+pub fn copy_dir_to_postgres(
+    from: &Path,
+    to: &str,
+    holder: &Holder,
+) -> Result<(String, CopySummary), StoreError> {
+    if !from.join("id").is_file() {
+        return Err(StoreError::NotACopySource { dir: from.to_owned() });
+    }
+    let source = DirStore::open(from)?;
+    let url = PgUrl::parse(to)?;
+    let summary = PgStore::copy_from_dir(&source, &url, holder)?;
+    Ok((source.id().to_owned(), summary))
 }
 
 /// Opens the store at `location` only if it exists: commands that only read (plan, status,
@@ -536,6 +554,10 @@ pub enum StoreError {
         action: &'static str,
         detail: String,
     },
+    #[error(
+        "{dir}: not a Flotilla store (it has no `id` file); --from takes a store directory such as ~/.local/state/flotilla/FLEET"
+    )]
+    NotACopySource { dir: PathBuf },
     /// `flotilla store copy` refuses a target that holds state already.
     #[error("cannot copy into {url}: {problem}; copy into a new, empty database (CREATE DATABASE …)")]
     CopyTarget { url: String, problem: String },
