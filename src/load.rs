@@ -17,6 +17,19 @@ pub struct LoadedFleet {
     pub sources: Sources,
 }
 
+impl LoadedFleet {
+    /// Command-line connection settings (`--identity-file`, `--known-hosts`) override the
+    /// manifests for every host (DESIGN §2.1).
+    pub fn override_connection(&mut self, identity_file: Option<&Path>, known_hosts: Option<&Path>) {
+        let text = |p: Option<&Path>| p.map(|p| p.display().to_string());
+        crate::resolve::override_connection(
+            &mut self.desired,
+            text(identity_file).as_deref(),
+            text(known_hosts).as_deref(),
+        );
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]

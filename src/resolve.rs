@@ -112,6 +112,29 @@ pub struct DesiredHost {
     pub files: BTreeMap<HostPath, Sourced<DesiredFile>>,
 }
 
+/// Command-line connection settings (`--identity-file`, `--known-hosts`) override the
+/// manifests for `hosts` (DESIGN §2.1); each one given is sourced from the command line.
+pub fn override_connection(
+    hosts: &mut [DesiredHost],
+    identity_file: Option<&str>,
+    known_hosts: Option<&str>,
+) {
+    let flag = |v: Option<&str>| {
+        v.map(|v| Sourced {
+            value: Some(v.to_owned()),
+            from: Layer::CommandLine,
+        })
+    };
+    for h in hosts {
+        if let Some(v) = flag(identity_file) {
+            h.settings.identity_file = v;
+        }
+        if let Some(v) = flag(known_hosts) {
+            h.settings.known_hosts = v;
+        }
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);

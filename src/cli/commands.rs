@@ -56,23 +56,8 @@ pub(super) fn open(
     }
     match load(&repo) {
         Ok(mut loaded) => {
-            // Command-line connection settings override the manifests (DESIGN §2.1).
-            use crate::resolve::{Layer, Sourced};
-            let flag = |p: &Option<std::path::PathBuf>| {
-                p.as_ref().map(|p| Sourced {
-                    value: Some(p.display().to_string()),
-                    from: Layer::CommandLine,
-                })
-            };
-            let none = Connection::default();
-            let connection = connection.unwrap_or(&none);
-            for h in &mut loaded.desired {
-                if let Some(v) = flag(&connection.identity_file) {
-                    h.settings.identity_file = v;
-                }
-                if let Some(v) = flag(&connection.known_hosts) {
-                    h.settings.known_hosts = v;
-                }
+            if let Some(c) = connection {
+                loaded.override_connection(c.identity_file.as_deref(), c.known_hosts.as_deref());
             }
             Ok(Ok((repo, loaded)))
         }

@@ -81,17 +81,13 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
     let clock = Clock::wall();
     let shared = Arc::new(Shared::default());
     let cancel = super::signals::cancel();
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = match &args.listen {
+    let listener = match &args.listen {
         Some(addr) => {
             let addr = watch::http::parse_listen(addr).map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            let serve = watch::http::serve(listener, shared.clone(), clock, args.interval, async {
-                let _ = http_stopped.await;
-            });
-            Some(tokio::spawn(serve))
+            Some(listener)
         }
         None => None,
     };
@@ -107,13 +103,10 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
         cancel,
         shared,
         view: &view,
+        listener,
     }
     .run(args.once)
     .await;
-    let _ = stop_http.send(());
-    if let Some(s) = server {
-        let _ = s.await;
-    }
     let outcome = result?;
     Ok(if args.once {
         outcome.into()

@@ -26,7 +26,7 @@ use crate::load::{LoadError, LoadedFleet, load};
 use crate::observe::{Observation, ObserveError};
 use crate::plan::Plan;
 use crate::repo::{FleetRepo, RepoError};
-use crate::resolve::{DesiredHost, Layer, Sourced};
+use crate::resolve::DesiredHost;
 use crate::store::{Store, StoreError};
 use crate::text::escape_controls;
 
@@ -378,7 +378,11 @@ async fn observe(
                 .iter()
                 .filter_map(|d| Some(probe_as_base(by_name.get(d.name.as_str())?, d)))
                 .collect();
-            override_connection(&mut probed, req);
+            crate::resolve::override_connection(
+                &mut probed,
+                req.identity_file.as_deref(),
+                req.known_hosts.as_deref(),
+            );
             let refs: Vec<&DesiredHost> = probed.iter().collect();
             let mut found = crate::observe::observe_all(
                 &refs,
@@ -415,22 +419,4 @@ fn probe_as_base(base: &DesiredHost, head: &DesiredHost) -> DesiredHost {
         }
     }
     d
-}
-
-/// `--identity-file` and `--known-hosts` override the manifests (DESIGN §2.1).
-fn override_connection(hosts: &mut [DesiredHost], req: &Request<'_>) {
-    let flag = |v: &Option<String>| {
-        v.as_ref().map(|v| Sourced {
-            value: Some(v.clone()),
-            from: Layer::CommandLine,
-        })
-    };
-    for h in hosts {
-        if let Some(v) = flag(&req.identity_file) {
-            h.settings.identity_file = v;
-        }
-        if let Some(v) = flag(&req.known_hosts) {
-            h.settings.known_hosts = v;
-        }
-    }
 }

@@ -14,7 +14,7 @@ use super::{Note, Watch};
 use crate::apply::guard::Guarded;
 use crate::apply::{self as engine, ApplyOptions, Outcome, Overrides, Report, Request, Scope};
 use crate::artifact::TrustPolicy;
-use crate::load::{LoadError, LoadedFleet, load};
+use crate::load::{LoadError, LoadedFleet};
 use crate::plan::Plan;
 use crate::repo::FleetRepo;
 use crate::resolve::DesiredHost;
@@ -34,26 +34,37 @@ pub struct CycleResult {
     pub requeue_at: Option<Timestamp>,
 }
 
-/// Loads `rev`; `Err` carries every problem, rendered as `flotilla validate` shows them.
-pub(super) fn check(dir: &Path, rev: &str) -> Result<(), String> {
-    open(dir, rev).map(|_| ())
+/// A valid revision, loaded once (with the command line's connection settings) and kept while it
+/// is in force: drift checks and waits that end reuse it.
+pub(super) struct Revision {
+    pub id: String,
+    repo: FleetRepo,
+    loaded: LoadedFleet,
 }
 
-fn open(dir: &Path, rev: &str) -> Result<(FleetRepo, LoadedFleet), String> {
+/// Loads `rev`; `Err` carries every problem, rendered as `flotilla validate` shows them.
+pub(super) fn load(dir: &Path, rev: &str, settings: &super::Settings) -> Result<Revision, String> {
     let repo = FleetRepo::open(dir, Some(rev)).map_err(|e| e.to_string())?;
-    match load(&repo) {
-        Ok(loaded) => Ok((repo, loaded)),
+    let mut loaded = match crate::load::load(&repo) {
+        Ok(loaded) => loaded,
         Err(LoadError::Invalid { diagnostics, sources }) => {
-            Err(crate::diagnostic::render(&diagnostics, &sources, false))
+            return Err(crate::diagnostic::render(&diagnostics, &sources, false));
         }
-        Err(e) => Err(e.to_string()),
-    }
+        Err(e) => return Err(e.to_string()),
+    };
+    loaded.override_connection(settings.identity_file.as_deref(), settings.known_hosts.as_deref());
+    Ok(Revision {
+        id: rev.to_owned(),
+        repo,
+        loaded,
+    })
 }
 
 /// Runs one cycle at `rev` and records it in the shared status.
-pub(super) async fn run(w: &Watch<'_>, rev: &str, pool: Arc<Pool>) -> CycleResult {
+pub(super) async fn run(w: &Watch<'_>, revision: &Revision, pool: Arc<Pool>) -> CycleResult {
+    let rev = revision.id.as_str();
     let started = w.clock.now();
-    let result = attempt(w, rev, pool).await;
+    let result = attempt(w, revision, pool).await;
     let ended = w.clock.now();
     let seconds = ended.duration_since(started).as_secs_f64();
     match result {
@@ -133,24 +144,8 @@ struct Done {
     drifted: usize,
 }
 
-async fn attempt(w: &Watch<'_>, rev: &str, pool: Arc<Pool>) -> Result<Done, String> {
-    let (repo, mut loaded) = open(w.follower.fleet_dir(), rev)?;
-    // Command-line connection settings override the manifests, as for `apply`.
-    use crate::resolve::{Layer, Sourced};
-    let flag = |p: &Option<std::path::PathBuf>| {
-        p.as_ref().map(|p| Sourced {
-            value: Some(p.display().to_string()),
-            from: Layer::CommandLine,
-        })
-    };
-    for h in &mut loaded.desired {
-        if let Some(v) = flag(&w.settings.identity_file) {
-            h.settings.identity_file = v;
-        }
-        if let Some(v) = flag(&w.settings.known_hosts) {
-            h.settings.known_hosts = v;
-        }
-    }
+async fn attempt(w: &Watch<'_>, revision: &Revision, pool: Arc<Pool>) -> Result<Done, String> {
+    let (rev, repo, loaded) = (revision.id.as_str(), &revision.repo, &revision.loaded);
     let fleet = &loaded.fleet;
     let trust = TrustPolicy::new(
         &fleet.trust.keys,
@@ -160,8 +155,8 @@ async fn attempt(w: &Watch<'_>, rev: &str, pool: Arc<Pool>) -> Result<Done, Stri
     .map_err(|e| e.to_string())?;
     let all: Vec<&DesiredHost> = loaded.desired.iter().collect();
     let request = |scope| Request {
-        fleet: &loaded,
-        repo: &repo,
+        fleet: loaded,
+        repo,
         scope,
         overrides: Overrides::default(),
         store: Some(w.store),

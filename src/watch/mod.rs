@@ -186,6 +186,9 @@ pub struct Watch<'a> {
     pub cancel: Cancel,
     pub shared: Arc<Shared>,
     pub view: &'a dyn WatchView,
+    /// Where `/healthz`, `/readyz`, `/metrics`, `/status` and `/plan` are served, if anywhere;
+    /// the server runs as long as the loop (also while it waits for the store).
+    pub listener: Option<tokio::net::TcpListener>,
 }
 
 /// The longest a standby `watch` waits between attempts to take the store's lock.
@@ -204,6 +207,8 @@ pub enum WatchError {
 struct Loop {
     /// The newest valid revision: what is applied.
     in_force: Option<String>,
+    /// That revision, loaded.
+    loaded: Option<cycle::Revision>,
     /// The newest revision looked at (valid or not), so an invalid one is reported once.
     seen: Option<String>,
     /// When the drift check is due.
@@ -220,6 +225,28 @@ impl Watch<'_> {
     /// Runs cycles until a stop is requested; with `once`, one cycle (on the branch's head).
     /// Returns the outcome of the last cycle (`--once` exits with it).
     pub async fn run(mut self, once: bool) -> Result<Outcome, WatchError> {
+        let server = self.listener.take().map(|listener| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serve = http::serve(
+                listener,
+                self.shared.clone(),
+                self.clock,
+                self.settings.interval,
+                async {
+                    let _ = stopped.await;
+                },
+            );
+            (stop, tokio::spawn(serve))
+        });
+        let result = self.run_loop(once).await;
+        if let Some((stop, task)) = server {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        result
+    }
+
+    async fn run_loop(mut self, once: bool) -> Result<Outcome, WatchError> {
         // One controller per store, for the whole run (DESIGN §10).
         let Some(mut lock) = self.lock(once).await? else {
             return Ok(Outcome::Success);
@@ -230,6 +257,7 @@ impl Watch<'_> {
         let now = self.clock.now();
         let mut st = Loop {
             in_force: None,
+            loaded: None,
             seen: None,
             drift_due: now,
             requeue_at: None,
@@ -256,6 +284,7 @@ impl Watch<'_> {
                 };
                 // Whatever was applied meanwhile was another leader's: look again.
                 st.in_force = None;
+                st.loaded = None;
                 st.seen = None;
                 st.drift_due = self.clock.now();
             }
@@ -277,8 +306,8 @@ impl Watch<'_> {
             let now = self.clock.now();
             let fresh = st.in_force.is_some() && self.shared.status().revision != st.in_force;
             let due = wake::cycle_due(fresh, now, st.drift_due, st.requeue_at);
-            if let (true, Some(rev)) = (due, st.in_force.clone()) {
-                let result = cycle::run(&self, &rev, pool.clone()).await;
+            if let (true, Some(revision)) = (due, st.loaded.as_ref()) {
+                let result = cycle::run(&self, revision, pool.clone()).await;
                 last = result.outcome;
                 st.requeue_at = result.requeue_at;
                 st.drift_due = self
@@ -388,8 +417,9 @@ impl Watch<'_> {
             revision: head.clone(),
             previous: st.in_force.clone(),
         });
-        match cycle::check(self.follower.fleet_dir(), &head) {
-            Ok(()) => {
+        match cycle::load(self.follower.fleet_dir(), &head, &self.settings) {
+            Ok(revision) => {
+                st.loaded = Some(revision);
                 st.in_force = Some(head);
                 self.shared.update(|s| {
                     s.latest = None;
