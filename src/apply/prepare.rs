@@ -187,6 +187,18 @@ fn refusals(
     refused
 }
 
+/// Which hosts' probes report free space: those with runtimes, and all of an environment
+/// that limits disk usage (see [`crate::observe::wants_room`]).
+pub(super) fn room_rule(fleet: &crate::manifest::model::Fleet) -> impl Fn(&DesiredHost) -> bool + Sync + '_ {
+    move |h| {
+        let disk_limit = fleet
+            .environments
+            .get(&h.environment)
+            .is_some_and(|e| e.rollout.host_limits.disk.is_some());
+        crate::observe::wants_room(h, disk_limit)
+    }
+}
+
 /// Observes the hosts and, at the same time, checks every repository artifact (DESIGN §3):
 /// the check is CPU and disk on the controller while observing waits on hosts, so neither
 /// waits for the other. The check also gives the sizes of the artifacts that passed. The check runs on this thread (the repository handle cannot cross
@@ -200,7 +212,9 @@ async fn observe_and_check(
 ) -> (Vec<Result<Observation, ObserveError>>, RepositoryCheck) {
     let check = || crate::artifact::check_repository(&req.fleet.fleet, req.repo, req.trust, cache.clone());
     let (fleet_dir, pool, parallel) = (req.repo.fleet_dir(), &req.pool, req.parallel);
-    let observe = move || observe_all(targets, fleet_dir, pool, parallel, store_id);
+    let room = room_rule(&req.fleet.fleet);
+    let room = &room;
+    let observe = move || observe_all(targets, fleet_dir, pool, parallel, store_id, room);
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         let observations = observe().await;

@@ -267,6 +267,7 @@ async fn run(
             &req.pool,
             req.parallel,
             Some(store.id()),
+            &super::prepare::room_rule(&req.fleet.fleet),
         )
         .await;
         for (&i, o) in recovered.iter().zip(again) {

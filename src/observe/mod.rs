@@ -150,8 +150,9 @@ pub async fn observe(
     session: &mut dyn Session,
     host: &DesiredHost,
     store_id: Option<&str>,
+    room: bool,
 ) -> Result<Observation, ObserveError> {
-    let env = full_probe_env(host);
+    let env = full_probe_env(host, room);
     let desired_paths: Vec<&HostPath> = if host.decommission {
         Vec::new()
     } else {
@@ -221,10 +222,15 @@ pub async fn observe(
     Ok(obs)
 }
 
-/// The environment of a full probe (runtimes, state, usage and room, besides files).
-fn full_probe_env(host: &DesiredHost) -> Vec<(String, String)> {
+/// The environment of a full probe (runtimes, state, usage and, with `room`, free space,
+/// besides files).
+fn full_probe_env(host: &DesiredHost, room: bool) -> Vec<(String, String)> {
     let s = &host.settings;
     vec![
+        (
+            "FLOTILLA_PROBE_DF".to_owned(),
+            if room { "1" } else { "0" }.to_owned(),
+        ),
         (
             "FLOTILLA_RUNTIMES_DIR".to_owned(),
             s.runtimes_dir.value.to_string(),
@@ -240,7 +246,7 @@ pub async fn usage(
     session: &mut dyn Session,
     host: &DesiredHost,
 ) -> Result<(Option<Usage>, Option<u8>), ObserveError> {
-    let env = full_probe_env(host);
+    let env = full_probe_env(host, true);
     let out = run_probe(session, host, env, Vec::new()).await?;
     let obs = parse(&out, &[]).map_err(|why| ObserveError::Malformed {
         host: host.name.to_string(),
@@ -256,7 +262,7 @@ async fn run_probe(
     stdin: Vec<u8>,
 ) -> Result<Vec<u8>, ObserveError> {
     let out = session
-        .run(&Script {
+        .run_resident(&Script {
             text: PROBE,
             env,
             stdin,
@@ -465,15 +471,24 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether a host's probe must report free space (`df`): it has runtimes, which need room to
+/// unpack, or its environment limits disk usage (`disk_limit`). A probe without it starts
+/// one process fewer, which is much of a warm drift check.
+pub fn wants_room(host: &DesiredHost, disk_limit: bool) -> bool {
+    disk_limit || !host.runtimes.is_empty()
+}
+
 /// Observes every host concurrently, at most `parallel` at once, through the pool's sessions
 /// (left open for what follows); one host's failure is its own result and never stops the
-/// others. Results are in the order of `hosts`. `store_id`: see [`observe`].
+/// others. Results are in the order of `hosts`. `store_id`: see [`observe`]; `room`: whether
+/// a host's probe reports free space (see [`wants_room`]).
 pub async fn observe_all(
     hosts: &[&DesiredHost],
     fleet_dir: &std::path::Path,
     pool: &std::sync::Arc<crate::transport::Pool>,
     parallel: usize,
     store_id: Option<&str>,
+    room: &(dyn Fn(&DesiredHost) -> bool + Sync),
 ) -> Vec<Result<Observation, ObserveError>> {
     use std::sync::Arc;
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
@@ -483,11 +498,12 @@ pub async fn observe_all(
         let target = crate::transport::Target::for_host(&host, fleet_dir);
         let (permits, pool) = (permits.clone(), pool.clone());
         let store_id = store_id.map(str::to_owned);
+        let room = room(&host);
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let result = async {
                 let mut session = pool.take(&target).await?;
-                let obs = observe(session.as_mut(), &host, store_id.as_deref()).await;
+                let obs = observe(session.as_mut(), &host, store_id.as_deref(), room).await;
                 if obs.is_ok() {
                     pool.put(&target.host, session).await;
                 } else {

@@ -390,6 +390,8 @@ async fn observe(
                 pool,
                 req.parallel,
                 store_id.as_deref(),
+                // A one-shot look: free space from every host, whatever the manifests ask.
+                &|_| true,
             )
             .await
             .into_iter();

@@ -4,6 +4,7 @@
 //! Manifest values reach scripts only through the environment or stdin, never as script text.
 
 pub mod local;
+mod resident;
 pub mod ssh;
 
 use std::path::PathBuf;
@@ -201,6 +202,14 @@ pub trait Session: Send {
             .await?;
         tap(&out.stdout);
         Ok(out)
+    }
+    /// Runs `script` as [`Session::run`] does, for a script run again and again (the probe):
+    /// the SSH transport keeps one shell open on its connection that serves every call for
+    /// the same script, instead of a channel, a login shell and a wrapper per call. Its
+    /// stderr is not kept; a call that fails is run again the ordinary way, which reports it.
+    /// This default, for other transports, is [`Session::run`].
+    async fn run_resident(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
+        self.run(script).await
     }
     /// Streams `data` into `path` on the host (a path already prefixed with the host's root),
     /// within `command_timeout` (callers that stream large data use [`upload_budget`] in a

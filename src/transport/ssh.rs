@@ -107,7 +107,10 @@ pub fn control_persist() -> Duration {
 
 pub struct SshSession {
     target: Target,
-    session: Option<openssh::Session>,
+    /// Shared with the resident shell's channel, which holds a reference while it is open.
+    session: Option<std::sync::Arc<openssh::Session>>,
+    /// The shell that serves repeated probes on one channel ([`super::resident`]).
+    resident: Option<super::resident::Resident>,
     /// Short private directory for the control socket and the config; removed on close/drop.
     _dir: tempfile::TempDir,
 }
@@ -264,7 +267,8 @@ impl SshSession {
         };
         Ok(SshSession {
             target: t.clone(),
-            session: Some(session),
+            session: Some(std::sync::Arc::new(session)),
+            resident: None,
             _dir: dir,
         })
     }
@@ -275,6 +279,13 @@ impl SshSession {
     }
 
     fn preamble(&self, env: &[(String, String)]) -> Vec<u8> {
+        let mut out = self.env_lines(env);
+        out.extend_from_slice(b"-- 0\n");
+        out
+    }
+
+    /// The environment part of the preamble: `NAME LENGTH` then the value, for each variable.
+    fn env_lines(&self, env: &[(String, String)]) -> Vec<u8> {
         let mut out = Vec::new();
         let root = self.target.root.display().to_string();
         let all = env
@@ -286,7 +297,6 @@ impl SshSession {
             out.extend_from_slice(v.as_bytes());
             out.push(b'\n');
         }
-        out.extend_from_slice(b"-- 0\n");
         out
     }
 
@@ -444,6 +454,46 @@ impl Session for SshSession {
         }
     }
 
+    async fn run_resident(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
+        use super::resident::{Failed, Resident};
+        let timeout = script.timeout.unwrap_or(self.target.command_timeout);
+        if let Some(r) = self.resident.take_if(|r| !r.serves(script.text)) {
+            r.close().await;
+        }
+        if self.resident.is_none()
+            && let Some(s) = &self.session
+        {
+            self.resident = Resident::open(s, script.text, self.target.become_ == Become::Sudo).await;
+        }
+        let env = self.env_lines(&script.env);
+        if let Some(r) = self.resident.as_mut() {
+            match r.request(&env, &script.stdin, timeout, super::MAX_STDOUT).await {
+                Ok(stdout) => {
+                    return Ok(Output {
+                        status: 0,
+                        stdout,
+                        stderr: Vec::new(),
+                    });
+                }
+                Err(Failed::Timeout) => {
+                    // Not waited for: the channel closes when it is dropped.
+                    self.resident = None;
+                    return Err(TransportError::Timeout {
+                        host: self.target.host.clone(),
+                        what: "a host command".into(),
+                        timeout,
+                    });
+                }
+                Err(Failed::Fallback) => {
+                    if let Some(r) = self.resident.take() {
+                        r.close().await;
+                    }
+                }
+            }
+        }
+        self.run(script).await
+    }
+
     async fn is_alive(&mut self) -> bool {
         match &self.session {
             Some(s) => s.check().await.is_ok(),
@@ -452,8 +502,14 @@ impl Session for SshSession {
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), TransportError> {
+        if let Some(r) = self.resident.take() {
+            r.close().await;
+        }
         if let Some(s) = self.session.take() {
-            s.close().await.map_err(|e| classify(&self.target, &e))?;
+            // The resident shell, closed above, held the only other reference.
+            if let Ok(s) = std::sync::Arc::try_unwrap(s) {
+                s.close().await.map_err(|e| classify(&self.target, &e))?;
+            }
         }
         Ok(())
     }

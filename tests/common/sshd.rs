@@ -254,6 +254,11 @@ impl Sshd {
         format!("[{}]:{}", self.address, self.port)
     }
 
+    /// The listening sshd's process id (its sessions are its descendants).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),
