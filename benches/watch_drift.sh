@@ -50,7 +50,8 @@ for run in $(seq 1 "$RUNS"); do
   echo "$t1 - $t0" | bc | tee -a "$lab/cold" | xargs printf 'cold plan          %6.2f s\n'
 done
 
-port=$((base + N + 7))
+# Below the ephemeral range (32768-60999): an outgoing connection can hold any port there.
+port=$((10000 + $$ % 10000))
 "$FL" --state-dir "$lab/store" --parallel "$N" watch --interval 1h --drift-interval 2s --listen ":$port" "$lab/fleet" \
   > "$lab/watch.log" 2>&1 &
 wpid=$!

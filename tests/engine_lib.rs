@@ -51,6 +51,7 @@ async fn prepare_then_apply_converges_and_reports_what_waits_and_until_when() {
         overrides: Overrides::default(),
         store: Some(&store),
         pool: Arc::new(Pool::new()),
+        memo: None,
         clock: Clock::wall(),
         cancel: Cancel::never(),
         parallel: 8,

@@ -93,7 +93,7 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
         _ => None,
     };
 
-    let first = observe(session.as_mut(), &d, None, true)
+    let first = observe(session.as_mut(), &d, None, true, None)
         .await
         .expect("first probe");
     assert_eq!(sha(&first), None, "nothing there yet: {:?}", first.files);
@@ -114,7 +114,9 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
     for round in 0..3 {
         let text = format!("x = {round}\n");
         std::fs::write(&file, &text).unwrap();
-        let o = observe(session.as_mut(), &d, None, true).await.expect("probe");
+        let o = observe(session.as_mut(), &d, None, true, None)
+            .await
+            .expect("probe");
         assert_eq!(
             sha(&o).as_deref(),
             Some(flotilla::resolve::sha256_hex(text.as_bytes()).as_str()),

@@ -245,7 +245,7 @@ async fn a_changed_host_is_stale_and_left_untouched() {
     let d = &loaded.desired[0];
     let target = Target::for_host(d, repo.fleet_dir());
     let mut session = transport::connect(&target).await.unwrap();
-    let obs = flotilla::observe::observe(session.as_mut(), d, Some("s"), true)
+    let obs = flotilla::observe::observe(session.as_mut(), d, Some("s"), true, None)
         .await
         .unwrap();
     let now = jiff::Timestamp::now();

@@ -69,6 +69,9 @@ pub struct Request<'a> {
     /// The store; `None` for a plan without one (nothing applied yet).
     pub store: Option<&'a dyn Store>,
     pub pool: Arc<Pool>,
+    /// What earlier probes saw, kept across runs by `watch` (see [`crate::observe::Memo`]);
+    /// `None`: every file is hashed.
+    pub memo: Option<Arc<crate::observe::Memo>>,
     pub clock: Clock,
     pub cancel: Cancel,
     /// SSH sessions (and host changes) at once across the fleet.

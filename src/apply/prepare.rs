@@ -214,7 +214,8 @@ async fn observe_and_check(
     let (fleet_dir, pool, parallel) = (req.repo.fleet_dir(), &req.pool, req.parallel);
     let room = room_rule(&req.fleet.fleet);
     let room = &room;
-    let observe = move || observe_all(targets, fleet_dir, pool, parallel, store_id, room);
+    let memo = req.memo.as_ref();
+    let observe = move || observe_all(targets, fleet_dir, pool, parallel, store_id, room, memo);
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         let observations = observe().await;

@@ -268,6 +268,7 @@ async fn run(
             req.parallel,
             Some(store.id()),
             &super::prepare::room_rule(&req.fleet.fleet),
+            req.memo.as_ref(),
         )
         .await;
         for (&i, o) in recovered.iter().zip(again) {

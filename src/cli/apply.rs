@@ -169,6 +169,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             },
             store: Some(store.as_ref()),
             pool: pool.clone(),
+            memo: None,
             clock: Clock::wall(),
             trust: &trust,
             artifact_cache: None,

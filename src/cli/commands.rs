@@ -201,6 +201,7 @@ async fn plan_with_engine(
         overrides: Default::default(),
         store,
         pool: pool.clone(),
+        memo: None,
         clock: crate::clock::Clock::wall(),
         // A plan changes nothing: Ctrl-C ends it the default way, at once.
         cancel: crate::cancel::Cancel::never(),

@@ -14,6 +14,7 @@
 //! (a take-over) never has its content asked for: only its size and sha256.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -24,6 +25,9 @@ use crate::hoststate::HostState;
 use crate::manifest::model::HostPath;
 use crate::resolve::DesiredHost;
 use crate::transport::{Script, Session, TransportError};
+
+mod memo;
+pub use memo::Memo;
 
 const PROBE: &str = include_str!("probe.sh");
 
@@ -58,6 +62,11 @@ pub struct Observation {
     /// part of the fingerprint either.
     #[serde(skip)]
     pub usage: Option<Usage>,
+    /// Each regular file's identity as the probe saw it (device, inode, ctime, size, owner,
+    /// mode), for a later probe to skip hashing it if unchanged ([`Memo`]). Not part of the
+    /// fingerprint.
+    #[serde(skip)]
+    pub file_keys: BTreeMap<HostPath, String>,
 }
 
 /// Free space on a host (DESIGN §6.1), as `df -Pk` reported it: bytes available to
@@ -145,12 +154,28 @@ pub fn untrusted_state(state: &HostState, store_id: Option<&str>) -> Option<Stri
 
 /// Probes one host over an open session: one script, plus a second only when file contents
 /// are needed for diffs. `store_id` is the store this run uses: content is asked for only
-/// when the host's `state.json` carries it (see the module's documentation).
+/// when the host's `state.json` carries it (see the module's documentation). `memo`: what an
+/// earlier probe saw (files it hashed need not be hashed again), updated with this one.
 pub async fn observe(
     session: &mut dyn Session,
     host: &DesiredHost,
     store_id: Option<&str>,
     room: bool,
+    memo: Option<&Memo>,
+) -> Result<Observation, ObserveError> {
+    let obs = observe_once(session, host, store_id, room, memo).await;
+    if let Some(m) = memo {
+        m.remember(host.name.as_str(), obs.as_ref().ok());
+    }
+    obs
+}
+
+async fn observe_once(
+    session: &mut dyn Session,
+    host: &DesiredHost,
+    store_id: Option<&str>,
+    room: bool,
+    memo: Option<&Memo>,
 ) -> Result<Observation, ObserveError> {
     let env = full_probe_env(host, room);
     let desired_paths: Vec<&HostPath> = if host.decommission {
@@ -158,9 +183,14 @@ pub async fn observe(
     } else {
         host.files.keys().collect()
     };
+    let seen = memo.and_then(|m| m.seen(host.name.as_str()));
     let mut stdin = Vec::new();
     for p in &desired_paths {
-        stdin.extend_from_slice(format!("S {p}\n").as_bytes());
+        let line = match seen.as_ref().and_then(|s| Some((s.clock, s.files.get(*p)?))) {
+            Some((clock, (sha, key))) => format!("I {clock} {sha} {key} {p}\n"),
+            None => format!("S {p}\n"),
+        };
+        stdin.extend_from_slice(line.as_bytes());
     }
     let out = run_probe(session, host, env.clone(), stdin).await?;
     let mut obs = parse(&out, &desired_paths).map_err(|why| ObserveError::Malformed {
@@ -361,6 +391,14 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
                 obs.files.insert(path.clone(), observed);
                 last_file = Some(path.clone());
             }
+            "key" => {
+                let path = last_file.as_ref().ok_or("key without a file record")?;
+                // Only what a stat prints: digits, colons and the ctime's dot.
+                let key = text();
+                if key.len() <= 128 && key.bytes().all(|b| b.is_ascii_digit() || b == b':' || b == b'.') {
+                    obs.file_keys.insert(path.clone(), key);
+                }
+            }
             "content" => {
                 let path = last_file.as_ref().ok_or("content without a file record")?;
                 // Kept only if it is what was hashed: a file that changed between the two reads
@@ -480,8 +518,8 @@ pub fn wants_room(host: &DesiredHost, disk_limit: bool) -> bool {
 
 /// Observes every host concurrently, at most `parallel` at once, through the pool's sessions
 /// (left open for what follows); one host's failure is its own result and never stops the
-/// others. Results are in the order of `hosts`. `store_id`: see [`observe`]; `room`: whether
-/// a host's probe reports free space (see [`wants_room`]).
+/// others. Results are in the order of `hosts`. `store_id` and `memo`: see [`observe`];
+/// `room`: whether a host's probe reports free space (see [`wants_room`]).
 pub async fn observe_all(
     hosts: &[&DesiredHost],
     fleet_dir: &std::path::Path,
@@ -489,8 +527,8 @@ pub async fn observe_all(
     parallel: usize,
     store_id: Option<&str>,
     room: &(dyn Fn(&DesiredHost) -> bool + Sync),
+    memo: Option<&Arc<Memo>>,
 ) -> Vec<Result<Observation, ObserveError>> {
-    use std::sync::Arc;
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for (i, host) in hosts.iter().enumerate() {
@@ -499,11 +537,19 @@ pub async fn observe_all(
         let (permits, pool) = (permits.clone(), pool.clone());
         let store_id = store_id.map(str::to_owned);
         let room = room(&host);
+        let memo = memo.cloned();
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let result = async {
                 let mut session = pool.take(&target).await?;
-                let obs = observe(session.as_mut(), &host, store_id.as_deref(), room).await;
+                let obs = observe(
+                    session.as_mut(),
+                    &host,
+                    store_id.as_deref(),
+                    room,
+                    memo.as_deref(),
+                )
+                .await;
                 if obs.is_ok() {
                     pool.put(&target.host, session).await;
                 } else {

@@ -318,6 +318,7 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         overrides: Default::default(),
         store: store.as_deref(),
         pool,
+        memo: None,
         clock: req.clock,
         cancel: crate::cancel::Cancel::never(),
         parallel: req.parallel,
@@ -392,6 +393,7 @@ async fn observe(
                 store_id.as_deref(),
                 // A one-shot look: free space from every host, whatever the manifests ask.
                 &|_| true,
+                None,
             )
             .await
             .into_iter();

@@ -70,11 +70,13 @@ EOF
 done
 "#;
 
-/// The open resident shell of one host, serving one script.
+/// The open resident shell of one host, serving one script. Dropping it closes its end of the
+/// channel: the shell reads the end of its input and exits; nothing waits for that.
 pub(super) struct Resident {
     /// The script it serves (requests for another script open a new one).
     script: String,
-    child: openssh::Child<Arc<openssh::Session>>,
+    /// Held for the channel's lifetime, never waited for.
+    _child: openssh::Child<Arc<openssh::Session>>,
     stdin: openssh::ChildStdin,
     stdout: openssh::ChildStdout,
     /// Output read past the end of the last response (none in practice: the host writes
@@ -112,7 +114,7 @@ impl Resident {
         let stdout = child.stdout().take()?;
         Some(Resident {
             script: script.to_owned(),
-            child,
+            _child: child,
             stdin,
             stdout,
             carry: Vec::new(),
@@ -182,17 +184,6 @@ impl Resident {
             Ok(r) => r,
             Err(_) => Err(Failed::Timeout),
         }
-    }
-
-    /// Ends the shell: its stdin closes, its loop ends, the channel closes.
-    pub(super) async fn close(self) {
-        let Resident {
-            child, stdin, stdout, ..
-        } = self;
-        drop(stdin);
-        drop(stdout);
-        // Bounded: a host that does not close the channel promptly is not waited for.
-        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     }
 }
 

@@ -457,9 +457,7 @@ impl Session for SshSession {
     async fn run_resident(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
         use super::resident::{Failed, Resident};
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
-        if let Some(r) = self.resident.take_if(|r| !r.serves(script.text)) {
-            r.close().await;
-        }
+        self.resident.take_if(|r| !r.serves(script.text));
         if self.resident.is_none()
             && let Some(s) = &self.session
         {
@@ -476,7 +474,6 @@ impl Session for SshSession {
                     });
                 }
                 Err(Failed::Timeout) => {
-                    // Not waited for: the channel closes when it is dropped.
                     self.resident = None;
                     return Err(TransportError::Timeout {
                         host: self.target.host.clone(),
@@ -484,11 +481,7 @@ impl Session for SshSession {
                         timeout,
                     });
                 }
-                Err(Failed::Fallback) => {
-                    if let Some(r) = self.resident.take() {
-                        r.close().await;
-                    }
-                }
+                Err(Failed::Fallback) => self.resident = None,
             }
         }
         self.run(script).await
@@ -502,14 +495,12 @@ impl Session for SshSession {
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), TransportError> {
-        if let Some(r) = self.resident.take() {
-            r.close().await;
-        }
-        if let Some(s) = self.session.take() {
-            // The resident shell, closed above, held the only other reference.
-            if let Ok(s) = std::sync::Arc::try_unwrap(s) {
-                s.close().await.map_err(|e| classify(&self.target, &e))?;
-            }
+        // The resident shell's channel held the only other reference to the master.
+        self.resident = None;
+        if let Some(s) = self.session.take()
+            && let Ok(s) = std::sync::Arc::try_unwrap(s)
+        {
+            s.close().await.map_err(|e| classify(&self.target, &e))?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::apply::guard::Guarded;
 use crate::apply::{self as engine, ApplyOptions, Outcome, Overrides, Report, Request, Scope};
 use crate::artifact::TrustPolicy;
 use crate::load::{LoadError, LoadedFleet};
+use crate::observe::Memo;
 use crate::plan::Plan;
 use crate::repo::FleetRepo;
 use crate::resolve::DesiredHost;
@@ -61,10 +62,10 @@ pub(super) fn load(dir: &Path, rev: &str, settings: &super::Settings) -> Result<
 }
 
 /// Runs one cycle at `rev` and records it in the shared status.
-pub(super) async fn run(w: &Watch<'_>, revision: &Revision, pool: Arc<Pool>) -> CycleResult {
+pub(super) async fn run(w: &Watch<'_>, revision: &Revision, pool: Arc<Pool>, memo: Arc<Memo>) -> CycleResult {
     let rev = revision.id.as_str();
     let started = w.clock.now();
-    let result = attempt(w, revision, pool).await;
+    let result = attempt(w, revision, pool, memo).await;
     let ended = w.clock.now();
     let seconds = ended.duration_since(started).as_secs_f64();
     match result {
@@ -144,7 +145,12 @@ struct Done {
     drifted: usize,
 }
 
-async fn attempt(w: &Watch<'_>, revision: &Revision, pool: Arc<Pool>) -> Result<Done, String> {
+async fn attempt(
+    w: &Watch<'_>,
+    revision: &Revision,
+    pool: Arc<Pool>,
+    memo: Arc<Memo>,
+) -> Result<Done, String> {
     let (rev, repo, loaded) = (revision.id.as_str(), &revision.repo, &revision.loaded);
     let fleet = &loaded.fleet;
     let trust = TrustPolicy::new(
@@ -161,6 +167,7 @@ async fn attempt(w: &Watch<'_>, revision: &Revision, pool: Arc<Pool>) -> Result<
         overrides: Overrides::default(),
         store: Some(w.store),
         pool: pool.clone(),
+        memo: Some(memo.clone()),
         clock: w.clock,
         cancel: w.cancel.clone(),
         parallel: w.settings.parallel,

@@ -268,6 +268,9 @@ impl Watch<'_> {
         // Sessions stay open across cycles (warm drift checks); the pool reconnects a host
         // whose connection settings changed, or whose session died.
         let pool = Arc::new(crate::transport::Pool::new());
+        // What each host's files were at the last drift check: unchanged files are not
+        // hashed again.
+        let memo = Arc::new(crate::observe::Memo::new());
         loop {
             if self.cancel.draining() {
                 break;
@@ -307,7 +310,7 @@ impl Watch<'_> {
             let fresh = st.in_force.is_some() && self.shared.status().revision != st.in_force;
             let due = wake::cycle_due(fresh, now, st.drift_due, st.requeue_at);
             if let (true, Some(revision)) = (due, st.loaded.as_ref()) {
-                let result = cycle::run(&self, revision, pool.clone()).await;
+                let result = cycle::run(&self, revision, pool.clone(), memo.clone()).await;
                 last = result.outcome;
                 st.requeue_at = result.requeue_at;
                 st.drift_due = self

@@ -396,7 +396,7 @@ pub async fn apply_txn_once(
     let d = &loaded.desired[0];
     let target = Target::for_host(d, repo.fleet_dir());
     let mut session = transport::connect(&target).await.unwrap();
-    let obs = flotilla::observe::observe(session.as_mut(), d, Some("test-store"), true)
+    let obs = flotilla::observe::observe(session.as_mut(), d, Some("test-store"), true, None)
         .await
         .unwrap();
     let now = jiff::Timestamp::now();

@@ -1,0 +1,151 @@
+//! What watch remembers of each host's files between drift checks, so that an unchanged
+//! file is not hashed again (the rule is in probe.sh, next to the hashing it skips).
+
+use std::collections::BTreeMap;
+
+use super::{Observation, ObservedFile};
+use crate::manifest::model::HostPath;
+
+/// What the last probe of each host saw of its files, kept by a long-running caller (watch)
+/// across drift checks: the next probe sends each file's sha256 and identity, and the host
+/// hashes the file again only if its identity changed (probe.sh has the rule). A one-shot
+/// `plan` or `apply` has none, and hashes every file.
+#[derive(Debug, Default)]
+pub struct Memo {
+    hosts: std::sync::Mutex<std::collections::HashMap<String, Seen>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    /// The host's clock when it hashed the files.
+    pub(super) clock: i64,
+    /// sha256 and identity of each regular file.
+    pub(super) files: BTreeMap<HostPath, (String, String)>,
+}
+
+impl Memo {
+    pub fn new() -> Memo {
+        Memo::default()
+    }
+
+    pub(super) fn seen(&self, host: &str) -> Option<Seen> {
+        self.lock().get(host).cloned()
+    }
+
+    /// Keeps what `obs` saw of `host`'s files; forgets the host when `obs` is `None` (a failed
+    /// probe) or has no clock.
+    pub(super) fn remember(&self, host: &str, obs: Option<&Observation>) {
+        let seen = obs.and_then(|o| {
+            let files = o
+                .file_keys
+                .iter()
+                .filter_map(|(p, key)| match o.files.get(p) {
+                    Some(ObservedFile::Regular { sha256, .. }) => {
+                        Some((p.clone(), (sha256.clone(), key.clone())))
+                    }
+                    _ => None,
+                })
+                .collect();
+            Some(Seen {
+                clock: o.clock?,
+                files,
+            })
+        });
+        let mut hosts = self.lock();
+        match seen {
+            Some(s) => hosts.insert(host.to_owned(), s),
+            None => hosts.remove(host),
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Seen>> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PROBE, parse};
+    use crate::manifest::model::HostPath;
+
+    /// Runs the probe with the real `sh`, `stat` and `sha256sum` over `root`, one request line.
+    fn probe(root: &std::path::Path, request: &str) -> super::Observation {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", PROBE])
+            .env("FLOTILLA_ROOT", root)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child.stdin.take().unwrap().write_all(request.as_bytes()).unwrap();
+        let out = child.wait_with_output().expect("probe");
+        let path = HostPath::new("/etc/app.conf").unwrap();
+        parse(&out.stdout, &[&path]).expect("well-formed")
+    }
+
+    fn sha_of(o: &super::Observation) -> String {
+        match o.files.values().next() {
+            Some(super::ObservedFile::Regular { sha256, .. }) => sha256.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_hashed_again_unless_it_changed_or_was_racily_clean() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        let file = root.path().join("etc/app.conf");
+        std::fs::write(&file, "x = 1\n").unwrap();
+        let real = crate::resolve::sha256_hex(b"x = 1\n");
+        let first = probe(root.path(), "S /etc/app.conf\n");
+        assert_eq!(sha_of(&first), real);
+        let key = first
+            .file_keys
+            .values()
+            .next()
+            .expect("the probe reports the file's identity")
+            .clone();
+        let now = jiff::Timestamp::now().as_second();
+        // A stand-in digest the host can only report if it did not read the file.
+        let remembered = "ab".repeat(32);
+
+        // Same identity, hashed long after its last change: taken as it was.
+        let o = probe(
+            root.path(),
+            &format!("I {} {remembered} {key} /etc/app.conf\n", now + 100),
+        );
+        assert_eq!(sha_of(&o), remembered, "an unchanged file is not read again");
+        assert_eq!(o.file_keys.values().next(), Some(&key));
+
+        // Same identity, but the earlier probe ran within two seconds of the file's change (a
+        // write in the same clock tick could have kept its ctime): read again.
+        let o = probe(
+            root.path(),
+            &format!("I {now} {remembered} {key} /etc/app.conf\n"),
+        );
+        assert_eq!(sha_of(&o), real, "a racily clean file is hashed again");
+
+        // Any write changes the identity: read again, whatever the memory says.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, "x = 2\n").unwrap();
+        let o = probe(
+            root.path(),
+            &format!("I {} {remembered} {key} /etc/app.conf\n", now + 100),
+        );
+        assert_eq!(sha_of(&o), crate::resolve::sha256_hex(b"x = 2\n"));
+        assert_ne!(o.file_keys.values().next(), Some(&key));
+
+        // Malformed memories are ignored, never trusted.
+        for bad in [
+            format!("I {} {} {key} /etc/app.conf\n", now + 100, "zz".repeat(32)),
+            format!("I x{} {remembered} {key} /etc/app.conf\n", now + 100),
+            format!("I {} short {key} /etc/app.conf\n", now + 100),
+        ] {
+            let o = probe(root.path(), &bad);
+            assert_eq!(sha_of(&o), crate::resolve::sha256_hex(b"x = 2\n"), "{bad}");
+        }
+    }
+}
