@@ -10,6 +10,11 @@ use crate::manifest::model::HostPath;
 /// across drift checks: the next probe sends each file's sha256 and identity, and the host
 /// hashes the file again only if its identity changed (probe.sh has the rule). A one-shot
 /// `plan` or `apply` has none, and hashes every file.
+/// How long what a probe saw may spare later probes the hashing: every file is hashed at
+/// least this often, whatever its identity says (a write through a shared mapping may leave a
+/// file's ctime as it was; see probe.sh).
+const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 #[derive(Debug, Default)]
 pub struct Memo {
     hosts: std::sync::Mutex<std::collections::HashMap<String, Seen>>,
@@ -17,6 +22,8 @@ pub struct Memo {
 
 #[derive(Debug, Clone)]
 pub(super) struct Seen {
+    /// When the controller kept it: older than [`MAX_AGE`], it is not used.
+    taken: std::time::Instant,
     /// The host's clock when it hashed the files.
     pub(super) clock: i64,
     /// sha256 and identity of each regular file.
@@ -29,7 +36,10 @@ impl Memo {
     }
 
     pub(super) fn seen(&self, host: &str) -> Option<Seen> {
-        self.lock().get(host).cloned()
+        self.lock()
+            .get(host)
+            .filter(|s| s.taken.elapsed() < MAX_AGE)
+            .cloned()
     }
 
     /// Keeps what `obs` saw of `host`'s files; forgets the host when `obs` is `None` (a failed
@@ -47,6 +57,7 @@ impl Memo {
                 })
                 .collect();
             Some(Seen {
+                taken: std::time::Instant::now(),
                 clock: o.clock?,
                 files,
             })
@@ -84,6 +95,18 @@ mod tests {
         let out = child.wait_with_output().expect("probe");
         let path = HostPath::new("/etc/app.conf").unwrap();
         parse(&out.stdout, &[&path]).expect("well-formed")
+    }
+
+    /// Whether this test runs as root (it may then hand the file to another user).
+    fn nix_is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false)
     }
 
     fn sha_of(o: &super::Observation) -> String {
@@ -138,11 +161,50 @@ mod tests {
         assert_eq!(sha_of(&o), crate::resolve::sha256_hex(b"x = 2\n"));
         assert_ne!(o.file_keys.values().next(), Some(&key));
 
+        // Only files no one but root (or the probe's own user) can write are spared: a write
+        // through a shared mapping may leave the ctime as it was.
+        let key_now = |o: &super::Observation| o.file_keys.values().next().cloned().expect("key");
+        let hint = |key: &str| format!("I {} {remembered} {key} /etc/app.conf\n", now + 100);
+        let x2 = crate::resolve::sha256_hex(b"x = 2\n");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let k = key_now(&probe(root.path(), "S /etc/app.conf\n"));
+        assert_eq!(
+            sha_of(&probe(root.path(), &hint(&k))),
+            x2,
+            "group-writable: hashed"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(root.path().join("etc"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let k = key_now(&probe(root.path(), "S /etc/app.conf\n"));
+        assert_eq!(
+            sha_of(&probe(root.path(), &hint(&k))),
+            x2,
+            "in a world-writable directory: hashed"
+        );
+        std::fs::set_permissions(root.path().join("etc"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        if nix_is_root() {
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            let k = key_now(&probe(root.path(), "S /etc/app.conf\n"));
+            assert_eq!(
+                sha_of(&probe(root.path(), &hint(&k))),
+                x2,
+                "another user's file: hashed"
+            );
+            std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+        }
+        let k = key_now(&probe(root.path(), "S /etc/app.conf\n"));
+        assert_eq!(
+            sha_of(&probe(root.path(), &hint(&k))),
+            remembered,
+            "back to root's alone: spared"
+        );
+
         // Malformed memories are ignored, never trusted.
         for bad in [
-            format!("I {} {} {key} /etc/app.conf\n", now + 100, "zz".repeat(32)),
-            format!("I x{} {remembered} {key} /etc/app.conf\n", now + 100),
-            format!("I {} short {key} /etc/app.conf\n", now + 100),
+            format!("I {} {} {k} /etc/app.conf\n", now + 100, "zz".repeat(32)),
+            format!("I x{} {remembered} {k} /etc/app.conf\n", now + 100),
+            format!("I {} short {k} /etc/app.conf\n", now + 100),
         ] {
             let o = probe(root.path(), &bad);
             assert_eq!(sha_of(&o), crate::resolve::sha256_hex(b"x = 2\n"), "{bad}");

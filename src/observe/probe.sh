@@ -16,16 +16,18 @@ tools() {
 }
 # A resident shell (one that serves every probe of a connection) runs this once with
 # FLOTILLA_PRIME=1 and hands its output to each probe as $flotilla_once: the boot time (for
-# the clock below), then the tools records. `mv --help` and reading /proc/stat are then paid
+# the clock below) and the user the probe runs as, then the tools records. `mv --help` and reading /proc/stat are then paid
 # once per connection, not once per drift check.
 if [ "${FLOTILLA_PRIME:-0}" = 1 ]; then
-  bt=-
+  bt=- me=-
   { while IFS=' ' read -r k v _; do [ "$k" = btime ] && { bt=$v; break; }; done < /proc/stat; } 2>/dev/null
-  echo "$bt"
+  { while read -r k _ v _; do [ "$k" = Uid: ] && { me=$v; break; }; done < /proc/self/status; } 2>/dev/null
+  echo "$bt $me"
   tools
   exit 0
 fi
 R=${FLOTILLA_ROOT%/}
+me=0
 echo "flotilla-probe 1"
 if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
   # The host's clock. Under a resident shell without a process start: the boot time plus this
@@ -35,12 +37,16 @@ if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
   # reported, so a 10 ms tick does not matter. Otherwise, and whenever that fails, `date`.
   now=
   if [ -n "${flotilla_once+x}" ]; then
-    bt=${flotilla_once%%"
+    first=${flotilla_once%%"
 "*}
-    facts=${flotilla_once#"$bt"}; facts=${facts#"
+    facts=${flotilla_once#"$first"}; facts=${facts#"
 "}
+    bt=${first%% *}; me=${first#* }
+    case $me in '' | *[!0-9]*) me=0 ;; esac
     if { read -r self < /proc/self/stat; } 2>/dev/null; then
+      set -f
       set -- ${self##*") "}
+      set +f
       tk=${20:-x}
       case $tk:$bt in
         *[!0-9:]* | :* | *: | ?????????????*:* | *:?????????????*) ;;
@@ -146,12 +152,21 @@ while IFS= read -r line; do
   elif [ -f "$p" ]; then
     set -- "$p"; d=${p%/*}
     while [ "${#d}" -gt "${#R}" ]; do set -- "$@" "$d"; d=${d%/*}; done
-    st=$(stat -c '%a %U %G %s %u %d:%i:%.9Z' -- "$@" 2>/dev/null) || st=""
-    meta="? ? ? ?"; id=""; key=""; open=1
+    # Numbers first, names last: a name with a space (an AD group such as "domain users")
+    # cannot shift the owner's uid, on which the checks below rely.
+    st=$(stat -c '%a %u %s %d:%i:%.9Z %U %G' -- "$@" 2>/dev/null) || st=""
+    meta="? ? ? ?"; id=""; key=""; open=1; mine=0
     if [ -n "$st" ]; then
-      open=0
-      while read -r m u g s uid fid; do
-        if [ -z "$id" ]; then meta="$m $u $g $s"; id="$m $u $g $s $uid $fid"; key="$fid:$s:$uid:$m"; continue; fi
+      open=0; mine=1
+      while read -r m uid s fid names; do
+        # `mine`: no one but root and the user this probe runs as can write the file or
+        # any directory above it (the skip below relies on it).
+        case $uid in 0 | "${me:-0}") ;; *) mine=0 ;; esac
+        case $m in *[2367]? | *[2367]) mine=0 ;; esac
+        if [ -z "$id" ]; then
+          meta="$m ${names%% *} ${names#* } $s"; id="$m $uid $s $fid $names"; key="$fid:$s:$uid:$m"
+          continue
+        fi
         [ "$uid" = 0 ] || open=1
         case $m in *[2367]? | *[2367]) open=1 ;; esac
       done <<EOF
@@ -163,11 +178,14 @@ EOF
     # nanosecond, size, owner, mode) is the one an earlier probe hashed is not read again, if
     # its ctime was at least two seconds older than that probe (a write in the same clock tick
     # as that probe could leave the ctime as it was; this is Git's "racily clean" rule). Any
-    # write, chmod, chown or rename changes the ctime, which no one but root can set back.
+    # write, chmod, chown or rename changes the ctime, which no one but root can set back;
+    # a write through a shared mapping may not (filesystems update ctime on the first write
+    # to a page only), so the rule holds only for files no one but root and the probe's own
+    # user can write (`mine`, and the controller hashes every file at least hourly anyway).
     # Saves a warm drift check the `sha256sum` (and `dd` and second `stat`) of every
     # unchanged file.
     sum=
-    if [ -n "$hk" ] && [ "$hk" = "$key" ] && [ "${#hs}" = 64 ]; then
+    if [ "$mine" = 1 ] && [ -n "$hk" ] && [ "$hk" = "$key" ] && [ "${#hs}" = 64 ]; then
       cs=${key#*:*:}; cs=${cs%%.*}
       case $cs.$hc.$hs in
         *[!0-9a-f.]* | .* | *..*) ;;
@@ -185,7 +203,7 @@ EOF
         '' | *[!0-9]*) sum="unreadable" ;;
         *)
           sum=$(dd if="$p" iflag=nonblock,nofollow,count_bytes count="$sz" bs=64K status=none 2>/dev/null | sha256sum)
-          [ "$(stat -c '%a %U %G %s %u %d:%i:%.9Z' -- "$p" 2>/dev/null)" = "$id" ] || sum="" ;;
+          [ "$(stat -c '%a %u %s %d:%i:%.9Z %U %G' -- "$p" 2>/dev/null)" = "$id" ] || sum="" ;;
       esac
     fi
     if [ -z "$sum" ]; then rec file-other "file that changed while it was read"; continue; fi

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 /// takes exactly one line, byte by byte, so the shell never reads past a request.
 const RESIDENT: &str = r#"set -u
 export LC_ALL=C
+unset flotilla_once FLOTILLA_PRIME
 if o=$(FLOTILLA_PRIME=1 eval "$1" 2>/dev/null); then flotilla_once=$o; fi
 unset o
 while IFS=' ' read -r tag nonce; do
@@ -79,9 +80,6 @@ pub(super) struct Resident {
     _child: openssh::Child<Arc<openssh::Session>>,
     stdin: openssh::ChildStdin,
     stdout: openssh::ChildStdout,
-    /// Output read past the end of the last response (none in practice: the host writes
-    /// nothing after it).
-    carry: Vec<u8>,
 }
 
 /// Why a request did not complete. Any of them closes the resident shell.
@@ -117,7 +115,6 @@ impl Resident {
             _child: child,
             stdin,
             stdout,
-            carry: Vec::new(),
         })
     }
 
@@ -149,7 +146,7 @@ impl Resident {
         let exchange = async {
             self.stdin.write_all(&msg).await.map_err(|_| Failed::Fallback)?;
             self.stdin.flush().await.map_err(|_| Failed::Fallback)?;
-            let mut buf = std::mem::take(&mut self.carry);
+            let mut buf = Vec::new();
             let mut chunk = vec![0u8; 64 * 1024];
             // Where to resume looking for the end marker (it may arrive split across reads).
             let mut from = 0;
@@ -160,7 +157,11 @@ impl Resident {
                         let status = std::str::from_utf8(&rest[..nl])
                             .ok()
                             .and_then(|s| s.parse::<i32>().ok());
-                        self.carry = rest[nl + 1..].to_vec();
+                        // Nothing may follow an answer: it would be taken for the start of
+                        // the next one.
+                        if nl + 1 != rest.len() {
+                            return Err(Failed::Fallback);
+                        }
                         buf.truncate(at);
                         return match status {
                             Some(0) => Ok(buf),

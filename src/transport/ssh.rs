@@ -28,6 +28,7 @@ use crate::manifest::model::Become;
 /// shell rather than a second `sh -c`: one exec fewer.
 const WRAPPER: &str = r#"set -u
 export LC_ALL=C
+unset flotilla_once FLOTILLA_PRIME
 while IFS=' ' read -r name len; do
   [ "$name" = -- ] && break
   case $name in FLOTILLA_*|LC_ALL) ;; *) echo "flotilla: bad preamble" >&2; exit 125 ;; esac
