@@ -333,7 +333,21 @@ impl Pool {
 
     /// Closes every idle session (SSH masters must not outlive the command).
     pub async fn close_all(&self) {
-        let sessions: Vec<Box<dyn Session>> = self.idle.lock().await.drain().map(|(_, (_, s))| s).collect();
+        self.close_unless(|_| false).await;
+    }
+
+    /// Closes the idle sessions of the hosts `keep` does not name: a long-running caller
+    /// (watch) drops the connections of hosts the fleet no longer has, which an open resident
+    /// shell would otherwise keep up until it exits.
+    pub async fn close_unless(&self, keep: impl Fn(&str) -> bool) {
+        let sessions: Vec<Box<dyn Session>> = {
+            let mut idle = self.idle.lock().await;
+            let gone: Vec<String> = idle.keys().filter(|h| !keep(h)).cloned().collect();
+            gone.iter()
+                .filter_map(|h| idle.remove(h))
+                .map(|(_, s)| s)
+                .collect()
+        };
         let mut set = tokio::task::JoinSet::new();
         for s in sessions {
             set.spawn(async move {
@@ -347,6 +361,46 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session that counts its closes.
+    struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    #[async_trait]
+    impl Session for Counted {
+        async fn run(&mut self, _: &Script<'_>) -> Result<Output, TransportError> {
+            unreachable!("not run")
+        }
+        async fn upload(
+            &mut self,
+            _: &mut (dyn AsyncRead + Unpin + Send),
+            _: &str,
+        ) -> Result<u64, TransportError> {
+            unreachable!("not run")
+        }
+        async fn close(self: Box<Self>) -> Result<(), TransportError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_sessions_of_hosts_no_longer_named_are_closed() {
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pool = Pool::new();
+        for h in ["a", "b", "c"] {
+            pool.put(h, Box::new(Counted(closed.clone()))).await;
+        }
+        pool.close_unless(|h| h != "b").await;
+        assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let left: Vec<String> = {
+            let mut v: Vec<String> = pool.idle.lock().await.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(left, ["a", "c"]);
+        pool.close_all().await;
+        assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 
     const GIB: u64 = 1 << 30;
 
