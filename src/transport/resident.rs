@@ -26,7 +26,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 /// The host side. Constant text: the script comes as `$1` (a constant of Flotilla's), every
 /// value on stdin. First the script runs once with `FLOTILLA_PRIME=1`: what it prints then
 /// (facts that hold while the shell lives) every later run finds in `$flotilla_once`, a
-/// shell variable, not exported. The preamble is read with the same checks as the one-shot wrapper; `read`
+/// shell variable, not exported (both names are unset first, so a login environment cannot
+/// set them). The preamble is read with the same checks as the one-shot wrapper; `read`
 /// takes exactly one line, byte by byte, so the shell never reads past a request.
 const RESIDENT: &str = r#"set -u
 export LC_ALL=C
