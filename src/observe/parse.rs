@@ -104,11 +104,16 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
     Ok(obs)
 }
 
+/// A `file` record: "SHA256 MODE OWNER GROUP SIZE". Owner and group are the host's names, and
+/// a group may hold a space (an AD group such as "domain users"): the owner is the word after
+/// the mode, the group the rest up to the size. A name Flotilla could not have set is unknown
+/// (`None`), never an error that would cost the host its whole observation.
 fn parse_file(fields: &str) -> Result<ObservedFile, String> {
-    let f: Vec<&str> = fields.split(' ').collect();
-    let [sha, mode, owner, group, size] = f[..] else {
-        return Err(format!("bad file record {fields:?}"));
-    };
+    let bad = || format!("bad file record {fields:?}");
+    let (sha, rest) = fields.split_once(' ').ok_or_else(bad)?;
+    let (mode, rest) = rest.split_once(' ').ok_or_else(bad)?;
+    let (names, size) = rest.rsplit_once(' ').ok_or_else(bad)?;
+    let (owner, group) = names.split_once(' ').ok_or_else(bad)?;
     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("a file's sha256 could not be read".into());
     }
@@ -198,6 +203,34 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_name_with_a_space_costs_the_group_not_the_host() {
+        let sha = "a".repeat(64);
+        match parse_file(&format!("{sha} 644 alice domain users 12")) {
+            Ok(ObservedFile::Regular {
+                owner,
+                group,
+                size,
+                mode,
+                ..
+            }) => {
+                assert_eq!(
+                    (owner.as_deref(), group, size, mode),
+                    (Some("alice"), None, 12, Some(0o644))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_file(&format!("{sha} 644 root root 7")),
+            Ok(ObservedFile::Regular { size: 7, .. })
+        ));
+        assert!(
+            parse_file(&format!("{sha} 644 root 7")).is_err(),
+            "a name is missing"
+        );
+    }
 
     #[test]
     fn content_is_kept_only_when_it_is_what_was_hashed() {
