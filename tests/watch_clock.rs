@@ -46,11 +46,7 @@ impl WatchView for Notes {
         tokio::sync::mpsc::UnboundedSender<flotilla::rollout::Event>,
         tokio::task::JoinHandle<()>,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        (
-            tx,
-            tokio::spawn(async move { while rx.recv().await.is_some() {} }),
-        )
+        common::discard_events()
     }
 }
 

@@ -2,8 +2,9 @@
 //! targeted hosts and plans them against the manifests and the store's records; the caller
 //! shows the plan and confirms; [`apply`] then checks every artifact, takes an epoch, restores
 //! interrupted hosts, runs the rollout and returns a typed [`Report`] whose [`Action`] says
-//! when something can go next. `plan`, `apply`, `apply --wait` and `status` all call it; the
-//! CLI only parses, confirms and renders.
+//! when something can go next. `plan`, `apply`, `apply --wait` and `status` all call it;
+//! [`apply_rounds`] is `apply` and `apply --wait` whole (plan, confirm, apply, sleep, again).
+//! The CLI only parses, confirms and renders.
 //!
 //! Nothing here touches a host before [`apply`] is called, and [`apply`] touches only hosts
 //! this store may change: a host whose `state.json` names another fleet, host or store (or a
@@ -16,9 +17,11 @@ pub mod guard;
 mod prepare;
 mod records;
 mod recover;
+mod rounds;
 mod run;
 
 pub use prepare::{Planned, plan_observed, prepare, records};
+pub use rounds::{RoundView, Rounds, RoundsEnd, apply_rounds};
 pub use run::apply;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use super::args::{ApplyArgs, Cli, HistoryArgs, Source};
 use super::commands::{open, select};
 use super::output::{out, outln};
 use super::views;
-use crate::apply::{self as engine, ApplyOptions, Overrides, Request, Scope};
+use crate::apply::{self as engine, ApplyOptions, Overrides, Request, RoundsEnd, Scope};
 use crate::artifact::TrustPolicy;
 use crate::clock::Clock;
 use crate::plan::{self, SavedPlan};
@@ -149,101 +149,93 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         unattended: false,
         detail: views::detail(cli),
     };
-    let mut confirmed: Option<std::collections::BTreeMap<String, String>> = None;
-    loop {
-        // One session per host for the whole round, closed on every way out; the store lock
-        // is held from planning to the end of the round, and released while `--wait` sleeps.
-        let pool = Arc::new(Pool::new());
-        let request = Request {
-            fleet: &loaded,
-            repo: &repo,
-            scope: match &saved {
-                Some(s) => Scope::Saved(s),
-                None => Scope::Hosts(&targets),
-            },
-            overrides: Overrides {
-                windows: args.override_windows.clone(),
-                freeze: args.override_freeze.clone(),
-                take_over: args.take_over.clone(),
-                retry: args.retry.clone(),
-            },
-            store: Some(store.as_ref()),
-            pool: pool.clone(),
-            memo: None,
-            clock: Clock::wall(),
-            trust: &trust,
-            artifact_cache: None,
-            cancel: cancel.clone(),
-            parallel: cli.global.parallel as usize,
-            at: None,
-        };
-        let round = async {
-            let _lock = store.lock(&Holder::this_process("flotilla apply", jiff::Timestamp::now()))?;
-            let planned = engine::prepare(&request).await?;
-            out(&plan::text::render(
-                planned.shown(),
-                plan::text::TextOptions { color, detail: false },
-            ))?;
-            // A repository artifact failed its checks: the run is refused before anything is
-            // asked or touched (engine::apply reports it without taking an epoch).
-            let refused = !planned.artifact_errors.is_empty();
-            if !planned.has_work() && !refused {
-                // Hosts that could not be observed or are refused are not "applied".
-                let failed = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();
-                return Ok(Round::Done(if failed {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                }));
-            }
-            // `--wait` asks once: a later round goes on without asking only if its changes
-            // are the ones confirmed.
-            // Hosts applied in an earlier round have nothing left; the rest must be unchanged.
-            let digests: std::collections::BTreeMap<String, String> = planned
-                .plan
-                .hosts
-                .iter()
-                .filter(|h| !h.changes.is_empty())
-                .map(|h| (h.name.clone(), plan::change_digest(&h.changes)))
-                .collect();
-            let same = confirmed
-                .as_ref()
-                .is_some_and(|c| digests.iter().all(|(h, d)| c.get(h) == Some(d)));
-            if !args.auto_approve && !same && !refused {
-                if !confirm()? {
-                    outln!("Apply cancelled.")?;
-                    return Ok(Round::Done(Outcome::Failure));
-                }
-                confirmed = Some(digests);
-            }
-            let (tx, view) = views::apply_events(cli);
-            let report = engine::apply(&request, planned, &options, Some(tx)).await;
-            let _ = view.await;
-            let report = report?;
-            // The hosts are changed by now: a closed stdout must not hide how it went, so
-            // the exit code stays the apply's.
-            super::output::unless_closed(out(&views::apply_summary(&report)))?;
-            anyhow::Ok(match report.outcome {
-                // Sleep without the lock and without connections, then plan again.
-                engine::Outcome::Waiting if args.wait && !cancel.draining() => {
-                    Round::Sleep(report.next.requeue_at)
-                }
-                o => Round::Done(o.into()),
-            })
-        };
-        let result = round.await;
-        pool.close_all().await;
-        match result? {
-            Round::Done(o) => return Ok(o),
-            Round::Sleep(wake) => views::countdown(wake, &cancel).await?,
-        }
-    }
+    let request = |pool: Arc<Pool>| Request {
+        fleet: &loaded,
+        repo: &repo,
+        scope: match &saved {
+            Some(s) => Scope::Saved(s),
+            None => Scope::Hosts(&targets),
+        },
+        overrides: Overrides {
+            windows: args.override_windows.clone(),
+            freeze: args.override_freeze.clone(),
+            take_over: args.take_over.clone(),
+            retry: args.retry.clone(),
+        },
+        store: Some(store.as_ref()),
+        pool,
+        memo: None,
+        clock: Clock::wall(),
+        trust: &trust,
+        artifact_cache: None,
+        cancel: cancel.clone(),
+        parallel: cli.global.parallel as usize,
+        at: None,
+    };
+    let rounds = engine::Rounds {
+        auto_approve: args.auto_approve,
+        wait: args.wait,
+    };
+    let mut view = ApplyView {
+        cli,
+        color,
+        cancel: cancel.clone(),
+    };
+    Ok(
+        match engine::apply_rounds(&request, &options, rounds, &mut view).await? {
+            RoundsEnd::NothingToDo { incomplete: true } | RoundsEnd::Declined => Outcome::Failure,
+            RoundsEnd::NothingToDo { incomplete: false } => Outcome::Success,
+            RoundsEnd::Applied(report) => report.outcome.into(),
+        },
+    )
 }
 
-/// How one round of `apply` (plan, confirm, apply) ended.
-enum Round {
-    Done(Outcome),
-    Sleep(Option<jiff::Timestamp>),
+/// What `apply` shows and asks: the plan, the prompt, the engine's events and summary, and
+/// the countdown of `--wait`.
+struct ApplyView<'c> {
+    cli: &'c Cli,
+    color: bool,
+    cancel: crate::cancel::Cancel,
+}
+
+#[async_trait::async_trait]
+impl engine::RoundView for ApplyView<'_> {
+    type Error = anyhow::Error;
+
+    fn plan(&mut self, planned: &engine::Planned<'_>) -> anyhow::Result<()> {
+        let options = plan::text::TextOptions {
+            color: self.color,
+            detail: false,
+        };
+        out(&plan::text::render(planned.shown(), options))
+    }
+
+    fn confirm(&mut self) -> anyhow::Result<bool> {
+        let yes = confirm()?;
+        if !yes {
+            outln!("Apply cancelled.")?;
+        }
+        Ok(yes)
+    }
+
+    fn events(
+        &mut self,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<crate::rollout::Event>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        views::apply_events(self.cli)
+    }
+
+    fn report(&mut self, report: &engine::Report) -> anyhow::Result<()> {
+        // The hosts are changed by now: a closed stdout must not hide how it went, so the
+        // exit code stays the apply's.
+        super::output::unless_closed(out(&views::apply_summary(report)))
+    }
+
+    async fn wait(&mut self, wake: Option<jiff::Timestamp>) -> anyhow::Result<()> {
+        views::countdown(wake, &self.cancel).await
+    }
 }
 
 pub fn history(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<Outcome> {

@@ -431,3 +431,16 @@ pub async fn apply_txn_once(
     session.close().await.unwrap();
     (report, txn.id)
 }
+
+/// An event channel for a view that shows nothing: its task reads every event and ends with
+/// the channel.
+pub fn discard_events() -> (
+    tokio::sync::mpsc::UnboundedSender<flotilla::rollout::Event>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    (
+        tx,
+        tokio::spawn(async move { while rx.recv().await.is_some() {} }),
+    )
+}
