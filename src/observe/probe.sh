@@ -1,8 +1,10 @@
 # Flotilla's probe: reports what a host has, for any transport. Constant text: every input
 # comes from the environment (FLOTILLA_ROOT, FLOTILLA_RUNTIMES_DIR, FLOTILLA_STATE_DIR,
-# FLOTILLA_PROBE_FULL, FLOTILLA_PROBE_DF) or stdin (one request per line: "S <path>" to stat a file, "C <path>"
-# to stat it and send its content). Every record is "<tag> <fields> <length>\n<payload>\n" so
-# that nothing a host returns can be mistaken for structure.
+# FLOTILLA_PROBE_FULL, FLOTILLA_PROBE_DF) or stdin (one request per line: "S <path>" to stat
+# a file, "C <path>" to stat it and send its content, "I <clock> <sha256> <key> <path>" to
+# stat it with what an earlier probe saw of it). Every record is
+# "<tag> <fields> <length>\n<payload>\n" so that nothing a host returns can be mistaken for
+# structure.
 export LC_ALL=C
 set -u
 rec() { printf '%s %s\n' "$1" "${#2}"; printf '%s\n' "$2"; }
@@ -16,8 +18,8 @@ tools() {
 }
 # A resident shell (one that serves every probe of a connection) runs this once with
 # FLOTILLA_PRIME=1 and hands its output to each probe as $flotilla_once: the boot time (for
-# the clock below) and the user the probe runs as, then the tools records. `mv --help` and reading /proc/stat are then paid
-# once per connection, not once per drift check.
+# the clock below) and the user the probe runs as, then the tools records. `mv --help` and
+# reading /proc/stat are then paid once per connection, not once per drift check.
 if [ "${FLOTILLA_PRIME:-0}" = 1 ]; then
   bt=- me=-
   { while IFS=' ' read -r k v _; do [ "$k" = btime ] && { bt=$v; break; }; done < /proc/stat; } 2>/dev/null
