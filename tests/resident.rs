@@ -86,6 +86,8 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
     let lab = SshLab::start(1);
     let f = one_host(&lab);
     let (d, mut session) = connect(&f).await;
+    // A memo is what a long-running caller (watch) has: probes then use the resident shell.
+    let memo = flotilla::observe::Memo::new();
     let path = flotilla::manifest::model::HostPath::new("/etc/app.conf").expect("path");
     let file = lab.hosts[0].root.join("etc/app.conf");
     let sha = |o: &flotilla::observe::Observation| match o.files.get(&path) {
@@ -93,7 +95,13 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
         _ => None,
     };
 
-    let first = observe(session.as_mut(), &d, None, true, None)
+    // A one-shot caller (plan, apply: no memo) keeps nothing open on the host.
+    observe(session.as_mut(), &d, None, true, None)
+        .await
+        .expect("one-shot probe");
+    assert_eq!(residents(&lab).len(), 0, "plan and apply hold no resident shell");
+
+    let first = observe(session.as_mut(), &d, None, true, Some(&memo))
         .await
         .expect("first probe");
     assert_eq!(sha(&first), None, "nothing there yet: {:?}", first.files);
@@ -114,7 +122,7 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
     for round in 0..3 {
         let text = format!("x = {round}\n");
         std::fs::write(&file, &text).unwrap();
-        let o = observe(session.as_mut(), &d, None, true, None)
+        let o = observe(session.as_mut(), &d, None, true, Some(&memo))
             .await
             .expect("probe");
         assert_eq!(

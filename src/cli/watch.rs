@@ -17,6 +17,7 @@ use crate::rollout::Event;
 use crate::watch::{self, Follower, Note, Origin, Remote, Shared, Watch, WatchView};
 
 pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
+    raise_open_files_limit();
     let (location, origin) = match &args.remote {
         Some(url) => {
             let Some(location) = named_location(cli)? else {
@@ -187,5 +188,34 @@ impl WatchView for LogView {
             }
         });
         (tx, task)
+    }
+}
+
+/// Raises the soft limit on open files to the hard one. Why: watch keeps a resident probe
+/// shell open on every SSH host, three descriptors each, and the usual soft limit (1024, also
+/// systemd's default for services) would stop it at about 300 hosts, where the hard limit
+/// (524288 under systemd) does not. What Go's runtime does for every program.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed, which lives
+    // on this stack frame for the whole call.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max && {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(
+            from = lim.rlim_cur,
+            to = lim.rlim_max,
+            "raised the open files limit"
+        );
     }
 }

@@ -194,7 +194,7 @@ async fn observe_once(
         };
         stdin.extend_from_slice(line.as_bytes());
     }
-    let out = run_probe(session, host, env.clone(), stdin).await?;
+    let out = run_probe(session, host, env.clone(), stdin, memo.is_some()).await?;
     let mut obs = parse(&out, &desired_paths).map_err(|why| ObserveError::Malformed {
         host: host.name.to_string(),
         why,
@@ -235,7 +235,7 @@ async fn observe_once(
         }
         let mut env = env;
         env.retain(|(k, _)| k != "FLOTILLA_PROBE_FULL");
-        let out = run_probe(session, host, env, stdin).await?;
+        let out = run_probe(session, host, env, stdin, memo.is_some()).await?;
         let paths: Vec<&HostPath> = second.iter().map(|(p, _)| p).collect();
         let extra = parse(&out, &paths).map_err(|why| ObserveError::Malformed {
             host: host.name.to_string(),
@@ -279,7 +279,7 @@ pub async fn usage(
     host: &DesiredHost,
 ) -> Result<(Option<Usage>, Option<u8>), ObserveError> {
     let env = full_probe_env(host, true);
-    let out = run_probe(session, host, env, Vec::new()).await?;
+    let out = run_probe(session, host, env, Vec::new(), false).await?;
     let obs = parse(&out, &[]).map_err(|why| ObserveError::Malformed {
         host: host.name.to_string(),
         why,
@@ -287,20 +287,28 @@ pub async fn usage(
     Ok((obs.usage, obs.free_space.and_then(|f| f.runtimes_used_percent)))
 }
 
+/// Runs the probe: on the session's resident shell for a long-running caller (`resident`:
+/// watch, which has a [`Memo`]), as one command otherwise. Why not always resident: an open
+/// resident holds three descriptors per host until the run ends, which a one-shot `plan` of
+/// thousands of hosts would pay for nothing (it probes each host once or twice).
 async fn run_probe(
     session: &mut dyn Session,
     host: &DesiredHost,
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
+    resident: bool,
 ) -> Result<Vec<u8>, ObserveError> {
-    let out = session
-        .run_resident(&Script {
-            text: PROBE,
-            env,
-            stdin,
-            timeout: None,
-        })
-        .await?;
+    let script = Script {
+        text: PROBE,
+        env,
+        stdin,
+        timeout: None,
+    };
+    let out = if resident {
+        session.run_resident(&script).await?
+    } else {
+        session.run(&script).await?
+    };
     if out.status != 0 {
         let stderr = crate::text::sanitize(&String::from_utf8_lossy(&out.stderr));
         let tail: String = stderr
