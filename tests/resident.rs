@@ -16,14 +16,7 @@ use flotilla::transport::{self, Script, Session, Target};
 /// A fleet with one host, h01, on the lab's first sshd, managing /etc/app.conf.
 fn one_host(lab: &SshLab) -> TestFleet {
     let (f, keys) = signed_fleet("");
-    f.write(
-        "flotilla.toml",
-        &format!(
-            "[fleet]\nname = \"acme\"\n\n[defaults]\n{}\n[trust]\nkeys = [\"{}\"]\n",
-            lab.defaults_toml(),
-            keys.public()
-        ),
-    );
+    f.write("flotilla.toml", &lab.fleet_toml(&keys.public()));
     std::fs::remove_file(f.path().join("environments/prod.toml")).expect("drop prod");
     f.write(
         "environments/staging.toml",

@@ -31,14 +31,7 @@ fn ssh_fleet(lab: &SshLab, env: &str, hosts: &str, runtime_extra: &str) -> (Test
     let (f, keys) = signed_fleet("");
     let versions = std::fs::read_to_string(f.path().join("runtimes/greeter.toml")).expect("runtime");
     f.write("runtimes/greeter.toml", &format!("{versions}{runtime_extra}"));
-    f.write(
-        "flotilla.toml",
-        &format!(
-            "[fleet]\nname = \"acme\"\n\n[defaults]\n{}\n[trust]\nkeys = [\"{}\"]\n",
-            lab.defaults_toml(),
-            keys.public()
-        ),
-    );
+    f.write("flotilla.toml", &lab.fleet_toml(&keys.public()));
     std::fs::remove_file(f.path().join("environments/prod.toml")).expect("drop prod");
     f.write("environments/staging.toml", env);
     f.write("hosts/lab.toml", hosts);

@@ -161,8 +161,7 @@ async fn attempt(
     .map_err(|e| e.to_string())?;
     let all: Vec<&DesiredHost> = loaded.desired.iter().collect();
     // Connections to hosts this revision no longer names are closed, not kept open forever.
-    pool.close_unless(|h| loaded.desired.iter().any(|d| d.name.as_str() == h))
-        .await;
+    pool.close_unless(|h| fleet.host(h).is_some()).await;
     let request = |scope| Request {
         fleet: loaded,
         repo,

@@ -190,6 +190,15 @@ impl SshLab {
         p
     }
 
+    /// A `flotilla.toml` for fleet "acme" whose hosts are this lab's (see
+    /// [`SshLab::defaults_toml`]), trusting `public_key`.
+    pub fn fleet_toml(&self, public_key: &str) -> String {
+        format!(
+            "[fleet]\nname = \"acme\"\n\n[defaults]\n{}\n[trust]\nkeys = [\"{public_key}\"]\n",
+            self.defaults_toml()
+        )
+    }
+
     /// `[defaults]` lines for a fleet whose hosts are this lab's: ssh as root with the lab's
     /// client key and known_hosts.
     pub fn defaults_toml(&self) -> String {
