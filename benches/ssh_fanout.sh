@@ -9,8 +9,9 @@
 # prefers): OpenSSH 9.2's default sntrup761x25519 costs about 3x the CPU per connection and,
 # on the raw side only, used to hide Flotilla's own overhead. Each side runs RUNS times (default
 # 3) from the same starting point (hosts emptied before each rollout); prints each run's wall
-# time, controller CPU (user+sys of everything on the controller side) and the peak RSS summed
-# over flotilla and its ssh processes, then the medians and flotilla/raw ratios.
+# time, the machine's busy CPU-seconds, the hosts' share of them, the controller's (the rest)
+# and the peak RSS summed over flotilla and its ssh processes, then the medians and
+# flotilla/raw ratios.
 # Needs openssh-server, minisign, root.
 #   bash benches/ssh_fanout.sh [HOSTS]   (build first: cargo build --release)
 set -euo pipefail
@@ -48,7 +49,7 @@ SSH="ssh -o KexAlgorithms=curve25519-sha256 -i $lab/client -o UserKnownHostsFile
 export SSH lab sha
 
 # Runs a command, sampling the summed RSS of flotilla and ssh processes; prints
-# "wall_s cpu_s peak_rss_mib".
+# "wall_s peak_rss_mib".
 measure() {
   local peak=0 start end
   start=$(date +%s.%N)
@@ -60,12 +61,13 @@ measure() {
   done
   wait "$pid" || { echo "FAILED: $*" >&2; tail -5 "$lab/out.log" >&2; }
   end=$(date +%s.%N)
-  # CPU of finished children (flotilla, ssh clients; masters are reaped into this too when
-  # flotilla closes them).
-  local cpu; cpu=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
-  echo "$(echo "$end - $start" | bc) $cpu $((peak / 1024))"
+  echo "$(echo "$end - $start" | bc) $((peak / 1024))"
 }
-cpu_now() { awk '{print ($16 + $17) / 100}' /proc/$$/stat; }
+# The machine's busy CPU-seconds (user, nice, system, irq, softirq; USER_HZ = 100). The
+# controller's share is this minus the hosts': ssh masters detach from Flotilla (`ssh -f`), so
+# no parent ever reaps their CPU, and a children-only count (as this script used to take)
+# missed about 1 CPU-second of Flotilla's side per rollout.
+cpu_now() { awk '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / 100}' /proc/stat; }
 # Host-side CPU: every sshd listener accumulates the CPU of its reaped session processes
 # (sshd, the login shell and everything the command ran), so this is the hosts' whole cost,
 # and unlike wall time it barely moves with the machine's load.
@@ -75,22 +77,31 @@ run_timed() { # label command...; also appends the wall time to $lab/times-<labe
   local c0 c1 h0 h1 t0 t1 peak wall
   sync # start each run with no dirty pages from the previous one (fsyncs would wait on them)
   c0=$(cpu_now); h0=$(host_cpu_now); t0=$(date +%s.%N)
-  read -r _ _ peak < <(measure "${@:2}")
+  read -r _ peak < <(measure "${@:2}")
   t1=$(date +%s.%N); c1=$(cpu_now); h1=$(host_cpu_now)
   wall=$(echo "$t1 - $t0" | bc)
   echo "$wall" >> "$lab/times-${1// /_}"
-  printf '%-34s wall %6.2f s  controller CPU %6.2f s  host CPU %6.2f s  peak RSS %4d MiB\n' \
-    "$1" "$wall" "$(echo "$c1 - $c0" | bc)" "$(echo "$h1 - $h0" | bc)" "$peak"
+  printf '%-34s wall %6.2f s  CPU %6.2f s: host %6.2f s, controller %6.2f s  peak RSS %4d MiB\n' \
+    "$1" "$wall" "$(echo "$c1 - $c0" | bc)" "$(echo "$h1 - $h0" | bc)" "$(echo "$c1 - $c0 - ($h1 - $h0)" | bc)" "$peak"
 }
 median() { sort -n "$lab/times-${1// /_}" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 summary() { # label raw-label flotilla-label
   local r f; r=$(median "$2"); f=$(median "$3")
   printf '%s: median of %d  raw %.2f s  flotilla %.2f s  ratio %.3f\n' "$1" "$RUNS" "$r" "$f" "$(echo "$f / $r" | bc -l)"
 }
-# Every host back to empty (both sides), so each rollout run does the full work.
+# Every host back to empty (both sides), so each rollout run does the full work. The old trees
+# are not deleted until the benchmark ends: this machine's ext4 has no journal, and there ext4
+# skips inodes deleted in the last 60 s when it allocates new ones (`recently_deleted`, a scan
+# that perf showed as the top of `tar`'s and `mkdir`'s kernel time). Deleting a run's files
+# seconds before the next run made every file created cost more, and Flotilla creates more
+# files than the raw script (its transaction journal), so the deletions taxed it more. Big
+# files are truncated first, so the trash holds inodes, not gigabytes.
 reset_hosts() {
-  for i in $(seq 0 $((N - 1))); do rm -rf "$lab/roots/h$i" "$lab/raw/h$i"; mkdir -p "$lab/roots/h$i" "$lab/raw/h$i"; done
-  rm -rf "$lab/store"
+  mkdir -p "$lab/trash"
+  find "$lab/roots" "$lab/raw" -type f -size +1M -exec truncate -s 0 {} + 2>/dev/null || true
+  local t; t=$(mktemp -d "$lab/trash/XXXX")
+  mv "$lab/roots" "$lab/raw" "$t/"; [ -d "$lab/store" ] && mv "$lab/store" "$t/"
+  for i in $(seq 0 $((N - 1))); do mkdir -p "$lab/roots/h$i" "$lab/raw/h$i"; done
 }
 
 raw_rollout() {
