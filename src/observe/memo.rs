@@ -83,8 +83,24 @@ mod tests {
 
     /// Runs the probe with the real `sh`, `stat` and `sha256sum` over `root`, one request line.
     fn probe(root: &std::path::Path, request: &str) -> super::Observation {
+        probe_with_path(root, request, None)
+    }
+
+    /// [`probe`], with `bin` first on the probe's `PATH`.
+    fn probe_with_path(
+        root: &std::path::Path,
+        request: &str,
+        bin: Option<&std::path::Path>,
+    ) -> super::Observation {
         use std::io::Write as _;
-        let mut child = std::process::Command::new("sh")
+        let mut cmd = std::process::Command::new("sh");
+        if let Some(bin) = bin {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![bin.to_path_buf()];
+            dirs.extend(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs).unwrap());
+        }
+        let mut child = cmd
             .args(["-c", PROBE])
             .env("FLOTILLA_ROOT", root)
             .stdin(std::process::Stdio::piped())
@@ -208,6 +224,61 @@ mod tests {
         ] {
             let o = probe(root.path(), &bad);
             assert_eq!(sha_of(&o), crate::resolve::sha256_hex(b"x = 2\n"), "{bad}");
+        }
+    }
+
+    /// Host user and group names may hold spaces (directory services: "domain users", "jane
+    /// doe"). Reported on a line each, an owner's name with a space is unknown and shifts
+    /// neither the group's name nor the numbers. The names come from the real `stat`,
+    /// rewritten on their way out: no such user can be made here without editing
+    /// /etc/passwd.
+    #[test]
+    fn an_owner_name_with_a_space_is_unknown_and_shifts_nothing() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/app.conf"), "x = 1\n").unwrap();
+        let plain = probe(root.path(), "S /etc/app.conf\n");
+        let (owner, group) = match plain.files.values().next() {
+            Some(super::ObservedFile::Regular { owner, group, .. }) => (owner.clone(), group.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert!(owner.is_some() && group.is_some(), "{owner:?} {group:?}");
+
+        // `stat` whose owner names (the second line of each path's three) have a space.
+        let bin = tempfile::tempdir().unwrap();
+        let fake = bin.path().join("stat");
+        let real_stat = ["/usr/bin/stat", "/bin/stat"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("coreutils stat");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\n{real_stat} \"$@\" | awk 'NR % 3 == 2 {{ print \"jane doe\"; next }} {{ print }}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let o = probe_with_path(root.path(), "S /etc/app.conf\n", Some(bin.path()));
+        match o.files.values().next() {
+            Some(super::ObservedFile::Regular {
+                sha256,
+                owner: seen_owner,
+                group: seen_group,
+                size,
+                mode,
+                ..
+            }) => {
+                assert_eq!(sha256, &crate::resolve::sha256_hex(b"x = 1\n"));
+                assert_eq!(
+                    seen_owner, &None,
+                    "an owner with a space is unknown, not \"jane\""
+                );
+                assert_eq!(seen_group, &group, "the group's name is not shifted");
+                assert_eq!((*size, *mode), (6, Some(0o644)));
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -106,7 +106,8 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
 
 /// A `file` record: "SHA256 MODE OWNER GROUP SIZE". Owner and group are the host's names, and
 /// a group may hold a space (an AD group such as "domain users"): the owner is the word after
-/// the mode, the group the rest up to the size. A name Flotilla could not have set is unknown
+/// the mode, the group the rest up to the size (the probe reports an owner whose name has a
+/// space as "?"). A name Flotilla could not have set is unknown
 /// (`None`), never an error that would cost the host its whole observation.
 fn parse_file(fields: &str) -> Result<ObservedFile, String> {
     let bad = || format!("bad file record {fields:?}");

@@ -154,19 +154,23 @@ while IFS= read -r line; do
   elif [ -f "$p" ]; then
     set -- "$p"; d=${p%/*}
     while [ "${#d}" -gt "${#R}" ]; do set -- "$@" "$d"; d=${d%/*}; done
-    # Numbers first, names last: a name with a space (an AD group such as "domain users")
-    # cannot shift the owner's uid, on which the checks below rely.
-    st=$(stat -c '%a %u %s %d:%i:%.9Z %U %G' -- "$@" 2>/dev/null) || st=""
+    # The numbers on one line, then each name on a line of its own: a name with a space (an
+    # AD group such as "domain users", or a user such as "jane doe") shifts nothing, neither
+    # the uid the checks below rely on nor the other name.
+    st=$(stat --printf '%a %u %s %d:%i:%.9Z %g\n%U\n%G\n' -- "$@" 2>/dev/null) || st=""
     meta="? ? ? ?"; id=""; key=""; open=1; mine=0
     if [ -n "$st" ]; then
       open=0; mine=1
-      while read -r m uid s fid names; do
+      while read -r m uid s fid gid && IFS= read -r un && IFS= read -r gn; do
         # `mine`: no one but root and the user this probe runs as can write the file or
         # any directory above it (the skip below relies on it).
         case $uid in 0 | "${me:-0}") ;; *) mine=0 ;; esac
         case $m in *[2367]? | *[2367]) mine=0 ;; esac
         if [ -z "$id" ]; then
-          meta="$m ${names%% *} ${names#* } $s"; id="$m $uid $s $fid $names"; key="$fid:$s:$uid:$m"
+          # The record puts the owner before the group, split at the first space: an owner
+          # name with one (which Flotilla could not have set) is reported unknown.
+          case $un in *[[:space:]]*) un="?" ;; esac
+          meta="$m $un $gn $s"; id="$m $uid $s $fid $gid"; key="$fid:$s:$uid:$m"
           continue
         fi
         [ "$uid" = 0 ] || open=1
@@ -205,7 +209,7 @@ EOF
         '' | *[!0-9]*) sum="unreadable" ;;
         *)
           sum=$(dd if="$p" iflag=nonblock,nofollow,count_bytes count="$sz" bs=64K status=none 2>/dev/null | sha256sum)
-          [ "$(stat -c '%a %u %s %d:%i:%.9Z %U %G' -- "$p" 2>/dev/null)" = "$id" ] || sum="" ;;
+          [ "$(stat -c '%a %u %s %d:%i:%.9Z %g' -- "$p" 2>/dev/null)" = "$id" ] || sum="" ;;
       esac
     fi
     if [ -z "$sum" ]; then rec file-other "file that changed while it was read"; continue; fi
