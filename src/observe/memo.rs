@@ -227,6 +227,52 @@ mod tests {
         }
     }
 
+    /// A directory holding a `stat` that runs the real one and pipes its output through
+    /// `filter` (a shell command), or runs `filter` alone if it does not start with "awk".
+    fn fake_stat(filter: &str) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bin = tempfile::tempdir().unwrap();
+        let fake = bin.path().join("stat");
+        let real = ["/usr/bin/stat", "/bin/stat"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("coreutils stat");
+        let body = if filter.starts_with("awk") {
+            format!("{real} \"$@\" | {filter}")
+        } else {
+            filter.to_owned()
+        };
+        std::fs::write(&fake, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    /// A name with a newline (directory services allow one) adds a line to `stat`'s output
+    /// and would shift every number after it; a `stat` that fails (the file went away after
+    /// the probe saw it) leaves nothing to read. Either way the file is reported for what it
+    /// is and the host's observation parses (`probe` expects it to): no number is read from
+    /// the wrong line, nothing is hashed on trust, and no malformed record fails the host.
+    #[test]
+    fn a_name_with_a_newline_or_a_failing_stat_costs_the_file_not_the_host() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/app.conf"), "x = 1\n").unwrap();
+        for (filter, why) in [
+            (
+                "awk 'NR == 2 { print \"jane\"; print \"644 0\"; next } { print }'",
+                "owner or group name",
+            ),
+            ("exit 1", "changed while it was read"),
+        ] {
+            let bin = fake_stat(filter);
+            let o = probe_with_path(root.path(), "S /etc/app.conf\n", Some(bin.path()));
+            match o.files.values().next() {
+                Some(super::ObservedFile::Other { what }) => assert!(what.contains(why), "{filter}: {what}"),
+                other => panic!("{filter}: {other:?}"),
+            }
+        }
+    }
+
     /// Host user and group names may hold spaces (directory services: "domain users", "jane
     /// doe"). Reported on a line each, an owner's name with a space is unknown and shifts
     /// neither the group's name nor the numbers. The names come from the real `stat`,
@@ -234,7 +280,6 @@ mod tests {
     /// /etc/passwd.
     #[test]
     fn an_owner_name_with_a_space_is_unknown_and_shifts_nothing() {
-        use std::os::unix::fs::PermissionsExt as _;
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/app.conf"), "x = 1\n").unwrap();
@@ -246,20 +291,7 @@ mod tests {
         assert!(owner.is_some() && group.is_some(), "{owner:?} {group:?}");
 
         // `stat` whose owner names (the second line of each path's three) have a space.
-        let bin = tempfile::tempdir().unwrap();
-        let fake = bin.path().join("stat");
-        let real_stat = ["/usr/bin/stat", "/bin/stat"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("coreutils stat");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\n{real_stat} \"$@\" | awk 'NR % 3 == 2 {{ print \"jane doe\"; next }} {{ print }}'\n"
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = fake_stat("awk 'NR % 3 == 2 { print \"jane doe\"; next } { print }'");
         let o = probe_with_path(root.path(), "S /etc/app.conf\n", Some(bin.path()));
         match o.files.values().next() {
             Some(super::ObservedFile::Regular {

@@ -30,6 +30,11 @@ if [ "${FLOTILLA_PRIME:-0}" = 1 ]; then
 fi
 R=${FLOTILLA_ROOT%/}
 me=0
+# stat's format for a file and its directories: the numbers, then the owner's and the group's
+# names on lines of their own.
+STAT3='%a %u %s %d:%i:%.9Z %g
+%U
+%G'
 echo "flotilla-probe 1"
 if [ "${FLOTILLA_PROBE_FULL:-0}" = 1 ]; then
   # The host's clock. Under a resident shell without a process start: the boot time plus this
@@ -156,20 +161,30 @@ while IFS= read -r line; do
     while [ "${#d}" -gt "${#R}" ]; do set -- "$@" "$d"; d=${d%/*}; done
     # The numbers on one line, then each name on a line of its own: a name with a space (an
     # AD group such as "domain users", or a user such as "jane doe") shifts nothing, neither
-    # the uid the checks below rely on nor the other name.
-    st=$(stat --printf '%a %u %s %d:%i:%.9Z %g\n%U\n%G\n' -- "$@" 2>/dev/null) || st=""
-    meta="? ? ? ?"; id=""; key=""; open=1; mine=0
+    # the uid the checks below rely on nor the other name. A name is printed as it is, so one
+    # with a newline (a directory service allows it) adds lines: every path must then give
+    # exactly three, numbers where numbers belong, or nothing here is trusted (fail closed: the
+    # file is reported, not read). `-c` with a newline in the format, not `--printf`, which
+    # BusyBox lacks.
+    st=$(stat -c "$STAT3" -- "$@" 2>/dev/null) || st=""
+    meta=""; id=""; key=""; open=1; mine=0; n=0
     if [ -n "$st" ]; then
       open=0; mine=1
-      while read -r m uid s fid gid && IFS= read -r un && IFS= read -r gn; do
+      while read -r m uid s fid gid; do
+        IFS= read -r un && IFS= read -r gn || { n=-1; break; }
+        case $m.$uid.$s.$gid in *[!0-9.]* | .* | *. | *..*) n=-1; break ;; esac
+        case $fid in *[!0-9:.]* | :* | *: | *::*) n=-1; break ;; esac
+        n=$((n + 1))
         # `mine`: no one but root and the user this probe runs as can write the file or
         # any directory above it (the skip below relies on it).
         case $uid in 0 | "${me:-0}") ;; *) mine=0 ;; esac
         case $m in *[2367]? | *[2367]) mine=0 ;; esac
         if [ -z "$id" ]; then
           # The record puts the owner before the group, split at the first space: an owner
-          # name with one (which Flotilla could not have set) is reported unknown.
-          case $un in *[[:space:]]*) un="?" ;; esac
+          # name with one (which Flotilla could not have set) is reported unknown, as is the
+          # name `stat` prints for an id without one.
+          case $un in *[[:space:]]* | UNKNOWN) un="?" ;; esac
+          case $gn in UNKNOWN) gn="?" ;; esac
           meta="$m $un $gn $s"; id="$m $uid $s $fid $gid"; key="$fid:$s:$uid:$m"
           continue
         fi
@@ -178,6 +193,9 @@ while IFS= read -r line; do
       done <<EOF
 $st
 EOF
+    fi
+    if [ -z "$st" ]; then rec file-other "file that changed while it was read"; continue
+    elif [ "$n" != "$#" ]; then rec file-other "file whose owner or group name cannot be read (a name with a newline?)"; continue
     fi
     sz=${meta##* }
     # Git's index, for drift checks: a file whose identity (device, inode, ctime to the
