@@ -1,9 +1,17 @@
 //! Hosts an interrupted transaction left `pending`, restored from their journals before the
 //! rollout (DESIGN §6.1).
 
-use super::Request;
-use super::prepare::Planned;
+use std::collections::BTreeMap;
+
+use super::prepare::{Planned, build_plan};
+use super::run::changes_of;
+use super::{EngineError, Report, Request};
+use crate::observe::observe_all;
+use crate::plan::Change;
+use crate::plan::room::ArtifactSizes;
+use crate::resolve::DesiredHost;
 use crate::rollout::{Event, FailureKind, HostOutcome, HostResult};
+use crate::store::Store;
 use crate::transaction;
 use crate::transport::Target;
 
@@ -80,4 +88,59 @@ pub(super) async fn recover_interrupted(
         });
     }
     restored
+}
+
+/// Observes the hosts [`recover_interrupted`] restored (`restored`: indexes into
+/// `planned.targets`) and plans the whole fleet again with what they now hold. Under a saved
+/// plan those hosts become stale: their changes after the restore are new ones, which nobody
+/// approved.
+pub(super) async fn replan_restored(
+    req: &Request<'_>,
+    store: &dyn Store,
+    planned: &mut Planned<'_>,
+    restored: &[usize],
+    sizes: &ArtifactSizes,
+    report: &mut Report,
+    changes: &std::sync::Mutex<BTreeMap<String, Vec<Change>>>,
+) -> Result<(), EngineError> {
+    let subset: Vec<&DesiredHost> = restored.iter().map(|&i| planned.targets[i]).collect();
+    let again = observe_all(
+        &subset,
+        req.repo.fleet_dir(),
+        &req.pool,
+        req.parallel,
+        Some(store.id()),
+        &super::prepare::room_rule(&req.fleet.fleet),
+        req.memo.as_ref(),
+    )
+    .await;
+    for (&i, o) in restored.iter().zip(again) {
+        planned.observations[i] = o;
+    }
+    let promotions = store.promotions()?;
+    let fresh = build_plan(
+        req,
+        (&planned.targets, &planned.observations),
+        &planned.refused,
+        &planned.rollouts,
+        &promotions,
+        req.clock.now(),
+        sizes,
+    );
+    planned.plan.hosts = fresh.hosts;
+    planned.plan.environments = fresh.environments;
+    planned.plan.summary = fresh.summary;
+    report.unreachable = planned.plan.summary.hosts_unreachable;
+    *changes.lock().unwrap_or_else(|e| e.into_inner()) = changes_of(&planned.plan);
+    // A saved plan was approved for the host as it was: after the restore, its changes are
+    // new ones, which nobody approved.
+    if planned.saved.is_some() {
+        for &i in restored {
+            planned.stale.insert(
+                planned.targets[i].name.to_string(),
+                "an interrupted transaction was restored; plan again".into(),
+            );
+        }
+    }
+    Ok(())
 }

@@ -10,11 +10,11 @@ use tokio::sync::mpsc;
 
 use super::artifacts::prepare_artifacts;
 use super::audit::AuditLog;
-use super::prepare::{Planned, build_plan, refusal};
+use super::prepare::{Planned, refusal};
 use super::records::StoreRecords;
-use super::recover::recover_interrupted;
+use super::recover::{recover_interrupted, replan_restored};
 use super::{ApplyOptions, EngineError, Report, Request, Wait};
-use crate::observe::{Observation, observe_all};
+use crate::observe::Observation;
 use crate::plan::Change;
 use crate::plan::room::{self, ArtifactSizes};
 use crate::resolve::DesiredHost;
@@ -178,7 +178,7 @@ pub async fn apply<'a>(
     Ok(report)
 }
 
-fn changes_of(plan: &crate::plan::Plan) -> BTreeMap<String, Vec<Change>> {
+pub(super) fn changes_of(plan: &crate::plan::Plan) -> BTreeMap<String, Vec<Change>> {
     plan.hosts
         .iter()
         .map(|h| (h.name.clone(), h.changes.clone()))
@@ -260,45 +260,7 @@ async fn run(
     }
     report.hosts.extend(unrecovered);
     if !recovered.is_empty() {
-        let subset: Vec<&DesiredHost> = recovered.iter().map(|&i| planned.targets[i]).collect();
-        let again = observe_all(
-            &subset,
-            req.repo.fleet_dir(),
-            &req.pool,
-            req.parallel,
-            Some(store.id()),
-            &super::prepare::room_rule(&req.fleet.fleet),
-            req.memo.as_ref(),
-        )
-        .await;
-        for (&i, o) in recovered.iter().zip(again) {
-            planned.observations[i] = o;
-        }
-        let promotions = store.promotions()?;
-        let fresh = build_plan(
-            req,
-            (&planned.targets, &planned.observations),
-            &planned.refused,
-            &planned.rollouts,
-            &promotions,
-            req.clock.now(),
-            sizes,
-        );
-        planned.plan.hosts = fresh.hosts;
-        planned.plan.environments = fresh.environments;
-        planned.plan.summary = fresh.summary;
-        report.unreachable = planned.plan.summary.hosts_unreachable;
-        *changes.lock().unwrap_or_else(|e| e.into_inner()) = changes_of(&planned.plan);
-        // A saved plan was approved for the host as it was: after the restore, its changes are
-        // new ones, which nobody approved.
-        if planned.saved.is_some() {
-            for &i in &recovered {
-                planned.stale.insert(
-                    planned.targets[i].name.to_string(),
-                    "an interrupted transaction was restored; plan again".into(),
-                );
-            }
-        }
+        replan_restored(req, store, planned, &recovered, sizes, report, changes).await?;
     }
 
     let plan = &planned.plan;
