@@ -94,7 +94,7 @@ impl Guarded {
     }
 
     /// What changed since `approved` (None: nothing), as the operator reads it:
-    /// "[trust] and commands changed since a person last applied staging (alice@ops1, …)".
+    /// "\[trust\] and commands changed since a person last applied staging (alice@ops1, …)".
     pub fn unapproved(&self, env: &str, approved: Option<&Approval>) -> Option<String> {
         let Some(a) = approved else {
             return Some(format!(

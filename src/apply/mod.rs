@@ -1,4 +1,4 @@
-//! The engine (DESIGN §12), Terraform's `Plan()` → `Apply(plan)`: [`prepare`] observes the
+//! The engine (DESIGN §12), Terraform's `Plan()` → `Apply(plan)`: [`prepare()`] observes the
 //! targeted hosts and plans them against the manifests and the store's records; the caller
 //! shows the plan and confirms; [`apply`] then checks every artifact, takes an epoch, restores
 //! interrupted hosts, runs the rollout and returns a typed [`Report`] whose [`Action`] says

@@ -27,7 +27,7 @@ pub struct HostInput<'a> {
     /// observed: that is reported as the error instead.
     pub refused: Option<String>,
     /// `apply --take-over`: a `state.json` that cannot be read does not refuse the host, which
-    /// is then planned as fresh. Without it, [`build`] refuses such a host itself.
+    /// is then planned as fresh. Without it, [`build()`] refuses such a host itself.
     pub take_over: bool,
 }
 

@@ -1,5 +1,5 @@
 //! Plans: the changes that turn what hosts have into what the manifests say, as one
-//! serialisable value ([`Plan`]). [`build`] computes it (pure), and the renderers turn the
+//! serialisable value ([`Plan`]). [`build()`] computes it (pure), and the renderers turn the
 //! same value into text for terminals, markdown for pull requests and JSON for machines.
 
 mod build;

@@ -1,5 +1,5 @@
 //! The driver: runs each environment's hosts as transactions, wave by wave, asking
-//! [`policy`](super::policy) before every host start and after every result, and emits events.
+//! [`policy`] before every host start and after every result, and emits events.
 //! It decides nothing itself; failures on one host are data, and only a broken host (its
 //! rollback failed) stops every environment.
 

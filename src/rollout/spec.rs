@@ -29,7 +29,7 @@ pub struct HostJob {
     /// Why the host may not be touched (an artifact it needs failed its checks).
     pub blocked: Option<String>,
     /// Why the host lacks room for the artifacts it installs (`crate::plan::room`): when its
-    /// turn comes it fails as [`FailureKind::NoRoom`], before anything is uploaded.
+    /// turn comes it fails as [`FailureKind::NoRoom`](super::FailureKind::NoRoom), before anything is uploaded.
     pub no_room: Option<String>,
     /// Why the host was over its environment's `host_limits` when observed: it waits while
     /// the rest of its wave goes, then its usage is read again (DESIGN §6.4).
