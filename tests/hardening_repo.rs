@@ -705,3 +705,37 @@ fn a_fifo_manifest_is_reported_without_hanging() {
         r.stderr
     );
 }
+
+/// A fleet directory given as a path inside the repository that a commit made a link (say
+/// `manifests -> /elsewhere`) is refused, working tree and `--rev` alike: Flotilla would
+/// otherwise read, validate and plan a fleet from outside the repository under review.
+#[test]
+fn a_fleet_directory_linked_out_of_the_repository_is_refused() {
+    let f = TestFleet::new();
+    let elsewhere = TestFleet::new();
+    link(elsewhere.path(), &f.path().join("manifests"));
+    f.commit("a pull request that makes manifests a link");
+    let dir = f.path().join("manifests");
+    for rev in [None, Some("HEAD")] {
+        for cmd in ["validate", "plan"] {
+            let mut c = flotilla();
+            c.arg(cmd);
+            if let Some(rev) = rev {
+                c.args(["--rev", rev]);
+            }
+            let r = run_bounded(c.arg(&dir), Duration::from_secs(60));
+            assert_eq!(r.code, 1, "{cmd} {rev:?}: {}{}", r.stdout, r.stderr);
+            assert!(
+                r.stderr.contains("is a symbolic link inside the repository"),
+                "{cmd} {rev:?}: {}",
+                r.stderr
+            );
+        }
+    }
+    // The directory it points to, given directly, is that other fleet, and fine.
+    let r = run_bounded(
+        flotilla().arg("validate").arg(elsewhere.path()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}

@@ -26,6 +26,12 @@ pub enum RepoError {
     )]
     NotAFleet { path: PathBuf },
     #[error(
+        "{path} is a symbolic link inside the repository at {repo}; Flotilla follows no link in \
+         the repository (a commit could point it anywhere): give the directory it points to, or \
+         replace the link with the directory"
+    )]
+    LinkedFleetDir { path: PathBuf, repo: PathBuf },
+    #[error(
         "{path} is not a Git repository (nor inside one), so there is no revision to read with --rev: \
          run `git init` and commit the fleet, or leave out --rev to read the files as they are"
     )]
@@ -125,9 +131,39 @@ pub struct FleetRepo {
     fleet_dir: PathBuf,
 }
 
+/// Refuses a fleet directory reached through a symbolic link inside its Git repository (DESIGN,
+/// threat model: no link is followed in any path component). The path is walked as written,
+/// one component at a time; links above the repository (how this machine lays out its disks,
+/// or a link to the repository itself) are the operator's and are followed.
+fn refuse_links_in_repository(dir: &Path) -> Result<(), RepoError> {
+    let Ok(abs) = std::path::absolute(dir) else {
+        return Ok(()); // canonicalize reports the path next
+    };
+    let mut at = PathBuf::new();
+    let mut repo: Option<PathBuf> = None;
+    for c in abs.components() {
+        at.push(c);
+        let Ok(meta) = std::fs::symlink_metadata(&at) else {
+            return Ok(());
+        };
+        // A link above any repository is the machine's own layout (and may lead to the
+        // repository itself).
+        if meta.file_type().is_symlink()
+            && let Some(repo) = repo
+        {
+            return Err(RepoError::LinkedFleetDir { path: at, repo });
+        }
+        if repo.is_none() && std::fs::symlink_metadata(at.join(".git")).is_ok() {
+            repo = Some(at.clone());
+        }
+    }
+    Ok(())
+}
+
 impl FleetRepo {
     /// Opens the fleet at `dir`, at `rev` when given, else the working tree.
     pub fn open(dir: &Path, rev: Option<&str>) -> Result<FleetRepo, RepoError> {
+        refuse_links_in_repository(dir)?;
         let fleet_dir = dir.canonicalize().map_err(|cause| RepoError::Io {
             path: dir.to_owned(),
             cause,
