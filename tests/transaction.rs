@@ -560,6 +560,16 @@ async fn journals_of_sensitive_files_are_root_only_and_rollback_restores_the_mod
         "the copy of the replaced file too"
     );
     assert_eq!(mode_of(&tx.join("files/0")), 0o600);
+    // The original taken over is kept in backup/ with its own mode (0644, for a restore to
+    // put back): the directory is what keeps other users out.
+    let backup = root.join("var/lib/flotilla/backup");
+    let kept: Vec<_> = std::fs::read_dir(&backup)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), "original\n");
+    assert_eq!(mode_of(&backup), 0o700, "backup/ is its owner's alone");
     let r = later(&w, "recover", &a).await;
     assert_eq!(r.outcome, Outcome::Applied, "{r:?}");
     assert_eq!(

@@ -153,8 +153,12 @@ while IFS="$TAB" read -r op a b c d e f g; do
           if [ ! -L "$bk" ] && [ -e "$bk" ] && [ ! -f "$bk" ]; then
             fail "file $b: $FLOTILLA_STATE_DIR/backup/$f is not a regular file or link (a FIFO, device or directory); Flotilla never opens one (remove it)"
           fi
+          # backup/ is its owner's alone: an original keeps its own mode there (a restore puts
+          # it back as it was), so a world-readable secret must not be readable through it
+          # (DESIGN §4). The chmod also closes a backup/ made by an older Flotilla; it runs only
+          # when a file is taken over.
           if [ ! -L "$bk" ] && [ ! -e "$bk" ]; then
-            { [ -d "$S/backup" ] || mkdir -p "$S/backup"; } &&
+            { [ -d "$S/backup" ] || mkdir -m 700 "$S/backup"; } && chmod 700 "$S/backup" &&
               T cp -PpT --remove-destination "$TX/undo/$a" "$bk" >> "$TX/log" 2>&1 ||
               { why $?; fail "file $b: cannot keep the original in backup/$W"; }
             # A link is flushed with its directory: `sync` would open (follow) the link.
