@@ -565,7 +565,19 @@ fn interrupted_transactions_and_hostile_names_are_reported_safely() {
         r.stdout
     );
     assert!(!r.stdout.contains('\u{1b}'), "{:?}", r.stdout);
-    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+    // Restoring the pending state is the host's first step (DESIGN §6.1): never "No changes"
+    // (§5), and a drift check does not pass.
+    assert!(
+        r.stdout
+            .trim_end()
+            .ends_with("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{}",
+        r.stdout
+    );
+    let r = run(flotilla()
+        .args(["plan", "--detailed-exitcode", "--host", "stg-01"])
+        .arg(f.path()));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
 
     // A corrupt state.json is reported, not trusted.
     std::fs::write(&state_path, "{ not json").unwrap();

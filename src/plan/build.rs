@@ -274,8 +274,13 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         if h.refused.is_some() {
             continue;
         }
-        if !h.changes.is_empty() {
+        if !h.changes.is_empty() || h.interrupted {
             summary.hosts_changed += 1;
+        }
+        // Restoring an interrupted transaction's `pending` state is this host's first step
+        // (DESIGN §6.1), so the plan is never "No changes" for it (§5): one change each.
+        if h.interrupted {
+            summary.change += 1;
         }
         for c in &h.changes {
             match c.action {

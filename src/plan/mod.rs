@@ -50,7 +50,8 @@ pub struct Plan {
 pub struct Summary {
     /// Runtimes installed and files created.
     pub add: usize,
-    /// Runtimes switched and files changed or taken over.
+    /// Runtimes switched, files changed or taken over, and interrupted transactions to restore
+    /// (one per interrupted host).
     pub change: usize,
     /// Runtimes and files removed.
     pub destroy: usize,
