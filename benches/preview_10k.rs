@@ -84,6 +84,7 @@ fn main() {
             parallel: 64,
             identity_file: None,
             known_hosts: None,
+            pinned_keys: None,
         };
         let p = runtime
             .block_on(flotilla::preview::preview(&req))

@@ -766,3 +766,39 @@ fn health_checks_get_the_previous_version_and_remove_hooks_the_version_removed()
     assert!(removed.starts_with("1.0.0 /"), "{removed}");
     assert!(removed.trim_end().ends_with("/greeter/1.0.0"), "{removed}");
 }
+
+/// Keys pinned out of band (`--trusted-keys` / `FLOTILLA_TRUSTED_KEYS`) are what `validate`
+/// and `plan` check repository artifacts against too (DESIGN §9): a pull request cannot pass
+/// CI by signing with a key of its own that the operator never pinned.
+#[test]
+fn pinned_keys_hold_for_validate_and_plan_too() {
+    let (f, _keys, store) = with_host("");
+    let other = Keys::new();
+    let pinned = other.dir.path().join("pinned.pub");
+    std::fs::write(&pinned, format!("{}\n", other.public())).unwrap();
+    let cmd = |args: &[&str], env: bool| {
+        let mut c = flotilla();
+        c.arg("--state-dir").arg(store.path()).args(args).arg(f.path());
+        if env {
+            c.env("FLOTILLA_TRUSTED_KEYS", &pinned);
+        } else {
+            c.env_remove("FLOTILLA_TRUSTED_KEYS");
+        }
+        run(&mut c)
+    };
+    for args in [vec!["validate"], vec!["plan"]] {
+        let r = cmd(&args, false);
+        assert_eq!(
+            r.code, 0,
+            "{args:?} without pinned keys: {}{}",
+            r.stdout, r.stderr
+        );
+        let r = cmd(&args, true);
+        assert_eq!(r.code, 1, "{args:?} with pinned keys: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("untrusted") || r.stderr.contains("not trusted"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+}

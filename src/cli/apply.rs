@@ -33,6 +33,19 @@ pub(super) fn named_location(cli: &Cli) -> anyhow::Result<Option<Location>> {
 
 /// The store for `fleet`: --state / FLOTILLA_STATE, --state-dir / FLOTILLA_STATE_DIR, else
 /// the XDG default.
+/// The operator's pinned trusted keys (`--trusted-keys FILE` / `FLOTILLA_TRUSTED_KEYS`), read
+/// once: every command that checks an artifact trusts only these when they are given (DESIGN
+/// §9).
+pub(super) fn pinned_keys(cli: &Cli) -> anyhow::Result<Option<String>> {
+    cli.global
+        .trusted_keys
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p).with_context(|| format!("reading trusted keys from {}", p.display()))
+        })
+        .transpose()
+}
+
 pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location> {
     if let Some(location) = named_location(cli)? {
         return Ok(location);
@@ -125,13 +138,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
     if source.rev.is_none() && !args.allow_dirty {
         repo.require_committed()?;
     }
-    let pinned = match &args.trusted_keys {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading trusted keys from {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let pinned = pinned_keys(cli)?;
     let trust = TrustPolicy::new(
         &loaded.fleet.trust.keys,
         loaded.fleet.trust.require_signatures,

@@ -69,6 +69,10 @@ pub struct Global {
     /// How log lines and apply progress are written to stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
+    /// Only these minisign public keys are trusted (one per line), whatever the manifests say;
+    /// signatures are then required. Every command that checks artifacts honours it.
+    #[arg(long, global = true, env = "FLOTILLA_TRUSTED_KEYS", value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
     /// SSH sessions at once across the fleet.
     #[arg(long, global = true, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,
@@ -448,9 +452,6 @@ pub struct ApplyArgs {
     /// Apply a working tree with uncommitted changes (audited as dirty).
     #[arg(long)]
     pub allow_dirty: bool,
-    /// Only these minisign public keys are trusted (one per line), whatever the manifests say.
-    #[arg(long, env = "FLOTILLA_TRUSTED_KEYS", value_name = "FILE")]
-    pub trusted_keys: Option<PathBuf>,
     /// Change hosts last written by another store (audited with REASON).
     #[arg(long, value_name = "REASON")]
     pub take_over: Option<String>,
@@ -521,9 +522,6 @@ pub struct WatchArgs {
     /// One cycle, then exit with apply's exit code.
     #[arg(long)]
     pub once: bool,
-    /// Only these minisign public keys are trusted (one per line), whatever the manifests say.
-    #[arg(long, env = "FLOTILLA_TRUSTED_KEYS", value_name = "FILE")]
-    pub trusted_keys: Option<PathBuf>,
     /// The environment variable holding an HTTPS token for --remote (sent as a bearer token).
     #[arg(long, default_value = "FLOTILLA_GIT_TOKEN", value_name = "VAR")]
     pub remote_token_env: String,

@@ -86,7 +86,12 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
             crate::store::artifact_cache_dir(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)
         }
     });
-    let bad = super::release::check_repo_artifacts(&repo, &loaded, cache)?;
+    let bad = super::release::check_repo_artifacts(
+        &repo,
+        &loaded,
+        cache,
+        super::apply::pinned_keys(cli)?.as_deref(),
+    )?;
     if !bad.is_empty() {
         for e in &bad {
             errln!("error: {e}");
@@ -192,7 +197,7 @@ async fn plan_with_engine(
     let trust = crate::artifact::TrustPolicy::new(
         &loaded.fleet.trust.keys,
         loaded.fleet.trust.require_signatures,
-        None,
+        super::apply::pinned_keys(cli)?.as_deref(),
     )?;
     let request = crate::apply::Request {
         fleet: loaded,

@@ -30,6 +30,7 @@ pub async fn preview(cli: &Cli, args: &PreviewArgs, color: bool) -> anyhow::Resu
         parallel: cli.global.parallel as usize,
         identity_file: path(&args.connection.identity_file),
         known_hosts: path(&args.connection.known_hosts),
+        pinned_keys: super::apply::pinned_keys(cli)?,
     };
     let p = preview::preview(&req).await?;
     match args.format {

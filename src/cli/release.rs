@@ -54,11 +54,12 @@ pub(super) fn check_repo_artifacts(
     repo: &FleetRepo,
     loaded: &LoadedFleet,
     cache: Option<std::path::PathBuf>,
+    pinned: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let trust = TrustPolicy::new(
         &loaded.fleet.trust.keys,
         loaded.fleet.trust.require_signatures,
-        None,
+        pinned,
     )?;
     Ok(
         crate::artifact::check_repository(&loaded.fleet, repo, &trust, cache)

@@ -53,13 +53,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> anyhow::Result<Outcome> {
         }
     };
     let store = crate::store::open(&location)?;
-    let pinned = match &args.trusted_keys {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading trusted keys from {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let pinned = super::apply::pinned_keys(cli)?;
     let describe = match &origin {
         Origin::Local { fleet_dir, branch } => format!(
             "{} (branch {})",

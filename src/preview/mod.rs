@@ -211,6 +211,9 @@ pub struct Request<'a> {
     /// `--identity-file`, `--known-hosts`: override base's settings for every host contacted.
     pub identity_file: Option<String>,
     pub known_hosts: Option<String>,
+    /// The operator's pinned trusted keys (`--trusted-keys`): then only these count for head's
+    /// artifacts, whatever head's `[trust]` says (DESIGN §9).
+    pub pinned_keys: Option<String>,
 }
 
 /// Makes the preview. An invalid head is a preview too (with `errors`); an invalid base, an
@@ -308,9 +311,12 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         .map(|b| b.name.to_string())
         .collect();
     drop(base);
-    let trust =
-        crate::artifact::TrustPolicy::new(&head.fleet.trust.keys, head.fleet.trust.require_signatures, None)
-            .map_err(|e| PreviewError::Trust(e.to_string()))?;
+    let trust = crate::artifact::TrustPolicy::new(
+        &head.fleet.trust.keys,
+        head.fleet.trust.require_signatures,
+        req.pinned_keys.as_deref(),
+    )
+    .map_err(|e| PreviewError::Trust(e.to_string()))?;
     let engine = crate::apply::Request {
         fleet: &head,
         repo: &head_repo,
