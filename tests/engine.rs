@@ -58,6 +58,16 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("--retry REASON"), "{}", r.stdout);
     assert_eq!(current(&f, "h1").as_deref(), Some("1.0.0"), "nothing started");
+    // Without --auto-approve and without a terminal: the halt, not a question it cannot ask.
+    let r = run(flotilla()
+        .arg("--state-dir")
+        .arg(store.path())
+        .arg("apply")
+        .arg(f.path())
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("--retry REASON"), "{}{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("no terminal"), "{}", r.stderr);
 
     // `plan` shows the halt with its wave, reason and time.
     let p = with_store(&f, store.path(), &["plan"]);

@@ -101,7 +101,7 @@ async fn round<V: RoundView>(
     view.plan(&planned)?;
     // A repository artifact failed its checks: the run is refused before anything is asked
     // or touched (apply reports it without taking an epoch).
-    let refused = !planned.artifact_errors.is_empty();
+    let refused = !planned.artifact_errors.is_empty() || all_halted(&planned, req);
     if !planned.has_work() && !refused {
         let incomplete = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();
         return Ok(Step::Done(RoundsEnd::NothingToDo { incomplete }));
@@ -131,4 +131,27 @@ async fn round<V: RoundView>(
         Outcome::Waiting if rounds.wait && !req.cancel.draining() => Step::Sleep(report.next.requeue_at),
         _ => Step::Done(RoundsEnd::Applied(report)),
     })
+}
+
+/// Whether every change in the plan waits behind a rollout halted at this revision, with no
+/// `--retry`: the run will refuse them all (exit 1, saying how to retry), so nothing is
+/// asked first — without a terminal, the question would hide the halt behind "no terminal".
+fn all_halted(planned: &super::prepare::Planned<'_>, req: &super::Request<'_>) -> bool {
+    if req.overrides.retry.is_some() {
+        return false;
+    }
+    let halted = |env: &str| {
+        planned
+            .plan
+            .environments
+            .iter()
+            .any(|e| e.name == env && e.halted.is_some())
+    };
+    let mut changing = planned
+        .plan
+        .hosts
+        .iter()
+        .filter(|h| !h.changes.is_empty())
+        .peekable();
+    changing.peek().is_some() && changing.all(|h| halted(&h.environment))
 }
