@@ -693,3 +693,29 @@ fn hosts_dropped_from_the_manifests_are_listed_in_text_and_json() {
         r.stdout
     );
 }
+
+/// `validate` and `plan` only read the store: in a bare container or CI job with neither HOME
+/// nor XDG_STATE_HOME (and no --state-dir) they go without it instead of failing; `apply`,
+/// which must record what it does, still asks for one.
+#[test]
+fn validate_and_plan_need_no_store_location() {
+    let f = two_hosts();
+    f.commit("initial");
+    let bare = |args: &[&str]| {
+        let mut c = flotilla();
+        c.args(args)
+            .arg(f.path())
+            .env_remove("HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("FLOTILLA_STATE_DIR")
+            .env_remove("FLOTILLA_STATE");
+        run(&mut c)
+    };
+    for args in [&["validate"][..], &["plan"][..]] {
+        let r = bare(args);
+        assert_eq!(r.code, 0, "{args:?}: {}{}", r.stdout, r.stderr);
+    }
+    let r = bare(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("no store directory"), "{}", r.stderr);
+}

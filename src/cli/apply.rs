@@ -47,16 +47,33 @@ pub(super) fn pinned_keys(cli: &Cli) -> anyhow::Result<Option<String>> {
 }
 
 pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location> {
+    read_only_location(cli, fleet)?
+        .context("no store directory: set --state-dir, FLOTILLA_STATE_DIR, XDG_STATE_HOME or HOME")
+}
+
+/// The store location for commands that only read it (`validate`, `plan`, `status`): `None`
+/// when none is named and neither XDG_STATE_HOME nor HOME is set (a bare container or CI job),
+/// and they then go without the store's records and artifact cache instead of failing.
+pub(super) fn read_only_location(cli: &Cli, fleet: &str) -> anyhow::Result<Option<Location>> {
     if let Some(location) = named_location(cli)? {
-        return Ok(location);
+        return Ok(Some(location));
     }
-    crate::store::default_dir(
+    Ok(crate::store::default_dir(
         std::env::var_os("XDG_STATE_HOME").as_deref(),
         std::env::var_os("HOME").as_deref(),
         fleet,
     )
-    .map(Location::Dir)
-    .context("no store directory: set --state-dir, FLOTILLA_STATE_DIR, XDG_STATE_HOME or HOME")
+    .map(Location::Dir))
+}
+
+/// The existing store at `location`, if there is a location and a store there.
+pub(super) fn existing_store(
+    location: Option<&Location>,
+) -> anyhow::Result<Option<Box<dyn crate::store::Store>>> {
+    Ok(match location {
+        Some(l) => crate::store::open_existing(l)?,
+        None => None,
+    })
 }
 
 /// The store of the fleet in `fleet_dir`, for commands that must work even when its manifests

@@ -79,13 +79,12 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
         Err(o) => return Ok(o),
     };
     // The store's cache, when there is a store: what it verified before is not re-hashed.
-    let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
-    let cache = Some(match &store {
-        Some(s) => s.artifact_cache_dir(),
-        None => {
-            crate::store::artifact_cache_dir(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)
-        }
-    });
+    let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
+    let store = super::apply::existing_store(location.as_ref())?;
+    let cache = match &store {
+        Some(s) => Some(s.artifact_cache_dir()),
+        None => location.as_ref().map(crate::store::artifact_cache_dir),
+    };
     let bad = super::release::check_repo_artifacts(
         &repo,
         &loaded,
@@ -133,7 +132,8 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
+    let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
+    let store = super::apply::existing_store(location.as_ref())?;
     let (plan, bad_artifacts) = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), at).await?;
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
@@ -213,10 +213,9 @@ async fn plan_with_engine(
         parallel: cli.global.parallel as usize,
         at,
         trust: &trust,
-        artifact_cache: Some(crate::store::artifact_cache_dir(&super::apply::store_location(
-            cli,
-            loaded.fleet.name.as_str(),
-        )?)),
+        artifact_cache: super::apply::read_only_location(cli, loaded.fleet.name.as_str())?
+            .as_ref()
+            .map(crate::store::artifact_cache_dir),
     };
     let planned = crate::apply::prepare(&request).await;
     if let Ok(p) = &planned
@@ -304,7 +303,8 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let store = crate::store::open_existing(&super::apply::store_location(cli, loaded.fleet.name.as_str())?)?;
+    let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
+    let store = super::apply::existing_store(location.as_ref())?;
     let (plan, _) = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), None).await?;
     let events = store
         .as_ref()
