@@ -437,6 +437,42 @@ async fn keep_versions_1_keeps_the_previous_version_for_rollback_until_finish() 
     assert!(matches!(&r.outcome, Outcome::Stale(_)), "{r:?}");
 }
 
+/// What a cut-off upload leaves — part of a transaction bundle (a journal without a result)
+/// and part of an artifact in staging — does not survive the next transaction (DESIGN §4),
+/// also when there are fewer than five journals and when that transaction rolls back; the
+/// artifact the rolled-back transaction uploaded goes too (no installed version needs it).
+#[tokio::test]
+async fn a_cut_off_upload_leaves_nothing_after_the_next_transaction_even_a_rolled_back_one() {
+    let w = world(
+        "[health]\ncommand = \"test \\\"$(./bin/hello)\\\" = 1.0.0\"\nretries = 1\ninterval = \"1s\"\n",
+        "",
+    );
+    assert_eq!(apply_once(&w).await.outcome, Outcome::Applied);
+    let sd = w.fleet.root("h1").join("var/lib/flotilla");
+    let cut = sd.join("txn/1-00000000000000aa");
+    std::fs::create_dir_all(cut.join("files")).unwrap();
+    std::fs::write(cut.join("ops"), "install\tgreeter").unwrap();
+    let partial = sd.join("staging").join(format!("{}.tar.gz", "b".repeat(64)));
+    std::fs::write(&partial, "half an artifact").unwrap();
+    // 2.0.0 fails its health check (hello prints 2.0.0): the transaction rolls back.
+    set_version(&w, "2.0.0");
+    let r = apply_once(&w).await;
+    assert!(matches!(&r.outcome, Outcome::RolledBack(_)), "{r:?}");
+    assert!(!cut.exists(), "the cut-off journal is gone");
+    let staging: Vec<String> = std::fs::read_dir(sd.join("staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    let sha1 = &w.artifacts[&("greeter".to_owned(), "1.0.0".to_owned())].sha256;
+    assert_eq!(
+        staging,
+        [format!("{sha1}.tar.gz")],
+        "only the installed version's artifact stays"
+    );
+}
+
 #[tokio::test]
 async fn housekeeping_keeps_five_journals_and_leaves_no_interrupted_upload_or_unpack() {
     let w = world("", "");

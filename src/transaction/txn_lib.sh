@@ -208,7 +208,12 @@ EOF
 
 fail() { # step message
   step "failed: $*"
-  if rollback; then result "rolled-back $*"; else result "broken $*; rollback failed${RBE:-, see $TX/log}"; fi
+  if rollback; then
+    # What an interrupted upload left, and this one's artifacts no installed version needs,
+    # do not survive a transaction that rolled back either (DESIGN §4).
+    old=""; housekeep
+    result "rolled-back $*"
+  else result "broken $*; rollback failed${RBE:-, see $TX/log}"; fi
   exit 0
 }
 
@@ -270,6 +275,19 @@ EOF
 # without a result yet: one in flight); artifacts stay while their version is unpacked here.
 housekeep() {
   k=0
+  # A journal without a result was cut off: an upload interrupted before txn.sh ran, or a run
+  # killed before it wrote `pending`, which changed nothing. Removed whatever their number
+  # (DESIGN §4), except one whose `pending` or committed state is what state.json holds (killed
+  # after writing it: its recovery or a later rollback needs the journal). Under the lock no
+  # other transaction is under way.
+  for t in "$S"/txn/*; do
+    [ -d "$t" ] || continue
+    [ "${t##*/}" = "$FLOTILLA_TXN" ] || [ -f "$t/result" ] && continue
+    case ${t##*/} in *[!A-Za-z0-9-]*) continue ;; esac
+    cmp -s "$S/state.json" "$t/state.pending.json" 2>/dev/null && continue
+    cmp -s "$S/state.json" "$t/state.final.json" 2>/dev/null && continue
+    old="$old $t"
+  done
   set -- "$S"/txn/*
   [ "$#" -gt 5 ] || set -- # five or fewer journals: no `ls` fork
   [ "$#" = 0 ] ||
@@ -285,7 +303,9 @@ housekeep() {
     r=""; v=""; s=""
     [ -f "${a%.tar.gz}.for" ] && IFS="$TAB" read -r r v s < "${a%.tar.gz}.for"
     [ -n "$r" ] && [ -d "$RT/$r/$v" ] && continue
-    old="$old $a ${a%.tar.gz}.for"
+    # A record that is not a regular file (a FIFO planted there) is left for the operator, as
+    # the transaction's own check reports it.
+    old="$old $a"; [ -f "${a%.tar.gz}.for" ] && old="$old ${a%.tar.gz}.for"
   done
   # One `rm` for everything (paths are Flotilla's own: digests, transaction ids).
   # shellcheck disable=SC2086
