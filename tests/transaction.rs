@@ -107,6 +107,16 @@ fn versions(w: &World) -> Vec<String> {
     v
 }
 
+/// The artifacts h1 keeps in staging (file names).
+fn staged(w: &World) -> Vec<String> {
+    std::fs::read_dir(w.fleet.root("h1").join("var/lib/flotilla/staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect()
+}
+
 fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -424,12 +434,7 @@ async fn keep_versions_1_keeps_the_previous_version_for_rollback_until_finish() 
     assert_eq!(versions(&w), ["2.0.0"]);
     assert_eq!(common::current(&w.fleet, "h1").as_deref(), Some("2.0.0"));
     // Only 2.0.0's artifact stays in staging.
-    let staging: Vec<String> = std::fs::read_dir(w.fleet.root("h1").join("var/lib/flotilla/staging"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tar.gz"))
-        .collect();
+    let staging = staged(&w);
     let sha2 = &w.artifacts[&("greeter".to_owned(), "2.0.0".to_owned())].sha256;
     assert_eq!(staging, [format!("{sha2}.tar.gz")]);
     // finish of an older transaction is fenced like recover.
@@ -459,12 +464,7 @@ async fn a_cut_off_upload_leaves_nothing_after_the_next_transaction_even_a_rolle
     let r = apply_once(&w).await;
     assert!(matches!(&r.outcome, Outcome::RolledBack(_)), "{r:?}");
     assert!(!cut.exists(), "the cut-off journal is gone");
-    let staging: Vec<String> = std::fs::read_dir(sd.join("staging"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tar.gz"))
-        .collect();
+    let staging = staged(&w);
     let sha1 = &w.artifacts[&("greeter".to_owned(), "1.0.0".to_owned())].sha256;
     assert_eq!(
         staging,
