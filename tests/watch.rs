@@ -771,3 +771,47 @@ fn a_running_watch_holds_a_paused_environment_and_goes_on_after_resume() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("paused: INC-12"), "{out}");
 }
+
+/// A halted rollout stays halted for its revision (DESIGN §6.3): watch never retries it on
+/// its own, even once the cause is gone; only `apply --retry REASON` does.
+#[test]
+fn watch_never_retries_a_rollout_halted_at_its_revision() {
+    let f = fleet("v = 1");
+    let store = tempfile::tempdir().unwrap();
+    person_applies(&f, store.path());
+    write_web(
+        &f,
+        "v = 2",
+        "\n[rollout]\nwaves = [1, \"100%\"]\nmax_failures = 0\non_failure = \"halt\"\n",
+    );
+    f.commit("v = 2, halting on the first failure");
+    // Both web hosts have a directory where the file goes: the first wave's host fails.
+    for h in ["w1", "w2"] {
+        let conf = f.root(h).join("etc/web.conf");
+        std::fs::remove_file(&conf).unwrap();
+        std::fs::create_dir(&conf).unwrap();
+    }
+    let r = watch_once(&f, store.path(), &[]);
+    assert_ne!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.to_lowercase().contains("halt"), "{out}");
+    // The cause is gone; the same revision is not tried again.
+    for h in ["w1", "w2"] {
+        let conf = f.root(h).join("etc/web.conf");
+        std::fs::remove_dir(&conf).unwrap();
+        std::fs::write(&conf, "v = 1\n").unwrap();
+    }
+    let r = watch_once(&f, store.path(), &[]);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("--retry"), "says how to retry: {out}");
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 1\n"), "{out}");
+    assert_eq!(web_conf(&f, "w2").as_deref(), Some("v = 1\n"), "{out}");
+    // A person's retry starts it again.
+    let r = apply(
+        &f,
+        store.path(),
+        &["--env", "web", "--retry", "the directories are gone"],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(web_conf(&f, "w1").as_deref(), Some("v = 2\n"));
+}
