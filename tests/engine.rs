@@ -95,6 +95,37 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
     assert!(audit.contains("\"event\":\"rollout-halted\""), "{audit}");
 }
 
+/// A halt holds its revision's desired state only (DESIGN §6.3): a commit that changes the
+/// environment's desired state is a new rollout, which goes without `--retry`.
+#[test]
+fn a_new_desired_state_is_a_new_rollout_that_the_halt_does_not_hold() {
+    let rollout = "waves = [1, \"100%\"]\non_failure = \"halt\"\n";
+    let (f, _keys, store) = fleet(
+        &["h1", "h2"],
+        "[health]\ncommand = \"test \\\"$FLOTILLA_VERSION\\\" = 1.0.0\"\n",
+        rollout,
+    );
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("HALTED"), "{}", r.stderr);
+    // Back to 1.0.0, with a new file: another desired state.
+    f.write(
+        "environments/staging.toml",
+        &format!(
+            "[runtimes]\ngreeter = \"1.0.0\"\n\n[[file]]\npath = \"/etc/new.conf\"\ncontent = \"x = 1\\n\"\n\n[rollout]\n{rollout}"
+        ),
+    );
+    f.commit("back to 1.0.0, and a new file");
+    let p = with_store(&f, store.path(), &["plan"]);
+    assert!(!p.stdout.contains("HALTED"), "{}", p.stdout);
+    let r = apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for h in ["h1", "h2"] {
+        assert_eq!(current(&f, h).as_deref(), Some("1.0.0"), "{h}");
+        assert!(f.root(h).join("etc/new.conf").exists(), "{h}");
+    }
+}
+
 #[test]
 fn a_freeze_that_begins_mid_wave_leaves_the_rest_of_the_wave_untouched() {
     // One wave of three, one host at a time; each activation takes four seconds, and the
