@@ -77,6 +77,16 @@ fn a_halted_rollout_stays_halted_for_its_revision_until_retried() {
     assert_eq!(p["environments"][0]["halted"]["wave"], 1, "{p}");
     assert!(p["environments"][0]["halted"]["at"].is_string(), "{p}");
 
+    // So does `preview` of the halted revision, from the same store.
+    let p = with_store(
+        &f,
+        store.path(),
+        &[
+            "preview", "--base", "HEAD~2", "--head", "HEAD", "--format", "text",
+        ],
+    );
+    assert!(p.stdout.contains("HALTED at wave 1"), "{}{}", p.stdout, p.stderr);
+
     // `status` shows the halt with its wave.
     let st = with_store(&f, store.path(), &["status", "--json"]);
     let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
