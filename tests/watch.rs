@@ -57,11 +57,17 @@ fn person_applies(f: &TestFleet, store: &Path) {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
 
-#[test]
-fn once_applies_a_new_content_revision_to_auto_apply_environments_only() {
+/// The usual start: `fleet("v = 1")`, with a store in which a person applied `web` once.
+fn applied_fleet() -> (TestFleet, tempfile::TempDir) {
     let f = fleet("v = 1");
     let store = tempfile::tempdir().unwrap();
     person_applies(&f, store.path());
+    (f, store)
+}
+
+#[test]
+fn once_applies_a_new_content_revision_to_auto_apply_environments_only() {
+    let (f, store) = applied_fleet();
     write_web(&f, "v = 2", "");
     let rev = f.commit("web v2");
 
@@ -107,9 +113,7 @@ fn once_applies_a_new_content_revision_to_auto_apply_environments_only() {
 
 #[test]
 fn a_revision_that_changes_commands_waits_for_a_person_and_then_goes() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     write_web(
         &f,
         "v = 2",
@@ -150,9 +154,7 @@ fn a_revision_that_changes_commands_waits_for_a_person_and_then_goes() {
 
 #[test]
 fn an_invalid_revision_is_reported_and_never_applied() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     f.write(
         "environments/web.toml",
         "auto_apply = true\n[rollout]\nwavez = [1]\n",
@@ -306,9 +308,7 @@ fn get(url: &str) -> (u16, String) {
 
 #[test]
 fn a_commit_is_applied_while_watch_runs_and_the_endpoints_tell_the_story() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     let port = common::sshd::free_port("127.0.0.1");
     let listen = format!(":{port}");
     let mut w = spawn_watch(&f, store.path(), &["--listen", &listen]);
@@ -455,9 +455,7 @@ fn watch_without_a_store_for_a_remote_says_how_to_fix_it() {
 
 #[test]
 fn drift_made_by_hand_is_corrected_by_the_next_drift_check() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     let mut w = spawn_watch(&f, store.path(), &["--drift-interval", "1s"]);
     std::fs::write(f.root("w1").join("etc/web.conf"), "edited by hand\n").unwrap();
     wait_for("the drift check to restore w1", 30, || {
@@ -470,9 +468,7 @@ fn drift_made_by_hand_is_corrected_by_the_next_drift_check() {
 
 #[test]
 fn sigterm_during_a_bake_ends_watch_with_0_and_the_bake_is_remembered() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     write_web(&f, "v = 2", "\n[rollout]\nwaves = [1, \"100%\"]\nbake = \"1h\"\n");
     f.commit("v2, baked for an hour after the canary");
     let mut w = spawn_watch(&f, store.path(), &[]);
@@ -499,9 +495,7 @@ fn sigterm_during_a_bake_ends_watch_with_0_and_the_bake_is_remembered() {
 
 #[test]
 fn json_logs_are_one_object_per_line_with_the_revision() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     write_web(&f, "v = 2", "");
     let rev = f.commit("web v2");
     let r = run(flotilla()
@@ -532,9 +526,7 @@ fn json_logs_are_one_object_per_line_with_the_revision() {
 
 #[test]
 fn a_paused_environment_is_not_applied_by_watch() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     let p = run(flotilla()
         .arg("--state-dir")
         .arg(store.path())
@@ -621,9 +613,7 @@ fn an_ssh_remote_is_fetched_with_a_deploy_key_and_strict_host_keys() {
 
 #[test]
 fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     let port = common::sshd::free_port("127.0.0.1");
     let mut w = spawn_watch(
         &f,
@@ -667,9 +657,7 @@ fn a_host_whose_connection_settings_change_is_observed_through_a_new_session() {
 
 #[test]
 fn watch_leaves_a_busy_host_waiting_and_says_which_limit() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     // Memory in use is always over 1%: both web hosts are busy.
     write_web(&f, "v = 2", "\n[rollout]\nhost_limits = { memory = \"1%\" }\n");
     f.commit("web v2, with a memory limit no host meets");
@@ -682,9 +670,7 @@ fn watch_leaves_a_busy_host_waiting_and_says_which_limit() {
 
 #[test]
 fn a_fix_after_an_invalid_revision_is_applied() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     f.write(
         "environments/web.toml",
         "auto_apply = true\n[rollout]\nwavez = [1]\n",
@@ -736,9 +722,7 @@ fn a_deleted_branch_and_a_corrupt_mirror_are_reported_or_repaired_never_a_crash(
 
 #[test]
 fn a_running_watch_holds_a_paused_environment_and_goes_on_after_resume() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     let cli = |args: &[&str]| {
         let r = run(flotilla()
             .arg("--state-dir")
@@ -776,9 +760,7 @@ fn a_running_watch_holds_a_paused_environment_and_goes_on_after_resume() {
 /// its own, even once the cause is gone; only `apply --retry REASON` does.
 #[test]
 fn watch_never_retries_a_rollout_halted_at_its_revision() {
-    let f = fleet("v = 1");
-    let store = tempfile::tempdir().unwrap();
-    person_applies(&f, store.path());
+    let (f, store) = applied_fleet();
     write_web(
         &f,
         "v = 2",

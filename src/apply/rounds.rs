@@ -99,8 +99,8 @@ async fn round<V: RoundView>(
         .map_err(EngineError::from)?;
     let planned = super::prepare(req).await?;
     view.plan(&planned)?;
-    // A repository artifact failed its checks: the run is refused before anything is asked
-    // or touched (apply reports it without taking an epoch).
+    // A repository artifact failed its checks, or every change waits behind a halt: the run
+    // is refused before anything is asked or touched (apply reports it, and how to go on).
     let refused = !planned.artifact_errors.is_empty() || all_halted(&planned, req);
     if !planned.has_work() && !refused {
         let incomplete = planned.plan.summary.hosts_unreachable > 0 || !planned.refused.is_empty();

@@ -66,16 +66,6 @@ pub(super) fn read_only_location(cli: &Cli, fleet: &str) -> anyhow::Result<Optio
     .map(Location::Dir))
 }
 
-/// The existing store at `location`, if there is a location and a store there.
-pub(super) fn existing_store(
-    location: Option<&Location>,
-) -> anyhow::Result<Option<Box<dyn crate::store::Store>>> {
-    Ok(match location {
-        Some(l) => crate::store::open_existing(l)?,
-        None => None,
-    })
-}
-
 /// The store of the fleet in `fleet_dir`, for commands that must work even when its manifests
 /// do not validate (history, pause, resume): only the fleet name is read, and only when no
 /// store is named.

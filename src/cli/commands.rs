@@ -80,7 +80,11 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
     };
     // The store's cache, when there is a store: what it verified before is not re-hashed.
     let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
-    let store = super::apply::existing_store(location.as_ref())?;
+    let store = location
+        .as_ref()
+        .map(crate::store::open_existing)
+        .transpose()?
+        .flatten();
     let cache = match &store {
         Some(s) => Some(s.artifact_cache_dir()),
         None => location.as_ref().map(crate::store::artifact_cache_dir),
@@ -133,8 +137,20 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
     };
     let targets = select(&loaded, &args.targeting)?;
     let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
-    let store = super::apply::existing_store(location.as_ref())?;
-    let (plan, bad_artifacts) = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), at).await?;
+    let store = location
+        .as_ref()
+        .map(crate::store::open_existing)
+        .transpose()?
+        .flatten();
+    let (plan, bad_artifacts) = plan_with_engine(
+        cli,
+        &loaded,
+        &repo,
+        &targets,
+        (store.as_deref(), location.as_ref()),
+        at,
+    )
+    .await?;
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
         std::fs::write(out, saved + "\n")
@@ -190,7 +206,7 @@ async fn plan_with_engine(
     loaded: &LoadedFleet,
     repo: &FleetRepo,
     targets: &[&crate::resolve::DesiredHost],
-    store: Option<&dyn crate::store::Store>,
+    (store, location): (Option<&dyn crate::store::Store>, Option<&crate::store::Location>),
     at: Option<jiff::Timestamp>,
 ) -> anyhow::Result<(plan::Plan, usize)> {
     let pool = std::sync::Arc::new(crate::transport::Pool::new());
@@ -213,9 +229,7 @@ async fn plan_with_engine(
         parallel: cli.global.parallel as usize,
         at,
         trust: &trust,
-        artifact_cache: super::apply::read_only_location(cli, loaded.fleet.name.as_str())?
-            .as_ref()
-            .map(crate::store::artifact_cache_dir),
+        artifact_cache: location.map(crate::store::artifact_cache_dir),
     };
     let planned = crate::apply::prepare(&request).await;
     if let Ok(p) = &planned
@@ -304,8 +318,20 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
     };
     let targets = select(&loaded, &args.targeting)?;
     let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
-    let store = super::apply::existing_store(location.as_ref())?;
-    let (plan, _) = plan_with_engine(cli, &loaded, &repo, &targets, store.as_deref(), None).await?;
+    let store = location
+        .as_ref()
+        .map(crate::store::open_existing)
+        .transpose()?
+        .flatten();
+    let (plan, _) = plan_with_engine(
+        cli,
+        &loaded,
+        &repo,
+        &targets,
+        (store.as_deref(), location.as_ref()),
+        None,
+    )
+    .await?;
     let events = store
         .as_ref()
         .and_then(|s| s.audit(&crate::store::AuditFilter::default()).ok())

@@ -228,7 +228,7 @@ mod tests {
     }
 
     /// A directory holding a `stat` that runs the real one and pipes its output through
-    /// `filter` (a shell command), or runs `filter` alone if it does not start with "awk".
+    /// `filter` (a shell command; `stat` fails when the filter does).
     fn fake_stat(filter: &str) -> tempfile::TempDir {
         use std::os::unix::fs::PermissionsExt as _;
         let bin = tempfile::tempdir().unwrap();
@@ -237,12 +237,7 @@ mod tests {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("coreutils stat");
-        let body = if filter.starts_with("awk") {
-            format!("{real} \"$@\" | {filter}")
-        } else {
-            filter.to_owned()
-        };
-        std::fs::write(&fake, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::write(&fake, format!("#!/bin/sh\n{real} \"$@\" | {filter}\n")).unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         bin
     }
@@ -262,7 +257,7 @@ mod tests {
                 "awk 'NR == 2 { print \"jane\"; print \"644 0\"; next } { print }'",
                 "owner or group name",
             ),
-            ("exit 1", "changed while it was read"),
+            ("awk 'END { exit 1 }'", "changed while it was read"),
         ] {
             let bin = fake_stat(filter);
             let o = probe_with_path(root.path(), "S /etc/app.conf\n", Some(bin.path()));
