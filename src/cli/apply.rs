@@ -46,6 +46,21 @@ pub(super) fn pinned_keys(cli: &Cli) -> anyhow::Result<Option<String>> {
         .transpose()
 }
 
+/// Where the store is (if anywhere) and the store already there (if any).
+pub(super) type ReadOnlyStore = (Option<Location>, Option<Box<dyn crate::store::Store>>);
+
+/// [`read_only_location`] and the store already there, if any (read-only commands never
+/// create one).
+pub(super) fn read_only_store(cli: &Cli, fleet: &str) -> anyhow::Result<ReadOnlyStore> {
+    let location = read_only_location(cli, fleet)?;
+    let store = location
+        .as_ref()
+        .map(crate::store::open_existing)
+        .transpose()?
+        .flatten();
+    Ok((location, store))
+}
+
 pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location> {
     read_only_location(cli, fleet)?
         .context("no store directory: set --state-dir, FLOTILLA_STATE_DIR, XDG_STATE_HOME or HOME")
@@ -54,7 +69,7 @@ pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location>
 /// The store location for commands that only read it (`validate`, `plan`, `status`): `None`
 /// when none is named and neither XDG_STATE_HOME nor HOME is set (a bare container or CI job),
 /// and they then go without the store's records and artifact cache instead of failing.
-pub(super) fn read_only_location(cli: &Cli, fleet: &str) -> anyhow::Result<Option<Location>> {
+fn read_only_location(cli: &Cli, fleet: &str) -> anyhow::Result<Option<Location>> {
     if let Some(location) = named_location(cli)? {
         return Ok(Some(location));
     }

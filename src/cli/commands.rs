@@ -79,12 +79,7 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
         Err(o) => return Ok(o),
     };
     // The store's cache, when there is a store: what it verified before is not re-hashed.
-    let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
-    let store = location
-        .as_ref()
-        .map(crate::store::open_existing)
-        .transpose()?
-        .flatten();
+    let (location, store) = super::apply::read_only_store(cli, loaded.fleet.name.as_str())?;
     let cache = match &store {
         Some(s) => Some(s.artifact_cache_dir()),
         None => location.as_ref().map(crate::store::artifact_cache_dir),
@@ -136,21 +131,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
-    let store = location
-        .as_ref()
-        .map(crate::store::open_existing)
-        .transpose()?
-        .flatten();
-    let (plan, bad_artifacts) = plan_with_engine(
-        cli,
-        &loaded,
-        &repo,
-        &targets,
-        (store.as_deref(), location.as_ref()),
-        at,
-    )
-    .await?;
+    let (plan, bad_artifacts, _) = plan_with_engine(cli, &loaded, &repo, &targets, at).await?;
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
         std::fs::write(out, saved + "\n")
@@ -206,9 +187,11 @@ async fn plan_with_engine(
     loaded: &LoadedFleet,
     repo: &FleetRepo,
     targets: &[&crate::resolve::DesiredHost],
-    (store, location): (Option<&dyn crate::store::Store>, Option<&crate::store::Location>),
     at: Option<jiff::Timestamp>,
-) -> anyhow::Result<(plan::Plan, usize)> {
+) -> anyhow::Result<(plan::Plan, usize, Option<Box<dyn crate::store::Store>>)> {
+    // The store, when there is one, only lends its records and artifact cache (a plan takes no
+    // lock); no location at all (no HOME) is no store.
+    let (location, store) = super::apply::read_only_store(cli, loaded.fleet.name.as_str())?;
     let pool = std::sync::Arc::new(crate::transport::Pool::new());
     let trust = crate::artifact::TrustPolicy::new(
         &loaded.fleet.trust.keys,
@@ -220,7 +203,7 @@ async fn plan_with_engine(
         repo,
         scope: crate::apply::Scope::Hosts(targets),
         overrides: Default::default(),
-        store,
+        store: store.as_deref(),
         pool: pool.clone(),
         memo: None,
         clock: crate::clock::Clock::wall(),
@@ -229,7 +212,7 @@ async fn plan_with_engine(
         parallel: cli.global.parallel as usize,
         at,
         trust: &trust,
-        artifact_cache: location.map(crate::store::artifact_cache_dir),
+        artifact_cache: location.as_ref().map(crate::store::artifact_cache_dir),
     };
     let planned = crate::apply::prepare(&request).await;
     if let Ok(p) = &planned
@@ -245,7 +228,7 @@ async fn plan_with_engine(
     }
     pool.close_all().await;
     let planned = planned?;
-    Ok((planned.plan, planned.artifact_errors.len()))
+    Ok((planned.plan, planned.artifact_errors.len(), store))
 }
 
 /// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.
@@ -317,21 +300,7 @@ async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Out
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let location = super::apply::read_only_location(cli, loaded.fleet.name.as_str())?;
-    let store = location
-        .as_ref()
-        .map(crate::store::open_existing)
-        .transpose()?
-        .flatten();
-    let (plan, _) = plan_with_engine(
-        cli,
-        &loaded,
-        &repo,
-        &targets,
-        (store.as_deref(), location.as_ref()),
-        None,
-    )
-    .await?;
+    let (plan, _, store) = plan_with_engine(cli, &loaded, &repo, &targets, None).await?;
     let events = store
         .as_ref()
         .and_then(|s| s.audit(&crate::store::AuditFilter::default()).ok())
