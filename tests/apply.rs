@@ -453,7 +453,9 @@ impl Drop for Release {
     }
 }
 
-/// The results host-side transactions wrote under `host`'s state directory.
+/// The results host-side transactions wrote under `host`'s state directory: whole lines
+/// only (`result` is written by one `printf >`, so it exists empty a moment before it holds
+/// its line).
 fn txn_results(f: &TestFleet, host: &str) -> Vec<String> {
     let txn = f.root(host).join("var/lib/flotilla/txn");
     std::fs::read_dir(txn)
@@ -461,6 +463,7 @@ fn txn_results(f: &TestFleet, host: &str) -> Vec<String> {
         .flatten()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("result")).ok())
+        .filter(|r| r.ends_with('\n'))
         .collect()
 }
 

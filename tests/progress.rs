@@ -401,8 +401,10 @@ fn a_connection_dropped_while_steps_stream_leaves_the_host_to_finish_and_nothing
     let rest = rest.join("\n");
     assert_eq!(code, 1, "{rest}\n{stdout}");
     assert!(rest.contains("h01"), "names the host: {rest}");
+    // `result` is written by one `printf >`: it exists (empty) a moment before it holds
+    // its line, so wait for the whole line (CI once read it empty in between).
     common::wait_for("the host's transaction to finish", 60, || {
-        txn_dir.join("result").exists()
+        std::fs::read_to_string(txn_dir.join("result")).is_ok_and(|r| r.ends_with('\n'))
     });
     assert_eq!(std::fs::read_to_string(txn_dir.join("result")).unwrap(), "ok\n");
     let state: serde_json::Value =
