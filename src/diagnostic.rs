@@ -96,6 +96,19 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 /// Renders diagnostics in file order, followed by a count line, the way rustc does.
 pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> String {
+    let mut out = render_each(diagnostics, sources, color);
+    let n = diagnostics.len();
+    let _ = writeln!(
+        out,
+        "error: the manifests have {n} problem{}; nothing was changed",
+        if n == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// Renders each diagnostic, in file order, without the count line (for callers that end
+/// with their own).
+pub fn render_each(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> String {
     let renderer = if color {
         Renderer::styled()
     } else {
@@ -135,12 +148,6 @@ pub fn render(diagnostics: &[Diagnostic], sources: &Sources, color: bool) -> Str
         }
         let _ = writeln!(out, "{}\n", renderer.render(&[group]));
     }
-    let n = diagnostics.len();
-    let _ = writeln!(
-        out,
-        "error: the manifests have {n} problem{}; nothing was changed",
-        if n == 1 { "" } else { "s" }
-    );
     out
 }
 

@@ -38,6 +38,8 @@ pub enum LoadError {
     Invalid {
         diagnostics: Vec<Diagnostic>,
         sources: Sources,
+        /// What could be built despite the problems (see [`Checked::partial`]).
+        partial: Option<Box<Fleet>>,
     },
 }
 
@@ -52,6 +54,7 @@ pub fn load(repo: &FleetRepo) -> Result<LoadedFleet, LoadError> {
         valid,
         mut diagnostics,
         sources,
+        mut partial,
     } = check(&read.files, repo, &ctx);
     diagnostics.splice(0..0, read.problems);
     if let Some((fleet, desired)) = valid {
@@ -64,8 +67,44 @@ pub fn load(repo: &FleetRepo) -> Result<LoadedFleet, LoadError> {
                 sources,
             });
         }
+        partial = Some(Box::new(fleet));
     }
-    Err(LoadError::Invalid { diagnostics, sources })
+    Err(LoadError::Invalid {
+        diagnostics,
+        sources,
+        partial,
+    })
+}
+
+/// The repository artifacts of a fleet whose manifests have problems, checked anyway, so a
+/// broken file elsewhere does not hide them (DESIGN §3: every problem in one run): each
+/// failure as a diagnostic at its line. Nothing when `flotilla.toml` itself has a problem
+/// (its `[trust]` may be what is broken, and every signature would seem untrusted) or the
+/// trusted keys cannot be read. Blocking: file I/O and hashing.
+pub fn partial_artifact_diagnostics(
+    partial: &Fleet,
+    diagnostics: &[Diagnostic],
+    sources: &Sources,
+    repo: &FleetRepo,
+    pinned_keys: Option<&str>,
+    cache: Option<std::path::PathBuf>,
+) -> Vec<Diagnostic> {
+    let fleet_file_broken = diagnostics
+        .iter()
+        .any(|d| d.location.as_ref().is_none_or(|l| l.file == "flotilla.toml"));
+    if fleet_file_broken {
+        return Vec::new();
+    }
+    let Ok(trust) =
+        crate::artifact::TrustPolicy::new(&partial.trust.keys, partial.trust.require_signatures, pinned_keys)
+    else {
+        return Vec::new();
+    };
+    crate::artifact::check_repository(partial, repo, &trust, cache)
+        .errors
+        .iter()
+        .map(|e| crate::artifact::ArtifactFailure::from(e).diagnostic(sources))
+        .collect()
 }
 
 /// Validates manifest files and resolves every host, collecting every problem (DESIGN §3):
@@ -91,6 +130,7 @@ pub fn check(
                 valid: None,
                 diagnostics,
                 sources: f.sources,
+                partial: f.partial,
             };
         }
     };
@@ -99,21 +139,23 @@ pub fn check(
             valid: None,
             diagnostics,
             sources,
+            partial: None,
         };
     };
     diagnostics.extend(decreasing_waves(&fleet));
-    let valid = match resolve_all(&fleet) {
-        Ok(desired) if diagnostics.is_empty() => Some((fleet, desired)),
-        Ok(_) => None,
+    let (valid, partial) = match resolve_all(&fleet) {
+        Ok(desired) if diagnostics.is_empty() => (Some((fleet, desired)), None),
+        Ok(_) => (None, Some(Box::new(fleet))),
         Err(more) => {
             diagnostics.extend(more);
-            None
+            (None, Some(Box::new(fleet)))
         }
     };
     Checked {
         valid,
         diagnostics,
         sources,
+        partial,
     }
 }
 
@@ -123,6 +165,10 @@ pub struct Checked {
     pub valid: Option<(Fleet, Vec<DesiredHost>)>,
     pub diagnostics: Vec<Diagnostic>,
     pub sources: Sources,
+    /// When there are problems: what could be built despite them (the files and entries that
+    /// were valid), so further checks can report alongside; `None` when `flotilla.toml`
+    /// itself is broken, or when there is no problem.
+    pub partial: Option<Box<Fleet>>,
 }
 
 /// A local host whose state directory lies inside the repository must find nothing committed

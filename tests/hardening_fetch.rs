@@ -18,8 +18,8 @@ use flotilla::artifact::{
 use flotilla::manifest::model::ArtifactRef;
 
 /// Serves, over TLS on 127.0.0.1: `/endless` (bytes until the client stops reading, no
-/// Content-Length), `/trickle` (1 KiB every 50 ms, forever) and `/good` (the file named by
-/// argv[3]).
+/// Content-Length), `/trickle` (1 KiB every 50 ms, forever), `/good` (the file named by
+/// argv[3]) and `/good.minisig` (its signature).
 const SERVER: &str = r#"
 import http.server, ssl, sys, time
 class H(http.server.BaseHTTPRequestHandler):
@@ -27,8 +27,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         try:
-            if self.path == "/good":
-                data = open(sys.argv[3], "rb").read()
+            if self.path in ("/good", "/good.minisig"):
+                data = open(sys.argv[3] + self.path[5:], "rb").read()
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -302,4 +302,63 @@ fn a_trickling_https_body_is_cut_off_at_the_time_budget() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "ended near its budget: {took:?}");
     assert_eq!(fx.cache_entries(), 0, "no partial download is left");
+}
+
+/// `plan` checks a URL artifact the cache holds without the network (DESIGN §3): with the
+/// HTTPS signature saved when `apply` last fetched it, under today's trust. An artifact the
+/// cache lacks is not checked (only `apply` can fetch it).
+#[test]
+fn a_cached_https_artifact_is_checked_again_without_the_network() {
+    let mut fx = Fx::new();
+    let sha =
+        flotilla::resolve::sha256_hex(&std::fs::read(fx.repo.path().join("artifacts/good.tgz")).unwrap());
+    let (artifact, signature) = (
+        ArtifactRef::Url(fx.url("/good")),
+        ArtifactRef::Url(fx.url("/good.minisig")),
+    );
+    let req = ArtifactRequest {
+        runtime: "python",
+        version: "3.11.9",
+        artifact: &artifact,
+        signature: &signature,
+        sha256: &sha,
+    };
+    let repo = DirRepo(fx.repo.path().to_owned());
+    let cache = || {
+        ArtifactCache::new(fx.cache.path().join("artifacts"))
+            .with_tls_roots_pem(&fx.server.ca)
+            .expect("the test CA")
+    };
+    let trusted = TrustPolicy::new(&[fx.keys.public()], true, None).unwrap();
+    assert!(
+        cache()
+            .check_cached(&req, &repo, &trusted, DEFAULT_MAX_UNPACKED)
+            .is_none(),
+        "nothing cached yet: not checked, and nothing fetched"
+    );
+    assert_eq!(fx.cache_entries(), 0);
+    cache()
+        .prepare(&req, &repo, &trusted, DEFAULT_MAX_UNPACKED)
+        .expect("fetched and verified");
+
+    // The server goes away: the check runs on what the cache holds.
+    let _ = fx.server.child.kill();
+    let _ = fx.server.child.wait();
+    let ok = cache()
+        .check_cached(&req, &repo, &trusted, DEFAULT_MAX_UNPACKED)
+        .expect("held")
+        .expect("still good");
+    assert_eq!(ok.sha256, sha);
+    // The trusted keys changed since: the cached artifact fails, naming the key.
+    let other = Keys::new();
+    let rotated = TrustPolicy::new(&[other.public()], true, None).unwrap();
+    match cache().check_cached(&req, &repo, &rotated, DEFAULT_MAX_UNPACKED) {
+        Some(Err(e @ ArtifactError::UntrustedKey { .. })) => names_the_artifact(&e.to_string(), "/good"),
+        other => panic!("expected an untrusted key, got {other:?}"),
+    }
+    // A smaller unpacked-size limit is checked too (the tarball is read again from the cache).
+    match cache().check_cached(&req, &repo, &trusted, 4) {
+        Some(Err(ArtifactError::Tarball { .. })) => {}
+        other => panic!("expected the size limit, got {other:?}"),
+    }
 }

@@ -17,7 +17,9 @@ fn load(f: &TestFleet) -> flotilla::load::LoadedFleet {
     let repo = flotilla::repo::FleetRepo::open(f.path(), None).expect("open");
     match flotilla::load::load(&repo) {
         Ok(l) => l,
-        Err(flotilla::load::LoadError::Invalid { diagnostics, sources }) => {
+        Err(flotilla::load::LoadError::Invalid {
+            diagnostics, sources, ..
+        }) => {
             panic!("{}", flotilla::diagnostic::render(&diagnostics, &sources, false))
         }
         Err(e) => panic!("{e}"),

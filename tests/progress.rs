@@ -125,7 +125,13 @@ impl Running {
         let mut stdout = String::new();
         std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
         let code = self.child.wait().unwrap().code().unwrap_or(-1);
-        let rest: Vec<String> = self.lines.try_iter().collect();
+        // The reader thread may not have passed on the last lines yet (CI once missed the
+        // final events): take lines until stderr's end, or 5 s without one (a process left
+        // on a host may hold the pipe open).
+        let mut rest = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            rest.push(l);
+        }
         (code, rest, stdout)
     }
 }

@@ -1914,7 +1914,7 @@ fn broken_flotilla_toml_does_not_hide_other_problems() {
 #[test]
 #[ignore = "library limitation: each file is deserialised with serde, which stops at the first error, so \
             a second typo in the same file is only reported after the first is fixed \
-            (src/manifest/validate.rs parse_toml)"]
+            (src/manifest/validate/toml_errors.rs parse_toml)"]
 fn two_unknown_keys_in_one_file_both_reported() {
     let m = Manifests::minimal().append(
         "environments/prod.toml",

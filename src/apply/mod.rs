@@ -20,6 +20,7 @@ mod recover;
 mod rounds;
 mod run;
 
+pub use artifacts::{check_cached_urls, needed_artifacts};
 pub use prepare::{Planned, plan_observed, prepare, records};
 pub use rounds::{RoundView, Rounds, RoundsEnd, apply_rounds};
 pub use run::apply;
@@ -138,7 +139,7 @@ pub struct Report {
     pub waits: Vec<Wait>,
     pub halts: Vec<(String, Halt)>,
     /// Artifacts that failed their checks: the whole run was refused before any host.
-    pub artifact_errors: Vec<String>,
+    pub artifact_errors: Vec<crate::artifact::ArtifactFailure>,
     /// Hosts that could not be observed.
     pub unreachable: usize,
     /// A stop was requested during the run.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{EngineError, Request, Scope};
-use crate::artifact::RepositoryCheck;
+use crate::artifact::{ArtifactFailure, RepositoryCheck};
 use crate::observe::{Observation, ObserveError, observe_all};
 use crate::plan::room::{self, ArtifactSizes};
 use crate::plan::{self, HostInput, Plan, PlanInput, SavedPlan};
@@ -29,7 +29,11 @@ pub struct Planned<'a> {
     pub saved: Option<&'a SavedPlan>,
     /// Repository artifacts that failed their checks (each names runtime, version and why):
     /// `plan` reports them and exits 1, `apply` refuses the whole run.
-    pub artifact_errors: Vec<String>,
+    pub artifact_errors: Vec<ArtifactFailure>,
+    /// URL artifacts the plan needs that the store's cache holds and that failed their
+    /// checks there (DESIGN §3): `plan` reports them and exits 1; `apply` fetches and checks
+    /// every URL artifact again (with a fresh signature) before any host, and refuses then.
+    pub cached_artifact_errors: Vec<ArtifactFailure>,
 }
 
 impl Planned<'_> {
@@ -83,8 +87,9 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         .artifact_cache
         .clone()
         .or_else(|| store.map(|s| s.artifact_cache_dir()));
-    let (observations, checked) = observe_and_check(req, &targets, store_id.as_deref(), cache).await;
-    let artifact_errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
+    let (observations, checked) = observe_and_check(req, &targets, store_id.as_deref(), cache.clone()).await;
+    let artifact_errors = checked.errors.iter().map(ArtifactFailure::from).collect();
+    let mut sizes = checked.sizes;
     let refused = refusals(req, &targets, &observations, store_id.as_deref());
     let mut plan = build_plan(
         req,
@@ -93,9 +98,21 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         &rollouts,
         &promotions,
         observed_at,
-        &checked.sizes,
+        &ArtifactSizes::default(),
     );
     plan.no_longer_managed = no_longer_managed(req)?;
+    let needed = super::artifacts::needed_artifacts(&plan, &targets, &observations);
+    let cached_artifact_errors = match cache {
+        Some(dir) => {
+            let cache = crate::artifact::ArtifactCache::new(dir);
+            let (more, errors) =
+                super::run::blocking(|| super::artifacts::check_cached_urls(req, &needed, &cache));
+            sizes.extend(more);
+            errors
+        }
+        None => Vec::new(),
+    };
+    warn_without_room(&mut plan, &targets, &observations, &sizes);
     let stale = saved.map(|s| stale_hosts(s, &plan)).unwrap_or_default();
     Ok(Planned {
         plan,
@@ -106,6 +123,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         rollouts,
         saved,
         artifact_errors,
+        cached_artifact_errors,
     })
 }
 
@@ -296,6 +314,7 @@ pub(super) fn build_plan(
         None => DigestKey::process().clone(),
     };
     key_sensitive_digests(&mut plan, targets, &key);
+    // Room warnings need the artifacts' sizes: `prepare` adds them once it knows them all.
     warn_without_room(&mut plan, targets, observations, sizes);
     warn_busy(&mut plan, &req.fleet.fleet, targets, observations);
     plan.override_schedule(req.overrides.windows.as_deref(), req.overrides.freeze.as_deref());

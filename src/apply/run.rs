@@ -70,7 +70,13 @@ pub async fn apply<'a>(
     }
     if !errors.is_empty() {
         let mut e = log.event("apply-refused");
-        e.error = Some(errors.join("; "));
+        e.error = Some(
+            errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
         store.append_audit(&e)?;
         report.artifact_errors = errors;
         report.decide();

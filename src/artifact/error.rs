@@ -149,6 +149,12 @@ pub enum ArtifactError {
         entry: Option<String>,
         problem: TarProblem,
     },
+    /// Only from [`ArtifactCache::check_cached`](super::ArtifactCache::check_cached), which
+    /// turns it into "not held": the cache lacks the artifact or its (HTTPS) signature.
+    #[error(
+        "{at}: not in the artifact cache, and checking it would need the network; `apply` fetches and checks it"
+    )]
+    NotCached { at: Box<Origin> },
 }
 
 impl ArtifactError {
@@ -173,7 +179,8 @@ impl ArtifactError {
             | ArtifactError::LegacySignature { at, .. }
             | ArtifactError::UntrustedKey { at, .. }
             | ArtifactError::BadSignature { at, .. }
-            | ArtifactError::Tarball { at, .. } => Some(at),
+            | ArtifactError::Tarball { at, .. }
+            | ArtifactError::NotCached { at } => Some(at),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! signatures are in use).
 
 mod error;
+mod failure;
 mod fetch;
 mod inspect;
 mod repository;
@@ -39,6 +40,7 @@ use minisign_verify::StreamVerifier;
 use sha2::{Digest, Sha256};
 
 pub use error::{ArtifactError, Origin, TarProblem};
+pub use failure::{ArtifactFailure, ArtifactField};
 pub use inspect::{
     COMPONENT_LIMIT, NAME_LIMIT, PATH_LIMIT, TarEntry, TarEntryKind, TarballRefused, inspect_tarball,
 };
@@ -61,6 +63,14 @@ pub trait RepoReader {
     fn content_id(&self, _path: &str) -> Option<String> {
         None
     }
+}
+
+/// Whether a check may fetch what the cache does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Network {
+    Allowed,
+    /// Only what the cache holds (and repository and `file://` reads, which are local).
+    Refused,
 }
 
 /// The default limit on an artifact's unpacked size (DESIGN §6.1: 10 GiB).
@@ -205,6 +215,48 @@ impl ArtifactCache {
         trust: &TrustPolicy,
         max_unpacked: u64,
     ) -> Result<Prepared, ArtifactError> {
+        self.check(req, repo, trust, max_unpacked, Network::Allowed)
+    }
+
+    /// Checks a URL artifact the cache already holds, exactly as [`prepare`](Self::prepare)
+    /// would, without the network (DESIGN §3: `plan` and `preview` check the URL artifacts
+    /// they need when the cache holds them). An HTTPS signature is the copy saved when the
+    /// artifact was last prepared; `apply` fetches it again. `None` when the cache lacks the
+    /// artifact or that signature (then only `apply` can check it), and for repository
+    /// artifacts, which [`check_repository`] covers.
+    ///
+    /// Blocking (file I/O, hashing when the cache has no record of a check that passed).
+    pub fn check_cached(
+        &self,
+        req: &ArtifactRequest<'_>,
+        repo: &dyn RepoReader,
+        trust: &TrustPolicy,
+        max_unpacked: u64,
+    ) -> Option<Result<Prepared, ArtifactError>> {
+        if matches!(req.artifact, ArtifactRef::Repo(_)) {
+            return None;
+        }
+        // Not held: nothing else is looked at (a `file://` signature could be read, but what
+        // it says is `apply`'s to check, with the artifact).
+        let expected = req.sha256.to_ascii_lowercase();
+        let well_formed = expected.len() == 64 && expected.bytes().all(|b| b.is_ascii_hexdigit());
+        if well_formed && !fs::symlink_metadata(self.dir.join(&expected)).is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        match self.check(req, repo, trust, max_unpacked, Network::Refused) {
+            Err(ArtifactError::NotCached { .. }) => None,
+            other => Some(other),
+        }
+    }
+
+    fn check(
+        &self,
+        req: &ArtifactRequest<'_>,
+        repo: &dyn RepoReader,
+        trust: &TrustPolicy,
+        max_unpacked: u64,
+        network: Network,
+    ) -> Result<Prepared, ArtifactError> {
         let at = || {
             Box::new(Origin {
                 runtime: req.runtime.to_owned(),
@@ -220,7 +272,7 @@ impl ArtifactCache {
             });
         }
 
-        let signature = self.signature(req, repo, trust, &at)?;
+        let signature = self.signature(req, repo, trust, &at, network)?;
         let cached = self.dir.join(&expected);
 
         // Checked before under the same signature, trust and limit, and (for a repository
@@ -281,6 +333,7 @@ impl ArtifactCache {
         };
         let (mut file, mut digests, fetched) = match reused {
             Some((file, digests)) => (file, digests, false),
+            None if network == Network::Refused => return Err(ArtifactError::NotCached { at: at() }),
             None => {
                 let limit = max_unpacked
                     .saturating_add(max_unpacked / 8)
@@ -343,6 +396,7 @@ impl ArtifactCache {
         repo: &dyn RepoReader,
         trust: &'t TrustPolicy,
         at: &dyn Fn() -> Box<Origin>,
+        network: Network,
     ) -> Result<Option<(trust::SignatureFile, &'t minisign_verify::PublicKey)>, ArtifactError> {
         let location = req.signature.to_string();
         let src = fetch::source(req.signature).map_err(|reason| ArtifactError::BadUrl {
@@ -351,7 +405,56 @@ impl ArtifactCache {
             url: location.clone(),
             reason,
         })?;
-        let reader = match fetch::open(&src, repo, &self.agent, self.https_budget) {
+        let https = matches!(src, Source::Https(_));
+        let bytes = if https && network == Network::Refused {
+            verified::saved_signature(&self.dir, &location).ok_or(ArtifactError::NotCached { at: at() })?
+        } else {
+            match self.read_signature(&src, repo, trust, req, at, &location)? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            }
+        };
+        if https && network == Network::Allowed {
+            verified::save_signature(&self.dir, &location, &bytes);
+        }
+        let malformed = |reason: String| ArtifactError::MalformedSignature {
+            at: at(),
+            signature: location.clone(),
+            reason,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| malformed("it is not text".into()))?;
+        let file = trust::parse_signature(&text).map_err(malformed)?;
+        let Some(key) = trust.key(file.key_id) else {
+            return Err(ArtifactError::UntrustedKey {
+                at: at(),
+                signature: location,
+                key_id: file.key_id.to_string(),
+                trusted: trust.key_ids(),
+                pinned: trust.is_pinned(),
+            });
+        };
+        if !file.prehashed {
+            return Err(ArtifactError::LegacySignature {
+                at: at(),
+                signature: location,
+            });
+        }
+        Ok(Some((file, key)))
+    }
+
+    /// The signature's bytes (at most [`SIGNATURE_LIMIT`]); `None` when there is none and
+    /// none is required.
+    fn read_signature(
+        &self,
+        src: &Source<'_>,
+        repo: &dyn RepoReader,
+        trust: &TrustPolicy,
+        req: &ArtifactRequest<'_>,
+        at: &dyn Fn() -> Box<Origin>,
+        location: &str,
+    ) -> Result<Option<Vec<u8>>, ArtifactError> {
+        let location = location.to_owned();
+        let reader = match fetch::open(src, repo, &self.agent, self.https_budget) {
             Ok(r) => r,
             Err(OpenError::NotFound(reason)) => {
                 if trust.require_signatures() {
@@ -387,29 +490,7 @@ impl ArtifactCache {
                 signature: location,
             });
         }
-        let malformed = |reason: String| ArtifactError::MalformedSignature {
-            at: at(),
-            signature: location.clone(),
-            reason,
-        };
-        let text = String::from_utf8(bytes).map_err(|_| malformed("it is not text".into()))?;
-        let file = trust::parse_signature(&text).map_err(malformed)?;
-        let Some(key) = trust.key(file.key_id) else {
-            return Err(ArtifactError::UntrustedKey {
-                at: at(),
-                signature: location,
-                key_id: file.key_id.to_string(),
-                trusted: trust.key_ids(),
-                pinned: trust.is_pinned(),
-            });
-        };
-        if !file.prehashed {
-            return Err(ArtifactError::LegacySignature {
-                at: at(),
-                signature: location,
-            });
-        }
-        Ok(Some((file, key)))
+        Ok(Some(bytes))
     }
 
     /// Hashes a cached copy; returns it, positioned anywhere, when its sha256 matches. A copy

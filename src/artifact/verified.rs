@@ -67,6 +67,19 @@ pub(super) fn remember_source(cache: &Path, id: &str, sha256: &str) {
     write(&cache.join("sources"), &id_name(id), sha256.as_bytes());
 }
 
+/// The HTTPS signature at `url` as last fetched, so `plan` can check a cached artifact
+/// without the network (`apply` always fetches it again). Untrusted bytes like any
+/// signature: they are verified against the trusted keys before anything relies on them.
+pub(super) fn saved_signature(cache: &Path, url: &str) -> Option<Vec<u8>> {
+    let path = cache.join("signatures").join(id_name(url));
+    let bytes = fs::read(path).ok()?;
+    (bytes.len() as u64 <= super::SIGNATURE_LIMIT).then_some(bytes)
+}
+
+pub(super) fn save_signature(cache: &Path, url: &str, bytes: &[u8]) {
+    write(&cache.join("signatures"), &id_name(url), bytes);
+}
+
 fn id_name(id: &str) -> String {
     crate::resolve::sha256_hex(format!("{VERSION}\0{id}").as_bytes())
 }

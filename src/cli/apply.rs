@@ -69,7 +69,7 @@ pub(super) fn store_location(cli: &Cli, fleet: &str) -> anyhow::Result<Location>
 /// The store location for commands that only read it (`validate`, `plan`, `status`): `None`
 /// when none is named and neither XDG_STATE_HOME nor HOME is set (a bare container or CI job),
 /// and they then go without the store's records and artifact cache instead of failing.
-fn read_only_location(cli: &Cli, fleet: &str) -> anyhow::Result<Option<Location>> {
+pub(super) fn read_only_location(cli: &Cli, fleet: &str) -> anyhow::Result<Option<Location>> {
     if let Some(location) = named_location(cli)? {
         return Ok(Some(location));
     }
@@ -140,7 +140,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
             .and_then(|s| s.plan.revision.clone())
             .or(args.source.rev.clone()),
     };
-    let opened = open(&source, Some(&args.connection), color).map_err(|e| {
+    let opened = open(cli, &source, Some(&args.connection), color).map_err(|e| {
         // A saved plan names its revision; one this repository cannot find is a plan made
         // elsewhere or before history was rewritten, not a typo on the command line.
         match (&args.plan, e.downcast_ref::<crate::repo::RepoError>()) {
@@ -209,6 +209,7 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, color: bool) -> anyhow::Result<O
         cli,
         color,
         cancel: cancel.clone(),
+        sources: &loaded.sources,
     };
     Ok(
         match engine::apply_rounds(&request, &options, rounds, &mut view).await? {
@@ -225,6 +226,8 @@ struct ApplyView<'c> {
     cli: &'c Cli,
     color: bool,
     cancel: crate::cancel::Cancel,
+    /// The manifests' text, so artifact errors can quote the line to fix.
+    sources: &'c crate::diagnostic::Sources,
 }
 
 #[async_trait::async_trait]
@@ -257,6 +260,14 @@ impl engine::RoundView for ApplyView<'_> {
     }
 
     fn report(&mut self, report: &engine::Report) -> anyhow::Result<()> {
+        if !report.artifact_errors.is_empty() {
+            let color = self.color && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            super::output::err(&views::artifact_errors(
+                &report.artifact_errors,
+                self.sources,
+                color,
+            ));
+        }
         // The hosts are changed by now: a closed stdout must not hide how it went, so the
         // exit code stays the apply's.
         super::output::unless_closed(out(&views::apply_summary(report)))

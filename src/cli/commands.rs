@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use super::Outcome;
 use super::args::{Cli, Command, Connection, Format, PlanArgs, SchemaArgs, ShowArgs, Source, StatusArgs};
 use super::output::{errln, out, outln};
+use super::views;
 use crate::diagnostic;
 use crate::load::{LoadError, LoadedFleet, load};
 use crate::plan;
@@ -18,7 +19,7 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
         Command::Plan(args) => plan_cmd(cli, args, color).await,
         Command::Apply(args) => super::apply::apply(cli, args, color).await,
         Command::Preview(args) => super::preview::preview(cli, args, color).await,
-        Command::Show(args) => show(args, color),
+        Command::Show(args) => show(cli, args, color),
         Command::History(args) => super::apply::history(cli, args),
         Command::Watch(args) => super::watch::watch(cli, args).await,
         Command::Pause(args) => super::pause::pause(cli, args),
@@ -33,9 +34,11 @@ pub async fn run(cli: &Cli, color: bool) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Loads the fleet, printing every problem on failure; `connection` flags, where the command
-/// takes them, override the manifests.
+/// Loads the fleet, printing every problem on failure (with the repository artifacts of the
+/// files that are valid: a broken file does not hide them); `connection` flags, where the
+/// command takes them, override the manifests.
 pub(super) fn open(
+    cli: &Cli,
     src: &Source,
     connection: Option<&Connection>,
     color: bool,
@@ -62,7 +65,27 @@ pub(super) fn open(
             Ok(Ok((repo, loaded)))
         }
         Err(LoadError::Repo(e)) => Err(e.into()),
-        Err(LoadError::Invalid { diagnostics, sources }) => {
+        Err(LoadError::Invalid {
+            mut diagnostics,
+            sources,
+            partial,
+        }) => {
+            if let Some(partial) = partial {
+                // The store's cache if there is one (what it verified is not hashed again).
+                let cache = super::apply::read_only_location(cli, partial.name.as_str())
+                    .ok()
+                    .flatten()
+                    .map(|l| crate::store::artifact_cache_dir(&l));
+                let pinned = super::apply::pinned_keys(cli)?;
+                diagnostics.extend(crate::load::partial_artifact_diagnostics(
+                    &partial,
+                    &diagnostics,
+                    &sources,
+                    &repo,
+                    pinned.as_deref(),
+                    cache,
+                ));
+            }
             super::output::err(&diagnostic::render(
                 &diagnostics,
                 &sources,
@@ -74,7 +97,7 @@ pub(super) fn open(
 }
 
 fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
-    let (repo, loaded) = match open(src, None, color)? {
+    let (repo, loaded) = match open(cli, src, None, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -91,9 +114,11 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
         super::apply::pinned_keys(cli)?.as_deref(),
     )?;
     if !bad.is_empty() {
-        for e in &bad {
-            errln!("error: {e}");
-        }
+        super::output::err(&views::artifact_errors(
+            &bad,
+            &loaded.sources,
+            stderr_color(color),
+        ));
         errln!(
             "error: {} artifact(s) in the repository failed their checks (the manifests themselves are valid)",
             bad.len()
@@ -126,12 +151,12 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, color: bool) -> anyhow::Result<Out
         Some(s) => Some(parse_at(s)?),
         None => None,
     };
-    let (repo, loaded) = match open(&args.source, Some(&args.connection), color)? {
+    let (repo, loaded) = match open(cli, &args.source, Some(&args.connection), color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let (plan, bad_artifacts, _) = plan_with_engine(cli, &loaded, &repo, &targets, at).await?;
+    let (plan, bad_artifacts, _) = plan_with_engine(cli, &loaded, &repo, &targets, at, color).await?;
     if let Some(out) = &args.out {
         let saved = serde_json::to_string_pretty(&plan::SavedPlan::new(plan.clone()))?;
         std::fs::write(out, saved + "\n")
@@ -188,6 +213,7 @@ async fn plan_with_engine(
     repo: &FleetRepo,
     targets: &[&crate::resolve::DesiredHost],
     at: Option<jiff::Timestamp>,
+    color: bool,
 ) -> anyhow::Result<(plan::Plan, usize, Option<Box<dyn crate::store::Store>>)> {
     // The store, when there is one, only lends its records and artifact cache (a plan takes no
     // lock); no location at all (no HOME) is no store.
@@ -215,20 +241,35 @@ async fn plan_with_engine(
         artifact_cache: location.as_ref().map(crate::store::artifact_cache_dir),
     };
     let planned = crate::apply::prepare(&request).await;
-    if let Ok(p) = &planned
-        && !p.artifact_errors.is_empty()
-    {
-        for e in &p.artifact_errors {
-            errln!("error: {e}");
-        }
-        errln!(
-            "error: {} artifact(s) in the repository failed their checks; apply would refuse the whole run",
-            p.artifact_errors.len()
-        );
-    }
     pool.close_all().await;
     let planned = planned?;
-    Ok((planned.plan, planned.artifact_errors.len(), store))
+    let (repo_bad, cached_bad) = (&planned.artifact_errors, &planned.cached_artifact_errors);
+    if !repo_bad.is_empty() || !cached_bad.is_empty() {
+        let all: Vec<_> = repo_bad.iter().chain(cached_bad).cloned().collect();
+        super::output::err(&views::artifact_errors(
+            &all,
+            &loaded.sources,
+            stderr_color(color),
+        ));
+    }
+    if !repo_bad.is_empty() {
+        errln!(
+            "error: {} artifact(s) in the repository failed their checks; apply would refuse the whole run",
+            repo_bad.len()
+        );
+    }
+    if !cached_bad.is_empty() {
+        errln!(
+            "error: {} artifact(s) in the artifact cache failed their checks; apply fetches them again and refuses the run if they still fail",
+            cached_bad.len()
+        );
+    }
+    Ok((planned.plan, repo_bad.len() + cached_bad.len(), store))
+}
+
+/// Whether to color what goes to stderr.
+fn stderr_color(color: bool) -> bool {
+    color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 /// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.
@@ -242,8 +283,8 @@ pub(super) fn parse_at(s: &str) -> anyhow::Result<jiff::Timestamp> {
     anyhow::bail!("--at {s}: not a time; write RFC 3339 such as 2026-11-28T02:30:00+01:00")
 }
 
-fn show(args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
-    let (_repo, loaded) = match open(&args.source, None, color)? {
+fn show(cli: &Cli, args: &ShowArgs, color: bool) -> anyhow::Result<Outcome> {
+    let (_repo, loaded) = match open(cli, &args.source, None, color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
@@ -295,12 +336,12 @@ fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn status(cli: &Cli, args: &StatusArgs, color: bool) -> anyhow::Result<Outcome> {
-    let (repo, loaded) = match open(&args.source, Some(&args.connection), color)? {
+    let (repo, loaded) = match open(cli, &args.source, Some(&args.connection), color)? {
         Ok(x) => x,
         Err(o) => return Ok(o),
     };
     let targets = select(&loaded, &args.targeting)?;
-    let (plan, _, store) = plan_with_engine(cli, &loaded, &repo, &targets, None).await?;
+    let (plan, _, store) = plan_with_engine(cli, &loaded, &repo, &targets, None, color).await?;
     let events = store
         .as_ref()
         .and_then(|s| s.audit(&crate::store::AuditFilter::default()).ok())

@@ -47,7 +47,7 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Checks every artifact stored in the repository as `apply` would (sha256, signature by a
-/// trusted key, tarball inspection; DESIGN §3), returning one message per failure. URL
+/// trusted key, tarball inspection; DESIGN §3), returning every failure. URL
 /// artifacts are not fetched: `validate` stays off the network. With a store, what its cache
 /// verified before is not checked again (a repository file is re-read whenever it changed).
 pub(super) fn check_repo_artifacts(
@@ -55,7 +55,7 @@ pub(super) fn check_repo_artifacts(
     loaded: &LoadedFleet,
     cache: Option<std::path::PathBuf>,
     pinned: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<crate::artifact::ArtifactFailure>> {
     let trust = TrustPolicy::new(
         &loaded.fleet.trust.keys,
         loaded.fleet.trust.require_signatures,
@@ -64,8 +64,8 @@ pub(super) fn check_repo_artifacts(
     Ok(
         crate::artifact::check_repository(&loaded.fleet, repo, &trust, cache)
             .errors
-            .into_iter()
-            .map(|e| e.to_string())
+            .iter()
+            .map(crate::artifact::ArtifactFailure::from)
             .collect(),
     )
 }

@@ -129,14 +129,22 @@ impl WaveCounts {
     }
 }
 
+/// Failed artifact checks, rustc-style, each at the line of `runtimes/<name>.toml` it is
+/// about (DESIGN §3), for stderr; the caller adds what they mean for its command.
+pub fn artifact_errors(
+    failures: &[crate::artifact::ArtifactFailure],
+    sources: &crate::diagnostic::Sources,
+    color: bool,
+) -> String {
+    let diagnostics: Vec<_> = failures.iter().map(|f| f.diagnostic(sources)).collect();
+    crate::diagnostic::render_each(&diagnostics, sources, color)
+}
+
 /// The summary printed after an apply (DESIGN §6.5): applied, failed, rolled back, skipped,
 /// waiting and why.
 pub fn apply_summary(r: &Report) -> String {
     let mut out = String::new();
     if !r.artifact_errors.is_empty() {
-        for e in &r.artifact_errors {
-            eprintln!("error: {e}");
-        }
         let _ = writeln!(
             out,
             "\nApply refused: {} artifact(s) failed their checks; no host was touched.",

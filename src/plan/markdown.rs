@@ -20,6 +20,9 @@ pub struct MarkdownHeader {
     pub lead: Vec<String>,
     /// Shown together in one warning, one list item each.
     pub notices: Vec<String>,
+    /// Problems that make `apply` refuse the run (artifacts failing their checks), shown
+    /// first, one list item each; never cut.
+    pub errors: Vec<String>,
     /// Environment → the "Earliest start" cell, instead of the one the plan alone gives.
     pub earliest: std::collections::BTreeMap<String, String>,
 }
@@ -37,17 +40,13 @@ pub fn render(plan: &Plan, header: &MarkdownHeader) -> String {
         head.push('\n');
     }
     let _ = writeln!(head, "**{}**\n", plan.summary_line());
-    if !header.notices.is_empty() {
-        let _ = writeln!(
-            head,
-            "> [!WARNING]\n> **{} change(s) to review:**",
-            header.notices.len()
-        );
-        for n in &header.notices {
-            let _ = writeln!(head, "> - {}", n.replace('\n', " "));
-        }
-        head.push('\n');
-    }
+    let errors = format!(
+        "{} artifact(s) fail their checks; apply would refuse the whole run:",
+        header.errors.len()
+    );
+    callout(&mut head, "CAUTION", &errors, &header.errors);
+    let notices = format!("{} change(s) to review:", header.notices.len());
+    callout(&mut head, "WARNING", &notices, &header.notices);
     if !plan.no_longer_managed.is_empty() {
         let names = super::fold::join_limited(&super::fold::fold_names(&plan.no_longer_managed), 10);
         let _ = writeln!(
@@ -324,6 +323,19 @@ impl Entry {
         out.push('\n');
         out
     }
+}
+
+/// A GitHub alert of kind `kind` titled `title` (bold), one list item per entry; nothing
+/// without entries.
+fn callout(out: &mut String, kind: &str, title: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "> [!{kind}]\n> **{title}**");
+    for i in items {
+        let _ = writeln!(out, "> - {}", i.replace('\n', " "));
+    }
+    out.push('\n');
 }
 
 fn cell(s: &str) -> String {

@@ -162,7 +162,9 @@ pub struct Preview {
     pub notices: Vec<Notice>,
     /// Per environment, the earliest start of its first wave.
     pub forecast: Vec<Forecast>,
-    /// Head's problems, when it is invalid (then the preview exits 1).
+    /// Head's problems, when it is invalid (then there is no plan), or the artifacts of a
+    /// valid head that fail their checks (then `apply` would refuse the run); either way the
+    /// preview exits 1.
     pub errors: Vec<Problem>,
     /// Head's problems rendered rustc-style, for text and markdown.
     #[serde(skip)]
@@ -265,7 +267,24 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
                 source,
             });
         }
-        Err(LoadError::Invalid { diagnostics, sources }) => {
+        Err(LoadError::Invalid {
+            mut diagnostics,
+            sources,
+            partial,
+        }) => {
+            // Head's repository artifacts too, where its flotilla.toml is sound: a broken file
+            // does not hide them.
+            if let Some(partial) = partial {
+                let cache = (req.store)(base.fleet.name.as_str())?.map(|s| s.artifact_cache_dir());
+                diagnostics.extend(crate::load::partial_artifact_diagnostics(
+                    &partial,
+                    &diagnostics,
+                    &sources,
+                    &head_repo,
+                    req.pinned_keys.as_deref(),
+                    cache,
+                ));
+            }
             let problems = diagnostics
                 .iter()
                 .map(|d| {
@@ -333,7 +352,9 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         artifact_cache: None,
     };
     let mut plan = crate::apply::plan_observed(&engine, &targets, &observations)?;
+    let needed = crate::apply::needed_artifacts(&plan, &targets, &observations);
     drop(observations);
+    let failures = check_artifacts(&engine, &needed, store.as_deref());
     gone.extend(plan.no_longer_managed.drain(..));
     plan.no_longer_managed = gone.into_iter().collect();
     let (promotions, rollouts) = crate::apply::records(&engine)?;
@@ -350,11 +371,51 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         last_ended: &last_ended,
         active: &active,
     });
-    let mut out = empty(Vec::new(), String::new());
+    let problems = failures
+        .iter()
+        .map(|f| {
+            let at = f.place(&head.sources);
+            let line_col = at
+                .as_ref()
+                .and_then(|(file, span)| head.sources.line_col(file, span.start));
+            Problem {
+                message: escape_controls(&f.message),
+                file: at.map(|(file, _)| file),
+                line: line_col.map(|a| a.0),
+                column: line_col.map(|a| a.1),
+            }
+        })
+        .collect();
+    let diagnostics: Vec<_> = failures.iter().map(|f| f.diagnostic(&head.sources)).collect();
+    let text = crate::diagnostic::render_each(&diagnostics, &head.sources, false);
+    let mut out = empty(problems, text);
     out.plan = Some(plan);
     out.notices = notices;
     out.forecast = forecast;
     Ok(out)
+}
+
+/// Head's artifacts as `plan` would check them (DESIGN §3): every one stored in the
+/// repository, and the URL artifacts head's plan needs that the store's cache holds (no
+/// network). Without a store, repository artifacts are checked in a temporary cache.
+fn check_artifacts(
+    engine: &crate::apply::Request<'_>,
+    needed: &BTreeSet<(String, String)>,
+    store: Option<&dyn Store>,
+) -> Vec<crate::artifact::ArtifactFailure> {
+    let cache = store.map(|s| s.artifact_cache_dir());
+    let repo =
+        crate::artifact::check_repository(&engine.fleet.fleet, engine.repo, engine.trust, cache.clone());
+    let mut failures: Vec<_> = repo
+        .errors
+        .iter()
+        .map(crate::artifact::ArtifactFailure::from)
+        .collect();
+    if let Some(dir) = cache {
+        let cache = crate::artifact::ArtifactCache::new(dir);
+        failures.extend(crate::apply::check_cached_urls(engine, needed, &cache).1);
+    }
+    failures
 }
 
 /// The hosts as the plan assumes them: at base's desired state (manifests), or observed with

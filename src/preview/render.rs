@@ -51,6 +51,7 @@ pub fn markdown(p: &Preview) -> String {
         marker: Some(MARKER.to_owned()),
         title: title(p),
         lead,
+        errors: p.errors.iter().map(problem_line).collect(),
         notices: p
             .notices
             .iter()
@@ -64,6 +65,15 @@ pub fn markdown(p: &Preview) -> String {
             .collect(),
     };
     crate::plan::markdown::render(plan, &header)
+}
+
+/// A problem of a valid head (an artifact that fails its checks), for markdown: its message
+/// as code (it quotes head's text), and where.
+fn problem_line(e: &super::Problem) -> String {
+    match (&e.file, e.line) {
+        (Some(file), Some(line)) => format!("{} — {}", code(&e.message), code(&format!("{file}:{line}"))),
+        _ => code(&e.message),
+    }
 }
 
 /// An invalid head: its problems, located, in a fenced block (cut to fit, with a note).
@@ -113,6 +123,14 @@ pub fn text(p: &Preview, color: bool) -> String {
         out.push_str(&p.errors_text);
         return out;
     };
+    if !p.errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} artifact(s) of head fail their checks; apply would refuse the whole run:\n",
+            p.errors.len()
+        );
+        out.push_str(&p.errors_text);
+    }
     if !p.notices.is_empty() {
         let _ = writeln!(out, "To review ({}):", p.notices.len());
         for n in &p.notices {

@@ -48,7 +48,9 @@ pub(super) fn load(dir: &Path, rev: &str, settings: &super::Settings) -> Result<
     let repo = FleetRepo::open(dir, Some(rev)).map_err(|e| e.to_string())?;
     let mut loaded = match crate::load::load(&repo) {
         Ok(loaded) => loaded,
-        Err(LoadError::Invalid { diagnostics, sources }) => {
+        Err(LoadError::Invalid {
+            diagnostics, sources, ..
+        }) => {
             return Err(crate::diagnostic::render(&diagnostics, &sources, false));
         }
         Err(e) => return Err(e.to_string()),
