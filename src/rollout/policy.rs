@@ -174,16 +174,17 @@ pub enum SkipKind {
     Refused,
 }
 
-/// Whether a host that ended with `kind` counts against the failure budget. A host found
-/// locked by another transaction, changed since it was observed, or without room for the
-/// artifacts it installs, was left untouched: it is
-/// reported (the run exits 1) but is no evidence against the new version, so it must not
-/// halt the rollout and roll back the hosts that did change.
+/// Whether a host that ended with `kind` counts against the failure budget. Every failed
+/// host does (DESIGN §6.3: its change failed, or it was unreachable, stale, or refused by a
+/// higher epoch; a lock held by another transaction is the same news: someone else is
+/// changing the host right now), except one without room for the artifacts it installs: that
+/// is a capacity gate checked before anything is uploaded, like `host_limits` (where the rest
+/// of the wave goes on), and says nothing about the version or about who else is at work.
 pub fn counts_against_budget(kind: crate::rollout::FailureKind) -> bool {
     use crate::rollout::FailureKind::*;
     match kind {
-        Locked | Stale | NoRoom => false,
-        RolledBack | Broken | Unhealthy | Connection | Panicked | Aborted => true,
+        NoRoom => false,
+        Locked | Stale | RolledBack | Broken | Unhealthy | Connection | Panicked | Aborted => true,
     }
 }
 
@@ -463,10 +464,10 @@ mod tests {
     }
 
     #[test]
-    fn hosts_left_untouched_do_not_count_against_the_budget() {
+    fn every_failed_host_counts_against_the_budget_but_one_without_room() {
         use crate::rollout::FailureKind;
-        assert!(!counts_against_budget(FailureKind::Locked));
-        assert!(!counts_against_budget(FailureKind::Stale));
+        assert!(counts_against_budget(FailureKind::Locked));
+        assert!(counts_against_budget(FailureKind::Stale));
         assert!(!counts_against_budget(FailureKind::NoRoom));
         assert!(counts_against_budget(FailureKind::RolledBack));
         assert!(counts_against_budget(FailureKind::Connection));

@@ -20,7 +20,7 @@ use crate::schedule::window::Freeze;
 use crate::transaction::Context;
 use crate::transport::{Output, Pool, Script, Session, TransportError};
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Behave {
     Ok,
     /// The transaction fails and rolls back on the host.
@@ -31,6 +31,8 @@ enum Behave {
     Unhealthy,
     /// Another transaction holds the host's lock.
     Locked,
+    /// `state.json` changed since the plan (here: a later transaction wrote it).
+    Stale,
 }
 
 /// What the fake hosts saw: (host, mode) per command, and the most commands in flight at once
@@ -101,6 +103,7 @@ impl Session for Fake {
             (Behave::Fail, "apply") => "rolled-back activate app 2.0.0: exit 1",
             (Behave::Unhealthy, "health") => "unhealthy health check of app 2.0.0 failed",
             (Behave::Locked, "apply") => "locked another transaction holds /var/lib/flotilla/lock",
+            (Behave::Stale, "apply") => "stale state.json was written by a later transaction",
             _ => "ok",
         };
         Ok(Output {
@@ -355,6 +358,61 @@ async fn a_freeze_that_begins_mid_wave_leaves_the_hosts_not_yet_started_untouche
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_halts_rollback_goes_ahead_when_the_window_has_closed_or_a_freeze_began() {
+    // DESIGN §6.3: rollbacks ignore windows and freezes. h1 and h2 start together and take 10
+    // minutes; 5 minutes in, the window closes (or a freeze begins); h2 fails, the rollout
+    // halts, and h1 is rolled back all the same.
+    use crate::schedule::window::{Window, WindowLength};
+    let start: Timestamp = START.parse().unwrap();
+    let closing = Window {
+        days: None,
+        start: jiff::civil::time(11, 0, 0, 0),
+        length: WindowLength::Duration(SignedDuration::from_mins(65)),
+        timezone: jiff::tz::TimeZone::UTC,
+    };
+    let freezing = Freeze {
+        from: start + SignedDuration::from_mins(5),
+        until: start + SignedDuration::from_hours(2),
+        reason: "holiday".into(),
+    };
+    let gates = [
+        Gate {
+            windows: vec![closing],
+            ..Gate::default()
+        },
+        Gate {
+            freezes: vec![freezing],
+            ..Gate::default()
+        },
+    ];
+    for gate in gates {
+        let (_dir, loaded) = fleet(
+            2,
+            "waves = [\"100%\"]\nmax_parallel = 2\non_failure = \"rollback\"",
+        );
+        let mut env = env_run(jobs(&loaded, &[1, 1]));
+        env.gate = gate.clone();
+        let lab = Lab {
+            behave: [("h2".to_owned(), Behave::Fail)].into(),
+            took: Duration::from_secs(600),
+            ..Lab::default()
+        };
+        let r = run(&loaded, env, lab, Cancel::never()).await;
+        assert!(
+            gate.hold(start + SignedDuration::from_mins(10)).is_some(),
+            "the gate is shut when the halt comes: {gate:?}"
+        );
+        assert_eq!(r.summary.halts.len(), 1, "{gate:?}");
+        assert_eq!(calls(&r.lab, "recover"), ["h1"], "{gate:?}");
+        assert!(
+            matches!(outcome(&r.summary, "h1"), HostOutcome::Reverted { .. }),
+            "{gate:?}: {:?}",
+            outcome(&r.summary, "h1")
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pause_made_mid_wave_holds_the_hosts_not_yet_started() {
     let (_dir, loaded) = fleet(3, "waves = [\"100%\"]\nmax_parallel = 1");
     let lab = Lab {
@@ -491,28 +549,53 @@ async fn a_panicking_host_is_a_failed_host_and_the_others_finish() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_locked_host_is_reported_but_neither_halts_nor_rolls_back_the_others() {
-    // max_failures = 0: one real failure would halt and roll back wave 1.
-    let (_dir, loaded) = fleet(3, "max_failures = 0\nwaves = [1, \"100%\"]");
-    let lab = Lab {
-        behave: [("h2".to_owned(), Behave::Locked)].into(),
-        took: Duration::from_secs(1),
-        ..Lab::default()
-    };
-    let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await;
-    assert!(matches!(
-        outcome(&r.summary, "h2"),
-        HostOutcome::Failed {
-            kind: FailureKind::Locked,
-            ..
-        }
-    ));
-    assert!(outcome(&r.summary, "h1") == &HostOutcome::Applied { warning: None });
-    assert!(outcome(&r.summary, "h3") == &HostOutcome::Applied { warning: None });
-    assert!(
-        r.summary.halts.is_empty(),
-        "a busy host is no evidence against the version"
-    );
+async fn a_locked_or_stale_host_counts_against_the_budget_and_halts_the_rollout() {
+    // DESIGN §6.3: a stale host, one refused by a higher epoch, and one whose lock another
+    // transaction holds are failed hosts; with max_failures = 0 the rollout halts there.
+    for (behave, kind) in [
+        (Behave::Locked, FailureKind::Locked),
+        (Behave::Stale, FailureKind::Stale),
+    ] {
+        let (_dir, loaded) = fleet(3, "max_failures = 0\nmax_parallel = 1\nwaves = [1, \"100%\"]");
+        let lab = Lab {
+            behave: [("h2".to_owned(), behave)].into(),
+            took: Duration::from_secs(1),
+            ..Lab::default()
+        };
+        let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await;
+        assert!(
+            matches!(outcome(&r.summary, "h2"), HostOutcome::Failed { kind: k, .. } if *k == kind),
+            "{kind:?}: {:?}",
+            outcome(&r.summary, "h2")
+        );
+        // on_failure = "rollback" (the default): the canary the rollout changed goes back.
+        assert!(
+            matches!(outcome(&r.summary, "h1"), HostOutcome::Reverted { .. }),
+            "{kind:?}: {:?}",
+            outcome(&r.summary, "h1")
+        );
+        assert!(
+            matches!(outcome(&r.summary, "h3"), HostOutcome::Skipped { .. }),
+            "{kind:?}: no new host starts past the budget: {:?}",
+            outcome(&r.summary, "h3")
+        );
+        assert_eq!(r.summary.halts.len(), 1, "{kind:?}");
+        assert_eq!(r.summary.halts[0].1.wave, 2, "{kind:?}");
+
+        // Within a budget of one, the rollout goes on.
+        let (_dir, loaded) = fleet(3, "max_failures = 1\nmax_parallel = 1\nwaves = [1, \"100%\"]");
+        let lab = Lab {
+            behave: [("h2".to_owned(), behave)].into(),
+            took: Duration::from_secs(1),
+            ..Lab::default()
+        };
+        let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await;
+        assert!(
+            outcome(&r.summary, "h3") == &HostOutcome::Applied { warning: None },
+            "{kind:?}"
+        );
+        assert!(r.summary.halts.is_empty(), "{kind:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
