@@ -552,17 +552,22 @@ async fn a_panicking_host_is_a_failed_host_and_the_others_finish() {
 async fn a_locked_or_stale_host_counts_against_the_budget_and_halts_the_rollout() {
     // DESIGN §6.3: a stale host, one refused by a higher epoch, and one whose lock another
     // transaction holds are failed hosts; with max_failures = 0 the rollout halts there.
-    for (behave, kind) in [
-        (Behave::Locked, FailureKind::Locked),
-        (Behave::Stale, FailureKind::Stale),
-    ] {
-        let (_dir, loaded) = fleet(3, "max_failures = 0\nmax_parallel = 1\nwaves = [1, \"100%\"]");
+    // h1 is wave 1, h2 then h3 wave 2; h2 behaves as `behave`.
+    async fn with_budget(max_failures: u32, behave: Behave) -> Run {
+        let rollout = format!("max_failures = {max_failures}\nmax_parallel = 1\nwaves = [1, \"100%\"]");
+        let (_dir, loaded) = fleet(3, &rollout);
         let lab = Lab {
             behave: [("h2".to_owned(), behave)].into(),
             took: Duration::from_secs(1),
             ..Lab::default()
         };
-        let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await;
+        run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await
+    }
+    for (behave, kind) in [
+        (Behave::Locked, FailureKind::Locked),
+        (Behave::Stale, FailureKind::Stale),
+    ] {
+        let r = with_budget(0, behave).await;
         assert!(
             matches!(outcome(&r.summary, "h2"), HostOutcome::Failed { kind: k, .. } if *k == kind),
             "{kind:?}: {:?}",
@@ -583,13 +588,7 @@ async fn a_locked_or_stale_host_counts_against_the_budget_and_halts_the_rollout(
         assert_eq!(r.summary.halts[0].1.wave, 2, "{kind:?}");
 
         // Within a budget of one, the rollout goes on.
-        let (_dir, loaded) = fleet(3, "max_failures = 1\nmax_parallel = 1\nwaves = [1, \"100%\"]");
-        let lab = Lab {
-            behave: [("h2".to_owned(), behave)].into(),
-            took: Duration::from_secs(1),
-            ..Lab::default()
-        };
-        let r = run(&loaded, env_run(jobs(&loaded, &[1, 2, 2])), lab, Cancel::never()).await;
+        let r = with_budget(1, behave).await;
         assert!(
             outcome(&r.summary, "h3") == &HostOutcome::Applied { warning: None },
             "{kind:?}"
