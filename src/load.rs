@@ -100,11 +100,17 @@ pub fn partial_artifact_diagnostics(
     else {
         return Vec::new();
     };
-    crate::artifact::check_repository(partial, repo, &trust, cache)
+    // Failures found with a saved URL signature are left out: they are only warnings.
+    let errors: Vec<_> = crate::artifact::check_repository(partial, repo, &trust, cache)
         .errors
         .iter()
-        .map(|e| crate::artifact::ArtifactFailure::from(e).diagnostic(sources))
-        .collect()
+        .map(crate::artifact::ArtifactFailure::from)
+        .filter(|f| !f.provisional)
+        .collect();
+    let shown = &errors[..errors.len().min(crate::artifact::MAX_SHOWN)];
+    let mut out = crate::artifact::ArtifactFailure::diagnostics(shown, sources);
+    out.extend(crate::artifact::more_failures(errors.len()).map(Diagnostic::new));
+    out
 }
 
 /// Validates manifest files and resolves every host, collecting every problem (DESIGN §3):

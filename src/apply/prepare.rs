@@ -31,8 +31,9 @@ pub struct Planned<'a> {
     /// `plan` reports them and exits 1, `apply` refuses the whole run.
     pub artifact_errors: Vec<ArtifactFailure>,
     /// URL artifacts the plan needs that the store's cache holds and that failed their
-    /// checks there (DESIGN §3): `plan` reports them and exits 1; `apply` fetches and checks
-    /// every URL artifact again (with a fresh signature) before any host, and refuses then.
+    /// checks there (DESIGN §3): `plan` reports them and exits 1 (a `provisional` one, found
+    /// with a saved URL signature, is a warning); `apply` fetches and checks every URL
+    /// artifact again (with a fresh signature) before any host, and refuses then.
     pub cached_artifact_errors: Vec<ArtifactFailure>,
 }
 
@@ -88,7 +89,13 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         .clone()
         .or_else(|| store.map(|s| s.artifact_cache_dir()));
     let (observations, checked) = observe_and_check(req, &targets, store_id.as_deref(), cache.clone()).await;
-    let artifact_errors = checked.errors.iter().map(ArtifactFailure::from).collect();
+    // A failure found with a saved URL signature is only a warning, for `plan` to show:
+    // `apply` fetches that signature again.
+    let (provisional, artifact_errors): (Vec<ArtifactFailure>, Vec<ArtifactFailure>) = checked
+        .errors
+        .iter()
+        .map(ArtifactFailure::from)
+        .partition(|f| f.provisional);
     let mut sizes = checked.sizes;
     let refused = refusals(req, &targets, &observations, store_id.as_deref());
     let mut plan = build_plan(
@@ -102,16 +109,14 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
     );
     plan.no_longer_managed = no_longer_managed(req)?;
     let needed = super::artifacts::needed_artifacts(&plan, &targets, &observations);
-    let cached_artifact_errors = match cache {
-        Some(dir) => {
-            let cache = crate::artifact::ArtifactCache::new(dir);
-            let (more, errors) =
-                super::run::blocking(|| super::artifacts::check_cached_urls(req, &needed, &cache));
-            sizes.extend(more);
-            errors
-        }
-        None => Vec::new(),
-    };
+    let mut cached_artifact_errors = provisional;
+    if let Some(dir) = cache {
+        let cache = crate::artifact::ArtifactCache::new(dir);
+        let (more, errors) =
+            super::run::blocking(|| super::artifacts::check_cached_urls(req, &needed, &cache));
+        sizes.extend(more);
+        cached_artifact_errors.extend(errors);
+    }
     warn_without_room(&mut plan, &targets, &observations, &sizes);
     let stale = saved.map(|s| stale_hosts(s, &plan)).unwrap_or_default();
     Ok(Planned {

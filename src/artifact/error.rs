@@ -149,6 +149,12 @@ pub enum ArtifactError {
         entry: Option<String>,
         problem: TarProblem,
     },
+    /// From a check without the network: the copy of the URL signature saved when `apply`
+    /// last fetched it fails. Only a warning: the URL may serve a newer signature now.
+    #[error(
+        "{source}; this is the copy of `{url}` saved when apply last fetched it: apply fetches it again and refuses the run only if that fails too"
+    )]
+    SavedSignature { url: String, source: Box<ArtifactError> },
     /// Only from [`ArtifactCache::check_cached`](super::ArtifactCache::check_cached), which
     /// turns it into "not held": the cache lacks the artifact or its (HTTPS) signature.
     #[error(
@@ -181,6 +187,7 @@ impl ArtifactError {
             | ArtifactError::BadSignature { at, .. }
             | ArtifactError::Tarball { at, .. }
             | ArtifactError::NotCached { at } => Some(at),
+            ArtifactError::SavedSignature { source, .. } => source.origin(),
         }
     }
 }

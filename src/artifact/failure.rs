@@ -4,6 +4,7 @@
 //! at the line of `runtimes/<name>.toml` that needs fixing (DESIGN §3: file and line, like
 //! every other problem).
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use serde::Serialize;
@@ -11,6 +12,20 @@ use toml_edit::{Document, Item};
 
 use super::ArtifactError;
 use crate::diagnostic::{Diagnostic, Sources};
+
+/// The most failures shown with their place: a manifest (a pull request's) can declare
+/// thousands of versions, and each shown one quotes its file.
+pub const MAX_SHOWN: usize = 100;
+
+/// What to say about failures past [`MAX_SHOWN`], if there are any.
+pub fn more_failures(total: usize) -> Option<String> {
+    (total > MAX_SHOWN).then(|| {
+        format!(
+            "{} more artifact(s) fail their checks, not shown; fix the ones above and run `flotilla validate` again",
+            total - MAX_SHOWN
+        )
+    })
+}
 
 /// Which key of a runtime's `[[version]]` a failure is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +50,9 @@ pub struct ArtifactFailure {
     pub field: ArtifactField,
     /// What is wrong and how to fix it, naming runtime, version and artifact.
     pub message: String,
+    /// Found with a saved copy of a URL signature that `apply` fetches again: a warning
+    /// (the URL may serve a newer signature), not a reason to fail.
+    pub provisional: bool,
 }
 
 impl std::fmt::Display for ArtifactFailure {
@@ -69,12 +87,14 @@ impl From<&ArtifactError> for ArtifactFailure {
             | E::Cache { .. }
             | E::Tarball { .. }
             | E::NotCached { .. } => ArtifactField::Artifact,
+            E::SavedSignature { .. } => ArtifactField::Signature,
         };
         ArtifactFailure {
             runtime: e.origin().map(|o| o.runtime.clone()),
             version: e.origin().map(|o| o.version.clone()),
             field,
             message: e.to_string(),
+            provisional: matches!(e, E::SavedSignature { .. }),
         }
     }
 }
@@ -91,38 +111,78 @@ impl ArtifactFailure {
         self.runtime.as_ref().map(|r| format!("runtimes/{r}.toml"))
     }
 
-    /// The failure as a located diagnostic: at the key it is about in the version's
-    /// `[[version]]` table (at `artifact` when `signature` is left to its default, at the
-    /// table when neither is written), or unlocated when the file was not read.
-    pub fn diagnostic(&self, sources: &Sources) -> Diagnostic {
-        let d = Diagnostic::new(self.message.clone());
-        match self.place(sources) {
-            Some((file, span)) => d.at(file, span),
-            None => d,
-        }
+    /// Each failure as a located diagnostic (see [`locate`]).
+    pub fn diagnostics(failures: &[ArtifactFailure], sources: &Sources) -> Vec<Diagnostic> {
+        failures
+            .iter()
+            .zip(locate(failures, sources))
+            .map(|(f, at)| {
+                let d = Diagnostic::new(f.message.clone());
+                match at {
+                    Some((file, span)) => d.at(file, span),
+                    None => d,
+                }
+            })
+            .collect()
     }
+}
 
-    /// The file and byte range [`diagnostic`](Self::diagnostic) points at.
-    pub fn place(&self, sources: &Sources) -> Option<(String, Range<usize>)> {
-        let (file, version) = (self.manifest()?, self.version.as_deref()?);
-        let doc = Document::parse(sources.get(&file)?).ok()?;
-        let table = doc
-            .as_item()
-            .get("version")?
-            .as_array_of_tables()?
-            .iter()
-            .find(|t| t.get("version").and_then(Item::as_str) == Some(version))?;
-        let keys: &[&str] = match self.field {
-            ArtifactField::Sha256 => &["sha256"],
-            ArtifactField::Signature => &["signature", "artifact"],
-            ArtifactField::Artifact | ArtifactField::Trust => &["artifact"],
+/// Where each failure is written: the key it is about in its version's `[[version]]` table
+/// (`sha256`; `signature`, or `artifact` when `signature` is left to its default; `artifact`
+/// for the rest), the table when neither is written, `None` when the file was not read.
+/// Each manifest is parsed once, however many failures it has (a pull request can declare
+/// thousands of versions).
+pub fn locate(failures: &[ArtifactFailure], sources: &Sources) -> Vec<Option<(String, Range<usize>)>> {
+    let mut files: HashMap<String, Option<HashMap<String, Spans>>> = HashMap::new();
+    failures
+        .iter()
+        .map(|f| {
+            let (file, version) = (f.manifest()?, f.version.as_deref()?);
+            let versions = files
+                .entry(file.clone())
+                .or_insert_with(|| index(sources.get(&file)?));
+            let spans = versions.as_ref()?.get(version)?;
+            let keys: &[&Option<Range<usize>>] = match f.field {
+                ArtifactField::Sha256 => &[&spans.sha256],
+                ArtifactField::Signature => &[&spans.signature, &spans.artifact],
+                ArtifactField::Artifact | ArtifactField::Trust => &[&spans.artifact],
+            };
+            let span = keys
+                .iter()
+                .find_map(|k| (*k).clone())
+                .or_else(|| spans.table.clone())?;
+            Some((file, span))
+        })
+        .collect()
+}
+
+/// The spans of one `[[version]]` table and of its keys.
+struct Spans {
+    table: Option<Range<usize>>,
+    artifact: Option<Range<usize>>,
+    sha256: Option<Range<usize>>,
+    signature: Option<Range<usize>>,
+}
+
+/// Version → spans, for a runtime manifest's text (the first table of a version wins, as
+/// validation reports duplicates).
+fn index(text: &str) -> Option<HashMap<String, Spans>> {
+    let doc = Document::parse(text).ok()?;
+    let tables = doc.as_item().get("version")?.as_array_of_tables()?;
+    let mut out = HashMap::new();
+    for t in tables.iter() {
+        let Some(version) = t.get("version").and_then(Item::as_str) else {
+            continue;
         };
-        let span = keys
-            .iter()
-            .find_map(|k| table.get(k).and_then(Item::span))
-            .or_else(|| table.span())?;
-        Some((file, span))
+        let span = |k: &str| t.get(k).and_then(Item::span);
+        out.entry(version.to_owned()).or_insert(Spans {
+            table: t.span(),
+            artifact: span("artifact"),
+            sha256: span("sha256"),
+            signature: span("signature"),
+        });
     }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -148,7 +208,7 @@ mod tests {
 
     fn line(f: &ArtifactFailure) -> Option<usize> {
         let s = sources();
-        let (file, span) = f.place(&s)?;
+        let (file, span) = locate(std::slice::from_ref(f), &s).pop()??;
         s.line_col(&file, span.start).map(|(l, _)| l)
     }
 
@@ -208,15 +268,19 @@ mod tests {
             actual: "22".into(),
         });
         assert_eq!(line(&unknown), None);
-        assert!(unknown.diagnostic(&sources()).location.is_none());
+        assert!(
+            ArtifactFailure::diagnostics(&[unknown], &sources())[0]
+                .location
+                .is_none()
+        );
         let trust = ArtifactFailure::from(ArtifactError::NoPinnedKeys);
         assert_eq!((trust.field, trust.manifest()), (ArtifactField::Trust, None));
         let placed = ArtifactFailure::from(ArtifactError::InvalidSha256 {
             at: at("1.0.0"),
             given: "00".into(),
-        })
-        .diagnostic(&sources());
-        let rendered = crate::diagnostic::render(&[placed], &sources(), false);
+        });
+        let placed = ArtifactFailure::diagnostics(&[placed], &sources());
+        let rendered = crate::diagnostic::render(&placed, &sources(), false);
         assert!(rendered.contains("--> runtimes/app.toml:6:"), "{rendered}");
     }
 }

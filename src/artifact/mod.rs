@@ -40,7 +40,7 @@ use minisign_verify::StreamVerifier;
 use sha2::{Digest, Sha256};
 
 pub use error::{ArtifactError, Origin, TarProblem};
-pub use failure::{ArtifactFailure, ArtifactField};
+pub use failure::{ArtifactFailure, ArtifactField, MAX_SHOWN, locate, more_failures};
 pub use inspect::{
     COMPONENT_LIMIT, NAME_LIMIT, PATH_LIMIT, TarEntry, TarEntryKind, TarballRefused, inspect_tarball,
 };
@@ -65,11 +65,11 @@ pub trait RepoReader {
     }
 }
 
-/// Whether a check may fetch what the cache does not hold.
+/// Whether a check may open URLs (`https://`, `file://`) for what the cache does not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Network {
     Allowed,
-    /// Only what the cache holds (and repository and `file://` reads, which are local).
+    /// Only the repository and the cache (saved copies of URL signatures).
     Refused,
 }
 
@@ -219,11 +219,11 @@ impl ArtifactCache {
     }
 
     /// Checks a URL artifact the cache already holds, exactly as [`prepare`](Self::prepare)
-    /// would, without the network (DESIGN §3: `plan` and `preview` check the URL artifacts
-    /// they need when the cache holds them). An HTTPS signature is the copy saved when the
-    /// artifact was last prepared; `apply` fetches it again. `None` when the cache lacks the
-    /// artifact or that signature (then only `apply` can check it), and for repository
-    /// artifacts, which [`check_repository`] covers.
+    /// would, reading nothing but the repository and the cache (DESIGN §3: `plan` and
+    /// `preview` check the URL artifacts they need when the cache holds them). A URL
+    /// signature is the copy saved when the artifact was last prepared; `apply` fetches it
+    /// again. `None` when the cache lacks the artifact or that signature (then only `apply`
+    /// can check it), and for repository artifacts, which [`check_repository`] covers.
     ///
     /// Blocking (file I/O, hashing when the cache has no record of a check that passed).
     pub fn check_cached(
@@ -236,15 +236,40 @@ impl ArtifactCache {
         if matches!(req.artifact, ArtifactRef::Repo(_)) {
             return None;
         }
-        // Not held: nothing else is looked at (a `file://` signature could be read, but what
-        // it says is `apply`'s to check, with the artifact).
+        // Not held: nothing else is looked at.
         let expected = req.sha256.to_ascii_lowercase();
         let well_formed = expected.len() == 64 && expected.bytes().all(|b| b.is_ascii_hexdigit());
         if well_formed && !fs::symlink_metadata(self.dir.join(&expected)).is_ok_and(|m| m.is_file()) {
             return None;
         }
+        self.check_offline(req, repo, trust, max_unpacked)
+    }
+
+    /// [`prepare`](Self::prepare) without opening any URL, `file://` included: only the
+    /// repository and the cache are read (saved copies of URL signatures). What cannot be
+    /// checked so is `None`. `validate`, `plan` and `preview` check this way, so a manifest
+    /// (an unmerged pull request's, say) cannot make them read the controller's files or
+    /// reach the network.
+    pub fn check_offline(
+        &self,
+        req: &ArtifactRequest<'_>,
+        repo: &dyn RepoReader,
+        trust: &TrustPolicy,
+        max_unpacked: u64,
+    ) -> Option<Result<Prepared, ArtifactError>> {
         match self.check(req, repo, trust, max_unpacked, Network::Refused) {
             Err(ArtifactError::NotCached { .. }) => None,
+            // The saved copy may be older than what the URL serves now (re-signed in place
+            // after a key rotation): only `apply`, which fetches it again, can tell.
+            Err(
+                e @ (ArtifactError::UntrustedKey { .. }
+                | ArtifactError::BadSignature { .. }
+                | ArtifactError::MalformedSignature { .. }
+                | ArtifactError::LegacySignature { .. }),
+            ) if !matches!(req.signature, ArtifactRef::Repo(_)) => Some(Err(ArtifactError::SavedSignature {
+                url: req.signature.to_string(),
+                source: Box::new(e),
+            })),
             other => Some(other),
         }
     }
@@ -333,7 +358,9 @@ impl ArtifactCache {
         };
         let (mut file, mut digests, fetched) = match reused {
             Some((file, digests)) => (file, digests, false),
-            None if network == Network::Refused => return Err(ArtifactError::NotCached { at: at() }),
+            None if network == Network::Refused && !matches!(req.artifact, ArtifactRef::Repo(_)) => {
+                return Err(ArtifactError::NotCached { at: at() });
+            }
             None => {
                 let limit = max_unpacked
                     .saturating_add(max_unpacked / 8)
@@ -405,8 +432,8 @@ impl ArtifactCache {
             url: location.clone(),
             reason,
         })?;
-        let https = matches!(src, Source::Https(_));
-        let bytes = if https && network == Network::Refused {
+        let url = !matches!(src, Source::Repo(_));
+        let bytes = if url && network == Network::Refused {
             verified::saved_signature(&self.dir, &location).ok_or(ArtifactError::NotCached { at: at() })?
         } else {
             match self.read_signature(&src, repo, trust, req, at, &location)? {
@@ -414,7 +441,7 @@ impl ArtifactCache {
                 None => return Ok(None),
             }
         };
-        if https && network == Network::Allowed {
+        if url && network == Network::Allowed {
             verified::save_signature(&self.dir, &location, &bytes);
         }
         let malformed = |reason: String| ArtifactError::MalformedSignature {

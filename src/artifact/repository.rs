@@ -1,6 +1,7 @@
-//! The check `validate` and `plan` run on every artifact stored in the repository (DESIGN
-//! §3): sha256, signature by a trusted key, tarball inspection — reusing what the cache
-//! already verified, so an unchanged artifact costs a `stat`.
+//! The check `validate`, `plan` and `preview` run on every artifact stored in the repository
+//! (DESIGN §3): sha256, signature by a trusted key, tarball inspection — reusing what the
+//! cache already verified, so an unchanged artifact costs a `stat`. Nothing but the
+//! repository and the cache is read: no URL is opened, `file://` included.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub struct RepositoryCheck {
     /// (runtime, version) → sizes, for every artifact that passed: the plan warns about hosts
     /// without room for them.
     pub sizes: BTreeMap<(String, String), ArtifactSize>,
+    /// (runtime, version) of repository artifacts whose signature is a URL that `apply` has
+    /// not fetched yet: not checked here (no URL is opened), `apply` checks them.
+    pub unchecked: Vec<(String, String)>,
 }
 
 /// Checks every repository artifact of `fleet`. `cache` is the store's artifact cache; without
@@ -73,12 +77,16 @@ pub fn check_repository(
             signature: &version.signature,
             sha256: &version.sha256,
         };
-        match cache.prepare(&request, repo, trust, DEFAULT_MAX_UNPACKED) {
-            Ok(p) => {
+        // Offline: a URL signature is only checked from the copy `apply` saved; without one
+        // the artifact is left to `apply` (a manifest must not make `validate` read the
+        // controller's files or reach the network).
+        match cache.check_offline(&request, repo, trust, DEFAULT_MAX_UNPACKED) {
+            Some(Ok(p)) => {
                 out.sizes
                     .insert((name.to_string(), v.to_string()), ArtifactSize::of(&p));
             }
-            Err(e) => out.errors.push(e),
+            Some(Err(e)) => out.errors.push(e),
+            None => out.unchecked.push((name.to_string(), v.to_string())),
         }
     }
     out

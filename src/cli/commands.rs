@@ -76,7 +76,9 @@ pub(super) fn open(
                     .ok()
                     .flatten()
                     .map(|l| crate::store::artifact_cache_dir(&l));
-                let pinned = super::apply::pinned_keys(cli)?;
+                // A pinned-keys problem is reported by the command itself; here it must not
+                // hide the manifests' problems.
+                let pinned = super::apply::pinned_keys(cli).ok().flatten();
                 diagnostics.extend(crate::load::partial_artifact_diagnostics(
                     &partial,
                     &diagnostics,
@@ -107,12 +109,17 @@ fn validate(cli: &Cli, src: &Source, color: bool) -> anyhow::Result<Outcome> {
         Some(s) => Some(s.artifact_cache_dir()),
         None => location.as_ref().map(crate::store::artifact_cache_dir),
     };
-    let bad = super::release::check_repo_artifacts(
+    let (warnings, bad): (Vec<_>, Vec<_>) = super::release::check_repo_artifacts(
         &repo,
         &loaded,
         cache,
         super::apply::pinned_keys(cli)?.as_deref(),
-    )?;
+    )?
+    .into_iter()
+    .partition(|f| f.provisional);
+    for w in &warnings {
+        errln!("warning: {w}");
+    }
     if !bad.is_empty() {
         super::output::err(&views::artifact_errors(
             &bad,
@@ -243,9 +250,17 @@ async fn plan_with_engine(
     let planned = crate::apply::prepare(&request).await;
     pool.close_all().await;
     let planned = planned?;
-    let (repo_bad, cached_bad) = (&planned.artifact_errors, &planned.cached_artifact_errors);
+    let repo_bad = &planned.artifact_errors;
+    let (warnings, cached_bad): (Vec<_>, Vec<_>) = planned
+        .cached_artifact_errors
+        .iter()
+        .cloned()
+        .partition(|f| f.provisional);
+    for w in &warnings {
+        errln!("warning: {w}");
+    }
     if !repo_bad.is_empty() || !cached_bad.is_empty() {
-        let all: Vec<_> = repo_bad.iter().chain(cached_bad).cloned().collect();
+        let all: Vec<_> = repo_bad.iter().chain(&cached_bad).cloned().collect();
         super::output::err(&views::artifact_errors(
             &all,
             &loaded.sources,

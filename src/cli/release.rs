@@ -47,9 +47,11 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Checks every artifact stored in the repository as `apply` would (sha256, signature by a
-/// trusted key, tarball inspection; DESIGN §3), returning every failure. URL
-/// artifacts are not fetched: `validate` stays off the network. With a store, what its cache
-/// verified before is not checked again (a repository file is re-read whenever it changed).
+/// trusted key, tarball inspection; DESIGN §3), returning every failure. No URL is opened
+/// (`file://` included): URL artifacts, and repository artifacts whose signature is a URL
+/// `apply` has not fetched yet, are left to `apply` (a note says which). With a store, what
+/// its cache verified before is not checked again (a repository file is re-read whenever it
+/// changed).
 pub(super) fn check_repo_artifacts(
     repo: &FleetRepo,
     loaded: &LoadedFleet,
@@ -61,11 +63,15 @@ pub(super) fn check_repo_artifacts(
         loaded.fleet.trust.require_signatures,
         pinned,
     )?;
-    Ok(
-        crate::artifact::check_repository(&loaded.fleet, repo, &trust, cache)
-            .errors
-            .iter()
-            .map(crate::artifact::ArtifactFailure::from)
-            .collect(),
-    )
+    let checked = crate::artifact::check_repository(&loaded.fleet, repo, &trust, cache);
+    for (runtime, version) in &checked.unchecked {
+        errln!(
+            "note: runtime `{runtime}` version `{version}`: its signature is a URL, which validate does not open; apply fetches and checks it"
+        );
+    }
+    Ok(checked
+        .errors
+        .iter()
+        .map(crate::artifact::ArtifactFailure::from)
+        .collect())
 }

@@ -136,7 +136,10 @@ pub fn artifact_errors(
     sources: &crate::diagnostic::Sources,
     color: bool,
 ) -> String {
-    let diagnostics: Vec<_> = failures.iter().map(|f| f.diagnostic(sources)).collect();
+    let shown = &failures[..failures.len().min(crate::artifact::MAX_SHOWN)];
+    let mut diagnostics = crate::artifact::ArtifactFailure::diagnostics(shown, sources);
+    diagnostics
+        .extend(crate::artifact::more_failures(failures.len()).map(crate::diagnostic::Diagnostic::new));
     crate::diagnostic::render_each(&diagnostics, sources, color)
 }
 

@@ -275,7 +275,11 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
             // Head's repository artifacts too, where its flotilla.toml is sound: a broken file
             // does not hide them.
             if let Some(partial) = partial {
-                let cache = (req.store)(base.fleet.name.as_str())?.map(|s| s.artifact_cache_dir());
+                // An unreadable store must not hide head's problems: then no cache.
+                let cache = (req.store)(base.fleet.name.as_str())
+                    .ok()
+                    .flatten()
+                    .map(|s| s.artifact_cache_dir());
                 diagnostics.extend(crate::load::partial_artifact_diagnostics(
                     &partial,
                     &diagnostics,
@@ -354,7 +358,10 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
     let mut plan = crate::apply::plan_observed(&engine, &targets, &observations)?;
     let needed = crate::apply::needed_artifacts(&plan, &targets, &observations);
     drop(observations);
-    let failures = check_artifacts(&engine, &needed, store.as_deref());
+    // Failures found with a saved URL signature are notices: apply fetches it again.
+    let (provisional, failures): (Vec<_>, Vec<_>) = check_artifacts(&engine, &needed, store.as_deref())
+        .into_iter()
+        .partition(|f| f.provisional);
     gone.extend(plan.no_longer_managed.drain(..));
     plan.no_longer_managed = gone.into_iter().collect();
     let (promotions, rollouts) = crate::apply::records(&engine)?;
@@ -371,10 +378,12 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         last_ended: &last_ended,
         active: &active,
     });
-    let problems = failures
+    let shown = &failures[..failures.len().min(crate::artifact::MAX_SHOWN)];
+    let places = crate::artifact::locate(shown, &head.sources);
+    let mut problems: Vec<Problem> = shown
         .iter()
-        .map(|f| {
-            let at = f.place(&head.sources);
+        .zip(places)
+        .map(|(f, at)| {
             let line_col = at
                 .as_ref()
                 .and_then(|(file, span)| head.sources.line_col(file, span.start));
@@ -386,8 +395,44 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
             }
         })
         .collect();
-    let diagnostics: Vec<_> = failures.iter().map(|f| f.diagnostic(&head.sources)).collect();
+    let mut diagnostics = crate::artifact::ArtifactFailure::diagnostics(shown, &head.sources);
+    if let Some(more) = crate::artifact::more_failures(failures.len()) {
+        problems.push(Problem {
+            message: more.clone(),
+            file: None,
+            line: None,
+            column: None,
+        });
+        diagnostics.push(crate::diagnostic::Diagnostic::new(more));
+    }
     let text = crate::diagnostic::render_each(&diagnostics, &head.sources, false);
+    // At most 20 (notices are never cut from the comment), then how many more.
+    let mut notices = notices;
+    let shown = &provisional[..provisional.len().min(20)];
+    let last = shown.len().saturating_sub(1);
+    for (i, (f, at)) in shown
+        .iter()
+        .zip(crate::artifact::locate(shown, &head.sources))
+        .enumerate()
+    {
+        let Some((file, span)) = at else { continue };
+        let line = head.sources.line_col(&file, span.start).map_or(1, |(l, _)| l);
+        let message = match i == last && provisional.len() > shown.len() {
+            true => format!(
+                "{} (and {} more whose saved signature fails)",
+                escape_controls(&f.message),
+                provisional.len() - shown.len()
+            ),
+            false => escape_controls(&f.message),
+        };
+        notices.push(Notice {
+            kind: NoticeKind::Artifact,
+            message,
+            line,
+            file,
+            revision: Side::Head,
+        });
+    }
     let mut out = empty(problems, text);
     out.plan = Some(plan);
     out.notices = notices;

@@ -51,7 +51,7 @@ pub fn markdown(p: &Preview) -> String {
         marker: Some(MARKER.to_owned()),
         title: title(p),
         lead,
-        errors: p.errors.iter().map(problem_line).collect(),
+        errors: errors_shown(p),
         notices: p
             .notices
             .iter()
@@ -65,6 +65,21 @@ pub fn markdown(p: &Preview) -> String {
             .collect(),
     };
     crate::plan::markdown::render(plan, &header)
+}
+
+/// The problems of a valid head for the comment: the first few (each quotes head's text),
+/// then how many more, so the comment keeps its size limit and the notices after them.
+fn errors_shown(p: &Preview) -> Vec<String> {
+    const SHOWN: usize = 20;
+    let mut out: Vec<String> = p.errors.iter().take(SHOWN).map(problem_line).collect();
+    if p.errors.len() > SHOWN {
+        out.push(format!(
+            "…and {} more (in the JSON form, or `flotilla validate --rev {}`)",
+            p.errors.len() - SHOWN,
+            p.head.short()
+        ));
+    }
+    out
 }
 
 /// A problem of a valid head (an artifact that fails its checks), for markdown: its message
