@@ -110,6 +110,11 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
         "host clock {host_now}, controller {now}"
     );
     assert!(first.missing_tools.is_empty(), "{:?}", first.missing_tools);
+    // Linux with perl (Debian's perl-base is essential): uploads go through large pipes.
+    assert!(
+        first.large_pipes,
+        "the probe finds how to enlarge an upload's pipe"
+    );
 
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     for round in 0..3 {
@@ -130,7 +135,8 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
             "round {round}: clock {c}"
         );
         assert_eq!(
-            o.missing_tools, first.missing_tools,
+            (&o.missing_tools, o.large_pipes),
+            (&first.missing_tools, first.large_pipes),
             "the primed facts are the same"
         );
     }
@@ -164,6 +170,7 @@ fn cat_script() -> Script<'static> {
         env: Vec::new(),
         stdin: Vec::new(),
         timeout: None,
+        large_input: false,
     }
 }
 

@@ -69,6 +69,10 @@ pub struct Observation {
     /// fingerprint.
     #[serde(skip)]
     pub file_keys: BTreeMap<HostPath, String>,
+    /// The host can enlarge the pipe an upload arrives on (Linux, with `perl`): uploads to it
+    /// then go through large pipes on both ends. Not part of the fingerprint.
+    #[serde(skip)]
+    pub large_pipes: bool,
 }
 
 /// Free space on a host (DESIGN §6.1), as `df -Pk` reported it: bytes available to
@@ -303,6 +307,7 @@ async fn run_probe(
         env,
         stdin,
         timeout: None,
+        large_input: false,
     };
     let out = if resident {
         session.run_resident(&script).await?

@@ -30,6 +30,7 @@ pub fn parse(out: &[u8], paths: &[&HostPath]) -> Result<Observation, String> {
         match tag {
             "clock" => obs.clock = text().trim().parse().ok(),
             "missing" => obs.missing_tools.push(text()),
+            "pipes" => obs.large_pipes = payload == b"perl",
             "state" => {
                 obs.state_sha256 = Some(crate::resolve::sha256_hex(payload));
                 obs.state_raw = Some(std::sync::Arc::from(payload));
@@ -297,5 +298,20 @@ mod tests {
         let out = b"flotilla-probe 1\ndf 3\n1 2\nflotilla-probe end\n";
         let obs = parse(out, &[]).unwrap();
         assert_eq!(obs.free_space, None);
+    }
+
+    #[test]
+    fn large_pipes_only_when_the_probe_names_the_tool() {
+        let parsed = |records: &str| {
+            parse(
+                format!("flotilla-probe 1\n{records}flotilla-probe end\n").as_bytes(),
+                &[],
+            )
+            .unwrap()
+            .large_pipes
+        };
+        assert!(parsed("pipes 4\nperl\n"));
+        assert!(!parsed(""));
+        assert!(!parsed("pipes 6\npython\n"), "a tool launch.sh does not use");
     }
 }

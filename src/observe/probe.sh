@@ -15,6 +15,9 @@ tools() {
   done
   # One fork, not the three of `mv --help | grep` (forks are most of a probe's host CPU).
   case $(mv --help 2>/dev/null) in *--no-target-directory*) ;; *) rec missing "mv -T" ;; esac
+  # Whether launch.sh can enlarge the pipe an upload arrives on (F_SETPIPE_SZ, Linux; perl
+  # is the one common tool that makes the call): builtins only.
+  if [ -e /proc/sys/fs/pipe-max-size ] && command -v perl >/dev/null 2>&1; then rec pipes perl; fi
 }
 # A resident shell (one that serves every probe of a connection) runs this once with
 # FLOTILLA_PRIME=1 and hands its output to each probe as $flotilla_once: the boot time (for

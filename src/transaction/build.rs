@@ -305,6 +305,7 @@ pub fn build(
         modes,
         uploads,
         detail: cx.detail,
+        large_pipes: observed.large_pipes,
     }
 }
 

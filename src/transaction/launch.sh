@@ -39,6 +39,16 @@ if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
   # their arrival (the journals' housekeeping sorts by it); -p: the modes as sent, whatever the
   # umask (a file's bundle copy carries the mode txn.sh gives it). tar replaces whatever is at
   # an entry's name instead of writing through it.
+  # An upload's pipe from sshd made large (FLOTILLA_LARGE_PIPE bytes; the controller enlarges
+  # its end too): sshd then hands what arrives to the pipe at once instead of holding it in
+  # its channel buffer, which grows by copying (and, on a connection's first big transfer,
+  # by mmap and page faults). Measured, 50 hosts on loopback, 20 MB each: the hosts' sshd
+  # 5.9 -> 1.7 CPU-s, all hosts' CPU 13-16 s -> 10.0-10.4 s, the rollout 9.9 s -> 6.6-6.9 s;
+  # perl costs one process start. (1 MiB tar records then cost more than 64 KiB: 6.83 s
+  # against 6.59 s.)
+  if [ -n "${FLOTILLA_LARGE_PIPE:-}" ]; then
+    perl -e 'fcntl(STDIN, 1031, $ARGV[0] + 0)' "$FLOTILLA_LARGE_PIPE" 2>/dev/null
+  fi
   tar -b 128 -m -p -xf - -C "$S" ||
     { say "error cannot receive the uploads and the transaction bundle into $FLOTILLA_STATE_DIR (disk full?)"; exit 0; }
   [ -f "$TX/txn.sh" ] || { say "error the bundle holds no transaction $FLOTILLA_TXN"; exit 0; }

@@ -84,6 +84,9 @@ pub struct Transaction {
     pub uploads: Vec<Upload>,
     /// What the host reports besides the result ([`Context::detail`]).
     pub detail: Detail,
+    /// The host can enlarge the pipe its uploads arrive on (its probe found how): the
+    /// controller enlarges its end too ([`crate::transport::Script::large_input`]).
+    pub large_pipes: bool,
 }
 
 /// How a host's transaction ended.
@@ -274,6 +277,7 @@ pub async fn run(
         mode: "apply",
         upload_bytes,
         detail: txn.detail,
+        large_input: txn.large_pipes && upload_bytes > 0,
     };
     launch(session, desired, &launched, &mut input, &mut |chunk| {
         steps.feed(chunk)
@@ -339,6 +343,8 @@ struct Launch<'a> {
     mode: &'a str,
     upload_bytes: u64,
     detail: Detail,
+    /// Both ends of the input's pipe are made large ([`Transaction::large_pipes`]).
+    large_input: bool,
 }
 
 /// A later mode (recover, health, finish) of a transaction an apply left: the controller's
@@ -355,6 +361,7 @@ async fn later(
         mode,
         upload_bytes: 0,
         detail,
+        large_input: false,
     };
     launch(session, desired, &l, &mut TXN_SH.as_bytes(), &mut |_| {}).await
 }
@@ -367,11 +374,19 @@ async fn launch(
     tap: crate::transport::Tap<'_>,
 ) -> Result<Report, TxnError> {
     let timeout = launch_budget(desired.settings.command_timeout.value, l.upload_bytes);
+    let mut env = env(desired, l.txn_id, l.mode, l.detail);
+    if l.large_input {
+        env.push((
+            "FLOTILLA_LARGE_PIPE".into(),
+            crate::transport::LARGE_PIPE.to_string(),
+        ));
+    }
     let script = Script {
         text: LAUNCH_SH,
-        env: env(desired, l.txn_id, l.mode, l.detail),
+        env,
         stdin: Vec::new(),
         timeout: Some(timeout),
+        large_input: l.large_input,
     };
     let out = session.run_with_input(&script, input, tap).await?;
     parse_report(desired.name.as_str(), &out.stdout)

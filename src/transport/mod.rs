@@ -24,7 +24,16 @@ pub struct Script<'a> {
     pub env: Vec<(String, String)>,
     pub stdin: Vec<u8>,
     pub timeout: Option<Duration>,
+    /// The input is large (an upload): the transport makes the pipe that feeds the command
+    /// [`LARGE_PIPE`] bytes, so it crosses in fewer wake-ups. Only for hosts whose probe said
+    /// they enlarge their end too (see `launch.sh`): on loopback a big controller pipe alone
+    /// made the upload burstier and cost the hosts' sshd more than it saved (measured).
+    pub large_input: bool,
 }
+
+/// The size of a pipe that carries an upload, on either end (Linux's default unprivileged
+/// maximum, /proc/sys/fs/pipe-max-size).
+pub const LARGE_PIPE: i32 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {

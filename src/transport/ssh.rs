@@ -301,11 +301,13 @@ impl SshSession {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn exec(
         &mut self,
         script: &str,
         env: &[(String, String)],
         input: &mut (dyn AsyncRead + Unpin + Send),
+        large_input: bool,
         timeout: Duration,
         tap: Tap<'_>,
     ) -> Result<Output, TransportError> {
@@ -318,6 +320,7 @@ impl SshSession {
                 host: t.host.clone(),
                 detail: "the session was already closed".into(),
             })?;
+        let large_input = large_input.then_some(super::LARGE_PIPE);
         let mut cmd = match t.become_ {
             Become::Sudo => {
                 let mut c = session.command("sudo");
@@ -339,6 +342,13 @@ impl SshSession {
             // Input is fed while output is read, so neither side can block the other.
             let feed = async move {
                 if let Some(mut stdin) = stdin {
+                    if let Some(size) = large_input {
+                        // Best effort: a smaller pipe only costs more wake-ups.
+                        use std::os::fd::AsRawFd as _;
+                        // SAFETY: fcntl on a pipe descriptor this function owns; no memory
+                        // is passed.
+                        unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+                    }
                     stdin.write_all(&preamble).await?;
                     // Large chunks: an artifact crosses the pipe to the ssh master in few writes.
                     let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, input);
@@ -415,7 +425,7 @@ impl Session for SshSession {
     async fn run(&mut self, script: &Script<'_>) -> Result<Output, TransportError> {
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
         let mut input = &script.stdin[..];
-        self.exec(script.text, &script.env, &mut input, timeout, &mut |_| {})
+        self.exec(script.text, &script.env, &mut input, false, timeout, &mut |_| {})
             .await
     }
 
@@ -428,7 +438,15 @@ impl Session for SshSession {
         use tokio::io::AsyncReadExt as _;
         let timeout = script.timeout.unwrap_or(self.target.command_timeout);
         let mut all = (&script.stdin[..]).chain(input);
-        self.exec(script.text, &script.env, &mut all, timeout, tap).await
+        self.exec(
+            script.text,
+            &script.env,
+            &mut all,
+            script.large_input,
+            timeout,
+            tap,
+        )
+        .await
     }
 
     async fn upload(
@@ -438,7 +456,7 @@ impl Session for SshSession {
     ) -> Result<u64, TransportError> {
         let env = vec![("FLOTILLA_DEST".to_owned(), path.to_owned())];
         let timeout = self.target.command_timeout;
-        let out = self.exec(UPLOAD, &env, data, timeout, &mut |_| {}).await?;
+        let out = self.exec(UPLOAD, &env, data, false, timeout, &mut |_| {}).await?;
         let text = String::from_utf8_lossy(&out.stdout);
         match text
             .trim()
