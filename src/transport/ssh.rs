@@ -116,6 +116,18 @@ pub struct SshSession {
     _dir: tempfile::TempDir,
 }
 
+/// Makes a pipe `size` bytes (Linux), best effort: a smaller pipe only costs more wake-ups.
+fn enlarge_pipe(pipe: &impl std::os::fd::AsRawFd, size: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a descriptor the caller owns for the call's duration; no memory is
+    // passed.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (pipe, size);
+}
+
 fn expand(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
@@ -343,11 +355,7 @@ impl SshSession {
             let feed = async move {
                 if let Some(mut stdin) = stdin {
                     if let Some(size) = large_input {
-                        // Best effort: a smaller pipe only costs more wake-ups.
-                        use std::os::fd::AsRawFd as _;
-                        // SAFETY: fcntl on a pipe descriptor this function owns; no memory
-                        // is passed.
-                        unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+                        enlarge_pipe(&stdin, size);
                     }
                     stdin.write_all(&preamble).await?;
                     // Large chunks: an artifact crosses the pipe to the ssh master in few writes.
