@@ -110,11 +110,14 @@ async fn repeated_probes_share_one_shell_and_each_sees_the_host_as_it_is_now() {
         "host clock {host_now}, controller {now}"
     );
     assert!(first.missing_tools.is_empty(), "{:?}", first.missing_tools);
-    // Linux with perl (Debian's perl-base is essential): uploads go through large pipes.
-    assert!(
-        first.large_pipes,
-        "the probe finds how to enlarge an upload's pipe"
-    );
+    // Linux with perl (Debian's perl-base is essential): uploads go through large pipes. The
+    // probe says so exactly when that holds here.
+    let perl = std::process::Command::new("sh")
+        .args(["-c", "command -v perl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let linux = std::path::Path::new("/proc/sys/fs/pipe-max-size").exists();
+    assert_eq!(first.large_pipes, perl && linux, "perl on PATH: {perl}");
 
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     for round in 0..3 {

@@ -15,8 +15,11 @@ tools() {
   done
   # One fork, not the three of `mv --help | grep` (forks are most of a probe's host CPU).
   case $(mv --help 2>/dev/null) in *--no-target-directory*) ;; *) rec missing "mv -T" ;; esac
-  # Whether launch.sh can enlarge the pipe an upload arrives on (F_SETPIPE_SZ, Linux; perl
-  # is the one common tool that makes the call): builtins only.
+  # Whether launch.sh can make the pipe an upload arrives on 1 MiB (F_SETPIPE_SZ, Linux;
+  # perl is the one common tool that makes the call): builtins only. Not checked: a
+  # pipe-max-size lowered below 1 MiB (it does not bind root, who runs the transaction), and
+  # a sudo that logs I/O (its own pipe sits in between); there the host's pipe stays as it
+  # was, and only the upload's pacing differs.
   if [ -e /proc/sys/fs/pipe-max-size ] && command -v perl >/dev/null 2>&1; then rec pipes perl; fi
 }
 # A resident shell (one that serves every probe of a connection) runs this once with

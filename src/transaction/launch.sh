@@ -30,8 +30,10 @@ exec 9>>"$S/lock"
 flock -n 9 || { say "locked another transaction holds $FLOTILLA_STATE_DIR/lock"; exit 0; }
 export FLOTILLA_LOCKED=1
 if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
-  # 64 KiB records (-b 128), the size of the pipe from sshd: each read is one full pipe and its
-  # data is written at once. tar's default 10 KiB records cost about twice the system time;
+  # 64 KiB records (-b 128), the default size of the pipe from sshd: each read is one full
+  # pipe and its data is written at once (with the large pipe below, records of 1 MiB were
+  # slower still: 6.83 s against 6.59 s). tar's default 10 KiB records cost about twice the
+  # system time;
   # 128 KiB ones (two pipe reads each) leave data waiting in sshd, whose channel buffer then
   # grows and is copied: about 40 ms more host CPU per 20 MB in sshd (measured, 16 rounds over
   # ssh on loopback: cat 341 ms, -b 128 383 ms, -b 256 424 ms; the `dd bs=128k
@@ -43,11 +45,11 @@ if [ "${FLOTILLA_MODE:-apply}" = apply ]; then
   # its end too): sshd then hands what arrives to the pipe at once instead of holding it in
   # its channel buffer, which grows by copying (and, on a connection's first big transfer,
   # by mmap and page faults). Measured, 50 hosts on loopback, 20 MB each: the hosts' sshd
-  # 5.9 -> 1.7 CPU-s, all hosts' CPU 13-16 s -> 10.0-10.4 s, the rollout 9.9 s -> 6.6-6.9 s;
-  # perl costs one process start. (1 MiB tar records then cost more than 64 KiB: 6.83 s
-  # against 6.59 s.)
+  # 5.9 -> 1.7 CPU-s, all hosts' CPU 13-16 s -> 10.2-11.5 s, the rollout's median 9.9 s ->
+  # 7.0 s; perl costs one process start. Best effort: a failure (stdin not a pipe, a lower
+  # pipe-max-size) leaves the pipe as it was.
   if [ -n "${FLOTILLA_LARGE_PIPE:-}" ]; then
-    perl -e 'fcntl(STDIN, 1031, $ARGV[0] + 0)' "$FLOTILLA_LARGE_PIPE" 2>/dev/null
+    perl -e 'fcntl(STDIN, 1031, $ARGV[0] + 0)' -- "$FLOTILLA_LARGE_PIPE" 2>/dev/null
   fi
   tar -b 128 -m -p -xf - -C "$S" ||
     { say "error cannot receive the uploads and the transaction bundle into $FLOTILLA_STATE_DIR (disk full?)"; exit 0; }

@@ -4,6 +4,7 @@
 //! Manifest values reach scripts only through the environment or stdin, never as script text.
 
 pub mod local;
+mod pipe;
 mod resident;
 pub mod ssh;
 
@@ -24,10 +25,11 @@ pub struct Script<'a> {
     pub env: Vec<(String, String)>,
     pub stdin: Vec<u8>,
     pub timeout: Option<Duration>,
-    /// The input is large (an upload): the transport makes the pipe that feeds the command
-    /// [`LARGE_PIPE`] bytes, so it crosses in fewer wake-ups. Only for hosts whose probe said
-    /// they enlarge their end too (see `launch.sh`): on loopback a big controller pipe alone
-    /// made the upload burstier and cost the hosts' sshd more than it saved (measured).
+    /// The input is large (an upload): the SSH transport makes the pipe that feeds the
+    /// command [`LARGE_PIPE`] bytes, so it crosses in fewer wake-ups (the local transport
+    /// needs nothing: `launch.sh` enlarges that same pipe). Only for hosts whose probe said
+    /// they enlarge their end too: on loopback a big controller pipe alone made the upload
+    /// burstier and cost the hosts' sshd more than it saved (measured).
     pub large_input: bool,
 }
 

@@ -116,18 +116,6 @@ pub struct SshSession {
     _dir: tempfile::TempDir,
 }
 
-/// Makes a pipe `size` bytes (Linux), best effort: a smaller pipe only costs more wake-ups.
-fn enlarge_pipe(pipe: &impl std::os::fd::AsRawFd, size: i32) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: fcntl on a descriptor the caller owns for the call's duration; no memory is
-    // passed.
-    unsafe {
-        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (pipe, size);
-}
-
 fn expand(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
@@ -354,9 +342,8 @@ impl SshSession {
             // Input is fed while output is read, so neither side can block the other.
             let feed = async move {
                 if let Some(mut stdin) = stdin {
-                    if let Some(size) = large_input {
-                        enlarge_pipe(&stdin, size);
-                    }
+                    // Counted until the input is fed and the pipe closed.
+                    let _large = large_input.map(|size| super::pipe::LargePipe::enlarge(&stdin, size));
                     stdin.write_all(&preamble).await?;
                     // Large chunks: an artifact crosses the pipe to the ssh master in few writes.
                     let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, input);
