@@ -331,3 +331,46 @@ fn checks_without_the_network_open_no_url_a_manifest_names() {
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("no signature at"), "{}", r.stderr);
 }
+
+/// `validate` (and `plan`, `preview`) add no artifact copy to the store's cache, only the
+/// markers of checks that passed: a pull request's blobs cannot fill the cache's disk, and an
+/// unchanged artifact is still not hashed again. `apply` keeps the copy it uploads.
+#[test]
+fn checks_without_apply_add_no_artifact_copy_to_the_cache() {
+    let (f, keys) = common::signed_fleet("");
+    f.write("flotilla.toml", &common::fleet_toml_without_promotion(&keys));
+    let _ = std::fs::remove_file(f.path().join("environments/prod.toml"));
+    f.write("environments/staging.toml", "[runtimes]\ngreeter = \"2.0.0\"\n");
+    f.host("hosts/a.toml", "h1", "staging", "");
+    f.commit("fleet");
+    let store = tempfile::tempdir().unwrap();
+    let cache = store.path().join("cache/artifacts");
+    let copies = || -> Vec<String> {
+        std::fs::read_dir(&cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect()
+    };
+    let validate = || {
+        run(flotilla()
+            .arg("--state-dir")
+            .arg(store.path())
+            .arg("validate")
+            .arg(f.path()))
+    };
+    for round in 0..2 {
+        let r = validate();
+        assert_eq!(r.code, 0, "round {round}: {}{}", r.stdout, r.stderr);
+        assert_eq!(copies(), Vec::<String>::new(), "round {round}");
+        assert!(
+            std::fs::read_dir(cache.join("verified")).is_ok_and(|d| d.count() == 2),
+            "a marker per version"
+        );
+    }
+    let r = common::apply(&f, store.path(), &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(copies().len(), 1, "apply keeps the copy it uploaded (2.0.0)");
+}

@@ -250,7 +250,8 @@ impl ArtifactCache {
     /// repository and the cache are read (saved copies of URL signatures). What cannot be
     /// checked so is `None`. `validate`, `plan` and `preview` check this way, so a manifest
     /// (an unmerged pull request's, say) cannot make them read the controller's files or
-    /// reach the network.
+    /// reach the network. It adds no artifact copy to the cache, only the small markers of
+    /// checks that passed (then [`Prepared::path`] may name no file: use the sizes).
     pub fn check_offline(
         &self,
         req: &ArtifactRequest<'_>,
@@ -324,9 +325,13 @@ impl ArtifactCache {
             None | Some(None) => true,
             Some(Some(id)) => verified::source_is(&self.dir, id, &expected),
         };
+        // A check that opens no URL adds no copies to the cache (an unmerged pull request's
+        // blobs could fill its disk), so for a repository file of known identity the marker
+        // alone stands for the check; `apply` needs the copy it uploads and makes it.
+        let copy_needed = network == Network::Allowed || !matches!(source, Some(Some(_)));
         if source_known
             && let Some(v) = verified::load(&self.dir, &marker)
-            && fs::symlink_metadata(&cached).is_ok_and(|m| m.is_file() && m.len() == v.size)
+            && (!copy_needed || fs::symlink_metadata(&cached).is_ok_and(|m| m.is_file() && m.len() == v.size))
         {
             return Ok(Prepared {
                 path: cached,
@@ -366,7 +371,9 @@ impl ArtifactCache {
                 let limit = max_unpacked
                     .saturating_add(max_unpacked / 8)
                     .saturating_add(64 << 20);
-                let (file, digests) = self.fetch(req, repo, &cached, &expected, verifier, limit, &at)?;
+                let keep = network == Network::Allowed;
+                let (file, digests) =
+                    self.fetch(req, repo, &cached, &expected, verifier, limit, keep, &at)?;
                 (file, digests, true)
             }
         };
@@ -456,7 +463,9 @@ impl ArtifactCache {
     }
 
     /// Streams the artifact into a temporary file in the cache while hashing it, checks the
-    /// sha256, then makes it durable (fsync, rename, fsync of the directory).
+    /// sha256, then makes it durable (fsync, rename, fsync of the directory) — or, without
+    /// `keep`, hands back the open temporary file, already unlinked, so the check leaves no
+    /// copy behind.
     #[allow(clippy::too_many_arguments)]
     fn fetch<'v>(
         &self,
@@ -466,6 +475,7 @@ impl ArtifactCache {
         expected: &str,
         verifier: Option<StreamVerifier<'v>>,
         limit: u64,
+        keep: bool,
         at: &dyn Fn() -> Box<Origin>,
     ) -> Result<(File, Digests<'v>), ArtifactError> {
         let location = req.artifact.to_string();
@@ -528,6 +538,14 @@ impl ArtifactCache {
                 expected: expected.to_owned(),
                 actual,
             });
+        }
+        if !keep {
+            let file = partial
+                .file
+                .try_clone()
+                .map_err(|e| cache_err(&partial.path, e))?;
+            drop(partial); // removes the name; the open file lives on until the check ends
+            return Ok((file, digests));
         }
         partial.file.sync_all().map_err(|e| cache_err(&partial.path, e))?;
         let file = partial.persist(cached).map_err(|e| cache_err(cached, e))?;
