@@ -107,10 +107,7 @@ pub fn partial_artifact_diagnostics(
         .map(crate::artifact::ArtifactFailure::from)
         .filter(|f| !f.provisional)
         .collect();
-    let shown = &errors[..errors.len().min(crate::artifact::MAX_SHOWN)];
-    let mut out = crate::artifact::ArtifactFailure::diagnostics(shown, sources);
-    out.extend(crate::artifact::more_failures(errors.len()).map(Diagnostic::new));
-    out
+    crate::artifact::ArtifactFailure::diagnostics(&errors, sources)
 }
 
 /// Validates manifest files and resolves every host, collecting every problem (DESIGN §3):

@@ -217,14 +217,21 @@ impl Fx {
         format!("https://127.0.0.1:{}{path}", self.server.port)
     }
 
-    fn prepare(&self, path: &str, max_bytes: u64, budget: Duration) -> Result<(), ArtifactError> {
-        let cache = ArtifactCache::new(self.cache.path().join("artifacts"))
+    /// The store's artifact cache, trusting the test CA.
+    fn cache(&self) -> ArtifactCache {
+        ArtifactCache::new(self.cache.path().join("artifacts"))
             .with_tls_roots_pem(&self.server.ca)
             .expect("the test CA")
-            .with_https_limits(max_bytes, budget);
-        let sha = flotilla::resolve::sha256_hex(
-            &std::fs::read(self.repo.path().join("artifacts/good.tgz")).unwrap(),
-        );
+    }
+
+    /// The sha256 of the artifact the server serves at `/good`.
+    fn sha(&self) -> String {
+        flotilla::resolve::sha256_hex(&std::fs::read(self.repo.path().join("artifacts/good.tgz")).unwrap())
+    }
+
+    fn prepare(&self, path: &str, max_bytes: u64, budget: Duration) -> Result<(), ArtifactError> {
+        let cache = self.cache().with_https_limits(max_bytes, budget);
+        let sha = self.sha();
         let trust = TrustPolicy::new(&[self.keys.public()], true, None).expect("trust");
         let artifact = ArtifactRef::Url(self.url(path));
         let signature = ArtifactRef::Repo("artifacts/good.tgz.minisig".into());
@@ -310,8 +317,7 @@ fn a_trickling_https_body_is_cut_off_at_the_time_budget() {
 #[test]
 fn a_cached_https_artifact_is_checked_again_without_the_network() {
     let mut fx = Fx::new();
-    let sha =
-        flotilla::resolve::sha256_hex(&std::fs::read(fx.repo.path().join("artifacts/good.tgz")).unwrap());
+    let sha = fx.sha();
     let (artifact, signature) = (
         ArtifactRef::Url(fx.url("/good")),
         ArtifactRef::Url(fx.url("/good.minisig")),
@@ -324,27 +330,23 @@ fn a_cached_https_artifact_is_checked_again_without_the_network() {
         sha256: &sha,
     };
     let repo = DirRepo(fx.repo.path().to_owned());
-    let cache = || {
-        ArtifactCache::new(fx.cache.path().join("artifacts"))
-            .with_tls_roots_pem(&fx.server.ca)
-            .expect("the test CA")
-    };
     let trusted = TrustPolicy::new(&[fx.keys.public()], true, None).unwrap();
     assert!(
-        cache()
+        fx.cache()
             .check_cached(&req, &repo, &trusted, DEFAULT_MAX_UNPACKED)
             .is_none(),
         "nothing cached yet: not checked, and nothing fetched"
     );
     assert_eq!(fx.cache_entries(), 0);
-    cache()
+    fx.cache()
         .prepare(&req, &repo, &trusted, DEFAULT_MAX_UNPACKED)
         .expect("fetched and verified");
 
     // The server goes away: the check runs on what the cache holds.
     let _ = fx.server.child.kill();
     let _ = fx.server.child.wait();
-    let ok = cache()
+    let ok = fx
+        .cache()
         .check_cached(&req, &repo, &trusted, DEFAULT_MAX_UNPACKED)
         .expect("held")
         .expect("still good");
@@ -353,7 +355,10 @@ fn a_cached_https_artifact_is_checked_again_without_the_network() {
     let other = Keys::new();
     let rotated = TrustPolicy::new(&[other.public()], true, None).unwrap();
     // Found with the saved copy (the URL might serve a newer signature): a warning's error.
-    match cache().check_cached(&req, &repo, &rotated, DEFAULT_MAX_UNPACKED) {
+    match fx
+        .cache()
+        .check_cached(&req, &repo, &rotated, DEFAULT_MAX_UNPACKED)
+    {
         Some(Err(e @ ArtifactError::SavedSignature { .. })) => {
             assert!(e.to_string().contains("signature by untrusted key"), "{e}");
             names_the_artifact(&e.to_string(), "/good");
@@ -361,7 +366,7 @@ fn a_cached_https_artifact_is_checked_again_without_the_network() {
         other => panic!("expected an untrusted key, got {other:?}"),
     }
     // A smaller unpacked-size limit is checked too (the tarball is read again from the cache).
-    match cache().check_cached(&req, &repo, &trusted, 4) {
+    match fx.cache().check_cached(&req, &repo, &trusted, 4) {
         Some(Err(ArtifactError::Tarball { .. })) => {}
         other => panic!("expected the size limit, got {other:?}"),
     }

@@ -31,10 +31,12 @@ pub struct Planned<'a> {
     /// `plan` reports them and exits 1, `apply` refuses the whole run.
     pub artifact_errors: Vec<ArtifactFailure>,
     /// URL artifacts the plan needs that the store's cache holds and that failed their
-    /// checks there (DESIGN §3): `plan` reports them and exits 1 (a `provisional` one, found
-    /// with a saved URL signature, is a warning); `apply` fetches and checks every URL
-    /// artifact again (with a fresh signature) before any host, and refuses then.
+    /// checks there (DESIGN §3): `plan` reports them and exits 1; `apply` fetches and checks
+    /// every URL artifact again (with a fresh signature) before any host, and refuses then.
     pub cached_artifact_errors: Vec<ArtifactFailure>,
+    /// Failures found with a saved copy of a URL signature (`provisional`): the URL may
+    /// serve a newer one, so `plan` only warns; `apply` fetches it again and decides.
+    pub artifact_warnings: Vec<ArtifactFailure>,
 }
 
 impl Planned<'_> {
@@ -89,8 +91,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         .clone()
         .or_else(|| store.map(|s| s.artifact_cache_dir()));
     let (observations, checked) = observe_and_check(req, &targets, store_id.as_deref(), cache.clone()).await;
-    // A failure found with a saved URL signature is only a warning, for `plan` to show:
-    // `apply` fetches that signature again.
+    // A failure found with a saved URL signature is only a warning (`artifact_warnings`).
     let (provisional, artifact_errors): (Vec<ArtifactFailure>, Vec<ArtifactFailure>) = checked
         .errors
         .iter()
@@ -109,13 +110,15 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
     );
     plan.no_longer_managed = no_longer_managed(req)?;
     let needed = super::artifacts::needed_artifacts(&plan, &targets, &observations);
-    let mut cached_artifact_errors = provisional;
+    let (mut artifact_warnings, mut cached_artifact_errors) = (provisional, Vec::new());
     if let Some(dir) = cache {
         let cache = crate::artifact::ArtifactCache::new(dir);
-        let (more, errors) =
+        let (more, failures) =
             super::run::blocking(|| super::artifacts::check_cached_urls(req, &needed, &cache));
         sizes.extend(more);
-        cached_artifact_errors.extend(errors);
+        let (warnings, errors): (Vec<_>, Vec<_>) = failures.into_iter().partition(|f| f.provisional);
+        artifact_warnings.extend(warnings);
+        cached_artifact_errors = errors;
     }
     warn_without_room(&mut plan, &targets, &observations, &sizes);
     let stale = saved.map(|s| stale_hosts(s, &plan)).unwrap_or_default();
@@ -129,6 +132,7 @@ pub async fn prepare<'a>(req: &Request<'a>) -> Result<Planned<'a>, EngineError> 
         saved,
         artifact_errors,
         cached_artifact_errors,
+        artifact_warnings,
     })
 }
 

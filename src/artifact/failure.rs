@@ -18,7 +18,7 @@ use crate::diagnostic::{Diagnostic, Sources};
 pub const MAX_SHOWN: usize = 100;
 
 /// What to say about failures past [`MAX_SHOWN`], if there are any.
-pub fn more_failures(total: usize) -> Option<String> {
+fn more_failures(total: usize) -> Option<String> {
     (total > MAX_SHOWN).then(|| {
         format!(
             "{} more artifact(s) fail their checks, not shown; fix the ones above and run `flotilla validate` again",
@@ -111,11 +111,13 @@ impl ArtifactFailure {
         self.runtime.as_ref().map(|r| format!("runtimes/{r}.toml"))
     }
 
-    /// Each failure as a located diagnostic (see [`locate`]).
+    /// The first [`MAX_SHOWN`] failures as located diagnostics (see [`locate`]), then one
+    /// saying how many more there are, if any.
     pub fn diagnostics(failures: &[ArtifactFailure], sources: &Sources) -> Vec<Diagnostic> {
-        failures
+        let shown = &failures[..failures.len().min(MAX_SHOWN)];
+        let mut out: Vec<Diagnostic> = shown
             .iter()
-            .zip(locate(failures, sources))
+            .zip(locate(shown, sources))
             .map(|(f, at)| {
                 let d = Diagnostic::new(f.message.clone());
                 match at {
@@ -123,7 +125,9 @@ impl ArtifactFailure {
                     None => d,
                 }
             })
-            .collect()
+            .collect();
+        out.extend(more_failures(failures.len()).map(Diagnostic::new));
+        out
     }
 }
 

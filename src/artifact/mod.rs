@@ -41,7 +41,7 @@ use minisign_verify::StreamVerifier;
 use sha2::{Digest, Sha256};
 
 pub use error::{ArtifactError, Origin, TarProblem};
-pub use failure::{ArtifactFailure, ArtifactField, MAX_SHOWN, locate, more_failures};
+pub use failure::{ArtifactFailure, ArtifactField, locate};
 pub use inspect::{
     COMPONENT_LIMIT, NAME_LIMIT, PATH_LIMIT, TarEntry, TarEntryKind, TarballRefused, inspect_tarball,
 };
@@ -239,8 +239,9 @@ impl ArtifactCache {
         }
         // Not held: nothing else is looked at.
         let expected = req.sha256.to_ascii_lowercase();
-        let well_formed = expected.len() == 64 && expected.bytes().all(|b| b.is_ascii_hexdigit());
-        if well_formed && !fs::symlink_metadata(self.dir.join(&expected)).is_ok_and(|m| m.is_file()) {
+        if is_sha256_hex(&expected)
+            && !fs::symlink_metadata(self.dir.join(&expected)).is_ok_and(|m| m.is_file())
+        {
             return None;
         }
         self.check_offline(req, repo, trust, max_unpacked)
@@ -292,7 +293,7 @@ impl ArtifactCache {
             })
         };
         let expected = req.sha256.to_ascii_lowercase();
-        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_sha256_hex(&expected) {
             return Err(ArtifactError::InvalidSha256 {
                 at: at(),
                 given: req.sha256.chars().take(80).collect(),
@@ -555,6 +556,11 @@ impl ArtifactCache {
             .map_err(|e| cache_err(&self.dir, e))?;
         Ok((file, digests))
     }
+}
+
+/// 64 hexadecimal digits: a sha256 as manifests write it, and a safe name in the cache.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn open_error(

@@ -71,8 +71,15 @@ pub(super) fn remember_source(cache: &Path, id: &str, sha256: &str) {
 /// without the network (`apply` always fetches it again). Untrusted bytes like any
 /// signature: they are verified against the trusted keys before anything relies on them.
 pub(super) fn saved_signature(cache: &Path, url: &str) -> Option<Vec<u8>> {
+    use std::io::Read as _;
     let path = cache.join("signatures").join(id_name(url));
-    let bytes = fs::read(path).ok()?;
+    // Read no more than a signature can be, whatever sits there.
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .ok()?
+        .take(super::SIGNATURE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
     (bytes.len() as u64 <= super::SIGNATURE_LIMIT).then_some(bytes)
 }
 

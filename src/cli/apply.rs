@@ -261,11 +261,10 @@ impl engine::RoundView for ApplyView<'_> {
 
     fn report(&mut self, report: &engine::Report) -> anyhow::Result<()> {
         if !report.artifact_errors.is_empty() {
-            let color = self.color && std::io::IsTerminal::is_terminal(&std::io::stderr());
             super::output::err(&views::artifact_errors(
                 &report.artifact_errors,
                 self.sources,
-                color,
+                super::output::stderr_color(self.color),
             ));
         }
         // The hosts are changed by now: a closed stdout must not hide how it went, so the

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use super::Outcome;
 use super::args::{Cli, Command, Connection, Format, PlanArgs, SchemaArgs, ShowArgs, Source, StatusArgs};
-use super::output::{errln, out, outln};
+use super::output::{errln, out, outln, stderr_color};
 use super::views;
 use crate::diagnostic;
 use crate::load::{LoadError, LoadedFleet, load};
@@ -88,11 +88,7 @@ pub(super) fn open(
                     cache,
                 ));
             }
-            super::output::err(&diagnostic::render(
-                &diagnostics,
-                &sources,
-                color && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            ));
+            super::output::err(&diagnostic::render(&diagnostics, &sources, stderr_color(color)));
             Ok(Err(Outcome::Failure))
         }
     }
@@ -250,17 +246,12 @@ async fn plan_with_engine(
     let planned = crate::apply::prepare(&request).await;
     pool.close_all().await;
     let planned = planned?;
-    let repo_bad = &planned.artifact_errors;
-    let (warnings, cached_bad): (Vec<_>, Vec<_>) = planned
-        .cached_artifact_errors
-        .iter()
-        .cloned()
-        .partition(|f| f.provisional);
-    for w in &warnings {
+    let (repo_bad, cached_bad) = (&planned.artifact_errors, &planned.cached_artifact_errors);
+    for w in &planned.artifact_warnings {
         errln!("warning: {w}");
     }
     if !repo_bad.is_empty() || !cached_bad.is_empty() {
-        let all: Vec<_> = repo_bad.iter().chain(&cached_bad).cloned().collect();
+        let all: Vec<_> = repo_bad.iter().chain(cached_bad).cloned().collect();
         super::output::err(&views::artifact_errors(
             &all,
             &loaded.sources,
@@ -280,11 +271,6 @@ async fn plan_with_engine(
         );
     }
     Ok((planned.plan, repo_bad.len() + cached_bad.len(), store))
-}
-
-/// Whether to color what goes to stderr.
-fn stderr_color(color: bool) -> bool {
-    color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 /// `--at`: an RFC 3339 instant, or a civil time with a zone in brackets.

@@ -37,6 +37,11 @@ pub fn err(text: &str) {
     let _ = stderr.flush();
 }
 
+/// Whether to color what goes to stderr: colors are on and stderr is a terminal.
+pub fn stderr_color(color: bool) -> bool {
+    color && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 /// Whether `e` (or anything it wraps) is a closed standard output. Only [`ClosedPipe`] counts:
 /// a broken pipe to a host's script is a real error and must be reported.
 pub fn is_closed_pipe(e: &anyhow::Error) -> bool {

@@ -136,10 +136,7 @@ pub fn artifact_errors(
     sources: &crate::diagnostic::Sources,
     color: bool,
 ) -> String {
-    let shown = &failures[..failures.len().min(crate::artifact::MAX_SHOWN)];
-    let mut diagnostics = crate::artifact::ArtifactFailure::diagnostics(shown, sources);
-    diagnostics
-        .extend(crate::artifact::more_failures(failures.len()).map(crate::diagnostic::Diagnostic::new));
+    let diagnostics = crate::artifact::ArtifactFailure::diagnostics(failures, sources);
     crate::diagnostic::render_each(&diagnostics, sources, color)
 }
 

@@ -21,7 +21,7 @@ pub struct MarkdownHeader {
     /// Shown together in one warning, one list item each.
     pub notices: Vec<String>,
     /// Problems that make `apply` refuse the run (artifacts failing their checks), shown
-    /// first, one list item each; never cut.
+    /// first, one list item each, never cut (callers keep the list short).
     pub errors: Vec<String>,
     /// Environment → the "Earliest start" cell, instead of the one the plan alone gives.
     pub earliest: std::collections::BTreeMap<String, String>,

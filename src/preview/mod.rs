@@ -289,23 +289,8 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
                     cache,
                 ));
             }
-            let problems = diagnostics
-                .iter()
-                .map(|d| {
-                    let (file, at) = match &d.location {
-                        Some(l) => (Some(l.file.clone()), sources.line_col(&l.file, l.span.start)),
-                        None => (None, None),
-                    };
-                    Problem {
-                        message: escape_controls(&d.message),
-                        file,
-                        line: at.map(|a| a.0),
-                        column: at.map(|a| a.1),
-                    }
-                })
-                .collect();
             let text = crate::diagnostic::render(&diagnostics, &sources, false);
-            return Ok(empty(problems, text));
+            return Ok(empty(problems(&diagnostics, &sources), text));
         }
     };
     let store = (req.store)(base.fleet.name.as_str())?;
@@ -378,45 +363,33 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
         last_ended: &last_ended,
         active: &active,
     });
-    let shown = &failures[..failures.len().min(crate::artifact::MAX_SHOWN)];
-    let places = crate::artifact::locate(shown, &head.sources);
-    let mut problems: Vec<Problem> = shown
-        .iter()
-        .zip(places)
-        .map(|(f, at)| {
-            let line_col = at
-                .as_ref()
-                .and_then(|(file, span)| head.sources.line_col(file, span.start));
-            Problem {
-                message: escape_controls(&f.message),
-                file: at.map(|(file, _)| file),
-                line: line_col.map(|a| a.0),
-                column: line_col.map(|a| a.1),
-            }
-        })
-        .collect();
-    let mut diagnostics = crate::artifact::ArtifactFailure::diagnostics(shown, &head.sources);
-    if let Some(more) = crate::artifact::more_failures(failures.len()) {
-        problems.push(Problem {
-            message: more.clone(),
-            file: None,
-            line: None,
-            column: None,
-        });
-        diagnostics.push(crate::diagnostic::Diagnostic::new(more));
-    }
+    let diagnostics = crate::artifact::ArtifactFailure::diagnostics(&failures, &head.sources);
     let text = crate::diagnostic::render_each(&diagnostics, &head.sources, false);
-    // At most 20 (notices are never cut from the comment), then how many more.
     let mut notices = notices;
+    notices.extend(saved_signature_notices(&provisional, &head.sources));
+    let mut out = empty(problems(&diagnostics, &head.sources), text);
+    out.plan = Some(plan);
+    out.notices = notices;
+    out.forecast = forecast;
+    Ok(out)
+}
+
+/// Artifact failures found with a saved URL signature, as notices at their manifest line:
+/// at most 20 (notices are never cut from the comment), the last saying how many more.
+fn saved_signature_notices(
+    provisional: &[crate::artifact::ArtifactFailure],
+    sources: &crate::diagnostic::Sources,
+) -> Vec<Notice> {
     let shown = &provisional[..provisional.len().min(20)];
     let last = shown.len().saturating_sub(1);
+    let mut out = Vec::new();
     for (i, (f, at)) in shown
         .iter()
-        .zip(crate::artifact::locate(shown, &head.sources))
+        .zip(crate::artifact::locate(shown, sources))
         .enumerate()
     {
         let Some((file, span)) = at else { continue };
-        let line = head.sources.line_col(&file, span.start).map_or(1, |(l, _)| l);
+        let line = sources.line_col(&file, span.start).map_or(1, |(l, _)| l);
         let message = match i == last && provisional.len() > shown.len() {
             true => format!(
                 "{} (and {} more whose saved signature fails)",
@@ -425,7 +398,7 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
             ),
             false => escape_controls(&f.message),
         };
-        notices.push(Notice {
+        out.push(Notice {
             kind: NoticeKind::Artifact,
             message,
             line,
@@ -433,11 +406,30 @@ pub async fn preview(req: &Request<'_>) -> Result<Preview, PreviewError> {
             revision: Side::Head,
         });
     }
-    let mut out = empty(problems, text);
-    out.plan = Some(plan);
-    out.notices = notices;
-    out.forecast = forecast;
-    Ok(out)
+    out
+}
+
+/// Diagnostics as `errors[]` entries: message (control characters escaped), file, line and
+/// column.
+fn problems(
+    diagnostics: &[crate::diagnostic::Diagnostic],
+    sources: &crate::diagnostic::Sources,
+) -> Vec<Problem> {
+    diagnostics
+        .iter()
+        .map(|d| {
+            let (file, at) = match &d.location {
+                Some(l) => (Some(l.file.clone()), sources.line_col(&l.file, l.span.start)),
+                None => (None, None),
+            };
+            Problem {
+                message: escape_controls(&d.message),
+                file,
+                line: at.map(|a| a.0),
+                column: at.map(|a| a.1),
+            }
+        })
+        .collect()
 }
 
 /// Head's artifacts as `plan` would check them (DESIGN §3): every one stored in the
